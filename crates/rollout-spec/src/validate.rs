@@ -1,0 +1,400 @@
+//! The checks that need typed values or several documents at once: ARNs that
+//! must agree with each other, steps that must reach 100%, templates that
+//! must exist, names that must be unique.
+
+use std::collections::BTreeMap;
+
+use crate::decode::{Diagnostic, Locations};
+use crate::types::{
+    AnalysisTemplate, BlueGreenStrategy, CanaryStep, PhaseAnalysis, Rollout, RolloutAnalysis,
+};
+use crate::values::{Duration, ElbArnParts};
+use crate::Located;
+
+struct Report<'a> {
+    file: &'a str,
+    locs: &'a Locations,
+    out: &'a mut Vec<Diagnostic>,
+}
+
+impl Report<'_> {
+    fn at(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.locs.get(path);
+        self.out.push(Diagnostic {
+            file: self.file.to_string(),
+            line: pos.line,
+            column: pos.column,
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Where a rollout shifts traffic: a listener's default action or one rule.
+fn routing_key(r: &Rollout) -> String {
+    let alb = &r.spec.traffic_routing.alb;
+    match &alb.rule_arn {
+        Some(rule) => format!("rule {rule}"),
+        None => format!("the default action of listener {}", alb.listener_arn),
+    }
+}
+
+/// Checks a set of documents as a whole. `known_templates` are the names of
+/// AnalysisTemplates that exist outside the set (on the server).
+pub fn validate_set(
+    rollouts: &[Located<Rollout>],
+    templates: &[Located<AnalysisTemplate>],
+    known_templates: &[String],
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut template_periods: BTreeMap<&str, Duration> = BTreeMap::new();
+    let mut seen_templates: BTreeMap<&str, &Located<AnalysisTemplate>> = BTreeMap::new();
+    for t in templates {
+        let mut rep = Report {
+            file: &t.file,
+            locs: &t.locs,
+            out: &mut out,
+        };
+        let name = t.value.metadata.name.as_str();
+        if let Some(first) = seen_templates.get(name) {
+            rep.at(
+                "metadata.name",
+                format!(
+                    "AnalysisTemplate `{name}` is defined twice (first at {}:{})",
+                    first.file, first.pos
+                ),
+            );
+        } else {
+            seen_templates.insert(name, t);
+        }
+        template_periods.insert(name, t.value.spec.alb.period);
+        check_template(&t.value, &mut rep);
+    }
+    for name in known_templates {
+        template_periods
+            .entry(name.as_str())
+            .or_insert(Duration::from_secs(0));
+    }
+
+    let mut seen_rollouts: BTreeMap<&str, &Located<Rollout>> = BTreeMap::new();
+    let mut routes: BTreeMap<String, &Located<Rollout>> = BTreeMap::new();
+    for r in rollouts {
+        let mut rep = Report {
+            file: &r.file,
+            locs: &r.locs,
+            out: &mut out,
+        };
+        let name = r.value.metadata.name.as_str();
+        if let Some(first) = seen_rollouts.get(name) {
+            rep.at(
+                "metadata.name",
+                format!(
+                    "Rollout `{name}` is defined twice (first at {}:{})",
+                    first.file, first.pos
+                ),
+            );
+        } else {
+            seen_rollouts.insert(name, r);
+            let key = routing_key(&r.value);
+            if let Some(other) = routes.get(&key) {
+                let path = if r.value.spec.traffic_routing.alb.rule_arn.is_some() {
+                    "spec.trafficRouting.alb.ruleArn"
+                } else {
+                    "spec.trafficRouting.alb.listenerArn"
+                };
+                rep.at(
+                    path,
+                    format!(
+                        "Rollout `{}` ({}:{}) already shifts {key}; two rollouts cannot share it",
+                        other.value.metadata.name, other.file, other.pos
+                    ),
+                );
+            } else {
+                routes.insert(key, r);
+            }
+        }
+        check_rollout(&r.value, &template_periods, &mut rep);
+    }
+    out
+}
+
+fn check_template(t: &AnalysisTemplate, rep: &mut Report<'_>) {
+    let alb = &t.spec.alb;
+    let period = alb.period.as_millis();
+    let period_ok =
+        matches!(period, 1_000 | 5_000 | 10_000 | 30_000) || (period > 0 && period % 60_000 == 0);
+    if !period_ok {
+        rep.at(
+            "spec.alb.period",
+            format!(
+                "CloudWatch period {} is not allowed: use 1s, 5s, 10s, 30s or a multiple of 60s",
+                alb.period
+            ),
+        );
+    }
+    if alb.error_rate.is_none() && alb.latency.is_none() {
+        rep.at(
+            "spec.alb",
+            "nothing to compare: give `errorRate`, `latency` or both",
+        );
+    }
+    if let Some(er) = &alb.error_rate {
+        if er.max_increase.is_none() && er.max_rate.is_none() {
+            rep.at(
+                "spec.alb.errorRate",
+                "give `maxIncrease` (relative to stable), `maxRate` (absolute) or both",
+            );
+        }
+        if let Some(rate) = er.max_rate {
+            if rate.value() > 100.0 {
+                rep.at(
+                    "spec.alb.errorRate.maxRate",
+                    format!("an error rate of {rate} can never be reached; use at most 100%"),
+                );
+            }
+        }
+    }
+    if let Some(lat) = &alb.latency {
+        if lat.max_increase.is_none() && lat.max.is_none() {
+            rep.at(
+                "spec.alb.latency",
+                "give `maxIncrease` (relative to stable), `max` (absolute) or both",
+            );
+        }
+        if lat.max == Some(Duration::from_millis(0)) {
+            rep.at(
+                "spec.alb.latency.max",
+                "a latency ceiling of 0s fails every interval",
+            );
+        }
+    }
+}
+
+fn same_place(a: &ElbArnParts, b: &ElbArnParts) -> Option<String> {
+    if a.partition != b.partition || a.region != b.region {
+        Some(format!(
+            "it is in region {} but the listener is in {}",
+            a.region, b.region
+        ))
+    } else if a.account != b.account {
+        Some(format!(
+            "it is in account {} but the listener is in {}",
+            a.account, b.account
+        ))
+    } else {
+        None
+    }
+}
+
+fn check_rollout(r: &Rollout, templates: &BTreeMap<&str, Duration>, rep: &mut Report<'_>) {
+    let spec = &r.spec;
+    if spec.revision.trim().is_empty() {
+        rep.at(
+            "spec.revision",
+            "the revision is empty; give the version being rolled out",
+        );
+    }
+    let listener = &spec.traffic_routing.alb.listener_arn;
+    if let Some(rule) = &spec.traffic_routing.alb.rule_arn {
+        if rule.load_balancer != listener.load_balancer || rule.listener_id != listener.listener_id
+        {
+            rep.at(
+                "spec.trafficRouting.alb.ruleArn",
+                format!(
+                    "the rule belongs to listener {}/{} of {}, not to the listener in listenerArn",
+                    rule.load_balancer, rule.listener_id, rule.parts.region
+                ),
+            );
+        }
+    }
+    for arm in ["stable", "canary"] {
+        let tg = if arm == "stable" {
+            &spec.stable
+        } else {
+            &spec.canary
+        };
+        if let Some(why) = same_place(&tg.target_group_arn.parts, &listener.parts) {
+            rep.at(
+                &format!("spec.{arm}.targetGroupArn"),
+                format!("the target group cannot receive this listener's traffic: {why}"),
+            );
+        }
+    }
+    if spec.stable.target_group_arn == spec.canary.target_group_arn {
+        rep.at(
+            "spec.canary.targetGroupArn",
+            "stable and canary are the same target group; the canary needs its own",
+        );
+    }
+    if spec.progress_deadline.as_millis() < 60_000 {
+        rep.at(
+            "spec.progressDeadline",
+            format!(
+                "a progress deadline of {} is shorter than one analysis; use at least 1m",
+                spec.progress_deadline
+            ),
+        );
+    }
+    if let Some(canary) = &spec.strategy.canary {
+        check_canary_steps(&canary.steps, rep);
+    }
+    if let Some(bg) = &spec.strategy.blue_green {
+        check_blue_green(bg, listener, templates, rep);
+        if spec.analysis.is_some() {
+            rep.at(
+                "spec.analysis",
+                "background analysis belongs to the canary strategy; a blueGreen run uses strategy.blueGreen.prePromotionAnalysis and postPromotionAnalysis",
+            );
+        }
+    }
+    if let Some(analysis) = &spec.analysis {
+        check_analysis(analysis, templates, rep);
+    }
+    if let Some(rollback) = &spec.rollback {
+        check_rollback_steps(&rollback.steps, rep);
+    }
+}
+
+fn check_canary_steps(steps: &[CanaryStep], rep: &mut Report<'_>) {
+    let path = "spec.strategy.canary.steps";
+    if steps.is_empty() {
+        rep.at(path, "no steps: give at least `- setWeight: 100`");
+        return;
+    }
+    let last_weight = steps.iter().enumerate().rev().find_map(|(i, s)| match s {
+        CanaryStep::SetWeight(w) => Some((i, *w)),
+        CanaryStep::Pause(_) => None,
+    });
+    match last_weight {
+        None => rep.at(
+            path,
+            "the steps never set a weight, so the canary would never get traffic; end with `- setWeight: 100`",
+        ),
+        Some((i, w)) if w.get() != 100 => rep.at(
+            &format!("{path}[{i}].setWeight"),
+            format!(
+                "the last setWeight is {w}, so the run could never finish with the canary at 100%; add `- setWeight: 100`"
+            ),
+        ),
+        Some(_) => {}
+    }
+}
+
+fn check_rollback_steps(steps: &[CanaryStep], rep: &mut Report<'_>) {
+    let mut previous: Option<u8> = None;
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            CanaryStep::SetWeight(w) => {
+                if let Some(p) = previous {
+                    if w.get() > p {
+                        rep.at(
+                            &format!("spec.rollback.steps[{i}].setWeight"),
+                            format!(
+                                "a rollback only lowers the canary weight, but {w} follows {p}"
+                            ),
+                        );
+                    }
+                }
+                previous = Some(w.get());
+            }
+            CanaryStep::Pause(p) if p.duration.is_none() => rep.at(
+                &format!("spec.rollback.steps[{i}].pause"),
+                "a rollback pause needs a duration; a rollback never waits for a person",
+            ),
+            CanaryStep::Pause(_) => {}
+        }
+    }
+    if steps.is_empty() {
+        rep.at(
+            "spec.rollback.steps",
+            "no steps: leave `rollback` out to return all traffic at once",
+        );
+    }
+}
+
+fn check_template_refs(
+    base: &str,
+    names: &[String],
+    interval: Duration,
+    templates: &BTreeMap<&str, Duration>,
+    rep: &mut Report<'_>,
+) {
+    if names.is_empty() {
+        rep.at(
+            &format!("{base}.templates"),
+            "no templates: name at least one AnalysisTemplate",
+        );
+    }
+    if interval.as_millis() < 1_000 {
+        rep.at(
+            &format!("{base}.interval"),
+            format!("an analysis interval of {interval} is too short; use at least 1s"),
+        );
+    }
+    for (i, name) in names.iter().enumerate() {
+        let path = format!("{base}.templates[{i}]");
+        match templates.get(name.as_str()) {
+            None => {
+                let known: Vec<&str> = templates.keys().copied().collect();
+                let hint = crate::decode::closest(name, &known)
+                    .map(|c| format!("; did you mean `{c}`?"))
+                    .unwrap_or_default();
+                rep.at(
+                    &path,
+                    format!("AnalysisTemplate `{name}` is not defined in these documents{hint}"),
+                );
+            }
+            Some(period) if *period > interval => rep.at(
+                &format!("{base}.interval"),
+                format!(
+                    "the interval {interval} is shorter than the period {period} of AnalysisTemplate `{name}`; each interval needs at least one datapoint"
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+fn check_analysis(a: &RolloutAnalysis, templates: &BTreeMap<&str, Duration>, rep: &mut Report<'_>) {
+    check_template_refs("spec.analysis", &a.templates, a.interval, templates, rep);
+}
+
+fn check_blue_green(
+    bg: &BlueGreenStrategy,
+    listener: &crate::values::ListenerArn,
+    templates: &BTreeMap<&str, Duration>,
+    rep: &mut Report<'_>,
+) {
+    if let Some(preview) = &bg.preview_listener_arn {
+        if preview == listener {
+            rep.at(
+                "spec.strategy.blueGreen.previewListenerArn",
+                "the preview listener is the production listener; preview traffic needs a listener of its own",
+            );
+        } else if let Some(why) = same_place(&preview.parts, &listener.parts) {
+            rep.at(
+                "spec.strategy.blueGreen.previewListenerArn",
+                format!("the preview listener must sit beside the production one: {why}"),
+            );
+        }
+    }
+    let phases: [(&str, &Option<PhaseAnalysis>); 2] = [
+        ("prePromotionAnalysis", &bg.pre_promotion_analysis),
+        ("postPromotionAnalysis", &bg.post_promotion_analysis),
+    ];
+    for (field, phase) in phases {
+        if let Some(p) = phase {
+            let base = format!("spec.strategy.blueGreen.{field}");
+            check_template_refs(&base, &p.templates, p.interval, templates, rep);
+            if p.duration < p.interval {
+                rep.at(
+                    &format!("{base}.duration"),
+                    format!(
+                        "the phase lasts {} but one analysis interval is {}; it would never be judged",
+                        p.duration, p.interval
+                    ),
+                );
+            }
+        }
+    }
+}

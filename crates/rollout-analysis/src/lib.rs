@@ -1,0 +1,146 @@
+//! The canary judges: given one interval's metrics of both arms, is the
+//! canary worse than stable by more than the template tolerates?
+//!
+//! Pure functions, no clock and no I/O: the daemon, the simulation and
+//! `rolloutctl replay` all call the same code. Every verdict carries its
+//! evidence (both arms' values, the limit it was held to, the data counts) and
+//! a one-line reason a person can read.
+//!
+//! Data rules, the same for every judge:
+//! - an arm with no `RequestCount` datapoint has **no data**, never zero;
+//! - with requests present, a missing 5xx datapoint means **0 errors**
+//!   (ALB publishes `HTTPCode_Target_5XX_Count` only when it is non-zero);
+//! - fewer than `minRequests` on either arm is **inconclusive**, never pass.
+#![forbid(unsafe_code)]
+
+pub mod threshold;
+
+use serde::{Deserialize, Serialize};
+
+/// One arm's metrics over one analysis interval; `None` is "no datapoint".
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmSample {
+    /// `RequestCount`, Sum.
+    pub requests: Option<f64>,
+    /// `HTTPCode_Target_5XX_Count`, Sum.
+    pub errors: Option<f64>,
+    /// `TargetResponseTime` in seconds, with the template's statistic.
+    pub latency: Option<f64>,
+}
+
+impl ArmSample {
+    /// Requests, when the arm has a usable count.
+    fn requests(&self) -> Option<f64> {
+        self.requests.filter(|r| r.is_finite() && *r >= 0.0)
+    }
+
+    /// Errors, counting a missing datapoint as zero when requests are known.
+    fn errors(&self) -> Option<f64> {
+        self.requests()?;
+        match self.errors {
+            None => Some(0.0),
+            Some(e) if e.is_finite() && e >= 0.0 => Some(e),
+            Some(_) => None,
+        }
+    }
+
+    fn latency(&self) -> Option<f64> {
+        self.latency.filter(|l| l.is_finite() && *l >= 0.0)
+    }
+}
+
+/// Both arms over the same interval.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct WindowMetrics {
+    /// The baseline.
+    pub stable: ArmSample,
+    /// The new revision.
+    pub canary: ArmSample,
+}
+
+/// A judge's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The canary is as good as stable, within tolerance.
+    Pass,
+    /// The canary is worse than tolerated.
+    Fail,
+    /// The data cannot tell (too little, missing, or broken).
+    Inconclusive,
+}
+
+impl Verdict {
+    /// `pass`, `fail` or `inconclusive`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// The verdict on one metric, with its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricVerdict {
+    /// `errorRate` or `latency`.
+    pub metric: String,
+    /// Stable's value (a rate for `errorRate`, seconds for `latency`).
+    pub stable: Option<f64>,
+    /// Canary's value.
+    pub canary: Option<f64>,
+    /// The largest canary value that passes, when one applies.
+    pub limit: Option<f64>,
+    /// Stable's request count.
+    pub stable_requests: Option<f64>,
+    /// Canary's request count.
+    pub canary_requests: Option<f64>,
+    /// The answer.
+    pub verdict: Verdict,
+    /// One line a person can read.
+    pub reason: String,
+}
+
+/// The verdict on one interval: every metric's, and the combination (any
+/// fail fails; all pass passes; otherwise inconclusive).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IntervalVerdict {
+    /// The combined answer.
+    pub verdict: Verdict,
+    /// Each metric's answer.
+    pub metrics: Vec<MetricVerdict>,
+}
+
+impl IntervalVerdict {
+    /// Combines metric verdicts.
+    pub fn combine(metrics: Vec<MetricVerdict>) -> Self {
+        let verdict = if metrics.iter().any(|m| m.verdict == Verdict::Fail) {
+            Verdict::Fail
+        } else if !metrics.is_empty() && metrics.iter().all(|m| m.verdict == Verdict::Pass) {
+            Verdict::Pass
+        } else {
+            Verdict::Inconclusive
+        };
+        IntervalVerdict { verdict, metrics }
+    }
+
+    /// The failing metrics' reasons, joined; or the first inconclusive reason.
+    pub fn summary(&self) -> String {
+        let pick = |v: Verdict| {
+            self.metrics
+                .iter()
+                .filter(|m| m.verdict == v)
+                .map(|m| m.reason.as_str())
+                .collect::<Vec<_>>()
+        };
+        match self.verdict {
+            Verdict::Fail => pick(Verdict::Fail).join("; "),
+            Verdict::Inconclusive => pick(Verdict::Inconclusive).join("; "),
+            Verdict::Pass => pick(Verdict::Pass).join("; "),
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! What the daemon tells the core about the world, and what the core asks it
+//! to look at. The core names the data it needs ([`ObservationPlan`]); the
+//! daemon fetches it from the load balancer and CloudWatch (or a simulation)
+//! and hands it back as [`Observations`].
+
+use rollout_analysis::WindowMetrics;
+use serde::{Deserialize, Serialize};
+
+use crate::status::Weights;
+use crate::time::Time;
+
+/// Why something could not be observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservationError {
+    /// True when retrying cannot help (resource not found, access denied).
+    pub fatal: bool,
+    /// What went wrong, naming the resource (and the permission, if any).
+    pub message: String,
+}
+
+/// One observed value: fetched, failed, or not fetched this time.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Observed<T> {
+    /// Not fetched this time.
+    #[default]
+    Missing,
+    /// The value.
+    Ok(T),
+    /// The fetch failed.
+    Err(ObservationError),
+}
+
+impl<T> Observed<T> {
+    /// The value, when there is one.
+    pub fn ok(&self) -> Option<&T> {
+        match self {
+            Observed::Ok(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// The weights of the forward action as the load balancer holds them (raw
+/// ALB weights, 0–999 each, not percentages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardWeights {
+    /// The stable target group's weight (0 when absent).
+    pub stable: u32,
+    /// The canary target group's weight (0 when absent).
+    pub canary: u32,
+    /// The sum of the weights of target groups the rollout does not own.
+    pub other: u32,
+}
+
+impl ForwardWeights {
+    fn total(&self) -> u64 {
+        u64::from(self.stable) + u64::from(self.canary) + u64::from(self.other)
+    }
+
+    /// Whether the load balancer sends exactly `stable`/`canary` percent to
+    /// the two arms and nothing elsewhere (any scaling of the raw weights).
+    pub fn matches(&self, w: Weights) -> bool {
+        let total = self.total();
+        total > 0
+            && self.other == 0
+            && u64::from(self.canary) * 100 == u64::from(w.canary) * total
+            && u64::from(self.stable) * 100 == u64::from(w.stable) * total
+    }
+
+    /// Whether stable carries all of the traffic.
+    pub fn stable_carries_all(&self) -> bool {
+        self.stable > 0 && self.canary == 0 && self.other == 0
+    }
+
+    /// The split in whole percent (rounded; `other` takes the remainder).
+    pub fn percentages(&self) -> Weights {
+        let total = self.total();
+        if total == 0 {
+            return Weights::default();
+        }
+        let pct = |w: u32| ((u64::from(w) * 100 + total / 2) / total) as u8;
+        let stable = pct(self.stable);
+        let canary = pct(self.canary).min(100 - stable);
+        Weights {
+            stable,
+            canary,
+            other: 100 - stable - canary,
+        }
+    }
+}
+
+/// The canary target group's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetHealth {
+    /// Targets in state `healthy`.
+    pub healthy: u32,
+    /// All registered targets.
+    pub total: u32,
+}
+
+/// An analysis interval the core wants judged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowRequest {
+    /// The AnalysisTemplate.
+    pub template: String,
+    /// The canary arm's interval start (inclusive).
+    pub start: Time,
+    /// Its end (exclusive); results are matched by template and end.
+    pub end: Time,
+    /// The stable arm's interval: the same, except after a blue-green switch,
+    /// when it is the fixed baseline before the switch.
+    pub stable_start: Time,
+    /// The stable arm's interval end.
+    pub stable_end: Time,
+}
+
+/// The metrics of one requested interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowResult {
+    /// The template.
+    pub template: String,
+    /// The interval's end (as requested).
+    pub end: Time,
+    /// Both arms' metrics, or why they could not be read.
+    pub metrics: Result<WindowMetrics, ObservationError>,
+}
+
+/// What the core needs looked at for its next decision.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservationPlan {
+    /// The load balancer's forward weights (always wanted).
+    pub traffic: bool,
+    /// The canary target group's health.
+    pub canary_health: bool,
+    /// Analysis intervals that are due.
+    pub windows: Vec<WindowRequest>,
+}
+
+/// What the daemon saw.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Observations {
+    /// The forward weights.
+    pub traffic: Observed<ForwardWeights>,
+    /// The canary target group's health.
+    pub canary_health: Observed<TargetHealth>,
+    /// Results for the requested intervals.
+    pub windows: Vec<WindowResult>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matching_ignores_scale() {
+        let fw = ForwardWeights {
+            stable: 950,
+            canary: 50,
+            other: 0,
+        };
+        assert!(fw.matches(Weights::for_canary(5)));
+        assert!(!fw.matches(Weights::for_canary(10)));
+        let single = ForwardWeights {
+            stable: 1,
+            canary: 0,
+            other: 0,
+        };
+        assert!(single.matches(Weights::for_canary(0)));
+        assert!(single.stable_carries_all());
+        let foreign = ForwardWeights {
+            stable: 90,
+            canary: 0,
+            other: 10,
+        };
+        assert!(!foreign.stable_carries_all());
+        assert_eq!(
+            foreign.percentages(),
+            Weights {
+                stable: 90,
+                canary: 0,
+                other: 10
+            }
+        );
+        assert!(!ForwardWeights::default().matches(Weights::for_canary(0)));
+    }
+}

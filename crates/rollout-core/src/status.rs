@@ -1,0 +1,281 @@
+//! What the core remembers between reconciles: the status of a rollout's
+//! current run. It is everything the next decision needs besides the spec,
+//! the observations and the time, and it is what the API shows.
+
+use std::collections::BTreeMap;
+
+use rollout_analysis::IntervalVerdict;
+use serde::{Deserialize, Serialize};
+
+use crate::time::Time;
+
+/// The phase of a run (the contract's list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Phase {
+    /// Not started: waiting for its preconditions.
+    Pending,
+    /// Moving through its steps.
+    Progressing,
+    /// Holding where it is: a pause step, a person, or inconclusive analysis.
+    Paused,
+    /// Finished with the canary at 100%.
+    Succeeded,
+    /// Analysis failed; traffic returned to stable.
+    RolledBack,
+    /// A person aborted it; traffic returned to stable.
+    Aborted,
+    /// It cannot proceed (a missing ARN, access denied, no progress).
+    Failed,
+}
+
+impl Phase {
+    /// Every phase, in the contract's order.
+    pub const ALL: [Phase; 7] = [
+        Phase::Pending,
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::Succeeded,
+        Phase::RolledBack,
+        Phase::Aborted,
+        Phase::Failed,
+    ];
+
+    /// Whether the run is over.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Phase::Succeeded | Phase::RolledBack | Phase::Aborted | Phase::Failed
+        )
+    }
+
+    /// The name, as in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Progressing => "Progressing",
+            Phase::Paused => "Paused",
+            Phase::Succeeded => "Succeeded",
+            Phase::RolledBack => "RolledBack",
+            Phase::Aborted => "Aborted",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+/// Traffic split in percent; `stable + canary + other == 100` when read from
+/// a load balancer (other: target groups the rollout does not own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Weights {
+    /// Stable's share.
+    pub stable: u8,
+    /// Canary's share.
+    pub canary: u8,
+    /// Other target groups' share.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub other: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+impl Weights {
+    /// The split for a canary weight (clamped to 100): stable gets the rest.
+    pub fn for_canary(canary: u8) -> Self {
+        let canary = canary.min(100);
+        Weights {
+            stable: 100 - canary,
+            canary,
+            other: 0,
+        }
+    }
+}
+
+/// Why a run is paused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum PauseReason {
+    /// A `pause: {}` step: waits for `promote`.
+    Step,
+    /// A person paused it.
+    Manual {
+        /// Who asked.
+        actor: String,
+        /// Their reason.
+        reason: Option<String>,
+        /// When.
+        since: Time,
+    },
+    /// Analysis was inconclusive too many intervals in a row.
+    Inconclusive,
+    /// Blue-green: the preview passed; waiting for `promote`.
+    AwaitingPromotion,
+}
+
+/// Where a blue-green run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlueGreenStage {
+    /// The new target group gets no production traffic; pre-promotion analysis runs.
+    Preview,
+    /// All traffic is being moved to the new target group.
+    Switching,
+    /// After the switch; post-promotion analysis runs.
+    PostPromotion,
+}
+
+/// A blue-green run's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreenStatus {
+    /// The stage.
+    pub stage: BlueGreenStage,
+    /// When the stage began.
+    pub stage_started_at: Time,
+    /// Whether the preview passed its checks (and may be promoted).
+    pub preview_passed: bool,
+}
+
+/// The analysis of one template in the current run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateAnalysis {
+    /// Intervals judged (or given up on) since the analysis origin.
+    pub windows_done: u32,
+    /// Passing intervals since the analysis origin (the current weight).
+    pub passes: u32,
+    /// Failed intervals in the whole run.
+    pub failed: u32,
+    /// Inconclusive intervals in a row.
+    pub inconclusive_in_a_row: u32,
+    /// Metric-source errors in a row (intervals that could not be read).
+    pub errors_in_a_row: u32,
+    /// The last interval's end and verdict.
+    pub last: Option<JudgedInterval>,
+}
+
+/// One judged interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JudgedInterval {
+    /// The interval's end.
+    pub end: Time,
+    /// The canary weight during it.
+    pub canary_weight: u8,
+    /// The verdict with its evidence.
+    pub result: IntervalVerdict,
+}
+
+/// The analysis of the current run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStatus {
+    /// Intervals are `[origin + k·interval, origin + (k+1)·interval)`; set
+    /// when the current weight was seen applied, none while nothing is judged.
+    pub origin: Option<Time>,
+    /// For blue-green post-promotion: stable's fixed baseline interval (the
+    /// one before the switch), since stable has no traffic after it.
+    pub baseline: Option<(Time, Time)>,
+    /// Per template.
+    pub templates: BTreeMap<String, TemplateAnalysis>,
+}
+
+/// A run that ended, kept for the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    /// The run's number.
+    pub run: u32,
+    /// Its revision.
+    pub revision: String,
+    /// How it ended: a phase name, or `Superseded`.
+    pub outcome: String,
+    /// When it started, if it did.
+    pub started_at: Option<Time>,
+    /// When it ended.
+    pub ended_at: Time,
+    /// Its last message.
+    pub message: String,
+}
+
+/// How many ended runs are kept in the status.
+pub const HISTORY_LIMIT: usize = 10;
+
+/// The status of a rollout: its current run, and the last few before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The phase.
+    pub phase: Phase,
+    /// The revision of the current run.
+    pub revision: String,
+    /// The run's number: 1 for the first, +1 for each new revision or retry.
+    pub run: u32,
+    /// `canary` or `blueGreen`.
+    pub strategy: String,
+    /// The current step.
+    pub current_step_index: u32,
+    /// The desired canary weight.
+    pub canary_weight: u8,
+    /// The weights last read from the load balancer.
+    pub observed_weights: Option<Weights>,
+    /// What is happening, or what the run waits for, in a sentence.
+    pub message: String,
+    /// When the run started moving traffic.
+    pub started_at: Option<Time>,
+    /// When this status last changed.
+    pub updated_at: Time,
+    /// When the run ended.
+    pub ended_at: Option<Time>,
+    /// When the current step began.
+    pub step_started_at: Option<Time>,
+    /// When the desired weight was seen applied; none while it is not.
+    pub weight_verified_at: Option<Time>,
+    /// The last time the run moved forward (for the progress deadline).
+    pub last_progress_at: Option<Time>,
+    /// Why the run is paused, when it is.
+    pub pause: Option<PauseReason>,
+    /// A person promoted the current step (skips its analysis gate).
+    pub step_promoted: bool,
+    /// Blue-green progress.
+    pub blue_green: Option<BlueGreenStatus>,
+    /// Gradual rollback progress: the index into `spec.rollback.steps`.
+    pub rollback_step: Option<u32>,
+    /// The superseded run whose traffic this pending run returns first.
+    pub returning_from: Option<String>,
+    /// The analysis.
+    pub analysis: AnalysisStatus,
+    /// The last command applied.
+    pub last_command_id: u64,
+    /// Ended runs, newest last.
+    pub history: Vec<RunRecord>,
+}
+
+impl RolloutStatus {
+    /// The status of a rollout seen for the first time.
+    pub fn new(revision: &str, strategy: &str, now: Time) -> Self {
+        RolloutStatus {
+            phase: Phase::Pending,
+            revision: revision.to_string(),
+            run: 1,
+            strategy: strategy.to_string(),
+            current_step_index: 0,
+            canary_weight: 0,
+            observed_weights: None,
+            message: "starting".into(),
+            started_at: None,
+            updated_at: now,
+            ended_at: None,
+            step_started_at: None,
+            weight_verified_at: None,
+            last_progress_at: None,
+            pause: None,
+            step_promoted: false,
+            blue_green: None,
+            rollback_step: None,
+            returning_from: None,
+            analysis: AnalysisStatus::default(),
+            last_command_id: 0,
+            history: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,897 @@
+//! The decision rules, one scenario each, written as tables of ticks: at this
+//! time, the load balancer holds these weights, the canary is this healthy,
+//! analysis answers this, a person asks this; then the phase, the desired
+//! canary weight and the weight write must be these. All go through
+//! [`check`].
+
+use std::collections::BTreeMap;
+
+use rollout_analysis::{ArmSample, WindowMetrics};
+use rollout_core::{
+    decide, plan, Action, Command, CommandKind, Context, EventKind, ForwardWeights,
+    ObservationError, Observations, Observed, Phase, RolloutStatus, TargetHealth, Time,
+    WindowResult,
+};
+use rollout_spec::{load, AnalysisTemplateSpec, Rollout};
+
+const BASE: &str = r#"
+apiVersion: rolloutd.dev/v1alpha1
+kind: Rollout
+metadata: {name: api}
+spec:
+  revision: "r1"
+  trafficRouting:
+    alb:
+      listenerArn: arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2
+  stable: {targetGroupArn: "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/blue/73e2d6bc24d8a067"}
+  canary: {targetGroupArn: "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/green/0f2a6b1c9d8e7f60"}
+  progressDeadline: 10m
+  strategy:
+    canary:
+      steps: STEPS
+  analysis: {interval: 1m, templates: [t]}
+---
+apiVersion: rolloutd.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: t}
+spec:
+  alb:
+    delay: 60s
+    errorRate: {maxIncrease: 50%}
+    minRequests: 50
+  failureLimit: FAILURES
+  inconclusiveLimit: 2
+  consecutiveErrorLimit: 1
+"#;
+
+fn spec(steps: &str, failures: u32) -> (Rollout, BTreeMap<String, AnalysisTemplateSpec>) {
+    let text = BASE
+        .replace("STEPS", steps)
+        .replace("FAILURES", &failures.to_string());
+    let set = load([("rules.yaml", text.as_str())], &[]).unwrap_or_else(|d| panic!("{d:?}"));
+    let templates = set
+        .templates
+        .iter()
+        .map(|t| (t.value.metadata.name.to_string(), t.value.spec.clone()))
+        .collect();
+    (set.rollouts[0].value.clone(), templates)
+}
+
+/// What analysis answers for every interval that is due at a tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Answer {
+    /// Nothing asked or nothing returned.
+    Nothing,
+    /// Both arms 0.1% errors on 1000 requests.
+    Good,
+    /// Canary 5% errors.
+    Bad,
+    /// 10 requests per arm: below minRequests.
+    Thin,
+    /// The metric source failed.
+    Error,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tick {
+    /// Seconds since the start.
+    at: i64,
+    /// Canary percent on the load balancer (stable holds the rest); `None`:
+    /// the read failed (throttled).
+    lb: Option<u32>,
+    /// Other target groups' raw weight.
+    other: u32,
+    healthy: u32,
+    answer: Answer,
+    command: Option<CommandKind>,
+    revision: Option<&'static str>,
+    // expectations
+    phase: Phase,
+    desired: u8,
+    write: Option<u8>,
+}
+
+const T: Tick = Tick {
+    at: 0,
+    lb: Some(0),
+    other: 0,
+    healthy: 2,
+    answer: Answer::Nothing,
+    command: None,
+    revision: None,
+    phase: Phase::Progressing,
+    desired: 0,
+    write: None,
+};
+
+fn arm(requests: f64, errors: f64) -> ArmSample {
+    ArmSample {
+        requests: Some(requests),
+        errors: Some(errors),
+        latency: Some(0.05),
+    }
+}
+
+const START: Time = Time::from_millis(1_795_845_600_000);
+
+/// Runs the ticks in order, checking each; returns the final status and every event.
+fn check(steps: &str, failures: u32, ticks: &[Tick]) -> (RolloutStatus, Vec<rollout_core::Event>) {
+    let (mut rollout, templates) = spec(steps, failures);
+    let mut status: Option<RolloutStatus> = None;
+    let mut events = Vec::new();
+    let mut next_id = 1;
+    for (i, t) in ticks.iter().enumerate() {
+        if let Some(r) = t.revision {
+            rollout.spec.revision = r.into();
+        }
+        let now = START.plus_ms(t.at as u64 * 1000);
+        let ctx = Context {
+            rollout: &rollout,
+            templates: &templates,
+        };
+        let wanted = plan(ctx, status.as_ref(), now);
+        let windows = wanted
+            .windows
+            .iter()
+            .filter(|_| t.answer != Answer::Nothing)
+            .map(|w| WindowResult {
+                template: w.template.clone(),
+                end: w.end,
+                metrics: match t.answer {
+                    Answer::Good => Ok(WindowMetrics {
+                        stable: arm(1000.0, 1.0),
+                        canary: arm(1000.0, 1.0),
+                    }),
+                    Answer::Bad => Ok(WindowMetrics {
+                        stable: arm(1000.0, 1.0),
+                        canary: arm(1000.0, 50.0),
+                    }),
+                    Answer::Thin => Ok(WindowMetrics {
+                        stable: arm(10.0, 0.0),
+                        canary: arm(10.0, 0.0),
+                    }),
+                    _ => Err(ObservationError {
+                        fatal: false,
+                        message: "ServiceUnavailable".into(),
+                    }),
+                },
+            })
+            .collect();
+        let obs = Observations {
+            traffic: match t.lb {
+                Some(c) => Observed::Ok(ForwardWeights {
+                    stable: 100 - c,
+                    canary: c,
+                    other: t.other,
+                }),
+                None => Observed::Err(ObservationError {
+                    fatal: false,
+                    message: "Throttling".into(),
+                }),
+            },
+            canary_health: Observed::Ok(TargetHealth {
+                healthy: t.healthy,
+                total: 2,
+            }),
+            windows,
+        };
+        let commands: Vec<Command> = t
+            .command
+            .map(|kind| {
+                next_id += 1;
+                Command {
+                    id: next_id,
+                    kind,
+                    actor: "tester".into(),
+                    reason: Some("test".into()),
+                    at: now,
+                }
+            })
+            .into_iter()
+            .collect();
+        let d = decide(ctx, status.as_ref(), &obs, &commands, now);
+        // Deciding twice on the same inputs gives the same result.
+        assert_eq!(d, decide(ctx, status.as_ref(), &obs, &commands, now));
+        let write = d.actions.first().map(|a| match a {
+            Action::SetWeights { weights } => weights.canary,
+        });
+        let got = (d.status.phase, d.status.canary_weight, write);
+        assert_eq!(
+            got,
+            (t.phase, t.desired, t.write),
+            "tick {i} at {}s: (phase, desired, write); message: {}",
+            t.at,
+            d.status.message
+        );
+        events.extend(d.events);
+        status = Some(d.status);
+    }
+    (status.expect("ticks"), events)
+}
+
+const STEPS_5_10_100: &str = "[{setWeight: 5}, {setWeight: 10}, {setWeight: 100}]";
+
+#[test]
+fn a_run_starts_only_when_stable_carries_all_traffic() {
+    let (st, _) = check(
+        STEPS_5_10_100,
+        0,
+        &[
+            Tick {
+                lb: Some(20),
+                phase: Phase::Pending,
+                ..T
+            },
+            Tick {
+                at: 10,
+                lb: Some(0),
+                other: 5,
+                phase: Phase::Pending,
+                ..T
+            },
+            Tick {
+                at: 20,
+                lb: None,
+                phase: Phase::Pending,
+                ..T
+            },
+            Tick {
+                at: 30,
+                desired: 5,
+                write: Some(5),
+                ..T
+            },
+        ],
+    );
+    assert_eq!(st.current_step_index, 0);
+}
+
+#[test]
+fn a_pending_run_never_moves_production_traffic() {
+    let (st, _) = check(
+        STEPS_5_10_100,
+        0,
+        &[
+            Tick {
+                lb: Some(100),
+                phase: Phase::Pending,
+                ..T
+            },
+            Tick {
+                at: 600,
+                lb: Some(100),
+                phase: Phase::Pending,
+                ..T
+            },
+            Tick {
+                at: 3600,
+                lb: Some(100),
+                phase: Phase::Pending,
+                ..T
+            },
+        ],
+    );
+    assert!(
+        st.message.contains("swap stable and canary"),
+        "{}",
+        st.message
+    );
+}
+
+#[test]
+fn weights_advance_only_after_they_are_seen_and_a_pass_at_them() {
+    check(
+        STEPS_5_10_100,
+        0,
+        &[
+            Tick {
+                desired: 5,
+                write: Some(5),
+                ..T
+            },
+            // The load balancer has not caught up: write again, do not advance.
+            Tick {
+                at: 5,
+                lb: Some(0),
+                desired: 5,
+                write: Some(5),
+                ..T
+            },
+            // Seen at 10s: analysis origin; the next raise waits for a pass.
+            Tick {
+                at: 10,
+                lb: Some(5),
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 60,
+                lb: Some(5),
+                desired: 5,
+                ..T
+            },
+            // First interval [10s, 70s) is due at 130s (60s delay).
+            Tick {
+                at: 129,
+                lb: Some(5),
+                answer: Answer::Good,
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 130,
+                lb: Some(5),
+                answer: Answer::Good,
+                desired: 10,
+                write: Some(10),
+                ..T
+            },
+            Tick {
+                at: 140,
+                lb: Some(10),
+                desired: 10,
+                ..T
+            },
+            Tick {
+                at: 260,
+                lb: Some(10),
+                answer: Answer::Good,
+                desired: 100,
+                write: Some(100),
+                ..T
+            },
+            Tick {
+                at: 270,
+                lb: Some(100),
+                phase: Phase::Succeeded,
+                desired: 100,
+                ..T
+            },
+            // Finished: nothing is written even when someone moves traffic.
+            Tick {
+                at: 280,
+                lb: Some(50),
+                phase: Phase::Succeeded,
+                desired: 100,
+                ..T
+            },
+        ],
+    );
+}
+
+#[test]
+fn inconclusive_analysis_never_advances_and_then_holds_for_a_person() {
+    let (st, _) = check(
+        STEPS_5_10_100,
+        0,
+        &[
+            Tick {
+                desired: 5,
+                write: Some(5),
+                ..T
+            },
+            Tick {
+                at: 10,
+                lb: Some(5),
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 130,
+                lb: Some(5),
+                answer: Answer::Thin,
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 190,
+                lb: Some(5),
+                answer: Answer::Thin,
+                desired: 5,
+                ..T
+            },
+            // The third inconclusive interval in a row exceeds inconclusiveLimit 2.
+            Tick {
+                at: 250,
+                lb: Some(5),
+                answer: Answer::Thin,
+                phase: Phase::Paused,
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 900,
+                lb: Some(5),
+                answer: Answer::Good,
+                phase: Phase::Paused,
+                desired: 5,
+                ..T
+            },
+            // Promote: goes on without the analysis gate for this step.
+            Tick {
+                at: 910,
+                lb: Some(5),
+                command: Some(CommandKind::Promote { full: false }),
+                desired: 10,
+                write: Some(10),
+                ..T
+            },
+        ],
+    );
+    assert_eq!(st.current_step_index, 1);
+}
+
+#[test]
+fn a_failed_interval_returns_all_traffic_at_once() {
+    let (st, events) = check(
+        STEPS_5_10_100,
+        0,
+        &[
+            Tick {
+                desired: 5,
+                write: Some(5),
+                ..T
+            },
+            Tick {
+                at: 10,
+                lb: Some(5),
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 130,
+                lb: Some(5),
+                answer: Answer::Bad,
+                phase: Phase::RolledBack,
+                desired: 0,
+                write: Some(0),
+                ..T
+            },
+            Tick {
+                at: 131,
+                lb: Some(0),
+                phase: Phase::RolledBack,
+                ..T
+            },
+            Tick {
+                at: 140,
+                lb: Some(30),
+                phase: Phase::RolledBack,
+                ..T
+            },
+        ],
+    );
+    assert!(
+        st.message
+            .contains("analysis `t` failed 1 interval(s) (failureLimit 0)"),
+        "{}",
+        st.message
+    );
+    assert!(
+        st.message
+            .contains("error rate: canary 5.000% is above stable 0.100% + 50%"),
+        "{}",
+        st.message
+    );
+    let last = st.analysis.templates["t"]
+        .last
+        .as_ref()
+        .expect("evidence kept");
+    assert_eq!(last.result.metrics[0].canary, Some(0.05));
+    assert!(events.iter().any(|e| e.kind == EventKind::RolledBack));
+}
+
+#[test]
+fn failure_limit_tolerates_that_many_failed_intervals() {
+    check(
+        STEPS_5_10_100,
+        1,
+        &[
+            Tick {
+                desired: 5,
+                write: Some(5),
+                ..T
+            },
+            Tick {
+                at: 10,
+                lb: Some(5),
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 130,
+                lb: Some(5),
+                answer: Answer::Bad,
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 190,
+                lb: Some(5),
+                answer: Answer::Good,
+                desired: 10,
+                write: Some(10),
+                ..T
+            },
+            Tick {
+                at: 200,
+                lb: Some(10),
+                desired: 10,
+                ..T
+            },
+            Tick {
+                at: 320,
+                lb: Some(10),
+                answer: Answer::Bad,
+                phase: Phase::RolledBack,
+                desired: 0,
+                write: Some(0),
+                ..T
+            },
+        ],
+    );
+}
+
+#[test]
+fn an_unhealthy_canary_blocks_every_raise() {
+    let (st, _) = check(
+        STEPS_5_10_100,
+        0,
+        &[
+            Tick { healthy: 0, ..T },
+            Tick {
+                at: 60,
+                healthy: 0,
+                ..T
+            },
+            Tick {
+                at: 70,
+                healthy: 1,
+                desired: 5,
+                write: Some(5),
+                ..T
+            },
+            Tick {
+                at: 80,
+                lb: Some(5),
+                healthy: 0,
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 200,
+                lb: Some(5),
+                healthy: 0,
+                answer: Answer::Good,
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 210,
+                lb: Some(5),
+                healthy: 2,
+                desired: 10,
+                write: Some(10),
+                ..T
+            },
+        ],
+    );
+    assert_eq!(st.current_step_index, 1);
+}
+
+#[test]
+fn a_metric_error_retries_the_interval_and_counts_once_the_next_is_due() {
+    let (st, _) = check(
+        STEPS_5_10_100,
+        0,
+        &[
+            Tick {
+                desired: 5,
+                write: Some(5),
+                ..T
+            },
+            Tick {
+                at: 10,
+                lb: Some(5),
+                desired: 5,
+                ..T
+            },
+            // Retried, not counted: the next interval is not due yet.
+            Tick {
+                at: 130,
+                lb: Some(5),
+                answer: Answer::Error,
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 140,
+                lb: Some(5),
+                answer: Answer::Error,
+                desired: 5,
+                ..T
+            },
+            // Two intervals due: the first counts as an error (1 of limit 1).
+            Tick {
+                at: 190,
+                lb: Some(5),
+                answer: Answer::Error,
+                desired: 5,
+                ..T
+            },
+            // Three due: a second error exceeds consecutiveErrorLimit 1.
+            Tick {
+                at: 250,
+                lb: Some(5),
+                answer: Answer::Error,
+                phase: Phase::Failed,
+                desired: 0,
+                write: Some(0),
+                ..T
+            },
+        ],
+    );
+    assert!(
+        st.message.contains("failed 2 intervals in a row"),
+        "{}",
+        st.message
+    );
+}
+
+#[test]
+fn no_progress_within_the_deadline_fails_the_run() {
+    let (st, _) = check(
+        STEPS_5_10_100,
+        0,
+        &[
+            Tick {
+                desired: 5,
+                write: Some(5),
+                ..T
+            },
+            Tick {
+                at: 599,
+                lb: Some(0),
+                desired: 5,
+                write: Some(5),
+                ..T
+            },
+            Tick {
+                at: 600,
+                lb: Some(0),
+                phase: Phase::Failed,
+                desired: 0,
+                ..T
+            },
+        ],
+    );
+    assert!(
+        st.message
+            .starts_with("no progress for 10m: step 1 of 3: waiting for the load balancer"),
+        "{}",
+        st.message
+    );
+}
+
+#[test]
+fn a_timed_pause_is_not_a_lack_of_progress() {
+    check(
+        "[{setWeight: 5}, {pause: {duration: 1h}}, {setWeight: 100}]",
+        0,
+        &[
+            Tick {
+                desired: 5,
+                write: Some(5),
+                ..T
+            },
+            Tick {
+                at: 10,
+                lb: Some(5),
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 1800,
+                lb: Some(5),
+                answer: Answer::Good,
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 3609,
+                lb: Some(5),
+                answer: Answer::Good,
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 3610,
+                lb: Some(5),
+                answer: Answer::Good,
+                desired: 100,
+                write: Some(100),
+                ..T
+            },
+        ],
+    );
+}
+
+#[test]
+fn abort_before_the_run_starts_moves_nothing() {
+    check(
+        STEPS_5_10_100,
+        0,
+        &[
+            Tick {
+                lb: Some(30),
+                phase: Phase::Pending,
+                ..T
+            },
+            Tick {
+                at: 10,
+                lb: Some(30),
+                command: Some(CommandKind::Abort),
+                phase: Phase::Aborted,
+                ..T
+            },
+            Tick {
+                at: 20,
+                lb: Some(30),
+                phase: Phase::Aborted,
+                ..T
+            },
+        ],
+    );
+}
+
+#[test]
+fn commands_that_do_not_apply_are_recorded_and_ignored() {
+    let (st, events) = check(
+        STEPS_5_10_100,
+        0,
+        &[
+            Tick {
+                desired: 5,
+                write: Some(5),
+                ..T
+            },
+            Tick {
+                at: 10,
+                lb: Some(5),
+                command: Some(CommandKind::Retry),
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 20,
+                lb: Some(5),
+                command: Some(CommandKind::Resume),
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 30,
+                lb: Some(5),
+                command: Some(CommandKind::Abort),
+                phase: Phase::Aborted,
+                desired: 0,
+                write: Some(0),
+                ..T
+            },
+            Tick {
+                at: 40,
+                lb: Some(0),
+                command: Some(CommandKind::Promote { full: true }),
+                phase: Phase::Aborted,
+                ..T
+            },
+        ],
+    );
+    let ignored: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::CommandIgnored)
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(ignored.len(), 3, "{ignored:?}");
+    assert!(ignored[0].starts_with("retry by tester ignored"));
+    assert!(ignored[2].contains("has ended (Aborted)"));
+    assert_eq!(st.last_command_id, 5);
+}
+
+#[test]
+fn a_new_revision_first_returns_traffic_then_starts_over() {
+    let (st, events) = check(
+        STEPS_5_10_100,
+        0,
+        &[
+            Tick {
+                desired: 5,
+                write: Some(5),
+                ..T
+            },
+            Tick {
+                at: 10,
+                lb: Some(5),
+                desired: 5,
+                ..T
+            },
+            Tick {
+                at: 20,
+                lb: Some(5),
+                revision: Some("r2"),
+                phase: Phase::Pending,
+                desired: 0,
+                write: Some(0),
+                ..T
+            },
+            Tick {
+                at: 30,
+                lb: Some(0),
+                desired: 5,
+                write: Some(5),
+                ..T
+            },
+        ],
+    );
+    assert_eq!((st.run, st.revision.as_str()), (2, "r2"));
+    assert_eq!(st.history[0].outcome, "Superseded");
+    assert!(events.iter().any(|e| e.kind == EventKind::Superseded));
+}
+
+#[test]
+fn a_new_revision_after_a_finished_run_waits_for_roles_to_be_swapped() {
+    let (st, _) = check(
+        "[{setWeight: 100}]",
+        0,
+        &[
+            Tick {
+                desired: 100,
+                write: Some(100),
+                ..T
+            },
+            Tick {
+                at: 10,
+                lb: Some(100),
+                phase: Phase::Succeeded,
+                desired: 100,
+                ..T
+            },
+            Tick {
+                at: 20,
+                lb: Some(100),
+                revision: Some("r2"),
+                phase: Phase::Pending,
+                desired: 100,
+                ..T
+            },
+        ],
+    );
+    assert_eq!(st.history[0].outcome, "Succeeded");
+}
+
+#[test]
+fn a_no_op_reconcile_changes_nothing() {
+    let (rollout, templates) = spec(STEPS_5_10_100, 0);
+    let ctx = Context {
+        rollout: &rollout,
+        templates: &templates,
+    };
+    let obs = |c| Observations {
+        traffic: Observed::Ok(ForwardWeights {
+            stable: 100 - c,
+            canary: c,
+            other: 0,
+        }),
+        canary_health: Observed::Ok(TargetHealth {
+            healthy: 1,
+            total: 1,
+        }),
+        windows: vec![],
+    };
+    let first = decide(ctx, None, &obs(0), &[], START);
+    let second = decide(ctx, Some(&first.status), &obs(5), &[], START.plus_ms(1000));
+    let steady = decide(ctx, Some(&second.status), &obs(5), &[], START.plus_ms(2000));
+    assert!(!steady.changed, "nothing to write");
+    assert!(steady.actions.is_empty() && steady.events.is_empty());
+    assert_eq!(steady.status, second.status);
+}

@@ -1,0 +1,577 @@
+//! Whole runs through the simulation: the real decision core against an
+//! in-memory load balancer and CloudWatch, with a fake clock. Each story runs
+//! hours of simulated time in milliseconds.
+
+use rollout_core::{CommandKind, EventKind, Phase};
+use rollout_sim::{ArmBehaviour, Harness};
+use rollout_spec::{load, SpecSet};
+
+/// The seed's strategy. The threshold judge is noisy on identical arms (one
+/// stray canary error can fail an interval), so these stories tolerate one
+/// failed interval; the statistics of false rollbacks are issue 7's benchmark.
+const CANARY: &str = r#"
+apiVersion: rolloutd.dev/v1alpha1
+kind: Rollout
+metadata: {name: checkout-api}
+spec:
+  revision: "r1"
+  trafficRouting:
+    alb:
+      listenerArn: arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2
+  stable: {targetGroupArn: "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/shop-blue/73e2d6bc24d8a067"}
+  canary: {targetGroupArn: "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/shop-green/0f2a6b1c9d8e7f60"}
+  strategy:
+    canary:
+      steps:
+        - setWeight: 5
+        - pause: {duration: 5m}
+        - setWeight: 10
+        - pause: {duration: 5m}
+        - setWeight: 25
+        - pause: {duration: 5m}
+        - setWeight: 50
+        - pause: {duration: 5m}
+        - setWeight: 100
+  analysis:
+    interval: 1m
+    templates: [golden]
+---
+apiVersion: rolloutd.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: golden}
+spec:
+  alb:
+    period: 60s
+    delay: 60s
+    errorRate: {maxIncrease: 100%}
+    latency: {statistic: Average, maxIncrease: 20%}
+    minRequests: 50
+  failureLimit: 1
+"#;
+
+fn spec(text: &str) -> SpecSet {
+    load([("story.yaml", text)], &[]).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+fn harness(text: &str, seed: u64) -> Harness {
+    Harness::new(&spec(text), seed, 1000.0)
+}
+
+const HOUR: u64 = 3_600_000;
+const MINUTE: u64 = 60_000;
+
+fn finished(h: &Harness) -> bool {
+    h.phase().is_some_and(Phase::is_terminal)
+}
+
+/// The canary shares the load balancer held, without repeats.
+fn distinct_shares(h: &Harness) -> Vec<u32> {
+    let mut out: Vec<u32> = Vec::new();
+    for (_, s) in &h.seen {
+        let s = s.round() as u32;
+        if out.last() != Some(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn never_decreases(h: &Harness) -> bool {
+    h.seen.windows(2).all(|w| w[1].1 >= w[0].1)
+}
+
+#[test]
+fn healthy_canary_reaches_100_percent() {
+    let mut h = harness(CANARY, 1);
+    assert!(h.run_until(2 * HOUR, finished));
+    let st = h.status().expect("status");
+    assert_eq!(st.phase, Phase::Succeeded, "{}", st.message);
+    assert_eq!(distinct_shares(&h), vec![5, 10, 25, 50, 100]);
+    assert!(never_decreases(&h));
+    // Each weight was written once and seen applied.
+    let weights: Vec<u8> = h.lb.writes.iter().map(|(_, w)| w.canary).collect();
+    assert_eq!(weights, vec![5, 10, 25, 50, 100]);
+    let verified = h
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::WeightVerified)
+        .count();
+    assert_eq!(verified, 5);
+    // Four 5-minute pauses, plus the time to judge the first interval at 5%.
+    let took = st
+        .ended_at
+        .expect("ended")
+        .since(st.started_at.expect("started"));
+    assert!(
+        (20 * MINUTE..=30 * MINUTE).contains(&took),
+        "took {took} ms"
+    );
+}
+
+#[test]
+fn every_increase_follows_a_pass_at_the_previous_weight() {
+    let mut h = harness(CANARY, 2);
+    assert!(h.run_until(2 * HOUR, finished));
+    let mut last_pass_weight: Option<u8> = None;
+    for e in &h.events {
+        match e.kind {
+            EventKind::AnalysisJudged if e.message.contains(": pass (") => {
+                last_pass_weight = Some(e.weight_after)
+            }
+            EventKind::WeightSet if e.weight_after > e.weight_before && e.weight_before > 0 => {
+                assert_eq!(
+                    last_pass_weight,
+                    Some(e.weight_before),
+                    "raised {} -> {} without a pass at {}",
+                    e.weight_before,
+                    e.weight_after,
+                    e.weight_before
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_canary_with_ten_times_the_errors_is_rolled_back() {
+    let mut h = harness(CANARY, 3);
+    h.metrics.canary = ArmBehaviour {
+        error_rate: 0.02,
+        latency: 0.050,
+    };
+    assert!(h.run_until(HOUR, finished));
+    let st = h.status().expect("status");
+    assert_eq!(st.phase, Phase::RolledBack);
+    assert!(st.message.contains("error rate"), "{}", st.message);
+    assert_eq!(st.canary_weight, 0);
+    assert_eq!(h.lb.canary_percent(), 0.0, "all traffic back on stable");
+    // Canary traffic began at the first write; the rollback came within
+    // two analysis intervals plus the CloudWatch delay.
+    let first = h.lb.writes.first().expect("a write").0;
+    let back = h.lb.writes.last().expect("rollback write").0;
+    assert!(
+        back.since(first) <= 4 * MINUTE,
+        "took {} ms",
+        back.since(first)
+    );
+    assert_eq!(distinct_shares(&h), vec![5, 0]);
+}
+
+#[test]
+fn a_regression_that_starts_mid_run_is_caught_at_its_weight() {
+    let mut h = harness(CANARY, 4);
+    h.metrics.canary_change = Some((
+        h.now.plus_ms(13 * MINUTE),
+        ArmBehaviour {
+            error_rate: 0.002,
+            latency: 0.120,
+        },
+    ));
+    assert!(h.run_until(HOUR, finished));
+    let st = h.status().expect("status");
+    assert_eq!(st.phase, Phase::RolledBack);
+    assert!(st.message.contains("latency"), "{}", st.message);
+    assert_eq!(h.lb.canary_percent(), 0.0);
+    let shares = distinct_shares(&h);
+    assert!(!shares.contains(&100), "{shares:?}");
+}
+
+#[test]
+fn abort_returns_all_traffic_at_once_and_keeps_the_reason() {
+    let mut h = harness(CANARY, 5);
+    assert!(h.run_until(HOUR, |h| h.lb.canary_percent() >= 10.0));
+    h.command(CommandKind::Abort, "alice", Some("pager went off"));
+    h.step();
+    assert_eq!(h.lb.canary_percent(), 0.0, "one reconcile later");
+    let st = h.status().expect("status");
+    assert_eq!(st.phase, Phase::Aborted);
+    assert_eq!(st.message, "aborted by alice: pager went off");
+    let abort = h
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::Aborted)
+        .expect("event");
+    assert_eq!(abort.actor.as_deref(), Some("alice"));
+    // Nothing moves afterwards.
+    let writes = h.lb.writes.len();
+    h.run_until(HOUR, |_| false);
+    assert_eq!(h.lb.writes.len(), writes);
+    // Retry starts again from step 0 and can succeed.
+    h.command(CommandKind::Retry, "alice", Some("fixed"));
+    assert!(h.run_until(2 * HOUR, finished));
+    let st = h.status().expect("status");
+    assert_eq!((st.phase, st.run), (Phase::Succeeded, 2));
+    assert_eq!(st.history[0].outcome, "Aborted");
+}
+
+#[test]
+fn a_new_revision_supersedes_the_run_and_starts_from_zero() {
+    let mut h = harness(CANARY, 6);
+    assert!(h.run_until(HOUR, |h| h.lb.canary_percent() >= 25.0));
+    h.rollout.spec.revision = "r2".into();
+    h.step();
+    assert_eq!(h.lb.canary_percent(), 0.0, "traffic back to stable first");
+    assert!(h.run_until(2 * HOUR, finished));
+    let st = h.status().expect("status");
+    assert_eq!(
+        (st.phase, st.revision.as_str(), st.run),
+        (Phase::Succeeded, "r2", 2)
+    );
+    assert_eq!(st.history.len(), 1);
+    assert_eq!(st.history[0].outcome, "Superseded");
+    assert_eq!(st.history[0].revision, "r1");
+    assert!(h.events.iter().any(|e| e.kind == EventKind::Superseded));
+    assert_eq!(distinct_shares(&h), vec![5, 10, 25, 0, 5, 10, 25, 50, 100]);
+}
+
+/// The daemon dies between recording its intent and acting, at every
+/// reconcile of a healthy run in turn: every run still succeeds, and the
+/// canary weight on the load balancer never goes down.
+#[test]
+fn crash_between_intent_and_action_at_every_tick_resumes() {
+    let mut clean = harness(CANARY, 7);
+    assert!(clean.run_until(2 * HOUR, finished));
+    for crash_at in 1..=clean.ticks {
+        let mut h = harness(CANARY, 7);
+        let mut n = 0u64;
+        while !finished(&h) && n < 5_000 {
+            n += 1;
+            let requeue = h.tick_with(n == crash_at);
+            let wait = requeue.unwrap_or(10_000).clamp(1_000, 10_000);
+            let to = h.now.plus_ms(wait);
+            h.advance_to(to);
+        }
+        let st = h.status().expect("status");
+        assert_eq!(
+            st.phase,
+            Phase::Succeeded,
+            "crash at tick {crash_at}: {}",
+            st.message
+        );
+        assert!(never_decreases(&h), "crash at tick {crash_at}");
+        let shares: Vec<u32> = distinct_shares(&h)
+            .into_iter()
+            .skip_while(|&s| s == 0)
+            .collect();
+        assert_eq!(shares, vec![5, 10, 25, 50, 100], "crash at tick {crash_at}");
+    }
+}
+
+/// A process that dies before it can even record its decision loses only
+/// that decision: the next one makes it again.
+#[test]
+fn losing_whole_decisions_changes_nothing() {
+    let mut h = harness(CANARY, 8);
+    let mut n = 0u64;
+    while !finished(&h) && n < 5_000 {
+        n += 1;
+        let saved = h.stored.clone();
+        let writes = h.lb.writes.len();
+        h.tick_with(n % 3 == 0);
+        if n % 3 == 0 {
+            h.stored = saved; // the status write never happened either
+            assert_eq!(h.lb.writes.len(), writes);
+        }
+        let to = h.now.plus_ms(10_000);
+        h.advance_to(to);
+    }
+    assert_eq!(h.phase(), Some(Phase::Succeeded));
+    assert!(never_decreases(&h));
+}
+
+#[test]
+fn a_canary_without_healthy_targets_gets_no_traffic() {
+    let text = CANARY.replace("  analysis:\n", "  progressDeadline: 10m\n  analysis:\n");
+    let mut h = harness(&text, 9);
+    h.lb.canary_health.healthy = 0;
+    assert!(h.run_until(HOUR, finished));
+    let st = h.status().expect("status");
+    assert_eq!(st.phase, Phase::Failed);
+    assert!(
+        st.message
+            .contains("waiting for healthy targets in the canary target group (0 of 3 healthy)"),
+        "{}",
+        st.message
+    );
+    assert!(h.lb.writes.is_empty(), "no weight was ever written");
+}
+
+#[test]
+fn a_run_waits_until_stable_carries_all_traffic() {
+    let mut h = harness(CANARY, 10);
+    h.lb.weights.stable = 80;
+    h.lb.weights.canary = 20;
+    h.run_until(10 * MINUTE, |_| false);
+    let st = h.status().expect("status");
+    assert_eq!(st.phase, Phase::Pending);
+    assert!(
+        st.message.contains("now stable 80%, canary 20%"),
+        "{}",
+        st.message
+    );
+    assert!(
+        h.lb.writes.is_empty(),
+        "a pending run never moves production traffic"
+    );
+    h.lb.weights.stable = 100;
+    h.lb.weights.canary = 0;
+    assert!(h.run_until(2 * HOUR, finished));
+    assert_eq!(h.phase(), Some(Phase::Succeeded));
+}
+
+#[test]
+fn transient_load_balancer_errors_hold_the_run() {
+    let mut h = harness(CANARY, 11);
+    assert!(h.run_until(HOUR, |h| h.lb.canary_percent() >= 10.0));
+    h.lb.fail_reads = 6;
+    h.lb.fail_writes = 2;
+    let before = h.lb.canary_percent();
+    for _ in 0..6 {
+        h.step();
+        assert_eq!(
+            h.lb.canary_percent(),
+            before,
+            "nothing moves on an unknown state"
+        );
+    }
+    assert!(h.run_until(2 * HOUR, finished));
+    assert_eq!(h.phase(), Some(Phase::Succeeded));
+}
+
+#[test]
+fn a_deleted_listener_fails_the_run_with_its_message() {
+    let mut h = harness(CANARY, 12);
+    h.lb.fatal =
+        Some("ListenerNotFound: listener arn:aws:…/f2f7dc8efc522ab2 does not exist".into());
+    h.step();
+    let st = h.status().expect("status");
+    assert_eq!(st.phase, Phase::Failed);
+    assert!(st.message.contains("ListenerNotFound"), "{}", st.message);
+}
+
+#[test]
+fn a_metric_source_that_keeps_failing_holds_then_fails_to_stable() {
+    let mut h = harness(CANARY, 13);
+    assert!(h.run_until(HOUR, |h| h.lb.canary_percent() >= 5.0));
+    h.metrics.failing = Some("ServiceUnavailable".into());
+    let at = h.lb.canary_percent();
+    assert!(h.run_until(HOUR, finished));
+    let st = h.status().expect("status");
+    assert_eq!(st.phase, Phase::Failed);
+    assert!(
+        st.message.contains("failed 5 intervals in a row"),
+        "{}",
+        st.message
+    );
+    assert_eq!(h.lb.canary_percent(), 0.0);
+    assert!(distinct_shares(&h).iter().all(|s| f64::from(*s) <= at));
+}
+
+const PROMOTE_GATE: &str = r#"
+        - setWeight: 50
+        - pause: {}
+        - setWeight: 100
+"#;
+
+#[test]
+fn an_indefinite_pause_waits_for_promote() {
+    let text = CANARY.replace(
+        "        - setWeight: 50\n        - pause: {duration: 5m}\n        - setWeight: 100\n",
+        PROMOTE_GATE.trim_start_matches('\n'),
+    );
+    let mut h = harness(&text, 14);
+    assert!(h.run_until(HOUR, |h| h.phase() == Some(Phase::Paused)));
+    h.run_until(HOUR, |_| false);
+    let st = h.status().expect("status");
+    assert_eq!(st.phase, Phase::Paused, "still waiting after an hour");
+    assert_eq!(h.lb.canary_percent(), 50.0);
+    assert!(st.message.contains("waiting for promote"));
+    h.command(CommandKind::Promote { full: false }, "bob", None);
+    assert!(h.run_until(HOUR, finished));
+    assert_eq!(h.phase(), Some(Phase::Succeeded));
+}
+
+#[test]
+fn promote_full_jumps_to_100_and_is_still_verified() {
+    let mut h = harness(CANARY, 15);
+    assert!(h.run_until(HOUR, |h| h.lb.canary_percent() >= 5.0));
+    h.command(CommandKind::Promote { full: true }, "carol", Some("hotfix"));
+    h.step();
+    h.step();
+    assert_eq!(h.lb.canary_percent(), 100.0);
+    assert!(h.run_until(HOUR, finished));
+    assert_eq!(h.phase(), Some(Phase::Succeeded));
+    assert_eq!(distinct_shares(&h), vec![5, 100]);
+}
+
+#[test]
+fn manual_pause_holds_and_analysis_still_guards() {
+    let mut h = harness(CANARY, 16);
+    assert!(h.run_until(HOUR, |h| h.lb.canary_percent() >= 10.0));
+    h.command(CommandKind::Pause, "dave", Some("watching a dashboard"));
+    h.run_until(30 * MINUTE, |_| false);
+    assert_eq!(h.phase(), Some(Phase::Paused));
+    assert_eq!(h.lb.canary_percent(), 10.0);
+    // While paused the canary turns bad: analysis still rolls it back.
+    h.metrics.canary = ArmBehaviour {
+        error_rate: 0.05,
+        latency: 0.05,
+    };
+    h.metrics.canary_change = None;
+    assert!(h.run_until(HOUR, finished));
+    assert_eq!(h.phase(), Some(Phase::RolledBack));
+    assert_eq!(h.lb.canary_percent(), 0.0);
+}
+
+#[test]
+fn resume_continues_after_a_manual_pause() {
+    let mut h = harness(CANARY, 17);
+    assert!(h.run_until(HOUR, |h| h.lb.canary_percent() >= 10.0));
+    h.command(CommandKind::Pause, "dave", None);
+    h.run_until(20 * MINUTE, |_| false);
+    assert_eq!(h.lb.canary_percent(), 10.0);
+    h.command(CommandKind::Resume, "dave", None);
+    assert!(h.run_until(2 * HOUR, finished));
+    assert_eq!(h.phase(), Some(Phase::Succeeded));
+}
+
+#[test]
+fn gradual_rollback_steps_down() {
+    let text = CANARY.replace(
+        "  analysis:\n",
+        "  rollback:\n    steps:\n      - setWeight: 10\n      - pause: {duration: 2m}\n  analysis:\n",
+    );
+    let mut h = harness(&text, 18);
+    assert!(h.run_until(HOUR, |h| h.lb.canary_percent() >= 25.0));
+    h.metrics.canary = ArmBehaviour {
+        error_rate: 0.05,
+        latency: 0.05,
+    };
+    assert!(h.run_until(HOUR, |h| h.lb.canary_percent() == 0.0));
+    let st = h.status().expect("status");
+    assert_eq!(st.phase, Phase::RolledBack);
+    let tail: Vec<u32> = distinct_shares(&h).into_iter().rev().take(3).collect();
+    assert_eq!(tail, vec![0, 10, 25]);
+    let at_ten =
+        h.lb.writes
+            .iter()
+            .find(|(_, w)| w.canary == 10)
+            .map(|(t, _)| *t);
+    let at_zero = h.lb.writes.last().map(|(t, _)| *t);
+    let (Some(a), Some(b)) = (at_ten, at_zero) else {
+        panic!("writes {:?}", h.lb.writes)
+    };
+    assert!(b.since(a) >= 2 * MINUTE);
+}
+
+const BLUE_GREEN: &str = r#"
+apiVersion: rolloutd.dev/v1alpha1
+kind: Rollout
+metadata: {name: checkout-api}
+spec:
+  revision: "r1"
+  trafficRouting:
+    alb:
+      listenerArn: arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2
+  stable: {targetGroupArn: "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/shop-blue/73e2d6bc24d8a067"}
+  canary: {targetGroupArn: "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/shop-green/0f2a6b1c9d8e7f60"}
+  strategy:
+    blueGreen:
+      previewListenerArn: arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/shop/50dc6c495c0c9188/aaaaaaaaaaaaaaaa
+      autoPromotion: AUTO
+      prePromotionAnalysis: {templates: [golden], duration: 3m}
+      postPromotionAnalysis: {templates: [golden], duration: 3m}
+---
+apiVersion: rolloutd.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: golden}
+spec:
+  alb:
+    errorRate: {maxIncrease: 100%, maxRate: 1%}
+    latency: {maxIncrease: 20%}
+  failureLimit: 0
+"#;
+
+/// Preview traffic: the test listener sends the new target group a share of
+/// its own, independent of the production weights.
+fn preview_traffic(h: &mut Harness, until_ms: u64, mut done: impl FnMut(&Harness) -> bool) -> bool {
+    let end = h.now.plus_ms(until_ms);
+    while h.now < end {
+        let requeue = h.tick_with(false);
+        let to = h
+            .now
+            .plus_ms(requeue.unwrap_or(10_000).clamp(1_000, 10_000));
+        let prod = h.lb.canary_percent();
+        // During the preview the green group gets 10% worth of test traffic.
+        let share = if prod == 0.0 { 10.0 } else { prod };
+        let mut t = h.now.millis() / 1000;
+        while t < to.millis() / 1000 {
+            h.metrics.record_second(t, share);
+            t += 1;
+        }
+        h.now = to;
+        if done(h) {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn blue_green_switches_all_at_once_after_the_preview_passes() {
+    let mut h = harness(&BLUE_GREEN.replace("AUTO", "true"), 19);
+    assert!(preview_traffic(&mut h, HOUR, finished));
+    let st = h.status().expect("status");
+    assert_eq!(st.phase, Phase::Succeeded, "{}", st.message);
+    assert_eq!(distinct_shares(&h), vec![0, 100]);
+    let judged_before_switch = h
+        .events
+        .iter()
+        .take_while(|e| e.kind != EventKind::WeightSet)
+        .filter(|e| e.kind == EventKind::AnalysisJudged)
+        .count();
+    assert!(judged_before_switch >= 3, "{judged_before_switch}");
+}
+
+#[test]
+fn blue_green_without_auto_promotion_waits_for_a_person() {
+    let mut h = harness(&BLUE_GREEN.replace("AUTO", "false"), 20);
+    assert!(preview_traffic(&mut h, HOUR, |h| h.phase() == Some(Phase::Paused)));
+    preview_traffic(&mut h, 30 * MINUTE, |_| false);
+    assert_eq!(
+        h.lb.canary_percent(),
+        0.0,
+        "no production traffic before promote"
+    );
+    h.command(CommandKind::Promote { full: false }, "erin", None);
+    assert!(preview_traffic(&mut h, HOUR, finished));
+    assert_eq!(h.phase(), Some(Phase::Succeeded));
+}
+
+#[test]
+fn blue_green_switches_back_when_post_promotion_fails() {
+    let mut h = harness(&BLUE_GREEN.replace("AUTO", "true"), 21);
+    assert!(preview_traffic(&mut h, HOUR, |h| h.lb.canary_percent() == 100.0));
+    h.metrics.canary = ArmBehaviour {
+        error_rate: 0.03,
+        latency: 0.05,
+    };
+    assert!(preview_traffic(&mut h, HOUR, finished));
+    let st = h.status().expect("status");
+    assert_eq!(st.phase, Phase::RolledBack, "{}", st.message);
+    assert_eq!(h.lb.canary_percent(), 0.0);
+    assert_eq!(distinct_shares(&h), vec![0, 100, 0]);
+}
+
+#[test]
+fn blue_green_never_switches_a_failing_preview() {
+    let mut h = harness(&BLUE_GREEN.replace("AUTO", "true"), 22);
+    h.metrics.canary = ArmBehaviour {
+        error_rate: 0.03,
+        latency: 0.05,
+    };
+    assert!(preview_traffic(&mut h, HOUR, finished));
+    assert_eq!(h.phase(), Some(Phase::RolledBack));
+    assert!(h.lb.writes.is_empty(), "production traffic never moved");
+}

@@ -13,9 +13,28 @@
 //! - fewer than `minRequests` on either arm is **inconclusive**, never pass.
 #![forbid(unsafe_code)]
 
+pub mod mann_whitney;
+pub mod sequential;
+pub mod stats;
 pub mod threshold;
 
+use rollout_spec::{AnalysisTemplateSpec, JudgeKind};
 use serde::{Deserialize, Serialize};
+
+/// Judges the last interval of `history` (the run's intervals so far, oldest
+/// first, the current one last) with the template's judge. An empty history
+/// is inconclusive.
+pub fn judge(spec: &AnalysisTemplateSpec, history: &[WindowMetrics]) -> IntervalVerdict {
+    let Some(current) = history.last() else {
+        return IntervalVerdict::combine(Vec::new());
+    };
+    let alpha = spec.alpha.fraction().clamp(1e-9, 0.5);
+    match spec.judge {
+        JudgeKind::Threshold => threshold::judge(&spec.alb, current),
+        JudgeKind::Sequential => sequential::judge(&spec.alb, alpha, history),
+        JudgeKind::MannWhitney => mann_whitney::judge(&spec.alb, alpha, history),
+    }
+}
 
 /// One arm's metrics over one analysis interval; `None` is "no datapoint".
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -27,6 +46,11 @@ pub struct ArmSample {
     pub errors: Option<f64>,
     /// `TargetResponseTime` in seconds, with the template's statistic.
     pub latency: Option<f64>,
+    /// The spread of single-request latency: its coefficient of variation,
+    /// estimated from the Average and p99 (see [`stats::lognormal_cv`]).
+    /// Absent: a conservative default is assumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_cv: Option<f64>,
 }
 
 impl ArmSample {
@@ -47,6 +71,11 @@ impl ArmSample {
 
     fn latency(&self) -> Option<f64> {
         self.latency.filter(|l| l.is_finite() && *l >= 0.0)
+    }
+
+    /// The latency CV, when usable.
+    fn cv(&self) -> Option<f64> {
+        self.latency_cv.filter(|c| c.is_finite() && *c > 0.0)
     }
 }
 
@@ -98,10 +127,45 @@ pub struct MetricVerdict {
     pub stable_requests: Option<f64>,
     /// Canary's request count.
     pub canary_requests: Option<f64>,
+    /// The estimated effect over the run: canary ÷ stable (a rate ratio for
+    /// `errorRate`, a latency ratio for `latency`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<f64>,
+    /// A 95% confidence interval of the effect (fixed-sample, for reading;
+    /// the decision uses the anytime-valid statistic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect_interval: Option<(f64, f64)>,
+    /// The test statistic: the e-value (sequential) or the p-value (Mann-Whitney).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistic: Option<f64>,
+    /// Where the statistic decides: fail when an e-value reaches it, or a
+    /// p-value falls below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
     /// The answer.
     pub verdict: Verdict,
     /// One line a person can read.
     pub reason: String,
+}
+
+impl MetricVerdict {
+    /// An inconclusive verdict on `metric` with no evidence yet.
+    pub fn new(metric: &str) -> Self {
+        MetricVerdict {
+            metric: metric.to_string(),
+            stable: None,
+            canary: None,
+            limit: None,
+            stable_requests: None,
+            canary_requests: None,
+            effect: None,
+            effect_interval: None,
+            statistic: None,
+            threshold: None,
+            verdict: Verdict::Inconclusive,
+            reason: String::new(),
+        }
+    }
 }
 
 /// The verdict on one interval: every metric's, and the combination (any

@@ -35,14 +35,9 @@ pub fn judge(alb: &AlbAnalysis, w: &WindowMetrics) -> IntervalVerdict {
         _ => None,
     };
     let base = |metric: &str| MetricVerdict {
-        metric: metric.to_string(),
-        stable: None,
-        canary: None,
-        limit: None,
         stable_requests: ns,
         canary_requests: nc,
-        verdict: Verdict::Inconclusive,
-        reason: String::new(),
+        ..MetricVerdict::new(metric)
     };
 
     if let Some(check) = &alb.error_rate {
@@ -184,6 +179,7 @@ mod tests {
             requests: Some(requests),
             errors: Some(errors),
             latency: Some(latency),
+            latency_cv: None,
         }
     }
 
@@ -247,6 +243,7 @@ mod tests {
             requests: Some(500.0),
             errors: None,
             latency: Some(0.05),
+            latency_cv: None,
         };
         let (all, er, _) = check(arm(1000.0, 1.0, 0.05), canary);
         assert_eq!((all, er), (Verdict::Pass, Verdict::Pass));
@@ -282,6 +279,7 @@ mod tests {
             requests: Some(f64::NAN),
             errors: Some(-1.0),
             latency: Some(f64::INFINITY),
+            latency_cv: Some(f64::NAN),
         };
         let v = judge(
             &template(),

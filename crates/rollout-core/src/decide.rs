@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use rollout_analysis::{threshold, Verdict};
+use rollout_analysis::Verdict;
 use rollout_spec::{AnalysisTemplateSpec, CanaryStep, Rollout};
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +24,7 @@ use crate::command::{check, Command, CommandKind};
 use crate::observe::{ObservationPlan, Observations, Observed, WindowRequest};
 use crate::status::{
     BlueGreenStage, BlueGreenStatus, JudgedInterval, PauseReason, Phase, RolloutStatus, RunRecord,
-    Weights, HISTORY_LIMIT,
+    Weights, HISTORY_LIMIT, HISTORY_WINDOWS,
 };
 use crate::time::Time;
 
@@ -657,7 +657,11 @@ impl Reconcile<'_> {
                 match result.map(|r| &r.metrics) {
                     None => break,
                     Some(Ok(metrics)) => {
-                        let verdict = threshold::judge(&template.alb, metrics);
+                        entry.history.push(*metrics);
+                        if entry.history.len() > HISTORY_WINDOWS {
+                            entry.history.remove(0);
+                        }
+                        let verdict = rollout_analysis::judge(template, &entry.history);
                         entry.windows_done += 1;
                         entry.errors_in_a_row = 0;
                         match verdict.verdict {

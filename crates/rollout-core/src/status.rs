@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rollout_analysis::IntervalVerdict;
+use rollout_analysis::{IntervalVerdict, WindowMetrics};
 use serde::{Deserialize, Serialize};
 
 use crate::time::Time;
@@ -151,7 +151,15 @@ pub struct TemplateAnalysis {
     pub errors_in_a_row: u32,
     /// The last interval's end and verdict.
     pub last: Option<JudgedInterval>,
+    /// The metrics of every interval judged in this run, oldest first (the
+    /// sequential and Mann-Whitney judges weigh them all); at most
+    /// [`HISTORY_WINDOWS`], the oldest dropped first.
+    #[serde(default)]
+    pub history: Vec<WindowMetrics>,
 }
+
+/// How many intervals of metrics a template keeps per run (a day of minutes).
+pub const HISTORY_WINDOWS: usize = 1440;
 
 /// One judged interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

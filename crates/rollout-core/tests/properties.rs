@@ -49,14 +49,16 @@ fn spec_shape() -> impl Strategy<Value = SpecShape> {
         proptest::option::weighted(0.2, proptest::collection::vec(0u8..=100, 1..4)),
         1u16..40,
     )
-        .prop_map(|(steps, analysis, failure_limit, blue_green, rollback, deadline_min)| SpecShape {
-            steps,
-            analysis,
-            failure_limit,
-            blue_green,
-            rollback,
-            deadline_min,
-        })
+        .prop_map(
+            |(steps, analysis, failure_limit, blue_green, rollback, deadline_min)| SpecShape {
+                steps,
+                analysis,
+                failure_limit,
+                blue_green,
+                rollback,
+                deadline_min,
+            },
+        )
 }
 
 fn yaml(shape: &SpecShape) -> String {
@@ -182,15 +184,24 @@ fn tick_input() -> impl Strategy<Value = TickInput> {
             Just(CommandKind::Retry),
         ],
     );
-    (1u16..200, lb, prop_oneof![1 => Just(0u32), 5 => Just(2u32)], answer, command, proptest::bool::weighted(0.03))
-        .prop_map(|(dt_s, lb, healthy, answer, command, new_revision)| TickInput {
-            dt_s,
-            lb,
-            healthy,
-            answer,
-            command,
-            new_revision,
-        })
+    (
+        1u16..200,
+        lb,
+        prop_oneof![1 => Just(0u32), 5 => Just(2u32)],
+        answer,
+        command,
+        proptest::bool::weighted(0.03),
+    )
+        .prop_map(
+            |(dt_s, lb, healthy, answer, command, new_revision)| TickInput {
+                dt_s,
+                lb,
+                healthy,
+                answer,
+                command,
+                new_revision,
+            },
+        )
 }
 
 fn arm(requests: f64, errors: f64) -> ArmSample {
@@ -198,6 +209,7 @@ fn arm(requests: f64, errors: f64) -> ArmSample {
         requests: Some(requests),
         errors: Some(errors),
         latency: Some(0.05),
+        latency_cv: None,
     }
 }
 
@@ -239,7 +251,13 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
                 }
             }
             Lb::Lags | Lb::Throttled => {}
-            Lb::Tampered(s, c, o) => lb = ForwardWeights { stable: s, canary: c, other: o },
+            Lb::Tampered(s, c, o) => {
+                lb = ForwardWeights {
+                    stable: s,
+                    canary: c,
+                    other: o,
+                }
+            }
         }
         let ctx = Context {
             rollout: &rollout,
@@ -303,11 +321,18 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
             .collect();
 
         let d = decide(ctx, status.as_ref(), &obs, &commands, now);
-        prop_assert_eq!(&d, &decide(ctx, status.as_ref(), &obs, &commands, now), "deterministic");
+        prop_assert_eq!(
+            &d,
+            &decide(ctx, status.as_ref(), &obs, &commands, now),
+            "deterministic"
+        );
         let st = &d.status;
         prop_assert!(st.canary_weight <= 100);
         if let Some(o) = st.observed_weights {
-            prop_assert_eq!(u32::from(o.stable) + u32::from(o.canary) + u32::from(o.other), 100);
+            prop_assert_eq!(
+                u32::from(o.stable) + u32::from(o.canary) + u32::from(o.other),
+                100
+            );
         }
         for a in &d.actions {
             let Action::SetWeights { weights } = a;
@@ -330,7 +355,10 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
                     || obs.traffic.ok().is_some_and(|fw| {
                         fw.matches(rollout_core::Weights::for_canary(prev.canary_weight))
                     });
-                prop_assert!(prev_seen, "raised before the previous weight was seen applied");
+                prop_assert!(
+                    prev_seen,
+                    "raised before the previous weight was seen applied"
+                );
                 let promoted = prev.step_promoted
                     || d.events.iter().any(|e| e.kind == EventKind::Promoted)
                     || prev.blue_green.is_some_and(|b| b.preview_passed);
@@ -340,11 +368,14 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
                     shape.analysis && prev.canary_weight > 0
                 };
                 if gated && !promoted {
-                    let passed_before = prev.analysis.templates.get("t").is_some_and(|a| a.passes > 0);
-                    let passed_now = d
-                        .events
-                        .iter()
-                        .any(|e| e.kind == EventKind::AnalysisJudged && e.message.contains(": pass ("));
+                    let passed_before = prev
+                        .analysis
+                        .templates
+                        .get("t")
+                        .is_some_and(|a| a.passes > 0);
+                    let passed_now = d.events.iter().any(|e| {
+                        e.kind == EventKind::AnalysisJudged && e.message.contains(": pass (")
+                    });
                     prop_assert!(
                         passed_before || passed_now,
                         "raised {} -> {} without a passing verdict",
@@ -386,7 +417,10 @@ proptest! {
 fn long_random_runs_keep_the_invariants() {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::{Config, TestRng, TestRunner};
-    let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::deterministic_rng(Default::default()));
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::deterministic_rng(Default::default()),
+    );
     for _ in 0..40 {
         let shape = spec_shape().new_tree(&mut runner).expect("shape").current();
         let ticks = proptest::collection::vec(tick_input(), 400..500)

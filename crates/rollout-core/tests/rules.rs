@@ -39,6 +39,7 @@ spec:
     delay: 60s
     errorRate: {maxIncrease: 50%}
     minRequests: 50
+  judge: threshold
   failureLimit: FAILURES
   inconclusiveLimit: 2
   consecutiveErrorLimit: 1
@@ -109,6 +110,7 @@ fn arm(requests: f64, errors: f64) -> ArmSample {
         requests: Some(requests),
         errors: Some(errors),
         latency: Some(0.05),
+        latency_cv: None,
     }
 }
 

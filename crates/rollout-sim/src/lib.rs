@@ -251,6 +251,7 @@ impl SimMetrics {
             // ...and no 5xx datapoint when there were none.
             errors: (total.errors > 0).then_some(total.errors as f64),
             latency: Some(total.latency_sum / total.requests as f64),
+            latency_cv: None,
         }
     }
 

@@ -480,6 +480,51 @@ pub struct AnalysisTemplateSpec {
     /// Metric-source errors in a row tolerated before the run fails (default 4).
     #[serde(default = "default_consecutive_error_limit")]
     pub consecutive_error_limit: u32,
+    /// How the arms are compared (default `sequential`).
+    #[serde(default)]
+    pub judge: JudgeKind,
+    /// The false-rollback rate the judge allows, across all metrics and all
+    /// the times it looks (default 1%; `sequential` and `mannWhitney`).
+    #[serde(default = "default_alpha")]
+    pub alpha: Percent,
+}
+
+/// The canary judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum JudgeKind {
+    /// Anytime-valid sequential tests: may look every interval without
+    /// inflating false rollbacks; within-interval comparisons cancel drift.
+    #[default]
+    Sequential,
+    /// The canary fails an interval above stable × (1 + maxIncrease) or an
+    /// absolute ceiling; simple, and noisy.
+    Threshold,
+    /// Kayenta-style Mann-Whitney U test over the run's intervals.
+    MannWhitney,
+}
+
+impl Decode for JudgeKind {
+    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
+        let (text, _) = crate::decode::scalar(node, cx, "a judge")?;
+        match text {
+            "sequential" => Some(JudgeKind::Sequential),
+            "threshold" => Some(JudgeKind::Threshold),
+            "mannWhitney" => Some(JudgeKind::MannWhitney),
+            other => {
+                let known = ["sequential", "threshold", "mannWhitney"];
+                let hint = crate::decode::closest(other, &known)
+                    .map(|c| format!(", did you mean `{c}`?"))
+                    .unwrap_or_else(|| ": expected sequential, threshold or mannWhitney".into());
+                cx.error(node.pos, format!("unknown judge `{other}`{hint}"));
+                None
+            }
+        }
+    }
+}
+
+fn default_alpha() -> Percent {
+    Percent::new(1.0).unwrap_or_default()
 }
 
 fn default_inconclusive_limit() -> u32 {
@@ -498,6 +543,8 @@ impl Decode for AnalysisTemplateSpec {
                 "failureLimit",
                 "inconclusiveLimit",
                 "consecutiveErrorLimit",
+                "judge",
+                "alpha",
             ],
         )?;
         let alb = f.req(cx, "alb");
@@ -508,11 +555,15 @@ impl Decode for AnalysisTemplateSpec {
             "consecutiveErrorLimit",
             default_consecutive_error_limit(),
         );
+        let judge = f.or(cx, "judge", JudgeKind::default());
+        let alpha = f.or(cx, "alpha", default_alpha());
         Some(AnalysisTemplateSpec {
             alb: alb?,
             failure_limit: failure_limit?,
             inconclusive_limit: inconclusive_limit?,
             consecutive_error_limit: consecutive_error_limit?,
+            judge: judge?,
+            alpha: alpha?,
         })
     }
 }

@@ -132,6 +132,16 @@ fn check_template(t: &AnalysisTemplate, rep: &mut Report<'_>) {
             ),
         );
     }
+    let alpha = t.spec.alpha.value();
+    if alpha <= 0.0 || alpha > 50.0 {
+        rep.at(
+            "spec.alpha",
+            format!(
+                "alpha {} is outside (0%, 50%]: it is the false-rollback rate the judge allows",
+                t.spec.alpha
+            ),
+        );
+    }
     if alb.error_rate.is_none() && alb.latency.is_none() {
         rep.at(
             "spec.alb",

@@ -1,0 +1,614 @@
+//! The `sequential` judge (the default): anytime-valid tests that may be
+//! checked after every interval without inflating false rollbacks.
+//!
+//! **What is tested.** For each metric, the null hypothesis is "the canary
+//! is within tolerance" (`maxIncrease` is the degradation we accept, not the
+//! one we detect); the judge fails the canary only on strong evidence against
+//! it. The evidence is an *e-process*: a running product of per-interval
+//! likelihood ratios, averaged over a few alternatives. Under the null its
+//! expectation is at most 1 at every interval, so by Ville's inequality the
+//! probability that it *ever* reaches `1/α` is at most `α`, however often it
+//! is looked at. `α` is split evenly over the checks of a template (error
+//! rate relative/absolute, latency relative/absolute), so the template's
+//! false-rollback rate over the whole run stays below its `alpha`.
+//!
+//! **5xx rate.** Given an interval's total errors `E`, the canary's share of
+//! them is binomial with `p = n_c·r_c / (n_c·r_c + n_s·r_s)`. Within tolerance
+//! (`r_c ≤ (1+δ)·r_s`) means `p ≤ p₀ = n_c(1+δ) / (n_c(1+δ) + n_s)`, from that
+//! interval's own request split. Stable's unknown rate cancels, and so does
+//! anything that scales both arms' rates at once (an incident, a bad
+//! dependency, traffic bursts). Alternatives: the canary at 2, 4, 8 and 16
+//! times the tolerated rate.
+//!
+//! **Latency.** Per interval, `d = ln(L_c / L_s) − ln(1+δ)`, both arms
+//! measured over the same minute, so drift and shared slowdowns cancel. Its
+//! noise is modelled from the request counts and the latency spread (a
+//! lognormal fit of Average and p99), plus a floor for host-to-host
+//! variation. Alternatives: excesses of 5% to 80% on the log scale.
+//!
+//! **Regressions that start mid-run.** The e-process mixes over the interval
+//! at which the canary went bad (see `EProcess`), so good intervals earlier
+//! in the run do not mask a later regression, and the guarantee still holds.
+//!
+//! **Robustness.** Each interval's likelihood ratio is capped at
+//! `(1/α)^0.6`: a single interval (one host's burst of errors, a GC storm in
+//! one arm) can never roll back on its own; two consistently bad intervals
+//! can. Capping keeps the e-process valid (a capped ratio has expectation
+//! ≤ 1 too).
+//!
+//! **Pass.** An interval passes when both arms have `minRequests`, the
+//! evidence against the canary is below `√(1/α)`, and the interval on its
+//! own does not reach `√(1/α)` either. Otherwise the canary is suspicious:
+//! inconclusive, so the rollout holds its weight while evidence gathers.
+//! Thin or missing data is inconclusive, never a pass.
+
+use rollout_spec::{AlbAnalysis, LatencyStatistic};
+
+use crate::stats::{normal_pdf, normal_quantile};
+use crate::{ArmSample, IntervalVerdict, MetricVerdict, Verdict, WindowMetrics};
+
+/// Alternatives for the error rate, as multiples of the tolerated rate.
+const ERROR_RATIOS: [f64; 4] = [2.0, 4.0, 8.0, 16.0];
+/// Alternatives for latency: excess over tolerance on the log scale.
+const LATENCY_EFFECTS: [f64; 5] = [0.05, 0.1, 0.2, 0.4, 0.8];
+/// A single interval contributes at most this fraction of the rejection
+/// threshold's log.
+const CAP_FRACTION: f64 = 0.6;
+/// Per-interval noise of a log latency ratio not explained by sampling
+/// (hosts, caches): 3%.
+const LATENCY_FLOOR: f64 = 0.03;
+/// The latency CV assumed when the source gives none (conservative).
+const DEFAULT_CV: f64 = 1.5;
+
+/// A mixture e-process over alternatives *and* start times.
+///
+/// For alternative `k` and start interval `j`, `E_jk(t) = Π_{j≤i≤t} LR_ik` is
+/// a test supermartingale (1 before `j`). Their average with weights
+/// `w_j = 1/(j(j+1))` (which sum to 1) and `1/K` over alternatives is one
+/// too, so Ville's inequality bounds the chance it ever reaches `1/α` by `α`.
+/// Mixing over start times keeps a regression that begins late in a run
+/// detectable: evidence for the canary banked by earlier good intervals does
+/// not have to be paid back, only `ln(1/w_j)` nats.
+///
+/// Kept as `S_k(t) = Σ_{j≤t} w_j E_jk(t)`, updated by
+/// `S_k(t) = (S_k(t−1) + w_t)·LR_tk`, in logs; the starts still to come
+/// add their mass `1/(t+1)`.
+#[derive(Debug, Clone)]
+struct EProcess {
+    log_s: Vec<f64>,
+    t: u64,
+    cap: f64,
+    /// The largest capped log-ratio of the latest interval.
+    last: f64,
+}
+
+fn log_add(a: f64, b: f64) -> f64 {
+    if a == f64::NEG_INFINITY {
+        return b;
+    }
+    if b == f64::NEG_INFINITY {
+        return a;
+    }
+    let m = a.max(b);
+    m + ((a - m).exp() + (b - m).exp()).ln()
+}
+
+impl EProcess {
+    fn new(alternatives: usize, alpha: f64) -> Self {
+        EProcess {
+            log_s: vec![f64::NEG_INFINITY; alternatives],
+            t: 0,
+            cap: CAP_FRACTION * (1.0 / alpha).ln(),
+            last: 0.0,
+        }
+    }
+
+    /// One interval's log likelihood ratios, one per alternative.
+    fn push(&mut self, log_lrs: impl Iterator<Item = f64>) {
+        self.t += 1;
+        let t = self.t as f64;
+        let log_w = -(t * (t + 1.0)).ln();
+        self.last = f64::NEG_INFINITY;
+        for (s, lr) in self.log_s.iter_mut().zip(log_lrs) {
+            let lr = if lr.is_finite() {
+                lr.min(self.cap)
+            } else {
+                0.0
+            };
+            self.last = self.last.max(lr);
+            *s = log_add(*s, log_w) + lr;
+        }
+    }
+
+    /// The e-value now.
+    fn value(&self) -> f64 {
+        let k = self.log_s.len() as f64;
+        let started = self
+            .log_s
+            .iter()
+            .fold(f64::NEG_INFINITY, |acc, &l| log_add(acc, l))
+            - k.ln();
+        let pending = -((self.t + 1) as f64).ln();
+        log_add(started, pending).exp()
+    }
+
+    /// Whether the latest interval on its own looked bad enough to hold.
+    fn last_suspicious(&self, alpha: f64) -> bool {
+        self.last >= 0.5 * (1.0 / alpha).ln()
+    }
+}
+
+fn usable(x: Option<f64>) -> Option<f64> {
+    x.filter(|v| v.is_finite() && *v >= 0.0)
+}
+
+fn requests(a: &ArmSample) -> Option<f64> {
+    usable(a.requests)
+}
+
+fn errors(a: &ArmSample) -> Option<f64> {
+    requests(a)?;
+    match a.errors {
+        None => Some(0.0),
+        e => usable(e),
+    }
+}
+
+fn latency(a: &ArmSample) -> Option<f64> {
+    usable(a.latency).filter(|l| *l > 0.0)
+}
+
+/// The standard error of ln(latency statistic) of one arm over `n` requests.
+fn log_se(a: &ArmSample, n: f64, stat: LatencyStatistic) -> f64 {
+    let cv = a.cv().unwrap_or(DEFAULT_CV);
+    let n = n.max(1.0);
+    match stat {
+        LatencyStatistic::Average => cv / n.sqrt(),
+        LatencyStatistic::Percentile(p) => {
+            let q = (p / 100.0).clamp(1e-6, 1.0 - 1e-6);
+            let sigma = (1.0 + cv * cv).ln().sqrt().max(0.05);
+            sigma * (q * (1.0 - q) / n).sqrt() / normal_pdf(normal_quantile(q))
+        }
+    }
+}
+
+fn fmt_e(e: f64) -> String {
+    if e >= 1000.0 {
+        format!("{e:.1e}")
+    } else {
+        format!("{e:.2}")
+    }
+}
+
+/// Judges the last interval of `history` given all of it.
+pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[WindowMetrics]) -> IntervalVerdict {
+    let Some(current) = history.last() else {
+        return IntervalVerdict::combine(Vec::new());
+    };
+    let checks = alb.error_rate.as_ref().map_or(0, |c| {
+        usize::from(c.max_increase.is_some()) + usize::from(c.max_rate.is_some())
+    }) + alb.latency.as_ref().map_or(0, |c| {
+        usize::from(c.max_increase.is_some()) + usize::from(c.max.is_some())
+    });
+    let alpha_check = alpha / checks.max(1) as f64;
+    let (ns, nc) = (requests(&current.stable), requests(&current.canary));
+    let min = alb.min_requests as f64;
+    let enough = matches!((ns, nc), (Some(s), Some(c)) if s >= min && c >= min);
+    let thin = match (ns, nc) {
+        (None, _) | (_, None) => format!(
+            "no request datapoint for the {} arm",
+            if ns.is_none() { "stable" } else { "canary" }
+        ),
+        (Some(s), Some(c)) => format!(
+            "too few requests to judge (stable {s:.0}, canary {c:.0}; minRequests {})",
+            alb.min_requests
+        ),
+    };
+    let mut metrics = Vec::new();
+    if let Some(check) = &alb.error_rate {
+        let mut m = MetricVerdict {
+            stable_requests: ns,
+            canary_requests: nc,
+            threshold: Some(1.0 / alpha_check),
+            ..MetricVerdict::new("errorRate")
+        };
+        let (es, ec) = (errors(&current.stable), errors(&current.canary));
+        if let (Some(s), Some(c), Some(es), Some(ec)) = (ns, nc, es, ec) {
+            if s > 0.0 && c > 0.0 {
+                m.stable = Some(es / s);
+                m.canary = Some(ec / c);
+                let relative = check.max_increase.map(|d| es / s * (1.0 + d.fraction()));
+                let absolute = check.max_rate.map(|r| r.fraction());
+                m.limit = match (relative, absolute) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        let mut rel = check
+            .max_increase
+            .map(|_| EProcess::new(ERROR_RATIOS.len(), alpha_check));
+        let mut abs = check
+            .max_rate
+            .map(|_| EProcess::new(ERROR_RATIOS.len() - 1, alpha_check));
+        let (mut sum_es, mut sum_ns, mut sum_ec, mut sum_nc) = (0.0, 0.0, 0.0, 0.0);
+        for w in history {
+            let (Some(s), Some(c)) = (requests(&w.stable), requests(&w.canary)) else {
+                continue;
+            };
+            let (Some(es), Some(ec)) = (errors(&w.stable), errors(&w.canary)) else {
+                continue;
+            };
+            let ec = ec.min(c);
+            let es = es.min(s);
+            if s > 0.0 && c > 0.0 {
+                sum_es += es;
+                sum_ns += s;
+                sum_ec += ec;
+                sum_nc += c;
+            }
+            if let (Some(e), Some(delta)) = (&mut rel, check.max_increase) {
+                let total = es + ec;
+                if s > 0.0 && c > 0.0 && total > 0.0 {
+                    let a = c * (1.0 + delta.fraction());
+                    let p0 = a / (a + s);
+                    e.push(ERROR_RATIOS.iter().map(|rho| {
+                        let p1 = a * rho / (a * rho + s);
+                        ec * (p1 / p0).ln() + (total - ec) * ((1.0 - p1) / (1.0 - p0)).ln()
+                    }));
+                }
+            }
+            if let (Some(e), Some(rate)) = (&mut abs, check.max_rate) {
+                let r0 = rate.fraction();
+                if c > 0.0 && r0 > 0.0 {
+                    e.push(ERROR_RATIOS[..3].iter().map(|mult| {
+                        let r1 = (r0 * mult).min(1.0);
+                        ec * (r1 / r0).ln() - (r1 - r0) * c
+                    }));
+                }
+            }
+        }
+        if sum_ns > 0.0 && sum_nc > 0.0 {
+            let rs = sum_es / sum_ns;
+            let rc = sum_ec / sum_nc;
+            if rs > 0.0 {
+                m.effect = Some(rc / rs);
+                if sum_ec > 0.0 {
+                    let se = (1.0 / sum_ec + 1.0 / sum_es).sqrt();
+                    let l = (rc / rs).ln();
+                    m.effect_interval = Some(((l - 1.96 * se).exp(), (l + 1.96 * se).exp()));
+                }
+            }
+        }
+        let e_rel = rel.as_ref().map_or(0.0, EProcess::value);
+        let e_abs = abs.as_ref().map_or(0.0, EProcess::value);
+        let e = e_rel.max(e_abs);
+        let suspicious = [&rel, &abs]
+            .into_iter()
+            .flatten()
+            .any(|p| p.last_suspicious(alpha_check));
+        m.statistic = Some(e);
+        let bound = 1.0 / alpha_check;
+        let effect = match (m.effect, m.effect_interval) {
+            (Some(r), Some((lo, hi))) => {
+                format!(" (canary/stable {r:.2}×, 95% CI {lo:.2}–{hi:.2}×)")
+            }
+            (Some(r), None) => format!(" (canary/stable {r:.2}×)"),
+            _ => String::new(),
+        };
+        let pct = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.3}%", v * 100.0));
+        if e >= bound {
+            m.verdict = Verdict::Fail;
+            m.reason = if e_abs >= bound {
+                format!(
+                    "error rate: canary {} is above the ceiling {}{effect}; evidence {} ≥ {}",
+                    pct(m.canary),
+                    check.max_rate.map(|r| r.to_string()).unwrap_or_default(),
+                    fmt_e(e),
+                    fmt_e(bound)
+                )
+            } else {
+                format!(
+                    "error rate: canary {} vs stable {}{effect} is worse than stable + {}; evidence {} ≥ {}",
+                    pct(m.canary),
+                    pct(m.stable),
+                    check.max_increase.map(|r| r.to_string()).unwrap_or_default(),
+                    fmt_e(e),
+                    fmt_e(bound)
+                )
+            };
+        } else if e >= bound.sqrt() || suspicious {
+            m.reason = format!(
+                "error rate: canary {} vs stable {}{effect} looks worse; evidence {} is gathering (fails at {})",
+                pct(m.canary),
+                pct(m.stable),
+                fmt_e(e),
+                fmt_e(bound)
+            );
+        } else if enough && m.canary.is_some() {
+            m.verdict = Verdict::Pass;
+            m.reason = format!(
+                "error rate: canary {} vs stable {}{effect}; evidence {} < {}",
+                pct(m.canary),
+                pct(m.stable),
+                fmt_e(e),
+                fmt_e(bound)
+            );
+        } else {
+            m.reason = format!("error rate: {thin}");
+        }
+        metrics.push(m);
+    }
+    if let Some(check) = &alb.latency {
+        let stat = check.statistic;
+        let mut m = MetricVerdict {
+            stable_requests: ns,
+            canary_requests: nc,
+            threshold: Some(1.0 / alpha_check),
+            ..MetricVerdict::new("latency")
+        };
+        m.stable = latency(&current.stable);
+        m.canary = latency(&current.canary);
+        let relative = check
+            .max_increase
+            .and_then(|d| m.stable.map(|l| l * (1.0 + d.fraction())));
+        let absolute = check.max.map(|d| d.as_millis() as f64 / 1000.0);
+        m.limit = match (relative, absolute) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut rel = check
+            .max_increase
+            .map(|_| EProcess::new(LATENCY_EFFECTS.len(), alpha_check));
+        let mut abs = check
+            .max
+            .map(|_| EProcess::new(LATENCY_EFFECTS.len(), alpha_check));
+        let (mut sum_d, mut sum_var, mut count) = (0.0, 0.0, 0.0);
+        for w in history {
+            let (Some(s), Some(c)) = (requests(&w.stable), requests(&w.canary)) else {
+                continue;
+            };
+            let (Some(ls), Some(lc)) = (latency(&w.stable), latency(&w.canary)) else {
+                continue;
+            };
+            if s <= 0.0 || c <= 0.0 {
+                continue;
+            }
+            let se_c = log_se(&w.canary, c, stat);
+            let se_s = log_se(&w.stable, s, stat);
+            if let (Some(e), Some(delta)) = (&mut rel, check.max_increase) {
+                let d = (lc / ls).ln() - (1.0 + delta.fraction()).ln();
+                let var = se_c * se_c + se_s * se_s + LATENCY_FLOOR * LATENCY_FLOOR;
+                e.push(
+                    LATENCY_EFFECTS
+                        .iter()
+                        .map(|mu| (mu * d - mu * mu / 2.0) / var),
+                );
+                sum_d += (lc / ls).ln();
+                sum_var += var;
+                count += 1.0;
+            }
+            if let (Some(e), Some(max)) = (&mut abs, absolute) {
+                if max > 0.0 {
+                    let d = (lc / max).ln();
+                    let var = se_c * se_c + LATENCY_FLOOR * LATENCY_FLOOR;
+                    e.push(
+                        LATENCY_EFFECTS
+                            .iter()
+                            .map(|mu| (mu * d - mu * mu / 2.0) / var),
+                    );
+                }
+            }
+        }
+        if count > 0.0 {
+            let mean = sum_d / count;
+            let se = sum_var.sqrt() / count;
+            m.effect = Some(mean.exp());
+            m.effect_interval = Some(((mean - 1.96 * se).exp(), (mean + 1.96 * se).exp()));
+        }
+        let e_rel = rel.as_ref().map_or(0.0, EProcess::value);
+        let e_abs = abs.as_ref().map_or(0.0, EProcess::value);
+        let e = e_rel.max(e_abs);
+        let suspicious = [&rel, &abs]
+            .into_iter()
+            .flatten()
+            .any(|p| p.last_suspicious(alpha_check));
+        m.statistic = Some(e);
+        let bound = 1.0 / alpha_check;
+        let ms = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.1}ms", v * 1000.0));
+        let effect = match (m.effect, m.effect_interval) {
+            (Some(r), Some((lo, hi))) => {
+                format!(" (canary/stable {r:.3}×, 95% CI {lo:.3}–{hi:.3}×)")
+            }
+            _ => String::new(),
+        };
+        if e >= bound {
+            m.verdict = Verdict::Fail;
+            m.reason = if e_abs >= bound {
+                format!(
+                    "latency {stat}: canary {} is above the ceiling {}; evidence {} ≥ {}",
+                    ms(m.canary),
+                    ms(absolute),
+                    fmt_e(e),
+                    fmt_e(bound)
+                )
+            } else {
+                format!(
+                    "latency {stat}: canary {} vs stable {}{effect} is slower than stable + {}; evidence {} ≥ {}",
+                    ms(m.canary),
+                    ms(m.stable),
+                    check.max_increase.map(|r| r.to_string()).unwrap_or_default(),
+                    fmt_e(e),
+                    fmt_e(bound)
+                )
+            };
+        } else if e >= bound.sqrt() || suspicious {
+            m.reason = format!(
+                "latency {stat}: canary {} vs stable {}{effect} looks slower; evidence {} is gathering (fails at {})",
+                ms(m.canary),
+                ms(m.stable),
+                fmt_e(e),
+                fmt_e(bound)
+            );
+        } else if enough && m.canary.is_some() && m.stable.is_some() {
+            m.verdict = Verdict::Pass;
+            m.reason = format!(
+                "latency {stat}: canary {} vs stable {}{effect}; evidence {} < {}",
+                ms(m.canary),
+                ms(m.stable),
+                fmt_e(e),
+                fmt_e(bound)
+            );
+        } else if !enough {
+            m.reason = format!("latency {stat}: {thin}");
+        } else {
+            m.reason = format!(
+                "latency {stat}: no datapoint for the {} arm",
+                if m.stable.is_none() {
+                    "stable"
+                } else {
+                    "canary"
+                }
+            );
+        }
+        metrics.push(m);
+    }
+    IntervalVerdict::combine(metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollout_spec::{Duration, ErrorRateCheck, LatencyCheck, Percent};
+
+    fn template() -> AlbAnalysis {
+        AlbAnalysis {
+            period: Duration::from_secs(60),
+            delay: Duration::from_secs(60),
+            error_rate: Some(ErrorRateCheck {
+                max_increase: Percent::new(50.0),
+                max_rate: None,
+            }),
+            latency: Some(LatencyCheck {
+                statistic: LatencyStatistic::Average,
+                max_increase: Percent::new(10.0),
+                max: None,
+            }),
+            min_requests: 50,
+        }
+    }
+
+    fn arm(n: f64, e: f64, l: f64) -> ArmSample {
+        ArmSample {
+            requests: Some(n),
+            errors: Some(e),
+            latency: Some(l),
+            latency_cv: Some(1.0),
+        }
+    }
+
+    fn w(s: ArmSample, c: ArmSample) -> WindowMetrics {
+        WindowMetrics {
+            stable: s,
+            canary: c,
+        }
+    }
+
+    /// The error e-process by hand: one interval, 1000 requests per arm,
+    /// 2 stable and 12 canary errors, δ = 50%, α split over 2 checks.
+    /// p₀ = 1.5/2.5 = 0.6; for ρ = 2, p₁ = 3/4 = 0.75 and
+    /// ln LR = 12·ln(0.75/0.6) + 2·ln(0.25/0.4) = 2.6777 − 0.9400 = 1.7377.
+    #[test]
+    fn error_evidence_matches_a_hand_computation() {
+        let alpha = 0.01;
+        let v = judge(
+            &template(),
+            alpha,
+            &[w(arm(1000.0, 2.0, 0.05), arm(1000.0, 12.0, 0.05))],
+        );
+        let e = v.metrics[0].statistic.expect("e-value");
+        let cap = CAP_FRACTION * (1.0 / 0.005_f64).ln();
+        let mut expected = 0.0;
+        for rho in ERROR_RATIOS {
+            let a = 1.5;
+            let p0 = a / (a + 1.0);
+            let p1 = a * rho / (a * rho + 1.0);
+            let lr: f64 = 12.0 * (p1 / p0).ln() + 2.0 * ((1.0 - p1) / (1.0 - p0)).ln();
+            expected += lr.min(cap).exp();
+        }
+        // One interval: start weight w₁ = 1/2, and 1/2 of the mass still pending.
+        expected = 0.5 * (expected / 4.0) + 0.5;
+        assert!((e - expected).abs() < 1e-9 * expected, "{e} vs {expected}");
+        let rho2: f64 = 12.0 * (0.75_f64 / 0.6).ln() + 2.0 * (0.25_f64 / 0.4).ln();
+        assert!((rho2 - 1.737_7).abs() < 1e-3);
+        assert_eq!(v.metrics[0].threshold, Some(200.0));
+    }
+
+    #[test]
+    fn one_interval_can_never_roll_back_alone() {
+        let v = judge(
+            &template(),
+            0.01,
+            &[w(arm(5000.0, 1.0, 0.05), arm(5000.0, 900.0, 0.05))],
+        );
+        assert_eq!(
+            v.metrics[0].verdict,
+            Verdict::Inconclusive,
+            "suspicious, not failed"
+        );
+        assert!(
+            v.metrics[0].reason.contains("is gathering"),
+            "{}",
+            v.metrics[0].reason
+        );
+        let two = [
+            w(arm(5000.0, 1.0, 0.05), arm(5000.0, 900.0, 0.05)),
+            w(arm(5000.0, 1.0, 0.05), arm(5000.0, 900.0, 0.05)),
+        ];
+        assert_eq!(
+            judge(&template(), 0.01, &two).metrics[0].verdict,
+            Verdict::Fail
+        );
+    }
+
+    #[test]
+    fn shared_incidents_cancel() {
+        // Both arms' error rates jump 50× for three intervals: no evidence.
+        let h: Vec<WindowMetrics> = (0..3)
+            .map(|_| w(arm(9000.0, 900.0, 0.5), arm(1000.0, 100.0, 0.5)))
+            .collect();
+        let v = judge(&template(), 0.01, &h);
+        assert_eq!(v.verdict, Verdict::Pass, "{}", v.summary());
+        assert!(v.metrics[0].statistic.expect("e") < 1.0);
+    }
+
+    #[test]
+    fn latency_regressions_accumulate_evidence() {
+        let h: Vec<WindowMetrics> = (0..3)
+            .map(|_| w(arm(6000.0, 0.0, 0.100), arm(600.0, 0.0, 0.160)))
+            .collect();
+        let v = judge(&template(), 0.01, &h);
+        assert_eq!(v.metrics[1].verdict, Verdict::Fail, "{}", v.summary());
+        let effect = v.metrics[1].effect.expect("effect");
+        assert!((effect - 1.6).abs() < 1e-9);
+        // Within tolerance (5% slower, 10% allowed): passes.
+        let ok: Vec<WindowMetrics> = (0..30)
+            .map(|_| w(arm(6000.0, 0.0, 0.100), arm(600.0, 0.0, 0.105)))
+            .collect();
+        assert_eq!(
+            judge(&template(), 0.01, &ok).metrics[1].verdict,
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn thin_intervals_are_inconclusive() {
+        let v = judge(
+            &template(),
+            0.01,
+            &[w(arm(1000.0, 0.0, 0.05), arm(10.0, 0.0, 0.05))],
+        );
+        assert_eq!(v.verdict, Verdict::Inconclusive);
+        assert!(v.summary().contains("too few requests"));
+    }
+}

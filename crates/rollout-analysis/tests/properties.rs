@@ -1,0 +1,179 @@
+//! Properties every judge keeps, over random histories:
+//! - swapping the arms of a regression (so the canary is the better arm)
+//!   never fails the canary;
+//! - on identical arms, scaling every count by a constant does not change
+//!   the verdict;
+//! - no input (zeros, NaN, infinities, missing datapoints) panics.
+
+use proptest::prelude::*;
+use rollout_analysis::{judge, ArmSample, Verdict, WindowMetrics};
+use rollout_spec::{
+    AlbAnalysis, AnalysisTemplateSpec, Duration, ErrorRateCheck, JudgeKind, LatencyCheck,
+    LatencyStatistic, Percent,
+};
+
+fn spec(kind: JudgeKind, stat: LatencyStatistic) -> AnalysisTemplateSpec {
+    AnalysisTemplateSpec {
+        alb: AlbAnalysis {
+            period: Duration::from_secs(60),
+            delay: Duration::from_secs(60),
+            error_rate: Some(ErrorRateCheck {
+                max_increase: Percent::new(50.0),
+                max_rate: None,
+            }),
+            latency: Some(LatencyCheck {
+                statistic: stat,
+                max_increase: Percent::new(10.0),
+                max: None,
+            }),
+            min_requests: 50,
+        },
+        failure_limit: 0,
+        inconclusive_limit: 5,
+        consecutive_error_limit: 4,
+        judge: kind,
+        alpha: Percent::new(1.0).expect("1%"),
+    }
+}
+
+fn judges() -> impl Strategy<Value = JudgeKind> {
+    prop_oneof![
+        Just(JudgeKind::Sequential),
+        Just(JudgeKind::Threshold),
+        Just(JudgeKind::MannWhitney)
+    ]
+}
+
+fn stat() -> impl Strategy<Value = LatencyStatistic> {
+    prop_oneof![
+        Just(LatencyStatistic::Average),
+        Just(LatencyStatistic::Percentile(99.0))
+    ]
+}
+
+/// One interval of a regression: stable's numbers, and the canary's worse
+/// ones (error rate × r ≥ 1, latency × q ≥ 1).
+#[derive(Debug, Clone)]
+struct Interval {
+    ns: f64,
+    nc: f64,
+    rate: f64,
+    latency: f64,
+    r: f64,
+    q: f64,
+}
+
+fn interval() -> impl Strategy<Value = Interval> {
+    (
+        50.0f64..100_000.0,
+        50.0f64..20_000.0,
+        0.0f64..0.05,
+        0.001f64..2.0,
+        1.0f64..30.0,
+        1.0f64..3.0,
+    )
+        .prop_map(|(ns, nc, rate, latency, r, q)| Interval {
+            ns,
+            nc,
+            rate,
+            latency,
+            r,
+            q,
+        })
+}
+
+fn arm(n: f64, rate: f64, latency: f64) -> ArmSample {
+    ArmSample {
+        requests: Some(n),
+        errors: Some((n * rate).min(n)),
+        latency: Some(latency),
+        latency_cv: Some(1.0),
+    }
+}
+
+fn regression(i: &Interval) -> WindowMetrics {
+    WindowMetrics {
+        stable: arm(i.ns, i.rate, i.latency),
+        canary: arm(i.nc, (i.rate * i.r).min(1.0), i.latency * i.q),
+    }
+}
+
+fn swapped(w: &WindowMetrics) -> WindowMetrics {
+    WindowMetrics {
+        stable: w.canary,
+        canary: w.stable,
+    }
+}
+
+fn any_f64() -> impl Strategy<Value = Option<f64>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(0.0)),
+        Just(Some(f64::NAN)),
+        Just(Some(f64::INFINITY)),
+        Just(Some(-1.0)),
+        (0.0f64..1e7).prop_map(Some),
+    ]
+}
+
+fn any_arm() -> impl Strategy<Value = ArmSample> {
+    (any_f64(), any_f64(), any_f64(), any_f64()).prop_map(
+        |(requests, errors, latency, latency_cv)| ArmSample {
+            requests,
+            errors,
+            latency,
+            latency_cv,
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_better_canary_never_fails(kind in judges(), st in stat(), intervals in proptest::collection::vec(interval(), 1..40)) {
+        let spec = spec(kind, st);
+        let history: Vec<WindowMetrics> = intervals.iter().map(regression).collect();
+        let better: Vec<WindowMetrics> = history.iter().map(swapped).collect();
+        for end in 1..=better.len() {
+            let v = judge(&spec, &better[..end]);
+            prop_assert_ne!(v.verdict, Verdict::Fail, "{}", v.summary());
+        }
+    }
+
+    #[test]
+    fn scaling_counts_keeps_the_verdict_on_identical_arms(
+        kind in judges(),
+        st in stat(),
+        intervals in proptest::collection::vec(interval(), 1..30),
+        k in 1.0f64..100.0,
+    ) {
+        let spec = spec(kind, st);
+        let same = |i: &Interval, k: f64| WindowMetrics {
+            stable: arm(i.ns * k, i.rate, i.latency),
+            canary: arm(i.nc * k, i.rate, i.latency),
+        };
+        let base: Vec<WindowMetrics> = intervals.iter().map(|i| same(i, 1.0)).collect();
+        let scaled: Vec<WindowMetrics> = intervals.iter().map(|i| same(i, k)).collect();
+        let (a, b) = (judge(&spec, &base), judge(&spec, &scaled));
+        prop_assert_eq!(a.verdict, b.verdict, "{} / {}", a.summary(), b.summary());
+        prop_assert_eq!(a.verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn no_input_panics(
+        kind in judges(),
+        st in stat(),
+        arms in proptest::collection::vec((any_arm(), any_arm()), 0..20),
+    ) {
+        let spec = spec(kind, st);
+        let history: Vec<WindowMetrics> = arms
+            .into_iter()
+            .map(|(stable, canary)| WindowMetrics { stable, canary })
+            .collect();
+        let v = judge(&spec, &history);
+        for m in &v.metrics {
+            prop_assert!(!m.reason.is_empty());
+        }
+    }
+}

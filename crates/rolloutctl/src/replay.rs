@@ -1,0 +1,307 @@
+//! `rolloutctl replay`: the daemon's judge over recorded metrics.
+//!
+//! Reads the AnalysisTemplate (validated like any spec), reads the CSV into
+//! one [`WindowMetrics`] per interval, and calls `rollout_analysis::judge`
+//! on the growing history, exactly as the daemon does after each interval.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::ExitCode;
+
+use rollout_analysis::stats::lognormal_cv;
+use rollout_analysis::{judge, ArmSample, IntervalVerdict, Verdict, WindowMetrics};
+use rollout_spec::{AnalysisTemplateSpec, LatencyStatistic};
+use serde::Serialize;
+
+const HEADER: [&str; 6] = [
+    "t",
+    "arm",
+    "requests",
+    "errors",
+    "latency_avg",
+    "latency_p99",
+];
+
+/// One arm's row.
+#[derive(Debug, Clone, Copy, Default)]
+struct Row {
+    requests: Option<f64>,
+    errors: Option<f64>,
+    avg: Option<f64>,
+    p99: Option<f64>,
+}
+
+/// Reads the observations: intervals in time order, each with its two arms.
+fn read_csv(name: &str, text: &str) -> Result<Vec<(i64, Option<Row>, Option<Row>)>, String> {
+    let mut lines = text.lines().enumerate();
+    let Some((_, header)) = lines.next() else {
+        return Err(format!(
+            "{name}:1:1: the file is empty; expected the header {}",
+            HEADER.join(",")
+        ));
+    };
+    let cols: Vec<&str> = header
+        .trim_end_matches('\r')
+        .split(',')
+        .map(str::trim)
+        .collect();
+    if cols != HEADER {
+        return Err(format!(
+            "{name}:1:1: the header is `{}`; expected `{}`",
+            header.trim_end(),
+            HEADER.join(",")
+        ));
+    }
+    let mut out: Vec<(i64, Option<Row>, Option<Row>)> = Vec::new();
+    let mut seen: BTreeMap<(i64, bool), usize> = BTreeMap::new();
+    for (i, line) in lines {
+        let line_no = i + 1;
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cells: Vec<&str> = line.split(',').collect();
+        if cells.len() != HEADER.len() {
+            return Err(format!(
+                "{name}:{line_no}:1: {} fields; expected {} ({})",
+                cells.len(),
+                HEADER.len(),
+                HEADER.join(",")
+            ));
+        }
+        let col = |k: usize| cells[..k].iter().map(|c| c.len() + 1).sum::<usize>() + 1;
+        let t: i64 = cells[0].trim().parse().map_err(|_| {
+            format!(
+                "{name}:{line_no}:1: t `{}` is not a whole number of seconds",
+                cells[0]
+            )
+        })?;
+        let canary = match cells[1].trim() {
+            "stable" => false,
+            "canary" => true,
+            other => {
+                return Err(format!(
+                    "{name}:{line_no}:{}: arm `{other}` is neither stable nor canary",
+                    col(1)
+                ))
+            }
+        };
+        let num = |k: usize| -> Result<Option<f64>, String> {
+            let c = cells[k].trim();
+            if c.is_empty() {
+                return Ok(None);
+            }
+            match c.parse::<f64>() {
+                Ok(v) if v.is_finite() && v >= 0.0 => Ok(Some(v)),
+                _ => Err(format!(
+                    "{name}:{line_no}:{}: {} `{c}` is not a non-negative number",
+                    col(k),
+                    HEADER[k]
+                )),
+            }
+        };
+        let row = Row {
+            requests: num(2)?,
+            errors: num(3)?,
+            avg: num(4)?,
+            p99: num(5)?,
+        };
+        if let Some(first) = seen.insert((t, canary), line_no) {
+            return Err(format!(
+                "{name}:{line_no}:1: a second {} row for t={t} (first at line {first})",
+                if canary { "canary" } else { "stable" }
+            ));
+        }
+        match out.last_mut() {
+            Some(last) if last.0 == t => {}
+            Some(last) if last.0 > t => {
+                return Err(format!(
+                    "{name}:{line_no}:1: t={t} comes after t={}; rows must be in time order",
+                    last.0
+                ))
+            }
+            _ => out.push((t, None, None)),
+        }
+        if let Some(last) = out.last_mut() {
+            if canary {
+                last.2 = Some(row);
+            } else {
+                last.1 = Some(row);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn sample(row: Option<Row>, stat: LatencyStatistic) -> ArmSample {
+    let Some(r) = row else {
+        return ArmSample::default();
+    };
+    ArmSample {
+        requests: r.requests,
+        errors: r.errors,
+        latency: match stat {
+            LatencyStatistic::Average => r.avg,
+            _ => r.p99,
+        },
+        latency_cv: match (r.avg, r.p99) {
+            (Some(a), Some(p)) => lognormal_cv(a, p),
+            _ => None,
+        },
+    }
+}
+
+#[derive(Serialize)]
+struct IntervalLine<'a> {
+    t: i64,
+    verdict: Verdict,
+    metrics: &'a [rollout_analysis::MetricVerdict],
+}
+
+#[derive(Serialize)]
+struct DecisionLine {
+    decision: &'static str,
+    t: i64,
+}
+
+fn load_template(path: &Path) -> Result<AnalysisTemplateSpec, Vec<String>> {
+    let name = path.display().to_string();
+    let text =
+        fs::read_to_string(path).map_err(|e| vec![format!("{name}:1:1: cannot read: {e}")])?;
+    let set = rollout_spec::load([(name.as_str(), text.as_str())], &[])
+        .map_err(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let mut templates = set.templates.into_iter();
+    let Some(first) = templates.next() else {
+        return Err(vec![format!(
+            "{name}:1:1: no AnalysisTemplate in this file"
+        )]);
+    };
+    if let Some(second) = templates.next() {
+        return Err(vec![format!(
+            "{name}:{}: a second AnalysisTemplate; replay takes one",
+            second.pos
+        )]);
+    }
+    Ok(first.value.spec)
+}
+
+/// Runs the command.
+pub fn run(template: &Path, observations: &Path, json: bool) -> ExitCode {
+    let spec = match load_template(template) {
+        Ok(s) => s,
+        Err(lines) => {
+            for l in lines {
+                eprintln!("{l}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let stat = spec
+        .alb
+        .latency
+        .as_ref()
+        .map_or(LatencyStatistic::Average, |l| l.statistic);
+    if !matches!(
+        stat,
+        LatencyStatistic::Average | LatencyStatistic::Percentile(99.0)
+    ) {
+        eprintln!(
+            "{}: the template compares latency {stat}; recorded observations carry Average and p99 only",
+            template.display()
+        );
+        return ExitCode::from(1);
+    }
+    let obs_name = observations.display().to_string();
+    let text = match fs::read_to_string(observations) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{obs_name}:1:1: cannot read: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rows = match read_csv(&obs_name, &text) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut history = Vec::new();
+    let mut failed = 0u32;
+    let mut decision: Option<(&'static str, i64)> = None;
+    let mut last: Option<(i64, IntervalVerdict)> = None;
+    for (t, stable, canary) in rows {
+        history.push(WindowMetrics {
+            stable: sample(stable, stat),
+            canary: sample(canary, stat),
+        });
+        let v = judge(&spec, &history);
+        if json {
+            let line = IntervalLine {
+                t,
+                verdict: v.verdict,
+                metrics: &v.metrics,
+            };
+            println!("{}", serde_json::to_string(&line).unwrap_or_default());
+        } else {
+            println!("t={t:>6}  {:<12}  {}", v.verdict.as_str(), v.summary());
+        }
+        if v.verdict == Verdict::Fail {
+            failed += 1;
+            if failed > spec.failure_limit {
+                decision = Some(("rollback", t));
+                break;
+            }
+        }
+        last = Some((t, v));
+    }
+    let (what, t) = decision.unwrap_or(match &last {
+        Some((t, v)) if v.verdict == Verdict::Pass => ("promote", *t),
+        Some((t, _)) => ("inconclusive", *t),
+        None => ("inconclusive", 0),
+    });
+    if json {
+        let line = DecisionLine { decision: what, t };
+        println!("{}", serde_json::to_string(&line).unwrap_or_default());
+    } else {
+        println!("decision: {what} at t={t}");
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_group_by_interval_and_missing_rows_are_no_data() {
+        let text = "t,arm,requests,errors,latency_avg,latency_p99\n60,stable,1843,2,0.051,0.412\n60,canary,201,0,0.049,0.398\n120,stable,1800,1,0.05,0.4\n";
+        let rows = read_csv("o.csv", text).expect("parses");
+        assert_eq!(rows.len(), 2);
+        assert!(rows[1].2.is_none(), "no canary row at 120");
+        assert_eq!(rows[0].2.and_then(|r| r.requests), Some(201.0));
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let bad = "t,arm,requests,errors,latency_avg,latency_p99\n60,stable,abc,2,0.051,0.412\n";
+        assert_eq!(
+            read_csv("o.csv", bad).expect_err("bad"),
+            "o.csv:2:11: requests `abc` is not a non-negative number"
+        );
+        let order = "t,arm,requests,errors,latency_avg,latency_p99\n120,stable,1,0,0.1,0.2\n60,stable,1,0,0.1,0.2\n";
+        assert!(read_csv("o.csv", order)
+            .expect_err("order")
+            .starts_with("o.csv:3:1: t=60 comes after t=120"));
+        let header = "time,arm\n";
+        assert!(read_csv("o.csv", header)
+            .expect_err("header")
+            .starts_with("o.csv:1:1: the header"));
+        let arm = "t,arm,requests,errors,latency_avg,latency_p99\n60,blue,1,0,0.1,0.2\n";
+        assert_eq!(
+            read_csv("o.csv", arm).expect_err("arm"),
+            "o.csv:2:4: arm `blue` is neither stable nor canary"
+        );
+    }
+}

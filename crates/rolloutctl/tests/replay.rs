@@ -1,0 +1,125 @@
+//! `rolloutctl replay` on recorded observations, as the contract's §5 shows.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rolloutctl-replay-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+const TEMPLATE: &str = "apiVersion: rolloutd.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: golden}
+spec:
+  alb:
+    errorRate: {maxIncrease: 50%}
+    latency: {statistic: Average, maxIncrease: 10%}
+    minRequests: 50
+  failureLimit: 0
+";
+
+/// Rows for `minutes` intervals; the canary's error rate is `factor` times stable's.
+fn csv(minutes: i64, canary_requests: u32, factor: f64) -> String {
+    let mut out = String::from("t,arm,requests,errors,latency_avg,latency_p99\n");
+    for m in 1..=minutes {
+        let t = m * 60;
+        out.push_str(&format!("{t},stable,18000,18,0.051,0.412\n"));
+        let errors = (f64::from(canary_requests) * 0.001 * factor).round();
+        out.push_str(&format!(
+            "{t},canary,{canary_requests},{errors},0.050,0.405\n"
+        ));
+    }
+    out
+}
+
+fn replay(name: &str, observations: &str) -> (i32, Vec<serde_json::Value>) {
+    let dir = scratch(name);
+    std::fs::write(dir.join("t.yaml"), TEMPLATE).expect("write");
+    std::fs::write(dir.join("obs.csv"), observations).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_rolloutctl"))
+        .args(["replay", "-f"])
+        .arg(dir.join("t.yaml"))
+        .arg("--observations")
+        .arg(dir.join("obs.csv"))
+        .args(["-o", "json"])
+        .output()
+        .expect("run");
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    (out.status.code().unwrap_or(-1), lines)
+}
+
+#[test]
+fn a_healthy_canary_is_promoted() {
+    let (code, lines) = replay("good", &csv(10, 2000, 1.0));
+    assert_eq!(code, 0);
+    assert_eq!(lines.len(), 11);
+    assert_eq!(lines[0]["t"], 60);
+    assert_eq!(lines[0]["verdict"], "pass");
+    assert_eq!(lines[0]["metrics"][0]["metric"], "errorRate");
+    assert_eq!(
+        lines[10],
+        serde_json::json!({"decision": "promote", "t": 600})
+    );
+}
+
+#[test]
+fn ten_times_the_errors_is_rolled_back_at_the_second_interval() {
+    let (code, lines) = replay("bad", &csv(10, 2000, 10.0));
+    assert_eq!(code, 0);
+    // One interval alone never rolls back; the second confirms it.
+    assert_eq!(lines[0]["verdict"], "inconclusive");
+    assert_eq!(lines[1]["verdict"], "fail");
+    let last = lines.last().expect("decision");
+    assert_eq!(last, &serde_json::json!({"decision": "rollback", "t": 120}));
+    assert_eq!(lines.len(), 3, "the replay stops at the decision");
+}
+
+#[test]
+fn too_little_traffic_is_inconclusive() {
+    let (code, lines) = replay("thin", &csv(5, 20, 1.0));
+    assert_eq!(code, 0);
+    assert!(lines[..5].iter().all(|l| l["verdict"] == "inconclusive"));
+    assert_eq!(
+        lines[5],
+        serde_json::json!({"decision": "inconclusive", "t": 300})
+    );
+}
+
+#[test]
+fn a_missing_canary_row_is_no_data() {
+    let mut text = csv(3, 2000, 1.0);
+    text = text.replace("180,canary,2000,2,0.050,0.405\n", "");
+    let (_, lines) = replay("missing", &text);
+    assert_eq!(lines[2]["verdict"], "inconclusive");
+    assert_eq!(lines[3]["decision"], "inconclusive");
+}
+
+#[test]
+fn a_bad_row_is_reported_with_its_place() {
+    let dir = scratch("badrow");
+    std::fs::write(dir.join("t.yaml"), TEMPLATE).expect("write");
+    std::fs::write(
+        dir.join("obs.csv"),
+        "t,arm,requests,errors,latency_avg,latency_p99\n60,stable,1e3,x,0.05,0.4\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_rolloutctl"))
+        .args(["replay", "-f"])
+        .arg(dir.join("t.yaml"))
+        .arg("--observations")
+        .arg(dir.join("obs.csv"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.ends_with("obs.csv:2:15: errors `x` is not a non-negative number\n"),
+        "{err}"
+    );
+}

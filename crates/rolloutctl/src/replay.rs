@@ -32,8 +32,11 @@ struct Row {
     p99: Option<f64>,
 }
 
+/// One interval: its end (`t`), stable's row and canary's row.
+type Interval = (i64, Option<Row>, Option<Row>);
+
 /// Reads the observations: intervals in time order, each with its two arms.
-fn read_csv(name: &str, text: &str) -> Result<Vec<(i64, Option<Row>, Option<Row>)>, String> {
+fn read_csv(name: &str, text: &str) -> Result<Vec<Interval>, String> {
     let mut lines = text.lines().enumerate();
     let Some((_, header)) = lines.next() else {
         return Err(format!(
@@ -53,7 +56,7 @@ fn read_csv(name: &str, text: &str) -> Result<Vec<(i64, Option<Row>, Option<Row>
             HEADER.join(",")
         ));
     }
-    let mut out: Vec<(i64, Option<Row>, Option<Row>)> = Vec::new();
+    let mut out: Vec<Interval> = Vec::new();
     let mut seen: BTreeMap<(i64, bool), usize> = BTreeMap::new();
     for (i, line) in lines {
         let line_no = i + 1;

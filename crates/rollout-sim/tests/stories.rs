@@ -144,12 +144,14 @@ fn a_canary_with_ten_times_the_errors_is_rolled_back() {
     assert!(st.message.contains("error rate"), "{}", st.message);
     assert_eq!(st.canary_weight, 0);
     assert_eq!(h.lb.canary_percent(), 0.0, "all traffic back on stable");
-    // Canary traffic began at the first write; the rollback came within
-    // two analysis intervals plus the CloudWatch delay.
+    // Canary traffic began at the first write. At 50 canary requests a
+    // second, three one-minute intervals of overdispersed error counts are
+    // enough evidence (docs/BENCHMARKS.md: 5xx ×10, median 3 minutes), plus
+    // the template's 60 s CloudWatch delay and a reconcile's granularity.
     let first = h.lb.writes.first().expect("a write").0;
     let back = h.lb.writes.last().expect("rollback write").0;
     assert!(
-        back.since(first) <= 4 * MINUTE,
+        back.since(first) <= 4 * MINUTE + 20_000,
         "took {} ms",
         back.since(first)
     );

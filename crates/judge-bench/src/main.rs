@@ -1,0 +1,560 @@
+//! `judge-bench`: the canary judges compared on the same simulated runs.
+//!
+//! Usage: `cargo run --release -p judge-bench -- [--runs N] [--seed S] [--minutes M] [--error-cv C]`
+//!
+//! Each run is `M` one-minute intervals (default 30) of both arms' ALB
+//! metrics at a fixed canary share, generated from one seed:
+//! - traffic 30, 100, 300, 1,000 or 3,000 requests a second; canary share
+//!   5, 10, 25 or 50%;
+//! - diurnal drift of traffic and latency, shared by both arms;
+//! - bursts: 5% of minutes carry 2–4× the traffic;
+//! - shared incidents: 3% of minutes start 2–5 minutes in which both arms'
+//!   error rates rise 5–20× and latency 1.5–3×;
+//! - overdispersed errors: each arm-minute's rate is drawn from a Gamma with
+//!   CV 0.5 (`--error-cv`) around its mean, and 1% of arm-minutes add a burst
+//!   of ~20 errors from one misbehaving host;
+//! - per-arm host noise on latency (3% each minute), lognormal request
+//!   latency (σ = 0.8 on the log scale), Average and p99 computed from the
+//!   requests actually served (sampled below 200 requests, from their
+//!   sampling distribution above);
+//! - no datapoint when an arm served no request, and 1% random dropouts.
+//!
+//! Every judge sees the same runs. A judge rolls back at the first interval
+//! where the failed count exceeds `failureLimit` (0); `mannWhitney` is run
+//! both at a fixed horizon (once, at the last minute) and after every minute.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+
+use rollout_analysis::stats::{lognormal_cv, normal_pdf, wilson};
+use rollout_analysis::{judge, ArmSample, Verdict, WindowMetrics};
+use rollout_sim::Rng;
+use rollout_spec::{
+    AlbAnalysis, AnalysisTemplateSpec, Duration, ErrorRateCheck, JudgeKind, LatencyCheck,
+    LatencyStatistic, Percent,
+};
+
+const BASE_ERROR_RATE: f64 = 0.002;
+const BASE_LATENCY: f64 = 0.080;
+const SIGMA_LN: f64 = 0.8;
+const HOST_NOISE: f64 = 0.03;
+const TRAFFIC: [f64; 5] = [30.0, 100.0, 300.0, 1000.0, 3000.0];
+const SHARES: [f64; 4] = [0.05, 0.10, 0.25, 0.50];
+
+/// How the canary differs from stable.
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    name: &'static str,
+    good: bool,
+    errors: f64,
+    latency_avg: f64,
+    latency_p99: f64,
+    /// The minute the difference starts (0: from the start).
+    from: usize,
+    /// Judge latency by p99 instead of Average.
+    p99: bool,
+}
+
+const fn sc(name: &'static str, good: bool, errors: f64, latency: f64) -> Scenario {
+    Scenario {
+        name,
+        good,
+        errors,
+        latency_avg: latency,
+        latency_p99: latency,
+        from: 0,
+        p99: false,
+    }
+}
+
+const SCENARIOS: [Scenario; 16] = [
+    sc("identical arms", true, 1.0, 1.0),
+    sc(
+        "worse within tolerance (5xx ×1.3, latency ×1.05)",
+        true,
+        1.3,
+        1.05,
+    ),
+    sc("better (5xx ×0.5, latency ×0.9)", true, 0.5, 0.9),
+    Scenario {
+        p99: true,
+        ..sc("identical arms, judged on p99", true, 1.0, 1.0)
+    },
+    sc("5xx ×3", false, 3.0, 1.0),
+    sc("5xx ×5", false, 5.0, 1.0),
+    sc("5xx ×10", false, 10.0, 1.0),
+    sc("5xx ×20", false, 20.0, 1.0),
+    sc("latency ×1.3", false, 1.0, 1.3),
+    sc("latency ×1.6", false, 1.0, 1.6),
+    sc("latency ×2.0", false, 1.0, 2.0),
+    sc("latency ×2.5", false, 1.0, 2.5),
+    Scenario {
+        from: 10,
+        ..sc("5xx ×5 from minute 10", false, 5.0, 1.0)
+    },
+    Scenario {
+        from: 10,
+        ..sc("latency ×1.6 from minute 10", false, 1.0, 1.6)
+    },
+    Scenario {
+        latency_avg: 1.03,
+        latency_p99: 2.0,
+        p99: true,
+        ..sc(
+            "tail only (p99 ×2, average ×1.03), judged on p99",
+            false,
+            1.0,
+            1.0,
+        )
+    },
+    Scenario {
+        latency_avg: 1.03,
+        latency_p99: 2.0,
+        ..sc(
+            "tail only, judged on Average (cannot see it)",
+            false,
+            1.0,
+            1.0,
+        )
+    },
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum JudgeName {
+    SeedCounts,
+    SeedRates,
+    MannWhitneyFixed,
+    MannWhitneyEveryMinute,
+    Sequential,
+}
+
+impl JudgeName {
+    const ALL: [JudgeName; 5] = [
+        JudgeName::SeedCounts,
+        JudgeName::SeedRates,
+        JudgeName::MannWhitneyFixed,
+        JudgeName::MannWhitneyEveryMinute,
+        JudgeName::Sequential,
+    ];
+    fn title(self) -> &'static str {
+        match self {
+            JudgeName::SeedCounts => {
+                "seed rule as written (5xx counts ×1.5, mean latency ×1.1, every minute)"
+            }
+            JudgeName::SeedRates => "seed rule on rates (`threshold`)",
+            JudgeName::MannWhitneyFixed => {
+                "Kayenta-style Mann-Whitney, fixed horizon (once, at the end)"
+            }
+            JudgeName::MannWhitneyEveryMinute => {
+                "Kayenta-style Mann-Whitney, checked every minute (`mannWhitney`)"
+            }
+            JudgeName::Sequential => "ours: `sequential` (the default)",
+        }
+    }
+}
+
+fn template(kind: JudgeKind, p99: bool) -> AnalysisTemplateSpec {
+    AnalysisTemplateSpec {
+        alb: AlbAnalysis {
+            period: Duration::from_secs(60),
+            delay: Duration::from_secs(60),
+            error_rate: Some(ErrorRateCheck {
+                max_increase: Percent::new(50.0),
+                max_rate: None,
+            }),
+            latency: Some(LatencyCheck {
+                statistic: if p99 {
+                    LatencyStatistic::Percentile(99.0)
+                } else {
+                    LatencyStatistic::Average
+                },
+                max_increase: Percent::new(10.0),
+                max: None,
+            }),
+            min_requests: 50,
+        },
+        failure_limit: 0,
+        inconclusive_limit: 5,
+        consecutive_error_limit: 4,
+        judge: kind,
+        alpha: Percent::new(1.0).unwrap_or_default(),
+    }
+}
+
+/// Gamma(shape k, mean 1) by Marsaglia and Tsang (k ≥ 1).
+fn gamma_mean_one(rng: &mut Rng, k: f64) -> f64 {
+    let d = k - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        let x = rng.normal();
+        let v = (1.0 + c * x).powi(3);
+        if v <= 0.0 {
+            continue;
+        }
+        let u = rng.uniform();
+        if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+            return d * v / k;
+        }
+    }
+}
+
+/// One arm-minute's true conditions.
+#[derive(Debug, Clone, Copy)]
+struct Conditions {
+    rate_rps: f64,
+    error_rate: f64,
+    latency_mean: f64,
+    /// Multiplier of the p99 beyond what the mean's change gives.
+    tail: f64,
+}
+
+/// Average and p99 of `n` lognormal request latencies with mean `mean`.
+fn latencies(rng: &mut Rng, n: u64, mean: f64, tail: f64) -> (f64, f64) {
+    let mu = mean.ln() - SIGMA_LN * SIGMA_LN / 2.0;
+    let z99 = 2.326_347_874_040_841;
+    if n <= 200 {
+        let mut xs: Vec<f64> = (0..n)
+            .map(|_| (mu + SIGMA_LN * rng.normal()).exp())
+            .collect();
+        xs.sort_by(f64::total_cmp);
+        let avg = xs.iter().sum::<f64>() / n as f64;
+        let idx = ((0.99 * n as f64).ceil() as usize).clamp(1, xs.len()) - 1;
+        (avg, xs[idx] * tail)
+    } else {
+        let cv = ((SIGMA_LN * SIGMA_LN).exp() - 1.0).sqrt();
+        let avg = mean * (1.0 + cv / (n as f64).sqrt() * rng.normal());
+        let se = SIGMA_LN * (0.99 * 0.01 / n as f64).sqrt() / normal_pdf(z99);
+        let p99 = (mu + z99 * SIGMA_LN + se * rng.normal()).exp();
+        (avg.max(1e-6), p99 * tail)
+    }
+}
+
+/// One arm-minute's metrics, with its p99 beside (the sample carries the Average).
+fn arm_minute(rng: &mut Rng, c: Conditions, error_cv: f64) -> (ArmSample, f64) {
+    let n = rng.poisson(c.rate_rps * 60.0);
+    if n == 0 || rng.uniform() < 0.01 {
+        return (ArmSample::default(), 0.0);
+    }
+    let rate = (c.error_rate * gamma_mean_one(rng, 1.0 / (error_cv * error_cv))).min(1.0);
+    let mut errors = rng.poisson(n as f64 * rate);
+    if rng.uniform() < 0.01 {
+        errors += rng.poisson(20.0);
+    }
+    let errors = errors.min(n);
+    let (avg, p99) = latencies(rng, n, c.latency_mean, c.tail);
+    let host = (HOST_NOISE * rng.normal()).exp();
+    let (avg, p99) = (avg * host, p99 * host);
+    let sample = ArmSample {
+        requests: Some(n as f64),
+        errors: (errors > 0).then_some(errors as f64),
+        latency: Some(avg),
+        latency_cv: lognormal_cv(avg, p99),
+    };
+    (sample, p99)
+}
+
+/// One simulated run: per minute, (stable, canary) samples with both the
+/// Average (in `latency`) and the p99 alongside.
+fn simulate(
+    rng: &mut Rng,
+    s: &Scenario,
+    (rps, share): (f64, f64),
+    minutes: usize,
+    error_cv: f64,
+) -> Vec<[(ArmSample, f64); 2]> {
+    let phase = rng.uniform() * 1440.0;
+    let mut incident_left = 0usize;
+    let (mut inc_err, mut inc_lat) = (1.0, 1.0);
+    let mut out: Vec<[(ArmSample, f64); 2]> = Vec::with_capacity(minutes);
+    for m in 0..minutes {
+        let t = phase + m as f64;
+        let diurnal = 1.0 + 0.3 * (2.0 * std::f64::consts::PI * t / 1440.0).sin();
+        let burst = if rng.uniform() < 0.05 {
+            2.0 + 2.0 * rng.uniform()
+        } else {
+            1.0
+        };
+        if incident_left == 0 && rng.uniform() < 0.03 {
+            incident_left = 2 + (rng.uniform() * 4.0) as usize;
+            inc_err = 5.0 + 15.0 * rng.uniform();
+            inc_lat = 1.5 + 1.5 * rng.uniform();
+        }
+        let (e_mult, l_mult) = if incident_left > 0 {
+            incident_left -= 1;
+            (inc_err, inc_lat)
+        } else {
+            (1.0, 1.0)
+        };
+        let latency =
+            BASE_LATENCY * (1.0 + 0.2 * (2.0 * std::f64::consts::PI * t / 1440.0).cos()) * l_mult;
+        let total = rps * diurnal * burst;
+        let active = m >= s.from;
+        let stable = Conditions {
+            rate_rps: total * (1.0 - share),
+            error_rate: BASE_ERROR_RATE * e_mult,
+            latency_mean: latency,
+            tail: 1.0,
+        };
+        let canary = Conditions {
+            rate_rps: total * share,
+            error_rate: BASE_ERROR_RATE * e_mult * if active { s.errors } else { 1.0 },
+            latency_mean: latency * if active { s.latency_avg } else { 1.0 },
+            tail: if active {
+                s.latency_p99 / s.latency_avg
+            } else {
+                1.0
+            },
+        };
+        out.push([
+            arm_minute(rng, stable, error_cv),
+            arm_minute(rng, canary, error_cv),
+        ]);
+    }
+    out
+}
+
+/// The seed's rule exactly as written: 5xx *counts* and mean latency.
+fn seed_counts(w: &WindowMetrics) -> Verdict {
+    let (Some(ns), Some(nc)) = (w.stable.requests, w.canary.requests) else {
+        return Verdict::Inconclusive;
+    };
+    if ns < 50.0 || nc < 50.0 {
+        return Verdict::Inconclusive;
+    }
+    let es = w.stable.errors.unwrap_or(0.0);
+    let ec = w.canary.errors.unwrap_or(0.0);
+    let (Some(ls), Some(lc)) = (w.stable.latency, w.canary.latency) else {
+        return Verdict::Inconclusive;
+    };
+    if ec > 1.5 * es || lc > 1.1 * ls {
+        Verdict::Fail
+    } else {
+        Verdict::Pass
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    runs: u64,
+    rolled_back: u64,
+    /// Minutes of bad data until the rollback, per detected run.
+    minutes: Vec<u32>,
+    /// Canary requests served while bad, until the rollback.
+    exposed: Vec<f64>,
+    /// Rolled back before a mid-run regression began: false rollbacks.
+    early: u64,
+}
+
+fn decide(name: JudgeName, run: &[[(ArmSample, f64); 2]], p99: bool) -> Option<usize> {
+    let kind = match name {
+        JudgeName::SeedRates => JudgeKind::Threshold,
+        JudgeName::MannWhitneyFixed | JudgeName::MannWhitneyEveryMinute => JudgeKind::MannWhitney,
+        _ => JudgeKind::Sequential,
+    };
+    let spec = template(kind, p99);
+    let history: Vec<WindowMetrics> = run
+        .iter()
+        .map(|[(s, sp), (c, cp)]| {
+            let pick = |a: &ArmSample, p: f64| ArmSample {
+                latency: if p99 {
+                    a.requests.map(|_| p)
+                } else {
+                    a.latency
+                },
+                ..*a
+            };
+            WindowMetrics {
+                stable: pick(s, *sp),
+                canary: pick(c, *cp),
+            }
+        })
+        .collect();
+    match name {
+        JudgeName::SeedCounts => history.iter().position(|w| seed_counts(w) == Verdict::Fail),
+        JudgeName::MannWhitneyFixed => {
+            (judge(&spec, &history).verdict == Verdict::Fail).then_some(history.len() - 1)
+        }
+        _ => (0..history.len()).find(|&i| judge(&spec, &history[..=i]).verdict == Verdict::Fail),
+    }
+}
+
+fn percentile(xs: &mut [u32], q: f64) -> Option<u32> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_unstable();
+    let idx = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len()) - 1;
+    Some(xs[idx])
+}
+
+fn median_f(xs: &mut [f64]) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    Some(xs[(xs.len() - 1) / 2])
+}
+
+struct Args {
+    runs: u64,
+    seed: u64,
+    minutes: usize,
+    error_cv: f64,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        runs: 40,
+        seed: 1,
+        minutes: 30,
+        error_cv: 0.5,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--runs" => a.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--seed" => a.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--minutes" => a.minutes = value()?.parse().map_err(|e| format!("--minutes: {e}"))?,
+            "--error-cv" => a.error_cv = value()?.parse().map_err(|e| format!("--error-cv: {e}"))?,
+            other => return Err(format!("unknown argument {other}; usage: judge-bench [--runs N] [--seed S] [--minutes M] [--error-cv C]")),
+        }
+    }
+    if !(0.05..=3.0).contains(&a.error_cv) {
+        return Err("--error-cv must be between 0.05 and 3".into());
+    }
+    if a.minutes < 12 {
+        return Err("--minutes must be at least 12 (regressions start at minute 10)".into());
+    }
+    Ok(a)
+}
+
+fn main() -> std::process::ExitCode {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    // (judge, scenario index, showable) -> tally
+    let mut tallies: BTreeMap<(JudgeName, usize, bool), Tally> = BTreeMap::new();
+    let mut rng = Rng::new(a.seed);
+    for (si, s) in SCENARIOS.iter().enumerate() {
+        for &rps in &TRAFFIC {
+            for &share in &SHARES {
+                let showable = rps * share * 60.0 >= 100.0;
+                for _ in 0..a.runs {
+                    let run = simulate(&mut rng, s, (rps, share), a.minutes, a.error_cv);
+                    for name in JudgeName::ALL {
+                        let t = tallies.entry((name, si, showable)).or_default();
+                        t.runs += 1;
+                        match decide(name, &run, s.p99) {
+                            Some(_) if s.good => t.rolled_back += 1,
+                            Some(at) if at >= s.from => {
+                                t.rolled_back += 1;
+                                t.minutes.push((at + 1 - s.from) as u32);
+                                let exposed: f64 = run[s.from..=at]
+                                    .iter()
+                                    .filter_map(|m| m[1].0.requests)
+                                    .sum();
+                                t.exposed.push(exposed);
+                            }
+                            // Rolled back before the regression began: a false rollback.
+                            Some(_) => t.early += 1,
+                            None => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "judge-bench --runs {} --seed {} --minutes {} --error-cv {}: {} runs per scenario ({} traffic levels × {} canary shares × {}), α = 1%, maxIncrease 50% (5xx) and 10% (latency), minRequests 50, failureLimit 0\n",
+        a.runs,
+        a.seed,
+        a.minutes,
+        a.error_cv,
+        a.runs * (TRAFFIC.len() * SHARES.len()) as u64,
+        TRAFFIC.len(),
+        SHARES.len(),
+        a.runs
+    );
+    for name in JudgeName::ALL {
+        println!("### {}\n", name.title());
+        println!("| scenario | runs | false rollbacks (95% CI) |");
+        println!("|---|---|---|");
+        let mut good_all = (0u64, 0u64);
+        for (si, s) in SCENARIOS.iter().enumerate().filter(|(_, s)| s.good) {
+            let mut t = Tally::default();
+            for showable in [false, true] {
+                if let Some(x) = tallies.get(&(name, si, showable)) {
+                    t.runs += x.runs;
+                    t.rolled_back += x.rolled_back;
+                }
+            }
+            good_all.0 += t.rolled_back;
+            good_all.1 += t.runs;
+            let (lo, hi) = wilson(t.rolled_back, t.runs);
+            println!(
+                "| {} | {} | {:.2}% ({:.2}–{:.2}%) |",
+                s.name,
+                t.runs,
+                100.0 * t.rolled_back as f64 / t.runs.max(1) as f64,
+                lo * 100.0,
+                hi * 100.0
+            );
+        }
+        let (lo, hi) = wilson(good_all.0, good_all.1);
+        println!(
+            "| **all good canaries** | {} | **{:.2}%** ({:.2}–{:.2}%) |\n",
+            good_all.1,
+            100.0 * good_all.0 as f64 / good_all.1.max(1) as f64,
+            lo * 100.0,
+            hi * 100.0
+        );
+        println!("| regression | runs (canary ≥ 100 req/min) | detected | median / p90 minutes to detect | median canary requests before rollback | detected, all traffic levels | rolled back before it began |");
+        println!("|---|---|---|---|---|---|---|");
+        let mut bad_show = (0u64, 0u64);
+        let mut all_minutes: Vec<u32> = Vec::new();
+        for (si, s) in SCENARIOS.iter().enumerate().filter(|(_, s)| !s.good) {
+            let show = tallies.get(&(name, si, true)).cloned().unwrap_or_default();
+            let low = tallies.get(&(name, si, false)).cloned().unwrap_or_default();
+            let mut minutes = show.minutes.clone();
+            let mut exposed = show.exposed.clone();
+            let blind = s.name.contains("cannot see it");
+            if !blind {
+                bad_show.0 += show.rolled_back;
+                bad_show.1 += show.runs;
+                all_minutes.extend(&show.minutes);
+            }
+            let med = percentile(&mut minutes, 0.5).map_or("-".into(), |m| m.to_string());
+            let p90 = percentile(&mut minutes, 0.9).map_or("-".into(), |m| m.to_string());
+            let exp = median_f(&mut exposed).map_or("-".into(), |e| format!("{e:.0}"));
+            let early = if s.from > 0 {
+                format!("{}", show.early + low.early)
+            } else {
+                "-".into()
+            };
+            println!(
+                "| {} | {} | {:.1}% | {med} / {p90} | {exp} | {:.1}% | {early} |",
+                s.name,
+                show.runs,
+                100.0 * show.rolled_back as f64 / show.runs.max(1) as f64,
+                100.0 * (show.rolled_back + low.rolled_back) as f64
+                    / (show.runs + low.runs).max(1) as f64,
+            );
+        }
+        let (lo, hi) = wilson(bad_show.0, bad_show.1);
+        let med = percentile(&mut all_minutes, 0.5).map_or("-".into(), |m| m.to_string());
+        let p90 = percentile(&mut all_minutes, 0.9).map_or("-".into(), |m| m.to_string());
+        println!(
+            "| **all regressions the data can show** | {} | **{:.1}%** ({:.1}–{:.1}%) | **{med} / {p90}** | | |\n",
+            bad_show.1,
+            100.0 * bad_show.0 as f64 / bad_show.1.max(1) as f64,
+            lo * 100.0,
+            hi * 100.0
+        );
+    }
+    std::process::ExitCode::SUCCESS
+}

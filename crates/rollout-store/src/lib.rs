@@ -1,0 +1,627 @@
+//! rolloutd's durable state, on PostgreSQL (production, several replicas)
+//! or SQLite (the embedded default for one machine), through one `sqlx`
+//! `AnyPool` and one set of portable SQL statements. The schemas differ only
+//! where the two must (`migrations/postgres`, `migrations/sqlite`).
+//!
+//! What is kept:
+//! - the documents (Rollouts, AnalysisTemplates) as JSON, with a
+//!   `generation` that grows when a Rollout's spec changes;
+//! - each rollout's status, with a `version` for optimistic concurrency: a
+//!   writer names the version it read and fails with [`StoreError::Conflict`]
+//!   if it moved, instead of overwriting;
+//! - leases: which replica reconciles which rollout, until when, and a
+//!   fencing token that grows with every change of holder. Every status write
+//!   checks, in the same statement, that the writer still holds the lease
+//!   with its token, so a replica that lost its lease (paused, partitioned)
+//!   can never overwrite its successor's decisions;
+//! - the append-only event log, and the queue of manual commands, both
+//!   written in the same transaction as the status they belong to.
+//!
+//! Times are milliseconds since the epoch, passed in by the caller (the same
+//! clock the decision core is given), so the SQL is the same on both
+//! backends and tests control time.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+
+use rollout_core::{Command, CommandKind, Event, EventKind, RolloutStatus, Time};
+use rollout_spec::{AnalysisTemplate, AnalysisTemplateSpec, Rollout, SpecSet};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+/// What can go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database answered with an error, or could not be reached.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The URL names no supported database.
+    #[error("unsupported database URL `{0}`: use postgres://… or sqlite://…")]
+    Url(String),
+    /// A stored document or status no longer parses.
+    #[error("the stored {what} of `{name}` is unreadable: {message}")]
+    Corrupt {
+        /// What was read.
+        what: &'static str,
+        /// Whose.
+        name: String,
+        /// The parser's complaint.
+        message: String,
+    },
+    /// The status changed since it was read, or the writer lost its lease.
+    #[error(
+        "the status of `{0}` changed since it was read, or this replica no longer holds its lease"
+    )]
+    Conflict(String),
+}
+
+impl StoreError {
+    /// A short label for metrics (`rolloutd_reconcile_errors_total{kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Database(_) => "database",
+            StoreError::Migrate(_) => "migration",
+            StoreError::Url(_) => "config",
+            StoreError::Corrupt { .. } => "corrupt",
+            StoreError::Conflict(_) => "conflict",
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// A lease on one rollout: the right to reconcile it and write its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The rollout.
+    pub rollout: String,
+    /// The replica holding it.
+    pub holder: String,
+    /// The fencing token every status write must match.
+    pub token: i64,
+    /// When it runs out unless renewed.
+    pub expires_at: Time,
+}
+
+/// A rollout as stored: its document, and its status when it has one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRollout {
+    /// The document.
+    pub rollout: Rollout,
+    /// Grows by one with every change of the spec.
+    pub generation: i64,
+    /// Where the document came from (a file, `api`).
+    pub source: String,
+    /// The status, once the rollout was reconciled.
+    pub status: Option<RolloutStatus>,
+    /// The status version (0 before the first write).
+    pub version: i64,
+}
+
+/// What applying a document did (or, in a dry run, would do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// It did not exist.
+    Created,
+    /// It existed with another spec.
+    Configured,
+    /// It existed with this spec.
+    Unchanged,
+}
+
+impl Change {
+    /// `created`, `configured`, `unchanged`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Created => "created",
+            Change::Configured => "configured",
+            Change::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// One document's outcome of an apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// `Rollout` or `AnalysisTemplate`.
+    pub kind: &'static str,
+    /// Its name.
+    pub name: String,
+    /// What changed.
+    pub change: Change,
+}
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+fn corrupt(what: &'static str, name: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        name: name.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn kind_name(kind: EventKind) -> String {
+    match serde_json::to_value(kind) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{kind:?}"),
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`postgres://…` or `sqlite://…`; a SQLite file is
+    /// created when missing). Does not migrate.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            let url = if rest.contains("mode=") || rest.contains(":memory:") {
+                url.to_string()
+            } else if rest.contains('?') {
+                format!("{url}&mode=rwc")
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else {
+            return Err(StoreError::Url(url.to_string()));
+        };
+        let max = match backend {
+            Backend::Postgres => 10,
+            // One writer at a time: SQLite serialises writes anyway, and a
+            // single connection avoids "database is locked" between our own.
+            Backend::Sqlite => 1,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(&url)
+            .await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.backend {
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+        }
+    }
+
+    /// Applies the migrations not yet applied.
+    pub async fn migrate(&self) -> Result<()> {
+        self.migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Whether the database answers and every migration is applied.
+    pub async fn ready(&self) -> Result<bool> {
+        let applied: Vec<i64> =
+            sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_all(&self.pool)
+                .await
+                .map(|rows| {
+                    rows.iter()
+                        .filter_map(|r| r.try_get::<i64, _>(0).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+        Ok(self.migrator().iter().all(|m| applied.contains(&m.version)))
+    }
+
+    /// Creates or updates the documents of `set`, all or nothing. With
+    /// `dry_run`, reports what would change and changes nothing.
+    pub async fn apply(
+        &self,
+        set: &SpecSet,
+        source: &str,
+        now: Time,
+        dry_run: bool,
+    ) -> Result<Vec<Applied>> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::new();
+        for t in &set.templates {
+            let name = t.value.metadata.name.to_string();
+            let spec =
+                serde_json::to_string(&t.value).map_err(|e| corrupt("template", &name, e))?;
+            let old: Option<String> =
+                sqlx::query("SELECT spec FROM analysis_templates WHERE name = $1")
+                    .bind(&name)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?;
+            let change = match old {
+                None => Change::Created,
+                Some(o) if o == spec => Change::Unchanged,
+                Some(_) => Change::Configured,
+            };
+            if change != Change::Unchanged {
+                sqlx::query(
+                    "INSERT INTO analysis_templates (name, spec, source, updated_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, source = excluded.source, updated_at = excluded.updated_at",
+                )
+                .bind(&name)
+                .bind(&spec)
+                .bind(source)
+                .bind(now.millis())
+                .execute(&mut *tx)
+                .await?;
+            }
+            out.push(Applied {
+                kind: "AnalysisTemplate",
+                name,
+                change,
+            });
+        }
+        for r in &set.rollouts {
+            let name = r.value.metadata.name.to_string();
+            let spec = serde_json::to_string(&r.value).map_err(|e| corrupt("rollout", &name, e))?;
+            let old: Option<String> = sqlx::query("SELECT spec FROM rollouts WHERE name = $1")
+                .bind(&name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+            let change = match old {
+                None => Change::Created,
+                Some(o) if o == spec => Change::Unchanged,
+                Some(_) => Change::Configured,
+            };
+            match change {
+                Change::Created => {
+                    sqlx::query(
+                        "INSERT INTO rollouts (name, spec, source, generation, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4)",
+                    )
+                    .bind(&name)
+                    .bind(&spec)
+                    .bind(source)
+                    .bind(now.millis())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Change::Configured => {
+                    sqlx::query(
+                        "UPDATE rollouts SET spec = $2, source = $3, generation = generation + 1, updated_at = $4 WHERE name = $1",
+                    )
+                    .bind(&name)
+                    .bind(&spec)
+                    .bind(source)
+                    .bind(now.millis())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Change::Unchanged => {}
+            }
+            out.push(Applied {
+                kind: "Rollout",
+                name,
+                change,
+            });
+        }
+        if dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+
+    fn read_rollout(row: &AnyRow) -> Result<StoredRollout> {
+        let name: String = row.try_get("name")?;
+        let spec: String = row.try_get("spec")?;
+        let rollout: Rollout =
+            serde_json::from_str(&spec).map_err(|e| corrupt("rollout", &name, e))?;
+        let status: Option<String> = row.try_get("status")?;
+        let status = status
+            .map(|s| serde_json::from_str::<RolloutStatus>(&s))
+            .transpose()
+            .map_err(|e| corrupt("status", &name, e))?;
+        Ok(StoredRollout {
+            rollout,
+            generation: row.try_get("generation")?,
+            source: row.try_get("source")?,
+            status,
+            version: row.try_get::<Option<i64>, _>("version")?.unwrap_or(0),
+        })
+    }
+
+    const ROLLOUT_SELECT: &'static str =
+        "SELECT r.name, r.spec, r.source, r.generation, s.status, s.version
+         FROM rollouts r LEFT JOIN rollout_status s ON s.name = r.name";
+
+    /// Every rollout, by name.
+    pub async fn rollouts(&self) -> Result<Vec<StoredRollout>> {
+        let rows = sqlx::query(&format!("{} ORDER BY r.name", Self::ROLLOUT_SELECT))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::read_rollout).collect()
+    }
+
+    /// One rollout.
+    pub async fn rollout(&self, name: &str) -> Result<Option<StoredRollout>> {
+        let row = sqlx::query(&format!("{} WHERE r.name = $1", Self::ROLLOUT_SELECT))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::read_rollout).transpose()
+    }
+
+    /// Every AnalysisTemplate's spec, by name.
+    pub async fn templates(&self) -> Result<BTreeMap<String, AnalysisTemplateSpec>> {
+        let rows = sqlx::query("SELECT name, spec FROM analysis_templates")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let name: String = row.try_get(0)?;
+            let spec: String = row.try_get(1)?;
+            let t: AnalysisTemplate =
+                serde_json::from_str(&spec).map_err(|e| corrupt("template", &name, e))?;
+            out.insert(name, t.spec);
+        }
+        Ok(out)
+    }
+
+    /// Stops managing a rollout: its document, status, queued commands and
+    /// lease go; its events stay. Returns whether it existed.
+    pub async fn delete_rollout(&self, name: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        for table in ["rollout_status", "commands", "leases"] {
+            let column = if table == "rollout_status" {
+                "name"
+            } else {
+                "rollout"
+            };
+            sqlx::query(&format!("DELETE FROM {table} WHERE {column} = $1"))
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let gone = sqlx::query("DELETE FROM rollouts WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(gone > 0)
+    }
+
+    /// Records a rollout's new status with its events, if and only if the
+    /// stored version is still `expected` and `lease` is still held with its
+    /// token at `now`. Queued commands the status has applied are removed.
+    /// Returns the new version; [`StoreError::Conflict`] otherwise, and then
+    /// nothing was written.
+    pub async fn write_status(
+        &self,
+        name: &str,
+        expected: i64,
+        status: &RolloutStatus,
+        events: &[Event],
+        lease: &Lease,
+        now: Time,
+    ) -> Result<i64> {
+        let json = serde_json::to_string(status).map_err(|e| corrupt("status", name, e))?;
+        let mut tx = self.pool.begin().await?;
+        let fenced = "EXISTS (SELECT 1 FROM leases WHERE rollout = $3 AND holder = $5 AND token = $6 AND expires_at > $2)";
+        let sql = if expected == 0 {
+            format!(
+                "INSERT INTO rollout_status (name, status, version, updated_at)
+                 SELECT $3, $1, 1, $2 WHERE $4 = 0 AND {fenced}
+                   AND EXISTS (SELECT 1 FROM rollouts WHERE name = $3)
+                 ON CONFLICT (name) DO NOTHING"
+            )
+        } else {
+            format!(
+                "UPDATE rollout_status SET status = $1, version = version + 1, updated_at = $2
+                 WHERE name = $3 AND version = $4 AND {fenced}"
+            )
+        };
+        let written = sqlx::query(&sql)
+            .bind(&json)
+            .bind(now.millis())
+            .bind(name)
+            .bind(expected)
+            .bind(&lease.holder)
+            .bind(lease.token)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if written != 1 {
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(name.to_string()));
+        }
+        for e in events {
+            sqlx::query(
+                "INSERT INTO events (rollout, at, run, revision, kind, message, actor, weight_before, weight_after)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(name)
+            .bind(e.at.millis())
+            .bind(i64::from(e.run))
+            .bind(&e.revision)
+            .bind(kind_name(e.kind))
+            .bind(&e.message)
+            .bind(e.actor.clone())
+            .bind(i64::from(e.weight_before))
+            .bind(i64::from(e.weight_after))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let applied = i64::try_from(status.last_command_id).unwrap_or(i64::MAX);
+        sqlx::query("DELETE FROM commands WHERE rollout = $1 AND id <= $2")
+            .bind(name)
+            .bind(applied)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(expected + 1)
+    }
+
+    /// Queues a manual command; returns its id.
+    pub async fn enqueue_command(
+        &self,
+        name: &str,
+        kind: CommandKind,
+        actor: &str,
+        reason: Option<&str>,
+        now: Time,
+    ) -> Result<u64> {
+        let kind = serde_json::to_string(&kind).map_err(|e| corrupt("command", name, e))?;
+        let row = sqlx::query(
+            "INSERT INTO commands (rollout, kind, actor, reason, at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(name)
+        .bind(kind)
+        .bind(actor)
+        .bind(reason.map(str::to_string))
+        .bind(now.millis())
+        .fetch_one(&self.pool)
+        .await?;
+        let id: i64 = row.try_get(0)?;
+        Ok(u64::try_from(id).unwrap_or(0))
+    }
+
+    /// The commands queued for a rollout, oldest first.
+    pub async fn commands(&self, name: &str) -> Result<Vec<Command>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, actor, reason, at FROM commands WHERE rollout = $1 ORDER BY id",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get(1)?;
+                Ok(Command {
+                    id: u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+                    kind: serde_json::from_str(&kind).map_err(|e| corrupt("command", name, e))?,
+                    actor: r.try_get(2)?,
+                    reason: r.try_get(3)?,
+                    at: Time::from_millis(r.try_get(4)?),
+                })
+            })
+            .collect()
+    }
+
+    /// A rollout's events, oldest first.
+    pub async fn events(&self, name: &str) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT at, run, revision, kind, message, actor, weight_before, weight_after
+             FROM events WHERE rollout = $1 ORDER BY id",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get(3)?;
+                let to_u8 = |v: i64| u8::try_from(v).unwrap_or(u8::MAX);
+                Ok(Event {
+                    at: Time::from_millis(r.try_get(0)?),
+                    run: u32::try_from(r.try_get::<i64, _>(1)?).unwrap_or(u32::MAX),
+                    revision: r.try_get(2)?,
+                    kind: serde_json::from_value(serde_json::Value::String(kind))
+                        .map_err(|e| corrupt("event", name, e))?,
+                    message: r.try_get(4)?,
+                    actor: r.try_get(5)?,
+                    weight_before: to_u8(r.try_get(6)?),
+                    weight_after: to_u8(r.try_get(7)?),
+                })
+            })
+            .collect()
+    }
+
+    /// Takes (or keeps) the lease on `rollout` for `holder` until
+    /// `now + ttl_ms`, if it is free, expired, or already `holder`'s. A new
+    /// holder gets a larger token than any before it.
+    pub async fn acquire_lease(
+        &self,
+        rollout: &str,
+        holder: &str,
+        now: Time,
+        ttl_ms: u64,
+    ) -> Result<Option<Lease>> {
+        let expires = now.plus_ms(ttl_ms);
+        let row = sqlx::query(
+            "INSERT INTO leases (rollout, holder, token, expires_at) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (rollout) DO UPDATE SET
+                 token = CASE WHEN leases.holder = excluded.holder THEN leases.token ELSE leases.token + 1 END,
+                 holder = excluded.holder,
+                 expires_at = excluded.expires_at
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= $4
+             RETURNING token",
+        )
+        .bind(rollout)
+        .bind(holder)
+        .bind(expires.millis())
+        .bind(now.millis())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Lease {
+                rollout: rollout.to_string(),
+                holder: holder.to_string(),
+                token: r.try_get(0)?,
+                expires_at: expires,
+            })
+        })
+        .transpose()
+    }
+
+    /// Extends every unexpired lease of `holder` to `now + ttl_ms`, in one
+    /// statement; returns the rollouts it still holds.
+    pub async fn renew_leases(&self, holder: &str, now: Time, ttl_ms: u64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "UPDATE leases SET expires_at = $1 WHERE holder = $2 AND expires_at > $3 RETURNING rollout",
+        )
+        .bind(now.plus_ms(ttl_ms).millis())
+        .bind(holder)
+        .bind(now.millis())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// Hands back every lease of `holder` (at shutdown), so another replica
+    /// takes over at once instead of after the lease time.
+    pub async fn release_leases(&self, holder: &str) -> Result<u64> {
+        Ok(
+            sqlx::query("UPDATE leases SET expires_at = 0 WHERE holder = $1")
+                .bind(holder)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

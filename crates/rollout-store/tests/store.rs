@@ -1,0 +1,423 @@
+//! One test suite, run against a real PostgreSQL (a fresh database per
+//! test) and SQLite (a fresh file per test). PostgreSQL comes from
+//! `ROLLOUTD_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`,
+//! which `scripts/test` makes sure is running); without it these tests
+//! fail, they never skip.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use rollout_core::{CommandKind, Event, EventKind, Phase, RolloutStatus, Time};
+use rollout_spec::load;
+use rollout_store::{Backend, Change, Store, StoreError};
+use sqlx::Connection;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+static SWEPT: AtomicBool = AtomicBool::new(false);
+
+const T0: Time = Time::from_millis(1_795_845_600_000);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+async fn postgres() -> Store {
+    let admin = std::env::var("ROLLOUTD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+        panic!("these tests need PostgreSQL at {admin} (scripts/ensure-postgres.sh starts one): {e}")
+    });
+    if !SWEPT.swap(true, Ordering::SeqCst) {
+        // Databases left by earlier runs of this suite (not this process's).
+        let mine = format!("rolloutd_test_{}_%", std::process::id());
+        let old: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'rolloutd_test_%' AND datname NOT LIKE $1",
+        )
+        .bind(&mine)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+        for name in old {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+    let db = unique("rolloutd_test");
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{db}"),
+        None => panic!("ROLLOUTD_TEST_POSTGRES_URL needs a database path: {admin}"),
+    };
+    let store = Store::connect(&url).await.expect("connect");
+    assert_eq!(store.backend(), Backend::Postgres);
+    store.migrate().await.expect("migrate");
+    store
+}
+
+async fn sqlite() -> Store {
+    let dir = std::env::temp_dir().join(unique("rolloutd-store"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let url = format!("sqlite://{}", dir.join("rolloutd.db").display());
+    let store = Store::connect(&url).await.expect("connect");
+    assert_eq!(store.backend(), Backend::Sqlite);
+    store.migrate().await.expect("migrate");
+    store
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::postgres().await).await;
+                }
+            )*
+        }
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::sqlite().await).await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    migrations_are_idempotent_and_ready,
+    apply_is_idempotent_and_a_dry_run_changes_nothing,
+    status_writes_are_optimistic,
+    a_writer_that_lost_its_lease_is_fenced_off,
+    leases_pass_on_after_expiry_with_a_larger_token,
+    renew_and_release,
+    commands_clear_with_the_status_that_applied_them,
+    events_are_kept_in_order_and_outlive_the_rollout,
+    concurrent_writers_exactly_one_wins,
+    status_round_trips,
+);
+
+const DOCS: &str = include_str!("../../rollout-spec/tests/valid-base.yaml");
+
+fn documents(revision: &str) -> rollout_spec::SpecSet {
+    let text = DOCS.replace("revision: \"r1\"", &format!("revision: \"{revision}\""));
+    load([("base.yaml", text.as_str())], &[]).expect("valid")
+}
+
+async fn seeded(store: &Store) -> (String, RolloutStatus) {
+    store
+        .apply(&documents("r1"), "test", T0, false)
+        .await
+        .expect("apply");
+    let name = "checkout-api".to_string();
+    (name, RolloutStatus::new("r1", "canary", T0))
+}
+
+async fn migrations_are_idempotent_and_ready(store: Store) {
+    assert!(store.ready().await.expect("ready"));
+    store.migrate().await.expect("again");
+    assert!(store.ready().await.expect("ready"));
+}
+
+async fn apply_is_idempotent_and_a_dry_run_changes_nothing(store: Store) {
+    let set = documents("r1");
+    let first = store.apply(&set, "a.yaml", T0, false).await.expect("apply");
+    assert!(first.iter().all(|a| a.change == Change::Created));
+    assert_eq!(first.len(), 2);
+    let again = store.apply(&set, "a.yaml", T0, false).await.expect("apply");
+    assert!(again.iter().all(|a| a.change == Change::Unchanged));
+    let r = store
+        .rollout("checkout-api")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(r.generation, 1);
+
+    let next = documents("r2");
+    let dry = store
+        .apply(&next, "a.yaml", T0, true)
+        .await
+        .expect("dry run");
+    let rollout = dry.iter().find(|a| a.kind == "Rollout").expect("rollout");
+    assert_eq!(rollout.change, Change::Configured);
+    let r = store
+        .rollout("checkout-api")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(
+        (r.generation, r.rollout.spec.revision.as_str()),
+        (1, "r1"),
+        "dry run wrote"
+    );
+
+    store
+        .apply(&next, "a.yaml", T0, false)
+        .await
+        .expect("apply");
+    let r = store
+        .rollout("checkout-api")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!((r.generation, r.rollout.spec.revision.as_str()), (2, "r2"));
+    assert_eq!(store.templates().await.expect("templates").len(), 1);
+}
+
+async fn status_writes_are_optimistic(store: Store) {
+    let (name, mut status) = seeded(&store).await;
+    let lease = store
+        .acquire_lease(&name, "a", T0, 15_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    let v1 = store
+        .write_status(&name, 0, &status, &[], &lease, T0)
+        .await
+        .expect("first write");
+    assert_eq!(v1, 1);
+    // A second writer that also read version 0 loses.
+    let stale = store.write_status(&name, 0, &status, &[], &lease, T0).await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    status.phase = Phase::Progressing;
+    let v2 = store
+        .write_status(&name, v1, &status, &[], &lease, T0)
+        .await
+        .expect("second write");
+    assert_eq!(v2, 2);
+    let stale = store
+        .write_status(&name, v1, &status, &[], &lease, T0)
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))));
+    let read = store.rollout(&name).await.expect("read").expect("exists");
+    assert_eq!(read.version, 2);
+    assert_eq!(read.status.map(|s| s.phase), Some(Phase::Progressing));
+}
+
+async fn a_writer_that_lost_its_lease_is_fenced_off(store: Store) {
+    let (name, status) = seeded(&store).await;
+    let old = store
+        .acquire_lease(&name, "a", T0, 15_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    store
+        .write_status(&name, 0, &status, &[], &old, T0)
+        .await
+        .expect("write");
+    // Replica a stalls past its lease; b takes over.
+    let later = T0.plus_ms(20_000);
+    let new = store
+        .acquire_lease(&name, "b", later, 15_000)
+        .await
+        .expect("lease")
+        .expect("expired, so free");
+    assert!(new.token > old.token);
+    // a wakes up and writes with its old token: refused, even at the right version.
+    let fenced = store
+        .write_status(&name, 1, &status, &[], &old, later)
+        .await;
+    assert!(matches!(fenced, Err(StoreError::Conflict(_))), "{fenced:?}");
+    store
+        .write_status(&name, 1, &status, &[], &new, later)
+        .await
+        .expect("the new holder writes");
+    // A writer whose lease ran out is refused too.
+    let much_later = later.plus_ms(60_000);
+    let expired = store
+        .write_status(&name, 2, &status, &[], &new, much_later)
+        .await;
+    assert!(matches!(expired, Err(StoreError::Conflict(_))));
+}
+
+async fn leases_pass_on_after_expiry_with_a_larger_token(store: Store) {
+    let a = store
+        .acquire_lease("x", "a", T0, 15_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    assert!(
+        store
+            .acquire_lease("x", "b", T0.plus_ms(14_999), 15_000)
+            .await
+            .expect("lease")
+            .is_none(),
+        "held until it expires"
+    );
+    let again = store
+        .acquire_lease("x", "a", T0.plus_ms(5_000), 15_000)
+        .await
+        .expect("lease")
+        .expect("the holder keeps it");
+    assert_eq!(again.token, a.token, "keeping a lease keeps its token");
+    let b = store
+        .acquire_lease("x", "b", T0.plus_ms(20_001), 15_000)
+        .await
+        .expect("lease")
+        .expect("expired");
+    assert_eq!(b.token, a.token + 1);
+}
+
+async fn renew_and_release(store: Store) {
+    for r in ["r1", "r2", "r3"] {
+        store
+            .acquire_lease(r, "a", T0, 15_000)
+            .await
+            .expect("lease")
+            .expect("free");
+    }
+    let mut held = store
+        .renew_leases("a", T0.plus_ms(10_000), 15_000)
+        .await
+        .expect("renew");
+    held.sort();
+    assert_eq!(held, vec!["r1", "r2", "r3"]);
+    // Renewed to 25s: still held at 20s.
+    assert!(store
+        .acquire_lease("r1", "b", T0.plus_ms(20_000), 15_000)
+        .await
+        .expect("lease")
+        .is_none());
+    assert_eq!(store.release_leases("a").await.expect("release"), 3);
+    assert!(store
+        .acquire_lease("r1", "b", T0.plus_ms(20_000), 15_000)
+        .await
+        .expect("lease")
+        .is_some());
+    // An expired lease is not renewed.
+    assert!(store
+        .renew_leases("a", T0.plus_ms(21_000), 15_000)
+        .await
+        .expect("renew")
+        .is_empty());
+}
+
+async fn commands_clear_with_the_status_that_applied_them(store: Store) {
+    let (name, mut status) = seeded(&store).await;
+    let id1 = store
+        .enqueue_command(&name, CommandKind::Pause, "alice", Some("look"), T0)
+        .await
+        .expect("enqueue");
+    let id2 = store
+        .enqueue_command(&name, CommandKind::Promote { full: true }, "bob", None, T0)
+        .await
+        .expect("enqueue");
+    assert!(id2 > id1);
+    let queued = store.commands(&name).await.expect("commands");
+    assert_eq!(queued.len(), 2);
+    assert_eq!(queued[1].kind, CommandKind::Promote { full: true });
+    assert_eq!(queued[0].reason.as_deref(), Some("look"));
+    let lease = store
+        .acquire_lease(&name, "a", T0, 15_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    status.last_command_id = id1;
+    store
+        .write_status(&name, 0, &status, &[], &lease, T0)
+        .await
+        .expect("write");
+    let left = store.commands(&name).await.expect("commands");
+    assert_eq!(left.iter().map(|c| c.id).collect::<Vec<_>>(), vec![id2]);
+}
+
+async fn events_are_kept_in_order_and_outlive_the_rollout(store: Store) {
+    let (name, status) = seeded(&store).await;
+    let lease = store
+        .acquire_lease(&name, "a", T0, 15_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    let events: Vec<Event> = (0..3)
+        .map(|i| Event {
+            at: T0.plus_ms(i),
+            run: 1,
+            revision: "r1".into(),
+            kind: if i == 0 {
+                EventKind::RunStarted
+            } else {
+                EventKind::WeightSet
+            },
+            message: format!("event {i}"),
+            actor: (i == 2).then(|| "carol".to_string()),
+            weight_before: 0,
+            weight_after: 5,
+        })
+        .collect();
+    store
+        .write_status(&name, 0, &status, &events, &lease, T0)
+        .await
+        .expect("write");
+    assert_eq!(store.events(&name).await.expect("events"), events);
+    // A refused write records no events.
+    let refused = store
+        .write_status(&name, 0, &status, &events, &lease, T0)
+        .await;
+    assert!(refused.is_err());
+    assert_eq!(store.events(&name).await.expect("events").len(), 3);
+    assert!(store.delete_rollout(&name).await.expect("delete"));
+    assert!(store.rollout(&name).await.expect("read").is_none());
+    assert!(!store.delete_rollout(&name).await.expect("delete again"));
+    assert_eq!(store.events(&name).await.expect("events").len(), 3);
+}
+
+async fn concurrent_writers_exactly_one_wins(store: Store) {
+    let (name, status) = seeded(&store).await;
+    let lease = store
+        .acquire_lease(&name, "a", T0, 15_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    store
+        .write_status(&name, 0, &status, &[], &lease, T0)
+        .await
+        .expect("write");
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (store, name, lease) = (store.clone(), name.clone(), lease.clone());
+        let mut status = status.clone();
+        status.message = format!("writer {i}");
+        tasks.push(tokio::spawn(async move {
+            store.write_status(&name, 1, &status, &[], &lease, T0).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            Ok(v) => {
+                assert_eq!(v, 2);
+                wins += 1;
+            }
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(wins, 1, "exactly one writer of version 1 wins");
+}
+
+async fn status_round_trips(store: Store) {
+    let (name, mut status) = seeded(&store).await;
+    status.phase = Phase::Paused;
+    status.canary_weight = 25;
+    status.message = "paused by dave: ünïcode ✓".into();
+    let lease = store
+        .acquire_lease(&name, "a", T0, 15_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    store
+        .write_status(&name, 0, &status, &[], &lease, T0)
+        .await
+        .expect("write");
+    let read = store.rollout(&name).await.expect("read").expect("exists");
+    assert_eq!(read.status, Some(status));
+    assert_eq!(store.rollouts().await.expect("list").len(), 1);
+}

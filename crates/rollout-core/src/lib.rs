@@ -15,6 +15,7 @@
 pub mod command;
 pub mod decide;
 pub mod observe;
+pub mod ports;
 pub mod status;
 pub mod time;
 

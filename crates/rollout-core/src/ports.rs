@@ -1,0 +1,56 @@
+//! The seams between the daemon and the world: the load balancer and the
+//! metric source. Only signatures live here (no I/O): `rollout-aws`
+//! implements them with the AWS SDK, the simulation with tables or memory,
+//! and the daemon drives whichever it is given through the same path.
+
+use std::future::Future;
+
+use rollout_analysis::WindowMetrics;
+use rollout_spec::{AnalysisTemplateSpec, RolloutSpec};
+
+use crate::observe::{ForwardWeights, ObservationError, Observed, TargetHealth, WindowRequest};
+use crate::status::Weights;
+
+/// The load balancer: reads and writes the weights of a rollout's forward
+/// action, and reads the canary target group's health.
+pub trait TrafficRouter: Send + Sync + 'static {
+    /// The forward action's weights for the rollout's two target groups.
+    fn forward_weights(
+        &self,
+        spec: &RolloutSpec,
+    ) -> impl Future<Output = Observed<ForwardWeights>> + Send;
+
+    /// Sets the weights (stable and canary; everything else in the action
+    /// as it was).
+    fn set_weights(
+        &self,
+        spec: &RolloutSpec,
+        weights: Weights,
+    ) -> impl Future<Output = Result<(), ObservationError>> + Send;
+
+    /// The canary target group's health.
+    fn canary_health(
+        &self,
+        spec: &RolloutSpec,
+    ) -> impl Future<Output = Observed<TargetHealth>> + Send;
+}
+
+/// One analysis interval to fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricQuery<'a> {
+    /// The rollout's spec (its target groups and load balancer).
+    pub spec: &'a RolloutSpec,
+    /// The template (period, statistic).
+    pub template: &'a AnalysisTemplateSpec,
+    /// The interval.
+    pub window: &'a WindowRequest,
+}
+
+/// The metric source: both arms' metrics over analysis intervals.
+pub trait MetricSource: Send + Sync + 'static {
+    /// One result per query, in order. A source may batch the queries.
+    fn windows(
+        &self,
+        queries: &[MetricQuery<'_>],
+    ) -> impl Future<Output = Vec<Result<WindowMetrics, ObservationError>>> + Send;
+}

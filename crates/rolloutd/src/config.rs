@@ -1,0 +1,258 @@
+//! The daemon's configuration, one typed struct, layered: defaults, then the
+//! YAML file (`--config`), then environment variables, then flags (clap
+//! reads the last two, so a flag beats its variable). A mistake in the file
+//! is reported with its line and column, like a spec.
+
+use std::path::{Path, PathBuf};
+
+use rollout_spec::decode::{Ctx, Decode};
+use rollout_spec::tree::{parse_stream, Node};
+use rollout_spec::Duration;
+
+/// Everything `rolloutd serve` needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where state lives: `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Apply every `*.yaml`/`*.yml` under this directory, and keep applying it.
+    pub specs_dir: Option<PathBuf>,
+    /// Every rollout is re-examined at least this often.
+    pub reconcile_interval: Duration,
+    /// How long a replica's lease on a rollout lasts unless renewed.
+    pub lease_ttl: Duration,
+    /// This replica's name in leases (default: host name and process id).
+    pub replica: String,
+    /// How many reconciles run at once.
+    pub concurrency: usize,
+    /// A database holding a simulated ALB and CloudWatch instead of AWS.
+    pub simulate_world: Option<String>,
+    /// `text` or `json` logs.
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The values given in the file, each optional.
+#[derive(Debug, Default)]
+struct FileConfig {
+    database_url: Option<String>,
+    specs_dir: Option<String>,
+    reconcile_interval: Option<Duration>,
+    lease_ttl: Option<Duration>,
+    replica: Option<String>,
+    concurrency: Option<u32>,
+    simulate_world: Option<String>,
+    log_format: Option<String>,
+}
+
+impl Decode for FileConfig {
+    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
+        let f = cx.fields(
+            node,
+            &[
+                "databaseUrl",
+                "specsDir",
+                "reconcileInterval",
+                "leaseTtl",
+                "replica",
+                "concurrency",
+                "simulateWorld",
+                "logFormat",
+            ],
+        )?;
+        Some(FileConfig {
+            database_url: f.opt(cx, "databaseUrl").ok()?,
+            specs_dir: f.opt(cx, "specsDir").ok()?,
+            reconcile_interval: f.opt(cx, "reconcileInterval").ok()?,
+            lease_ttl: f.opt(cx, "leaseTtl").ok()?,
+            replica: f.opt(cx, "replica").ok()?,
+            concurrency: f.opt(cx, "concurrency").ok()?,
+            simulate_world: f.opt(cx, "simulateWorld").ok()?,
+            log_format: f.opt(cx, "logFormat").ok()?,
+        })
+    }
+}
+
+/// What the command line and environment said (clap fills this).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--database-url` / `ROLLOUTD_DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// `--specs-dir` / `ROLLOUTD_SPECS_DIR`.
+    pub specs_dir: Option<PathBuf>,
+    /// `--reconcile-interval` / `ROLLOUTD_RECONCILE_INTERVAL`.
+    pub reconcile_interval: Option<Duration>,
+    /// `--lease-ttl` / `ROLLOUTD_LEASE_TTL`.
+    pub lease_ttl: Option<Duration>,
+    /// `--replica` / `ROLLOUTD_REPLICA`.
+    pub replica: Option<String>,
+    /// `--concurrency` / `ROLLOUTD_CONCURRENCY`.
+    pub concurrency: Option<usize>,
+    /// `--simulate-world` / `ROLLOUTD_SIMULATE_WORLD`.
+    pub simulate_world: Option<String>,
+    /// `--log-format` / `ROLLOUTD_LOG_FORMAT`.
+    pub log_format: Option<String>,
+}
+
+fn log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("log format `{other}`: expected text or json")),
+    }
+}
+
+fn default_replica() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "rolloutd".into());
+    format!("{host}-{}", std::process::id())
+}
+
+impl Config {
+    /// Builds the configuration: defaults, the file (if any), then `over`.
+    pub fn load(file: Option<&Path>, over: Overrides) -> Result<Config, Vec<String>> {
+        let from_file = match file {
+            None => FileConfig::default(),
+            Some(path) => read_file(path)?,
+        };
+        let mut errors = Vec::new();
+        let log_format = match over.log_format.or(from_file.log_format) {
+            None => LogFormat::Text,
+            Some(s) => log_format(&s).unwrap_or_else(|e| {
+                errors.push(e);
+                LogFormat::Text
+            }),
+        };
+        let config = Config {
+            database_url: over
+                .database_url
+                .or(from_file.database_url)
+                .unwrap_or_else(|| "sqlite://rolloutd.db".into()),
+            specs_dir: over.specs_dir.or(from_file.specs_dir.map(PathBuf::from)),
+            reconcile_interval: over
+                .reconcile_interval
+                .or(from_file.reconcile_interval)
+                .unwrap_or(Duration::from_secs(10)),
+            lease_ttl: over
+                .lease_ttl
+                .or(from_file.lease_ttl)
+                .unwrap_or(Duration::from_secs(15)),
+            replica: over
+                .replica
+                .or(from_file.replica)
+                .unwrap_or_else(default_replica),
+            concurrency: over
+                .concurrency
+                .or(from_file.concurrency.map(|c| c as usize))
+                .unwrap_or(64),
+            simulate_world: over.simulate_world.or(from_file.simulate_world),
+            log_format,
+        };
+        if config.reconcile_interval.as_millis() < 100 {
+            errors.push(format!(
+                "reconcile interval {} is too short; use at least 100ms",
+                config.reconcile_interval
+            ));
+        }
+        if config.lease_ttl.as_millis() < 1_000 {
+            errors.push(format!(
+                "lease TTL {} is too short; use at least 1s",
+                config.lease_ttl
+            ));
+        }
+        if config.concurrency == 0 {
+            errors.push("concurrency must be at least 1".into());
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, Vec<String>> {
+    let name = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![format!("{name}: cannot read: {e}")])?;
+    let docs = parse_stream(&text).map_err(|e| vec![format!("{name}:{}: {}", e.pos, e.message)])?;
+    let Some(doc) = docs.first() else {
+        return Ok(FileConfig::default());
+    };
+    let mut cx = Ctx::new(&name, doc.pos);
+    let value = cx.decode::<FileConfig>(&doc.root);
+    let (diags, _) = cx.finish();
+    match value {
+        Some(v) if diags.is_empty() => Ok(v),
+        _ => Err(diags.iter().map(ToString::to_string).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("rolloutd-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = dir.join("rolloutd.yaml");
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load(None, Overrides::default()).expect("config");
+        assert_eq!(c.database_url, "sqlite://rolloutd.db");
+        assert_eq!(c.reconcile_interval, Duration::from_secs(10));
+        assert_eq!(c.lease_ttl, Duration::from_secs(15));
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let p = write(
+            "layers",
+            "databaseUrl: postgres://db/rolloutd\nreconcileInterval: 30s\nlogFormat: json\n",
+        );
+        let c = Config::load(
+            Some(&p),
+            Overrides {
+                reconcile_interval: Some(Duration::from_secs(5)),
+                ..Overrides::default()
+            },
+        )
+        .expect("config");
+        assert_eq!(c.database_url, "postgres://db/rolloutd");
+        assert_eq!(c.reconcile_interval, Duration::from_secs(5));
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn file_mistakes_have_positions() {
+        let p = write(
+            "bad",
+            "databaseUrl: x\nreconcileIntervall: 5s\nleaseTtl: soon\n",
+        );
+        let errs = Config::load(Some(&p), Overrides::default()).expect_err("bad");
+        let f = p.display();
+        assert_eq!(
+            errs,
+            vec![
+                format!("{f}:2:1: unknown field `reconcileIntervall`, did you mean `reconcileInterval`?"),
+                format!("{f}:3:11: leaseTtl: invalid duration `soon`: expected a whole number and a unit ms, s, m or h (e.g. 90s, 5m, 1h)"),
+            ]
+        );
+    }
+}

@@ -1,0 +1,396 @@
+//! The reconcile loop: every rollout is observed, decided and acted on at
+//! least every `reconcile_interval`, at once after a change, by exactly one
+//! replica at a time.
+//!
+//! One reconcile ([`Daemon::reconcile`]):
+//! 1. hold the rollout's lease (kept in memory; the renewer extends all of
+//!    this replica's leases in one statement every third of the lease time);
+//! 2. read the rollout, its status and version, its templates and queued
+//!    commands;
+//! 3. observe what `rollout_core::plan` asks for (weights, health, intervals);
+//! 4. decide (`rollout_core::decide`);
+//! 5. if the status changed, write it with its events: the intent, fenced by
+//!    the lease token and the version read in 2 — a lost lease or a moved
+//!    version writes nothing and acts on nothing;
+//! 6. only then act (weight writes). A crash between 5 and 6 is repaired by
+//!    the next reconcile, which sees the desired weights are not applied.
+//!
+//! A reconcile that changes nothing writes nothing. Rollouts run as one task
+//! each (a slow one never delays another), at most `concurrency` at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use rollout_core::ports::{MetricQuery, MetricSource, TrafficRouter};
+use rollout_core::{decide, plan, Action, Context, Observations, Observed, Time, WindowResult};
+use rollout_store::{Lease, Store, StoreError};
+use tokio::sync::{watch, Notify, Semaphore};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::config::Config;
+use crate::specs;
+
+/// The wall clock, as the core's `Time`.
+pub fn now() -> Time {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    Time::from_millis(ms)
+}
+
+/// Why a reconcile did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ReconcileError {
+    /// A short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReconcileError::Store(e) => e.kind(),
+        }
+    }
+}
+
+/// What a reconcile came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; look again within this long.
+    Requeue(StdDuration),
+    /// Another replica holds the lease.
+    NotMine,
+    /// The rollout no longer exists.
+    Gone,
+}
+
+/// The daemon's shared state.
+pub struct Daemon<R, M> {
+    store: Store,
+    router: R,
+    metrics: M,
+    config: Config,
+    leases: Mutex<HashMap<String, Lease>>,
+    wake: Mutex<HashMap<String, Arc<Notify>>>,
+    permits: Semaphore,
+}
+
+impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
+    /// A daemon over `store`, acting through `router` and `metrics`.
+    pub fn new(store: Store, router: R, metrics: M, config: Config) -> Arc<Self> {
+        let permits = Semaphore::new(config.concurrency);
+        Arc::new(Daemon {
+            store,
+            router,
+            metrics,
+            config,
+            leases: Mutex::new(HashMap::new()),
+            wake: Mutex::new(HashMap::new()),
+            permits,
+        })
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.config.lease_ttl.as_millis()
+    }
+
+    fn interval(&self) -> StdDuration {
+        self.config.reconcile_interval.to_std()
+    }
+
+    /// The lease on `name`, from memory or freshly taken.
+    async fn lease(&self, name: &str, now: Time) -> Result<Option<Lease>, StoreError> {
+        let margin = self.ttl_ms() / 3;
+        if let Some(l) = self.held(name) {
+            if l.expires_at > now.plus_ms(margin) {
+                return Ok(Some(l));
+            }
+        }
+        let taken = self
+            .store
+            .acquire_lease(name, &self.config.replica, now, self.ttl_ms())
+            .await?;
+        if let Ok(mut leases) = self.leases.lock() {
+            match &taken {
+                Some(l) => {
+                    if leases.get(name).is_none_or(|old| old.token != l.token) {
+                        info!(rollout = name, token = l.token, "took the lease");
+                    }
+                    leases.insert(name.to_string(), l.clone());
+                }
+                None => {
+                    leases.remove(name);
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    fn held(&self, name: &str) -> Option<Lease> {
+        self.leases.lock().ok().and_then(|l| l.get(name).cloned())
+    }
+
+    fn forget_lease(&self, name: &str) {
+        if let Ok(mut l) = self.leases.lock() {
+            l.remove(name);
+        }
+    }
+
+    /// One reconcile of one rollout.
+    pub async fn reconcile(&self, name: &str) -> Result<Outcome, ReconcileError> {
+        let now = now();
+        let Some(lease) = self.lease(name, now).await? else {
+            return Ok(Outcome::NotMine);
+        };
+        let Some(stored) = self.store.rollout(name).await? else {
+            return Ok(Outcome::Gone);
+        };
+        let templates = self.store.templates().await?;
+        let commands = self.store.commands(name).await?;
+        let ctx = Context {
+            rollout: &stored.rollout,
+            templates: &templates,
+        };
+        let spec = &stored.rollout.spec;
+        let wanted = plan(ctx, stored.status.as_ref(), now);
+        let traffic = if wanted.traffic {
+            self.router.forward_weights(spec).await
+        } else {
+            Observed::Missing
+        };
+        let canary_health = if wanted.canary_health {
+            self.router.canary_health(spec).await
+        } else {
+            Observed::Missing
+        };
+        let queries: Vec<MetricQuery<'_>> = wanted
+            .windows
+            .iter()
+            .filter_map(|w| {
+                templates.get(&w.template).map(|t| MetricQuery {
+                    spec,
+                    template: t,
+                    window: w,
+                })
+            })
+            .collect();
+        let results = if queries.is_empty() {
+            Vec::new()
+        } else {
+            self.metrics.windows(&queries).await
+        };
+        let windows = queries
+            .iter()
+            .zip(results)
+            .map(|(q, metrics)| WindowResult {
+                template: q.window.template.clone(),
+                end: q.window.end,
+                metrics,
+            })
+            .collect();
+        let obs = Observations {
+            traffic,
+            canary_health,
+            windows,
+        };
+        // Decide at the time we observed.
+        let decision = decide(ctx, stored.status.as_ref(), &obs, &commands, now);
+        if decision.changed {
+            let written = self
+                .store
+                .write_status(
+                    name,
+                    stored.version,
+                    &decision.status,
+                    &decision.events,
+                    &lease,
+                    now,
+                )
+                .await;
+            match written {
+                Ok(_) => {}
+                Err(StoreError::Conflict(_)) => {
+                    // Someone else wrote, or our lease is gone: act on nothing,
+                    // read again.
+                    self.forget_lease(name);
+                    warn!(rollout = name, "status moved or lease lost; not acting");
+                    return Ok(Outcome::Requeue(StdDuration::from_millis(200)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            for e in &decision.events {
+                info!(rollout = name, run = e.run, kind = ?e.kind, actor = e.actor.as_deref(), "{}", e.message);
+            }
+        }
+        for action in &decision.actions {
+            match action {
+                Action::SetWeights { weights } => {
+                    if let Err(e) = self.router.set_weights(spec, *weights).await {
+                        warn!(rollout = name, stable = weights.stable, canary = weights.canary, error = %e.message, "weight write failed; will retry");
+                    } else {
+                        debug!(
+                            rollout = name,
+                            stable = weights.stable,
+                            canary = weights.canary,
+                            "weights written"
+                        );
+                    }
+                }
+            }
+        }
+        let wait = decision
+            .requeue_after_ms
+            .map_or(self.interval(), StdDuration::from_millis)
+            .min(self.interval());
+        Ok(Outcome::Requeue(wait))
+    }
+
+    /// Wakes a rollout's task now (after an apply or a command).
+    pub fn poke(&self, name: &str) {
+        if let Some(n) = self.wake.lock().ok().and_then(|w| w.get(name).cloned()) {
+            n.notify_one();
+        }
+    }
+
+    async fn rollout_task(
+        self: Arc<Self>,
+        name: String,
+        wake: Arc<Notify>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut next = StdDuration::ZERO;
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(next) => {}
+                _ = wake.notified() => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                break;
+            }
+            let Ok(_permit) = self.permits.acquire().await else {
+                break;
+            };
+            let started = std::time::Instant::now();
+            let outcome = self
+                .reconcile(&name)
+                .instrument(tracing::info_span!("reconcile", rollout = %name))
+                .await;
+            debug!(rollout = %name, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "reconciled");
+            next = match outcome {
+                Ok(Outcome::Requeue(d)) => {
+                    failures = 0;
+                    d
+                }
+                Ok(Outcome::NotMine) => {
+                    failures = 0;
+                    StdDuration::from_millis(self.ttl_ms() / 3).min(self.interval())
+                }
+                Ok(Outcome::Gone) => break,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let backoff =
+                        StdDuration::from_millis(200u64 << failures.min(6)).min(self.interval());
+                    warn!(rollout = %name, kind = e.kind(), error = %e, retry_in_ms = backoff.as_millis() as u64, "reconcile failed");
+                    backoff
+                }
+            };
+        }
+        if let Ok(mut w) = self.wake.lock() {
+            w.remove(&name);
+        }
+    }
+
+    /// Runs until `shutdown` resolves: applies the specs directory, keeps one
+    /// task per rollout, renews leases; then lets in-flight reconciles finish
+    /// and hands the leases back.
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        let renewer = {
+            let d = Arc::clone(&self);
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let every = StdDuration::from_millis(d.ttl_ms() / 3);
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.changed() => break,
+                    }
+                    match d
+                        .store
+                        .renew_leases(&d.config.replica, now(), d.ttl_ms())
+                        .await
+                    {
+                        Ok(held) => {
+                            let now = now();
+                            if let Ok(mut leases) = d.leases.lock() {
+                                leases.retain(|k, _| held.contains(k));
+                                for l in leases.values_mut() {
+                                    l.expires_at = now.plus_ms(d.ttl_ms());
+                                }
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "lease renewal failed"),
+                    }
+                }
+            })
+        };
+        let mut specs_state = specs::DirState::default();
+        tokio::pin!(shutdown);
+        loop {
+            if let Some(dir) = &self.config.specs_dir {
+                match specs::sync(&self.store, dir, &mut specs_state, now()).await {
+                    Ok(changed) => {
+                        for name in changed {
+                            self.poke(&name);
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "applying the specs directory failed"),
+                }
+            }
+            match self.store.rollouts().await {
+                Ok(all) => {
+                    let names: Vec<String> = all
+                        .iter()
+                        .map(|r| r.rollout.metadata.name.to_string())
+                        .collect();
+                    let mut wake = self
+                        .wake
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("wake map poisoned"))?;
+                    for name in names {
+                        if !wake.contains_key(&name) {
+                            let n = Arc::new(Notify::new());
+                            wake.insert(name.clone(), Arc::clone(&n));
+                            tasks.spawn(Arc::clone(&self).rollout_task(name, n, stop_rx.clone()));
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "listing rollouts failed"),
+            }
+            while tasks.try_join_next().is_some() {}
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval()) => {}
+                _ = &mut shutdown => break,
+            }
+        }
+        info!("shutting down: finishing in-flight reconciles");
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        renewer.abort();
+        match self.store.release_leases(&self.config.replica).await {
+            Ok(n) => info!(released = n, "leases handed back"),
+            Err(e) => warn!(error = %e, "could not hand leases back; they expire by themselves"),
+        }
+        Ok(())
+    }
+}

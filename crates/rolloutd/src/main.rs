@@ -1,0 +1,205 @@
+//! `rolloutd`: the daemon. `serve` reconciles every rollout until SIGINT or
+//! SIGTERM; `migrate` applies the database migrations and exits.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rollout_spec::Duration;
+use rollout_store::Store;
+use tracing::{error, info};
+
+mod config;
+mod daemon;
+mod specs;
+mod world;
+
+use config::{Config, LogFormat, Overrides};
+
+/// Progressive delivery for services behind AWS Application Load Balancers.
+#[derive(Debug, Parser)]
+#[command(name = "rolloutd", version, about)]
+struct Cli {
+    /// YAML config file; environment variables and flags override it.
+    #[arg(long, env = "ROLLOUTD_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// `sqlite://rolloutd.db` (default, created if missing) or `postgres://…`.
+    #[arg(long, env = "ROLLOUTD_DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// `text` (default) or `json` logs.
+    #[arg(long, env = "ROLLOUTD_LOG_FORMAT", global = true)]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Reconcile every rollout until SIGINT or SIGTERM.
+    Serve {
+        /// Apply every *.yaml/*.yml under DIR at start and whenever it changes.
+        #[arg(long, env = "ROLLOUTD_SPECS_DIR")]
+        specs_dir: Option<PathBuf>,
+        /// How often every rollout is re-examined, at the latest (default 10s).
+        #[arg(long, env = "ROLLOUTD_RECONCILE_INTERVAL")]
+        reconcile_interval: Option<Duration>,
+        /// How long a replica's lease on a rollout lasts (default 15s).
+        #[arg(long, env = "ROLLOUTD_LEASE_TTL")]
+        lease_ttl: Option<Duration>,
+        /// This replica's name in leases (default: host name and process id).
+        #[arg(long, env = "ROLLOUTD_REPLICA")]
+        replica: Option<String>,
+        /// How many reconciles run at once (default 64).
+        #[arg(long, env = "ROLLOUTD_CONCURRENCY")]
+        concurrency: Option<usize>,
+        /// Run against a simulated ALB and CloudWatch kept in this database
+        /// (simulated: no AWS calls).
+        #[arg(long, env = "ROLLOUTD_SIMULATE_WORLD")]
+        simulate_world: Option<String>,
+    },
+    /// Apply the database migrations and exit.
+    Migrate,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROLLOUTD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut over = Overrides {
+        database_url: cli.database_url,
+        log_format: cli.log_format,
+        ..Overrides::default()
+    };
+    let serve = match cli.command {
+        Command::Migrate => false,
+        Command::Serve {
+            specs_dir,
+            reconcile_interval,
+            lease_ttl,
+            replica,
+            concurrency,
+            simulate_world,
+        } => {
+            over.specs_dir = specs_dir;
+            over.reconcile_interval = reconcile_interval;
+            over.lease_ttl = lease_ttl;
+            over.replica = replica;
+            over.concurrency = concurrency;
+            over.simulate_world = simulate_world;
+            true
+        }
+    };
+    let config = Config::load(cli.config.as_deref(), over)
+        .map_err(|errs| anyhow::anyhow!(errs.join("\n")))?;
+    init_logs(config.log_format);
+    let store = Store::connect(&config.database_url).await?;
+    store.migrate().await?;
+    if !serve {
+        info!(database = %redact(&config.database_url), "migrations applied");
+        return Ok(());
+    }
+    let Some(world_url) = config.simulate_world.clone() else {
+        anyhow::bail!(
+            "this build has no AWS traffic router yet: run `rolloutd serve --simulate-world URL` (a simulated ALB and CloudWatch in that database; no AWS calls)"
+        );
+    };
+    info!(world = %redact(&world_url), "SIMULATED load balancer and CloudWatch: no AWS calls are made");
+    let world = world::World::open(&world_url, 1000.0, daemon::now).await?;
+    info!(
+        replica = %config.replica,
+        database = %redact(&config.database_url),
+        interval = %config.reconcile_interval,
+        "rolloutd serving"
+    );
+    let d = daemon::Daemon::new(store.clone(), world.clone(), world, config);
+    d.run(shutdown_signal()).await?;
+    store.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// A database URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rolloutd: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("rolloutd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/r"),
+            "postgres://app:***@db:5432/r"
+        );
+        assert_eq!(redact("postgres://app@db/r"), "postgres://app@db/r");
+        assert_eq!(redact("sqlite://rolloutd.db"), "sqlite://rolloutd.db");
+    }
+}

@@ -1,0 +1,258 @@
+//! A simulated ALB and CloudWatch kept in database tables: simulated, no
+//! AWS calls. It implements the same ports as the AWS adapters, so the
+//! daemon runs through its one path; it lives in a database so that it
+//! outlives a killed daemon and is shared by several replicas, which is what
+//! the crash and failover tests need, and so that a test can read every
+//! weight ever written (`sim_writes`).
+//!
+//! Tables (created on first use):
+//! - `sim_routes`: the forward action of each listener or rule (keyed by its
+//!   ARN): raw weights of stable, canary and other target groups. A route
+//!   not yet seen starts with stable carrying all traffic.
+//! - `sim_writes`: every weight change, with its time.
+//! - `sim_targets`: per target group, healthy/total targets and how it
+//!   behaves (5xx rate, mean latency); absent means 3 of 3 healthy, 0.2%
+//!   errors, 50 ms.
+//!
+//! Traffic is `rps` requests a second per route, split each second by the
+//! weights the route held at that second; per-second counts are drawn from a
+//! generator seeded by route and second, so every replica (and every restart)
+//! sees the same numbers.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use rollout_analysis::{ArmSample, WindowMetrics};
+use rollout_core::ports::{MetricQuery, MetricSource, TrafficRouter};
+use rollout_core::{ForwardWeights, ObservationError, Observed, TargetHealth, Time, Weights};
+use rollout_sim::Rng;
+use rollout_spec::RolloutSpec;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+
+/// The simulated world.
+#[derive(Debug, Clone)]
+pub struct World {
+    pool: AnyPool,
+    rps: f64,
+    clock: fn() -> Time,
+}
+
+const SCHEMA: [&str; 3] = [
+    "CREATE TABLE IF NOT EXISTS sim_routes (route TEXT PRIMARY KEY, stable BIGINT NOT NULL, canary BIGINT NOT NULL, other BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS sim_writes (route TEXT NOT NULL, at BIGINT NOT NULL, stable BIGINT NOT NULL, canary BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS sim_targets (tg TEXT PRIMARY KEY, healthy BIGINT NOT NULL, total BIGINT NOT NULL, error_rate DOUBLE PRECISION NOT NULL, latency DOUBLE PRECISION NOT NULL)",
+];
+
+fn route(spec: &RolloutSpec) -> String {
+    let alb = &spec.traffic_routing.alb;
+    alb.rule_arn
+        .as_ref()
+        .map_or_else(|| alb.listener_arn.to_string(), |r| r.to_string())
+}
+
+fn transient(e: &sqlx::Error) -> ObservationError {
+    ObservationError {
+        fatal: false,
+        message: format!("simulated load balancer: {e}"),
+    }
+}
+
+impl World {
+    /// Opens (and creates) the simulated world in the database at `url`.
+    pub async fn open(url: &str, rps: f64, clock: fn() -> Time) -> anyhow::Result<World> {
+        sqlx::any::install_default_drivers();
+        let url = if url.starts_with("sqlite:") && !url.contains("mode=") {
+            format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
+        } else {
+            url.to_string()
+        };
+        let max = if url.starts_with("sqlite:") { 1 } else { 4 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .connect(&url)
+            .await?;
+        for stmt in SCHEMA {
+            sqlx::query(stmt).execute(&pool).await?;
+        }
+        Ok(World { pool, rps, clock })
+    }
+
+    async fn weights(&self, route: &str) -> Result<ForwardWeights, sqlx::Error> {
+        let row = sqlx::query("SELECT stable, canary, other FROM sim_routes WHERE route = $1")
+            .bind(route)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(ForwardWeights {
+                stable: u32::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+                canary: u32::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0),
+                other: u32::try_from(r.try_get::<i64, _>(2)?).unwrap_or(0),
+            }),
+            None => {
+                sqlx::query(
+                    "INSERT INTO sim_routes (route, stable, canary, other) VALUES ($1, 1, 0, 0) ON CONFLICT (route) DO NOTHING",
+                )
+                .bind(route)
+                .execute(&self.pool)
+                .await?;
+                Ok(ForwardWeights {
+                    stable: 1,
+                    canary: 0,
+                    other: 0,
+                })
+            }
+        }
+    }
+
+    async fn target(&self, tg: &str) -> Result<(u32, u32, f64, f64), sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT healthy, total, error_rate, latency FROM sim_targets WHERE tg = $1",
+        )
+        .bind(tg)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => (
+                u32::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+                u32::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0),
+                r.try_get(2)?,
+                r.try_get(3)?,
+            ),
+            None => (3, 3, 0.002, 0.050),
+        })
+    }
+
+    /// The canary share (percent) of a route at each write, oldest first.
+    async fn history(&self, route: &str) -> Result<Vec<(i64, f64)>, sqlx::Error> {
+        let rows =
+            sqlx::query("SELECT at, stable, canary FROM sim_writes WHERE route = $1 ORDER BY at")
+                .bind(route)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                let (s, c): (i64, i64) = (r.try_get(1)?, r.try_get(2)?);
+                let share = if s + c > 0 {
+                    c as f64 * 100.0 / (s + c) as f64
+                } else {
+                    0.0
+                };
+                Ok((r.try_get(0)?, share))
+            })
+            .collect()
+    }
+
+    async fn window(&self, q: &MetricQuery<'_>) -> Result<WindowMetrics, sqlx::Error> {
+        let route = route(q.spec);
+        let history = self.history(&route).await?;
+        let share_at = |ms: i64| {
+            history
+                .iter()
+                .take_while(|(at, _)| *at <= ms)
+                .last()
+                .map_or(0.0, |(_, s)| *s)
+        };
+        let stable_tg = q.spec.stable.target_group_arn.to_string();
+        let canary_tg = q.spec.canary.target_group_arn.to_string();
+        let (_, _, se, sl) = self.target(&stable_tg).await?;
+        let (_, _, ce, cl) = self.target(&canary_tg).await?;
+        let now = (self.clock)();
+        let arm = |start: Time, end: Time, canary: bool| {
+            let (mut n, mut e, mut lat) = (0u64, 0u64, 0.0);
+            let end = end.min(now);
+            let mut s = start.millis().div_euclid(1000);
+            while s * 1000 < end.millis() {
+                let share = share_at(s * 1000) / 100.0;
+                let mut h = DefaultHasher::new();
+                (&route, s, canary).hash(&mut h);
+                let mut rng = Rng::new(h.finish());
+                let (rate, err, l) = if canary {
+                    (self.rps * share, ce, cl)
+                } else {
+                    (self.rps * (1.0 - share), se, sl)
+                };
+                let k = rng.poisson(rate);
+                n += k;
+                e += rng.poisson(k as f64 * err).min(k);
+                lat += k as f64 * l * (1.0 + 0.05 * rng.normal()).max(0.1);
+                s += 1;
+            }
+            if n == 0 {
+                return ArmSample::default();
+            }
+            ArmSample {
+                requests: Some(n as f64),
+                errors: (e > 0).then_some(e as f64),
+                latency: Some(lat / n as f64),
+                latency_cv: None,
+            }
+        };
+        let w = q.window;
+        Ok(WindowMetrics {
+            stable: arm(w.stable_start, w.stable_end, false),
+            canary: arm(w.start, w.end, true),
+        })
+    }
+}
+
+impl TrafficRouter for World {
+    async fn forward_weights(&self, spec: &RolloutSpec) -> Observed<ForwardWeights> {
+        match self.weights(&route(spec)).await {
+            Ok(w) => Observed::Ok(w),
+            Err(e) => Observed::Err(transient(&e)),
+        }
+    }
+
+    async fn set_weights(
+        &self,
+        spec: &RolloutSpec,
+        weights: Weights,
+    ) -> Result<(), ObservationError> {
+        let route = route(spec);
+        let now = (self.clock)();
+        let mut tx = self.pool.begin().await.map_err(|e| transient(&e))?;
+        sqlx::query(
+            "INSERT INTO sim_routes (route, stable, canary, other) VALUES ($1, $2, $3, 0)
+             ON CONFLICT (route) DO UPDATE SET stable = excluded.stable, canary = excluded.canary, other = 0",
+        )
+        .bind(&route)
+        .bind(i64::from(weights.stable))
+        .bind(i64::from(weights.canary))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| transient(&e))?;
+        sqlx::query("INSERT INTO sim_writes (route, at, stable, canary) VALUES ($1, $2, $3, $4)")
+            .bind(&route)
+            .bind(now.millis())
+            .bind(i64::from(weights.stable))
+            .bind(i64::from(weights.canary))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| transient(&e))?;
+        tx.commit().await.map_err(|e| transient(&e))
+    }
+
+    async fn canary_health(&self, spec: &RolloutSpec) -> Observed<TargetHealth> {
+        match self.target(spec.canary.target_group_arn.as_str()).await {
+            Ok((healthy, total, _, _)) => Observed::Ok(TargetHealth { healthy, total }),
+            Err(e) => Observed::Err(transient(&e)),
+        }
+    }
+}
+
+impl MetricSource for World {
+    async fn windows(
+        &self,
+        queries: &[MetricQuery<'_>],
+    ) -> Vec<Result<WindowMetrics, ObservationError>> {
+        let mut out = Vec::with_capacity(queries.len());
+        for q in queries {
+            out.push(self.window(q).await.map_err(|e| ObservationError {
+                fatal: false,
+                message: format!("simulated CloudWatch: {e}"),
+            }));
+        }
+        out
+    }
+}

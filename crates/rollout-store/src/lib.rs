@@ -22,6 +22,8 @@
 //! backends and tests control time.
 #![forbid(unsafe_code)]
 
+pub mod testing;
+
 use std::collections::BTreeMap;
 
 use rollout_core::{Command, CommandKind, Event, EventKind, RolloutStatus, Time};

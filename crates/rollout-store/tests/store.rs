@@ -4,15 +4,13 @@
 //! which `scripts/test` makes sure is running); without it these tests
 //! fail, they never skip.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use rollout_core::{CommandKind, Event, EventKind, Phase, RolloutStatus, Time};
 use rollout_spec::load;
 use rollout_store::{Backend, Change, Store, StoreError};
-use sqlx::Connection;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
-static SWEPT: AtomicBool = AtomicBool::new(false);
 
 const T0: Time = Time::from_millis(1_795_845_600_000);
 
@@ -25,36 +23,7 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn postgres() -> Store {
-    let admin = std::env::var("ROLLOUTD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-        panic!("these tests need PostgreSQL at {admin} (scripts/ensure-postgres.sh starts one): {e}")
-    });
-    if !SWEPT.swap(true, Ordering::SeqCst) {
-        // Databases left by earlier runs of this suite (not this process's).
-        let mine = format!("rolloutd_test_{}_%", std::process::id());
-        let old: Vec<String> = sqlx::query_scalar(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'rolloutd_test_%' AND datname NOT LIKE $1",
-        )
-        .bind(&mine)
-        .fetch_all(&mut conn)
-        .await
-        .unwrap_or_default();
-        for name in old {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-                .execute(&mut conn)
-                .await;
-        }
-    }
-    let db = unique("rolloutd_test");
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
-    let url = match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{db}"),
-        None => panic!("ROLLOUTD_TEST_POSTGRES_URL needs a database path: {admin}"),
-    };
+    let url = rollout_store::testing::fresh_postgres_database("rolloutd_test").await;
     let store = Store::connect(&url).await.expect("connect");
     assert_eq!(store.backend(), Backend::Postgres);
     store.migrate().await.expect("migrate");

@@ -606,6 +606,7 @@ impl Reconcile<'_> {
 
     fn verify_weight(&mut self) {
         if self.st.weight_verified_at.is_some() || !self.owns_traffic() {
+            self.ensure_analysis_origin();
             return;
         }
         let Some(fw) = self.obs.traffic.ok() else {
@@ -622,9 +623,20 @@ impl Reconcile<'_> {
             format!("the load balancer holds stable {} / canary {w}", 100 - w),
             None,
         );
+        self.ensure_analysis_origin();
+    }
+
+    /// A canary run whose current weight is seen applied is judged from then
+    /// on; this also starts the analysis when it is added to a running
+    /// rollout's spec (or comes back after a spec change) at a weight that
+    /// was already verified.
+    fn ensure_analysis_origin(&mut self) {
         let canary_analysis = self.ctx.rollout.spec.strategy.canary.is_some()
             && self.ctx.rollout.spec.analysis.is_some();
+        let w = self.st.canary_weight;
         if canary_analysis
+            && self.st.analysis.origin.is_none()
+            && self.settled()
             && matches!(self.st.phase, Phase::Progressing | Phase::Paused)
             && w > 0
             && w < 100

@@ -4,6 +4,7 @@
 //! and the daemon drives whichever it is given through the same path.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use rollout_analysis::WindowMetrics;
 use rollout_spec::{AnalysisTemplateSpec, RolloutSpec};
@@ -53,4 +54,39 @@ pub trait MetricSource: Send + Sync + 'static {
         &self,
         queries: &[MetricQuery<'_>],
     ) -> impl Future<Output = Vec<Result<WindowMetrics, ObservationError>>> + Send;
+}
+
+/// A shared router is a router (one world can serve as both ports).
+impl<T: TrafficRouter> TrafficRouter for Arc<T> {
+    fn forward_weights(
+        &self,
+        spec: &RolloutSpec,
+    ) -> impl Future<Output = Observed<ForwardWeights>> + Send {
+        (**self).forward_weights(spec)
+    }
+
+    fn set_weights(
+        &self,
+        spec: &RolloutSpec,
+        weights: Weights,
+    ) -> impl Future<Output = Result<(), ObservationError>> + Send {
+        (**self).set_weights(spec, weights)
+    }
+
+    fn canary_health(
+        &self,
+        spec: &RolloutSpec,
+    ) -> impl Future<Output = Observed<TargetHealth>> + Send {
+        (**self).canary_health(spec)
+    }
+}
+
+/// A shared metric source is a metric source.
+impl<T: MetricSource> MetricSource for Arc<T> {
+    fn windows(
+        &self,
+        queries: &[MetricQuery<'_>],
+    ) -> impl Future<Output = Vec<Result<WindowMetrics, ObservationError>>> + Send {
+        (**self).windows(queries)
+    }
 }

@@ -897,3 +897,44 @@ fn a_no_op_reconcile_changes_nothing() {
     assert!(steady.actions.is_empty() && steady.events.is_empty());
     assert_eq!(steady.status, second.status);
 }
+
+#[test]
+fn analysis_added_to_a_running_rollout_starts_judging() {
+    let (mut rollout, templates) = spec(
+        "[{setWeight: 5}, {pause: {duration: 1h}}, {setWeight: 100}]",
+        0,
+    );
+    let analysis = rollout.spec.analysis.take();
+    let obs = |c| Observations {
+        traffic: Observed::Ok(ForwardWeights {
+            stable: 100 - c,
+            canary: c,
+            other: 0,
+        }),
+        canary_health: Observed::Ok(TargetHealth {
+            healthy: 1,
+            total: 1,
+        }),
+        windows: vec![],
+    };
+    let ctx = Context {
+        rollout: &rollout,
+        templates: &templates,
+    };
+    let first = decide(ctx, None, &obs(0), &[], START);
+    let verified = decide(ctx, Some(&first.status), &obs(5), &[], START.plus_ms(1_000));
+    assert_eq!(
+        verified.status.analysis.origin, None,
+        "no analysis configured"
+    );
+    rollout.spec.analysis = analysis;
+    let ctx = Context {
+        rollout: &rollout,
+        templates: &templates,
+    };
+    let at = START.plus_ms(60_000);
+    let d = decide(ctx, Some(&verified.status), &obs(5), &[], at);
+    assert_eq!(d.status.analysis.origin, Some(at));
+    let due = plan(ctx, Some(&d.status), at.plus_ms(120_000));
+    assert_eq!(due.windows.len(), 1);
+}

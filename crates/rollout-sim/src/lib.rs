@@ -10,6 +10,9 @@
 //! millisecond, in a few milliseconds of real time.
 #![forbid(unsafe_code)]
 
+pub mod memory;
+pub mod synth;
+
 use std::collections::BTreeMap;
 
 use rollout_analysis::{ArmSample, WindowMetrics};

@@ -145,11 +145,44 @@ pub struct Applied {
     pub change: Change,
 }
 
+/// How many statements the store has sent, by kind.
+#[derive(Debug, Default)]
+pub struct Statements {
+    reads: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
+    lease_writes: std::sync::atomic::AtomicU64,
+}
+
+impl Statements {
+    fn read(&self, n: u64) {
+        self.reads
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn write(&self, n: u64) {
+        self.writes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn lease(&self) {
+        self.lease_writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// (reads, writes of state, writes of leases) so far.
+    pub fn get(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.reads.load(Relaxed),
+            self.writes.load(Relaxed),
+            self.lease_writes.load(Relaxed),
+        )
+    }
+}
+
 /// The store.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    statements: std::sync::Arc<Statements>,
 }
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -172,8 +205,13 @@ fn kind_name(kind: EventKind) -> String {
 
 impl Store {
     /// Connects to `url` (`postgres://…` or `sqlite://…`; a SQLite file is
-    /// created when missing). Does not migrate.
+    /// created when missing) with a pool of 16 connections. Does not migrate.
     pub async fn connect(url: &str) -> Result<Store> {
+        Self::connect_with(url, 16).await
+    }
+
+    /// The same, with `connections` PostgreSQL connections (SQLite uses one).
+    pub async fn connect_with(url: &str, connections: u32) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_string())
@@ -190,7 +228,7 @@ impl Store {
             return Err(StoreError::Url(url.to_string()));
         };
         let max = match backend {
-            Backend::Postgres => 10,
+            Backend::Postgres => connections.max(1),
             // One writer at a time: SQLite serialises writes anyway, and a
             // single connection avoids "database is locked" between our own.
             Backend::Sqlite => 1,
@@ -200,12 +238,22 @@ impl Store {
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect(&url)
             .await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            statements: Default::default(),
+        })
     }
 
     /// The backend.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Statements sent so far (reads, writes of state, writes of leases),
+    /// across clones of this store.
+    pub fn statements(&self) -> (u64, u64, u64) {
+        self.statements.get()
     }
 
     fn migrator(&self) -> &'static sqlx::migrate::Migrator {
@@ -245,6 +293,7 @@ impl Store {
         now: Time,
         dry_run: bool,
     ) -> Result<Vec<Applied>> {
+        self.statements.read(set.len() as u64);
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::new();
         for t in &set.templates {
@@ -263,6 +312,9 @@ impl Store {
                 Some(o) if o == spec => Change::Unchanged,
                 Some(_) => Change::Configured,
             };
+            if change != Change::Unchanged && !dry_run {
+                self.statements.write(1);
+            }
             if change != Change::Unchanged {
                 sqlx::query(
                     "INSERT INTO analysis_templates (name, spec, source, updated_at) VALUES ($1, $2, $3, $4)
@@ -295,6 +347,9 @@ impl Store {
                 Some(o) if o == spec => Change::Unchanged,
                 Some(_) => Change::Configured,
             };
+            if change != Change::Unchanged && !dry_run {
+                self.statements.write(1);
+            }
             match change {
                 Change::Created => {
                     sqlx::query(
@@ -359,6 +414,7 @@ impl Store {
 
     /// Every rollout, by name.
     pub async fn rollouts(&self) -> Result<Vec<StoredRollout>> {
+        self.statements.read(1);
         let rows = sqlx::query(&format!("{} ORDER BY r.name", Self::ROLLOUT_SELECT))
             .fetch_all(&self.pool)
             .await?;
@@ -367,6 +423,7 @@ impl Store {
 
     /// One rollout.
     pub async fn rollout(&self, name: &str) -> Result<Option<StoredRollout>> {
+        self.statements.read(1);
         let row = sqlx::query(&format!("{} WHERE r.name = $1", Self::ROLLOUT_SELECT))
             .bind(name)
             .fetch_optional(&self.pool)
@@ -376,6 +433,7 @@ impl Store {
 
     /// Every AnalysisTemplate's spec, by name.
     pub async fn templates(&self) -> Result<BTreeMap<String, AnalysisTemplateSpec>> {
+        self.statements.read(1);
         let rows = sqlx::query("SELECT name, spec FROM analysis_templates")
             .fetch_all(&self.pool)
             .await?;
@@ -393,6 +451,7 @@ impl Store {
     /// Stops managing a rollout: its document, status, queued commands and
     /// lease go; its events stay. Returns whether it existed.
     pub async fn delete_rollout(&self, name: &str) -> Result<bool> {
+        self.statements.write(4);
         let mut tx = self.pool.begin().await?;
         for table in ["rollout_status", "commands", "leases"] {
             let column = if table == "rollout_status" {
@@ -429,6 +488,7 @@ impl Store {
         now: Time,
     ) -> Result<i64> {
         let json = serde_json::to_string(status).map_err(|e| corrupt("status", name, e))?;
+        self.statements.write(2 + events.len() as u64);
         let mut tx = self.pool.begin().await?;
         let fenced = "EXISTS (SELECT 1 FROM leases WHERE rollout = $3 AND holder = $5 AND token = $6 AND expires_at > $2)";
         let sql = if expected == 0 {
@@ -494,6 +554,7 @@ impl Store {
         reason: Option<&str>,
         now: Time,
     ) -> Result<u64> {
+        self.statements.write(1);
         let kind = serde_json::to_string(&kind).map_err(|e| corrupt("command", name, e))?;
         let row = sqlx::query(
             "INSERT INTO commands (rollout, kind, actor, reason, at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -511,6 +572,7 @@ impl Store {
 
     /// The commands queued for a rollout, oldest first.
     pub async fn commands(&self, name: &str) -> Result<Vec<Command>> {
+        self.statements.read(1);
         let rows = sqlx::query(
             "SELECT id, kind, actor, reason, at FROM commands WHERE rollout = $1 ORDER BY id",
         )
@@ -533,6 +595,7 @@ impl Store {
 
     /// A rollout's events, oldest first.
     pub async fn events(&self, name: &str) -> Result<Vec<Event>> {
+        self.statements.read(1);
         let rows = sqlx::query(
             "SELECT at, run, revision, kind, message, actor, weight_before, weight_after
              FROM events WHERE rollout = $1 ORDER BY id",
@@ -569,6 +632,7 @@ impl Store {
         now: Time,
         ttl_ms: u64,
     ) -> Result<Option<Lease>> {
+        self.statements.lease();
         let expires = now.plus_ms(ttl_ms);
         let row = sqlx::query(
             "INSERT INTO leases (rollout, holder, token, expires_at) VALUES ($1, $2, 1, $3)
@@ -599,6 +663,7 @@ impl Store {
     /// Extends every unexpired lease of `holder` to `now + ttl_ms`, in one
     /// statement; returns the rollouts it still holds.
     pub async fn renew_leases(&self, holder: &str, now: Time, ttl_ms: u64) -> Result<Vec<String>> {
+        self.statements.lease();
         let rows = sqlx::query(
             "UPDATE leases SET expires_at = $1 WHERE holder = $2 AND expires_at > $3 RETURNING rollout",
         )
@@ -613,6 +678,7 @@ impl Store {
     /// Hands back every lease of `holder` (at shutdown), so another replica
     /// takes over at once instead of after the lease time.
     pub async fn release_leases(&self, holder: &str) -> Result<u64> {
+        self.statements.lease();
         Ok(
             sqlx::query("UPDATE leases SET expires_at = 0 WHERE holder = $1")
                 .bind(holder)

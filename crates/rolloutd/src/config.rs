@@ -154,7 +154,7 @@ impl Config {
             concurrency: over
                 .concurrency
                 .or(from_file.concurrency.map(|c| c as usize))
-                .unwrap_or(64),
+                .unwrap_or(16),
             simulate_world: over.simulate_world.or(from_file.simulate_world),
             log_format,
         };

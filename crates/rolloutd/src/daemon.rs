@@ -60,13 +60,17 @@ impl ReconcileError {
 /// What a reconcile came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Done; look again within this long.
-    Requeue(StdDuration),
+    /// Done; look again within this long. `true` when a status was written.
+    Requeue(StdDuration, bool),
     /// Another replica holds the lease.
     NotMine,
     /// The rollout no longer exists.
     Gone,
 }
+
+/// Called after every reconcile: the rollout, how long it took, and whether
+/// it wrote a status.
+pub type Observer = Box<dyn Fn(&str, StdDuration, bool) + Send + Sync>;
 
 /// The daemon's shared state.
 pub struct Daemon<R, M> {
@@ -77,11 +81,28 @@ pub struct Daemon<R, M> {
     leases: Mutex<HashMap<String, Lease>>,
     wake: Mutex<HashMap<String, Arc<Notify>>>,
     permits: Semaphore,
+    observer: Option<Observer>,
+    /// The AnalysisTemplates, re-read once per interval (and after an apply)
+    /// rather than by every reconcile.
+    templates: tokio::sync::RwLock<Option<Arc<Templates>>>,
 }
+
+type Templates = std::collections::BTreeMap<String, rollout_spec::AnalysisTemplateSpec>;
 
 impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
     /// A daemon over `store`, acting through `router` and `metrics`.
     pub fn new(store: Store, router: R, metrics: M, config: Config) -> Arc<Self> {
+        Self::with_observer(store, router, metrics, config, None)
+    }
+
+    /// The same, calling `observer` after every reconcile.
+    pub fn with_observer(
+        store: Store,
+        router: R,
+        metrics: M,
+        config: Config,
+        observer: Option<Observer>,
+    ) -> Arc<Self> {
         let permits = Semaphore::new(config.concurrency);
         Arc::new(Daemon {
             store,
@@ -91,6 +112,8 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             leases: Mutex::new(HashMap::new()),
             wake: Mutex::new(HashMap::new()),
             permits,
+            observer,
+            templates: tokio::sync::RwLock::new(None),
         })
     }
 
@@ -100,6 +123,25 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
 
     fn interval(&self) -> StdDuration {
         self.config.reconcile_interval.to_std()
+    }
+
+    /// The regular requeue: nine tenths of the interval, so that with
+    /// scheduling delay every rollout is still examined within the interval.
+    fn regular(&self) -> StdDuration {
+        self.interval().mul_f64(0.9)
+    }
+
+    async fn templates(&self) -> Result<Arc<Templates>, StoreError> {
+        if let Some(t) = self.templates.read().await.as_ref() {
+            return Ok(Arc::clone(t));
+        }
+        self.refresh_templates().await
+    }
+
+    async fn refresh_templates(&self) -> Result<Arc<Templates>, StoreError> {
+        let fresh = Arc::new(self.store.templates().await?);
+        *self.templates.write().await = Some(Arc::clone(&fresh));
+        Ok(fresh)
     }
 
     /// The lease on `name`, from memory or freshly taken.
@@ -149,7 +191,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         let Some(stored) = self.store.rollout(name).await? else {
             return Ok(Outcome::Gone);
         };
-        let templates = self.store.templates().await?;
+        let templates = self.templates().await?;
         let commands = self.store.commands(name).await?;
         let ctx = Context {
             rollout: &stored.rollout,
@@ -218,7 +260,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                     // read again.
                     self.forget_lease(name);
                     warn!(rollout = name, "status moved or lease lost; not acting");
-                    return Ok(Outcome::Requeue(StdDuration::from_millis(200)));
+                    return Ok(Outcome::Requeue(StdDuration::from_millis(200), false));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -244,9 +286,9 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         }
         let wait = decision
             .requeue_after_ms
-            .map_or(self.interval(), StdDuration::from_millis)
-            .min(self.interval());
-        Ok(Outcome::Requeue(wait))
+            .map_or(self.regular(), StdDuration::from_millis)
+            .min(self.regular());
+        Ok(Outcome::Requeue(wait, decision.changed))
     }
 
     /// Wakes a rollout's task now (after an apply or a command).
@@ -262,11 +304,11 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         wake: Arc<Notify>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut next = StdDuration::ZERO;
+        let mut due = tokio::time::Instant::now();
         let mut failures = 0u32;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(next) => {}
+                _ = tokio::time::sleep_until(due) => {}
                 _ = wake.notified() => {}
                 _ = stop.changed() => {}
             }
@@ -276,20 +318,27 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             let Ok(_permit) = self.permits.acquire().await else {
                 break;
             };
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
             let outcome = self
                 .reconcile(&name)
                 .instrument(tracing::info_span!("reconcile", rollout = %name))
                 .await;
-            debug!(rollout = %name, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "reconciled");
-            next = match outcome {
-                Ok(Outcome::Requeue(d)) => {
+            let elapsed = started.elapsed();
+            debug!(rollout = %name, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "reconciled");
+            // The next reconcile is due counted from this one's start, so a
+            // rollout is examined at least every interval, however long the
+            // reconcile took.
+            let next = match outcome {
+                Ok(Outcome::Requeue(d, wrote)) => {
                     failures = 0;
+                    if let Some(observe) = &self.observer {
+                        observe(&name, elapsed, wrote);
+                    }
                     d
                 }
                 Ok(Outcome::NotMine) => {
                     failures = 0;
-                    StdDuration::from_millis(self.ttl_ms() / 3).min(self.interval())
+                    StdDuration::from_millis(self.ttl_ms() / 3).min(self.regular())
                 }
                 Ok(Outcome::Gone) => break,
                 Err(e) => {
@@ -300,6 +349,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                     backoff
                 }
             };
+            due = started + next;
         }
         if let Ok(mut w) = self.wake.lock() {
             w.remove(&name);
@@ -347,9 +397,15 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         let mut specs_state = specs::DirState::default();
         tokio::pin!(shutdown);
         loop {
+            if let Err(e) = self.refresh_templates().await {
+                warn!(error = %e, "reading the analysis templates failed");
+            }
             if let Some(dir) = &self.config.specs_dir {
                 match specs::sync(&self.store, dir, &mut specs_state, now()).await {
                     Ok(changed) => {
+                        if !changed.is_empty() {
+                            let _ = self.refresh_templates().await;
+                        }
                         for name in changed {
                             self.poke(&name);
                         }

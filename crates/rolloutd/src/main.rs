@@ -10,12 +10,8 @@ use rollout_spec::Duration;
 use rollout_store::Store;
 use tracing::{error, info};
 
-mod config;
-mod daemon;
-mod specs;
-mod world;
-
-use config::{Config, LogFormat, Overrides};
+use rolloutd::config::{Config, LogFormat, Overrides};
+use rolloutd::{daemon, world};
 
 /// Progressive delivery for services behind AWS Application Load Balancers.
 #[derive(Debug, Parser)]
@@ -50,7 +46,7 @@ enum Command {
         /// This replica's name in leases (default: host name and process id).
         #[arg(long, env = "ROLLOUTD_REPLICA")]
         replica: Option<String>,
-        /// How many reconciles run at once (default 64).
+        /// How many reconciles run at once (default 16; the database pool matches it).
         #[arg(long, env = "ROLLOUTD_CONCURRENCY")]
         concurrency: Option<usize>,
         /// Run against a simulated ALB and CloudWatch kept in this database
@@ -127,7 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref(), over)
         .map_err(|errs| anyhow::anyhow!(errs.join("\n")))?;
     init_logs(config.log_format);
-    let store = Store::connect(&config.database_url).await?;
+    let store = Store::connect_with(&config.database_url, config.concurrency as u32).await?;
     store.migrate().await?;
     if !serve {
         info!(database = %redact(&config.database_url), "migrations applied");

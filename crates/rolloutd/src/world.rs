@@ -19,13 +19,10 @@
 //! generator seeded by route and second, so every replica (and every restart)
 //! sees the same numbers.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-
-use rollout_analysis::{ArmSample, WindowMetrics};
+use rollout_analysis::WindowMetrics;
 use rollout_core::ports::{MetricQuery, MetricSource, TrafficRouter};
 use rollout_core::{ForwardWeights, ObservationError, Observed, TargetHealth, Time, Weights};
-use rollout_sim::Rng;
+use rollout_sim::{synth, ArmBehaviour};
 use rollout_spec::RolloutSpec;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
@@ -146,53 +143,20 @@ impl World {
     async fn window(&self, q: &MetricQuery<'_>) -> Result<WindowMetrics, sqlx::Error> {
         let route = route(q.spec);
         let history = self.history(&route).await?;
-        let share_at = |ms: i64| {
-            history
-                .iter()
-                .take_while(|(at, _)| *at <= ms)
-                .last()
-                .map_or(0.0, |(_, s)| *s)
+        let (_, _, se, sl) = self.target(q.spec.stable.target_group_arn.as_str()).await?;
+        let (_, _, ce, cl) = self.target(q.spec.canary.target_group_arn.as_str()).await?;
+        let behaviour = |error_rate, latency| ArmBehaviour {
+            error_rate,
+            latency,
         };
-        let stable_tg = q.spec.stable.target_group_arn.to_string();
-        let canary_tg = q.spec.canary.target_group_arn.to_string();
-        let (_, _, se, sl) = self.target(&stable_tg).await?;
-        let (_, _, ce, cl) = self.target(&canary_tg).await?;
-        let now = (self.clock)();
-        let arm = |start: Time, end: Time, canary: bool| {
-            let (mut n, mut e, mut lat) = (0u64, 0u64, 0.0);
-            let end = end.min(now);
-            let mut s = start.millis().div_euclid(1000);
-            while s * 1000 < end.millis() {
-                let share = share_at(s * 1000) / 100.0;
-                let mut h = DefaultHasher::new();
-                (&route, s, canary).hash(&mut h);
-                let mut rng = Rng::new(h.finish());
-                let (rate, err, l) = if canary {
-                    (self.rps * share, ce, cl)
-                } else {
-                    (self.rps * (1.0 - share), se, sl)
-                };
-                let k = rng.poisson(rate);
-                n += k;
-                e += rng.poisson(k as f64 * err).min(k);
-                lat += k as f64 * l * (1.0 + 0.05 * rng.normal()).max(0.1);
-                s += 1;
-            }
-            if n == 0 {
-                return ArmSample::default();
-            }
-            ArmSample {
-                requests: Some(n as f64),
-                errors: (e > 0).then_some(e as f64),
-                latency: Some(lat / n as f64),
-                latency_cv: None,
-            }
-        };
-        let w = q.window;
-        Ok(WindowMetrics {
-            stable: arm(w.stable_start, w.stable_end, false),
-            canary: arm(w.start, w.end, true),
-        })
+        Ok(synth::window(
+            &route,
+            &history,
+            self.rps,
+            (behaviour(se, sl), behaviour(ce, cl)),
+            q.window,
+            (self.clock)(),
+        ))
     }
 }
 

@@ -1,0 +1,188 @@
+//! A simulated ALB and CloudWatch in memory (simulated: no AWS calls),
+//! implementing the daemon's ports. For the demo and for benchmarks that
+//! measure rolloutd without AWS.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use rollout_analysis::WindowMetrics;
+use rollout_core::ports::{MetricQuery, MetricSource, TrafficRouter};
+use rollout_core::{ForwardWeights, ObservationError, Observed, TargetHealth, Time, Weights};
+use rollout_spec::RolloutSpec;
+
+use crate::{synth, ArmBehaviour};
+
+#[derive(Debug, Clone)]
+struct Route {
+    weights: ForwardWeights,
+    history: Vec<(i64, f64)>,
+}
+
+/// How one target group is doing.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// Healthy targets.
+    pub healthy: u32,
+    /// All targets.
+    pub total: u32,
+    /// How it serves.
+    pub behaviour: ArmBehaviour,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target {
+            healthy: 3,
+            total: 3,
+            behaviour: ArmBehaviour::HEALTHY,
+        }
+    }
+}
+
+/// The in-memory world.
+#[derive(Debug)]
+pub struct MemoryWorld {
+    routes: Mutex<HashMap<String, Route>>,
+    targets: Mutex<HashMap<String, Target>>,
+    rps: f64,
+    clock: fn() -> Time,
+}
+
+fn route_key(spec: &RolloutSpec) -> String {
+    let alb = &spec.traffic_routing.alb;
+    alb.rule_arn
+        .as_ref()
+        .map_or_else(|| alb.listener_arn.to_string(), |r| r.to_string())
+}
+
+fn poisoned() -> ObservationError {
+    ObservationError {
+        fatal: false,
+        message: "simulated world: lock poisoned".into(),
+    }
+}
+
+impl MemoryWorld {
+    /// A world where every route starts with stable carrying all traffic and
+    /// every target group is healthy, serving `rps` requests a second a route.
+    pub fn new(rps: f64, clock: fn() -> Time) -> Self {
+        MemoryWorld {
+            routes: Mutex::new(HashMap::new()),
+            targets: Mutex::new(HashMap::new()),
+            rps,
+            clock,
+        }
+    }
+
+    /// Sets how a target group (by ARN) behaves.
+    pub fn set_target(&self, tg: &str, target: Target) {
+        if let Ok(mut t) = self.targets.lock() {
+            t.insert(tg.to_string(), target);
+        }
+    }
+
+    fn target(&self, tg: &str) -> Target {
+        self.targets
+            .lock()
+            .ok()
+            .and_then(|t| t.get(tg).copied())
+            .unwrap_or_default()
+    }
+
+    /// The canary share of the route of `spec`, in percent.
+    pub fn canary_share(&self, spec: &RolloutSpec) -> f64 {
+        self.routes
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&route_key(spec)).map(|r| r.weights))
+            .map_or(0.0, |w| {
+                let t = f64::from(w.stable + w.canary + w.other);
+                if t == 0.0 {
+                    0.0
+                } else {
+                    f64::from(w.canary) * 100.0 / t
+                }
+            })
+    }
+}
+
+impl TrafficRouter for MemoryWorld {
+    async fn forward_weights(&self, spec: &RolloutSpec) -> Observed<ForwardWeights> {
+        match self.routes.lock() {
+            Ok(mut routes) => Observed::Ok(
+                routes
+                    .entry(route_key(spec))
+                    .or_insert(Route {
+                        weights: ForwardWeights {
+                            stable: 1,
+                            canary: 0,
+                            other: 0,
+                        },
+                        history: Vec::new(),
+                    })
+                    .weights,
+            ),
+            Err(_) => Observed::Err(poisoned()),
+        }
+    }
+
+    async fn set_weights(&self, spec: &RolloutSpec, w: Weights) -> Result<(), ObservationError> {
+        let now = (self.clock)();
+        let mut routes = self.routes.lock().map_err(|_| poisoned())?;
+        let r = routes.entry(route_key(spec)).or_insert(Route {
+            weights: ForwardWeights::default(),
+            history: Vec::new(),
+        });
+        r.weights = ForwardWeights {
+            stable: u32::from(w.stable),
+            canary: u32::from(w.canary),
+            other: 0,
+        };
+        r.history.push((now.millis(), f64::from(w.canary)));
+        Ok(())
+    }
+
+    async fn canary_health(&self, spec: &RolloutSpec) -> Observed<TargetHealth> {
+        let t = self.target(spec.canary.target_group_arn.as_str());
+        Observed::Ok(TargetHealth {
+            healthy: t.healthy,
+            total: t.total,
+        })
+    }
+}
+
+impl MetricSource for MemoryWorld {
+    async fn windows(
+        &self,
+        queries: &[MetricQuery<'_>],
+    ) -> Vec<Result<WindowMetrics, ObservationError>> {
+        let now = (self.clock)();
+        queries
+            .iter()
+            .map(|q| {
+                let key = route_key(q.spec);
+                let history = self
+                    .routes
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .get(&key)
+                    .map(|r| r.history.clone())
+                    .unwrap_or_default();
+                let stable = self
+                    .target(q.spec.stable.target_group_arn.as_str())
+                    .behaviour;
+                let canary = self
+                    .target(q.spec.canary.target_group_arn.as_str())
+                    .behaviour;
+                Ok(synth::window(
+                    &key,
+                    &history,
+                    self.rps,
+                    (stable, canary),
+                    q.window,
+                    now,
+                ))
+            })
+            .collect()
+    }
+}

@@ -12,6 +12,10 @@ use rollout_spec::Duration;
 /// Everything `rolloutd serve` needs to know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The HTTP API, `/metrics` and health checks listen here.
+    pub listen: String,
+    /// A file holding the bearer token every mutating request needs.
+    pub api_token_file: Option<PathBuf>,
     /// Where state lives: `sqlite://…` or `postgres://…`.
     pub database_url: String,
     /// Apply every `*.yaml`/`*.yml` under this directory, and keep applying it.
@@ -42,6 +46,8 @@ pub enum LogFormat {
 /// The values given in the file, each optional.
 #[derive(Debug, Default)]
 struct FileConfig {
+    listen: Option<String>,
+    api_token_file: Option<String>,
     database_url: Option<String>,
     specs_dir: Option<String>,
     reconcile_interval: Option<Duration>,
@@ -57,6 +63,8 @@ impl Decode for FileConfig {
         let f = cx.fields(
             node,
             &[
+                "listen",
+                "apiTokenFile",
                 "databaseUrl",
                 "specsDir",
                 "reconcileInterval",
@@ -68,6 +76,8 @@ impl Decode for FileConfig {
             ],
         )?;
         Some(FileConfig {
+            listen: f.opt(cx, "listen").ok()?,
+            api_token_file: f.opt(cx, "apiTokenFile").ok()?,
             database_url: f.opt(cx, "databaseUrl").ok()?,
             specs_dir: f.opt(cx, "specsDir").ok()?,
             reconcile_interval: f.opt(cx, "reconcileInterval").ok()?,
@@ -83,6 +93,10 @@ impl Decode for FileConfig {
 /// What the command line and environment said (clap fills this).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
+    /// `--listen` / `ROLLOUTD_LISTEN`.
+    pub listen: Option<String>,
+    /// `--api-token-file` / `ROLLOUTD_API_TOKEN_FILE`.
+    pub api_token_file: Option<PathBuf>,
     /// `--database-url` / `ROLLOUTD_DATABASE_URL`.
     pub database_url: Option<String>,
     /// `--specs-dir` / `ROLLOUTD_SPECS_DIR`.
@@ -134,6 +148,13 @@ impl Config {
             }),
         };
         let config = Config {
+            listen: over
+                .listen
+                .or(from_file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            api_token_file: over
+                .api_token_file
+                .or(from_file.api_token_file.map(PathBuf::from)),
             database_url: over
                 .database_url
                 .or(from_file.database_url)

@@ -29,6 +29,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::specs;
 
 /// The wall clock, as the core's `Time`.
@@ -82,6 +83,7 @@ pub struct Daemon<R, M> {
     wake: Mutex<HashMap<String, Arc<Notify>>>,
     permits: Semaphore,
     observer: Option<Observer>,
+    counters: Arc<Metrics>,
     /// The AnalysisTemplates, re-read once per interval (and after an apply)
     /// rather than by every reconcile.
     templates: tokio::sync::RwLock<Option<Arc<Templates>>>,
@@ -91,8 +93,14 @@ type Templates = std::collections::BTreeMap<String, rollout_spec::AnalysisTempla
 
 impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
     /// A daemon over `store`, acting through `router` and `metrics`.
-    pub fn new(store: Store, router: R, metrics: M, config: Config) -> Arc<Self> {
-        Self::with_observer(store, router, metrics, config, None)
+    pub fn new(
+        store: Store,
+        router: R,
+        metrics: M,
+        config: Config,
+        counters: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Self::with_observer(store, router, metrics, config, counters, None)
     }
 
     /// The same, calling `observer` after every reconcile.
@@ -101,6 +109,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         router: R,
         metrics: M,
         config: Config,
+        counters: Arc<Metrics>,
         observer: Option<Observer>,
     ) -> Arc<Self> {
         let permits = Semaphore::new(config.concurrency);
@@ -113,6 +122,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             wake: Mutex::new(HashMap::new()),
             permits,
             observer,
+            counters,
             templates: tokio::sync::RwLock::new(None),
         })
     }
@@ -264,6 +274,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                 }
                 Err(e) => return Err(e.into()),
             }
+            self.count_verdicts(name, stored.status.as_ref(), &decision.status);
             for e in &decision.events {
                 info!(rollout = name, run = e.run, kind = ?e.kind, actor = e.actor.as_deref(), "{}", e.message);
             }
@@ -289,6 +300,32 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             .map_or(self.regular(), StdDuration::from_millis)
             .min(self.regular());
         Ok(Outcome::Requeue(wait, decision.changed))
+    }
+
+    /// Counts the verdicts of intervals judged by this reconcile. (After an
+    /// outage a reconcile may judge several intervals; only the last one's
+    /// per-metric verdicts are kept in the status, so those are counted.)
+    fn count_verdicts(
+        &self,
+        name: &str,
+        before: Option<&rollout_core::RolloutStatus>,
+        after: &rollout_core::RolloutStatus,
+    ) {
+        for (template, state) in &after.analysis.templates {
+            let Some(last) = &state.last else { continue };
+            let seen = before
+                .and_then(|b| b.analysis.templates.get(template))
+                .and_then(|t| t.last.as_ref())
+                .is_some_and(|l| l.end == last.end);
+            if !seen {
+                for m in &last.result.metrics {
+                    self.counters
+                        .verdicts
+                        .with_label_values(&[name, &m.metric, m.verdict.as_str()])
+                        .inc();
+                }
+            }
+        }
     }
 
     /// Wakes a rollout's task now (after an apply or a command).
@@ -324,6 +361,9 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                 .instrument(tracing::info_span!("reconcile", rollout = %name))
                 .await;
             let elapsed = started.elapsed();
+            self.counters
+                .reconcile_seconds
+                .observe(elapsed.as_secs_f64());
             debug!(rollout = %name, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "reconciled");
             // The next reconcile is due counted from this one's start, so a
             // rollout is examined at least every interval, however long the
@@ -342,6 +382,10 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                 }
                 Ok(Outcome::Gone) => break,
                 Err(e) => {
+                    self.counters
+                        .reconcile_errors
+                        .with_label_values(&[&name, e.kind()])
+                        .inc();
                     failures = failures.saturating_add(1);
                     let backoff =
                         StdDuration::from_millis(200u64 << failures.min(6)).min(self.interval());

@@ -3,7 +3,9 @@
 //! to the command line; benchmarks drive the same [`daemon::Daemon`].
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod metrics;
 pub mod specs;
 pub mod world;

@@ -10,7 +10,12 @@ use rollout_spec::Duration;
 use rollout_store::Store;
 use tracing::{error, info};
 
+use std::future::IntoFuture;
+use std::sync::Arc;
+
+use rolloutd::api::Api;
 use rolloutd::config::{Config, LogFormat, Overrides};
+use rolloutd::metrics::Metrics;
 use rolloutd::{daemon, world};
 
 /// Progressive delivery for services behind AWS Application Load Balancers.
@@ -32,8 +37,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Reconcile every rollout until SIGINT or SIGTERM.
+    /// Reconcile every rollout and serve the HTTP API until SIGINT or SIGTERM.
     Serve {
+        /// The HTTP API, `/metrics` and health checks (default 127.0.0.1:8080).
+        #[arg(long, env = "ROLLOUTD_LISTEN")]
+        listen: Option<String>,
+        /// A file with the bearer token every mutating request must carry.
+        #[arg(long, env = "ROLLOUTD_API_TOKEN_FILE")]
+        api_token_file: Option<PathBuf>,
         /// Apply every *.yaml/*.yml under DIR at start and whenever it changes.
         #[arg(long, env = "ROLLOUTD_SPECS_DIR")]
         specs_dir: Option<PathBuf>,
@@ -104,6 +115,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let serve = match cli.command {
         Command::Migrate => false,
         Command::Serve {
+            listen,
+            api_token_file,
             specs_dir,
             reconcile_interval,
             lease_ttl,
@@ -111,6 +124,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             concurrency,
             simulate_world,
         } => {
+            over.listen = listen;
+            over.api_token_file = api_token_file;
             over.specs_dir = specs_dir;
             over.reconcile_interval = reconcile_interval;
             over.lease_ttl = lease_ttl;
@@ -136,14 +151,64 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     info!(world = %redact(&world_url), "SIMULATED load balancer and CloudWatch: no AWS calls are made");
     let world = world::World::open(&world_url, 1000.0, daemon::now).await?;
+    let token = match &config.api_token_file {
+        None => None,
+        Some(path) => {
+            let t = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--api-token-file {}: {e}", path.display()))?
+                .trim()
+                .to_string();
+            anyhow::ensure!(
+                !t.is_empty(),
+                "--api-token-file {} is empty",
+                path.display()
+            );
+            Some(t)
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     info!(
         replica = %config.replica,
+        listen = %listener.local_addr()?,
         database = %redact(&config.database_url),
         interval = %config.reconcile_interval,
+        auth = token.is_some(),
         "rolloutd serving"
     );
-    let d = daemon::Daemon::new(store.clone(), world.clone(), world, config);
-    d.run(shutdown_signal()).await?;
+    let counters = Arc::new(Metrics::new());
+    let d = daemon::Daemon::new(
+        store.clone(),
+        world.clone(),
+        world,
+        config,
+        Arc::clone(&counters),
+    );
+    let api = Arc::new(Api {
+        store: store.clone(),
+        poke: {
+            let d = Arc::clone(&d);
+            Box::new(move |name: &str| d.poke(name))
+        },
+        token,
+        metrics: counters,
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server = tokio::spawn(
+        axum::serve(listener, rolloutd::api::router(api))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    d.run(stopped(stop_rx)).await?;
+    server.await??;
     store.close().await;
     info!("stopped");
     Ok(())

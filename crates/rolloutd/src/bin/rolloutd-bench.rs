@@ -211,6 +211,8 @@ async fn main() -> anyhow::Result<()> {
         })
     };
     let config = Config {
+        listen: "127.0.0.1:0".into(),
+        api_token_file: None,
         database_url: url.clone(),
         specs_dir: None,
         reconcile_interval: rollout_spec::Duration::from_secs(10),
@@ -225,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
         Arc::clone(&world),
         world,
         config,
+        Arc::new(rolloutd::metrics::Metrics::new()),
         Some(observer),
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,344 @@
+//! The HTTP API (`../shared/CONTRACT.md` §3), on axum: JSON everywhere,
+//! errors as `{"error": "...", "details": [...]}`, 4xx for the caller's
+//! mistakes and 5xx only for ours.
+//!
+//! Reads come straight from the store. Writes go through the store too:
+//! `apply` is all-or-nothing (every document is validated first, against the
+//! templates in the request and on the server; then one transaction), and a
+//! manual override is checked against the rollout's current status (409
+//! when it does not apply), queued, and its rollout woken so the next
+//! reconcile applies it at once. With a token configured, every mutating
+//! request needs `Authorization: Bearer <token>`, compared in constant time.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rollout_core::{check_command, CommandKind, RolloutStatus};
+use rollout_store::{Store, StoredRollout};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::warn;
+
+use crate::daemon::now;
+use crate::metrics::Metrics;
+
+/// Request bodies above this are refused with 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// What the API needs.
+pub struct Api {
+    /// The store.
+    pub store: Store,
+    /// Wakes a rollout's reconcile (after an apply or a command).
+    pub poke: Box<dyn Fn(&str) + Send + Sync>,
+    /// The bearer token mutating requests need, if any.
+    pub token: Option<String>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: String,
+    details: Vec<Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error: error.into(),
+            details: Vec::new(),
+        }
+    }
+}
+
+impl From<rollout_store::StoreError> for ApiError {
+    fn from(e: rollout_store::StoreError) -> Self {
+        warn!(error = %e, "store error while serving a request");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the database is unavailable or failed: {e}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.error, "details": self.details})),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Constant-time equality of two byte strings (the length is not secret).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorize(api: &Api, headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(token) = &api.token else {
+        return Ok("api".into());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if same(given.as_bytes(), token.as_bytes()) {
+        Ok("token".into())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this request needs `Authorization: Bearer <token>` with the API token",
+        ))
+    }
+}
+
+/// A rollout as the API shows it.
+pub fn rollout_json(r: &StoredRollout) -> Value {
+    json!({
+        "metadata": r.rollout.metadata,
+        "spec": r.rollout.spec,
+        "status": r.status,
+        "generation": r.generation,
+        "source": r.source,
+    })
+}
+
+/// The routes.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/apply", post(apply))
+        .route("/api/v1/rollouts", get(list))
+        .route("/api/v1/rollouts/{name}", get(one).delete(delete))
+        .route("/api/v1/rollouts/{name}/events", get(events))
+        .route("/api/v1/rollouts/{name}/{verb}", post(command))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(api)
+}
+
+async fn readyz(State(api): State<Arc<Api>>) -> ApiResult {
+    match api.store.ready().await {
+        Ok(true) => Ok(Json(json!({"status": "ready"})).into_response()),
+        Ok(false) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "migrations are not applied",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unreachable: {e}"),
+        )),
+    }
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> ApiResult {
+    let rollouts = api.store.rollouts().await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        api.metrics.render(&rollouts),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ApplyQuery {
+    #[serde(rename = "dryRun", default)]
+    dry_run: bool,
+}
+
+async fn apply(
+    State(api): State<Arc<Api>>,
+    Query(q): Query<ApplyQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let actor = authorize(&api, &headers)?;
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the body is not UTF-8 text",
+        ));
+    };
+    let known: Vec<String> = api.store.templates().await?.into_keys().collect();
+    let set = match rollout_spec::load([("<request>", text)], &known) {
+        Ok(set) => set,
+        Err(diags) => {
+            let mut e = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "{} problem(s) in the documents; nothing was applied",
+                    diags.len()
+                ),
+            );
+            e.details = diags
+                .iter()
+                .map(|d| json!({"path": d.path, "line": d.line, "column": d.column, "message": d.message}))
+                .collect();
+            return Err(e);
+        }
+    };
+    if set.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no documents in the body",
+        ));
+    }
+    let applied = api.store.apply(&set, &actor, now(), q.dry_run).await?;
+    if !q.dry_run {
+        for a in applied.iter().filter(|a| a.kind == "Rollout") {
+            (api.poke)(&a.name);
+        }
+    }
+    let results: Vec<Value> = applied
+        .iter()
+        .map(|a| json!({"kind": a.kind, "name": a.name, "change": a.change.as_str()}))
+        .collect();
+    Ok(Json(json!({"dryRun": q.dry_run, "results": results})).into_response())
+}
+
+async fn list(State(api): State<Arc<Api>>) -> ApiResult {
+    let items: Vec<Value> = api
+        .store
+        .rollouts()
+        .await?
+        .iter()
+        .map(rollout_json)
+        .collect();
+    Ok(Json(json!({"items": items})).into_response())
+}
+
+async fn find(api: &Api, name: &str) -> Result<StoredRollout, ApiError> {
+    api.store
+        .rollout(name)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("rollout `{name}` not found")))
+}
+
+async fn one(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
+    Ok(Json(rollout_json(&find(&api, &name).await?)).into_response())
+}
+
+async fn delete(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    authorize(&api, &headers)?;
+    if api.store.delete_rollout(&name).await? {
+        (api.poke)(&name);
+        Ok(
+            Json(
+                json!({"deleted": name, "message": "no longer managed; traffic is left as it is"}),
+            )
+            .into_response(),
+        )
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("rollout `{name}` not found"),
+        ))
+    }
+}
+
+async fn events(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
+    let found = api.store.rollout(&name).await?.is_some();
+    let items = api.store.events(&name).await?;
+    if !found && items.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("rollout `{name}` not found"),
+        ));
+    }
+    Ok(Json(json!({"items": items})).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CommandBody {
+    reason: Option<String>,
+    #[serde(default)]
+    full: bool,
+}
+
+async fn command(
+    State(api): State<Arc<Api>>,
+    Path((name, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let actor = authorize(&api, &headers)?;
+    let parsed: CommandBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CommandBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            let mut err = ApiError::new(StatusCode::BAD_REQUEST, "the body is not valid JSON");
+            err.details = vec![json!({"path": "", "line": e.line(), "column": e.column(), "message": e.to_string()})];
+            err
+        })?
+    };
+    let kind = match verb.as_str() {
+        "abort" => CommandKind::Abort,
+        "promote" => CommandKind::Promote { full: parsed.full },
+        "pause" => CommandKind::Pause,
+        "resume" => CommandKind::Resume,
+        "retry" => CommandKind::Retry,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("unknown action `{other}`: abort, promote, pause, resume or retry"),
+            ))
+        }
+    };
+    let r = find(&api, &name).await?;
+    let status = r.status.clone().unwrap_or_else(|| {
+        let strategy = if r.rollout.spec.strategy.blue_green.is_some() {
+            "blueGreen"
+        } else {
+            "canary"
+        };
+        RolloutStatus::new(&r.rollout.spec.revision, strategy, now())
+    });
+    if let Err(why) = check_command(&status, kind) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("cannot {verb} `{name}`: {why}"),
+        ));
+    }
+    let id = api
+        .store
+        .enqueue_command(&name, kind, &actor, parsed.reason.as_deref(), now())
+        .await?;
+    (api.poke)(&name);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": verb, "rollout": name, "command": id})),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn token_comparison() {
+        assert!(same(b"s3cret", b"s3cret"));
+        assert!(!same(b"s3cret", b"s3creT"));
+        assert!(!same(b"s3cret", b"s3cre"));
+        assert!(same(b"", b""));
+    }
+}

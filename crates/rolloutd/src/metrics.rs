@@ -1,0 +1,165 @@
+//! Prometheus metrics, by the contract's names and labels. The state of
+//! every rollout (phase, weights, step, last analysis values) is rendered at
+//! scrape time from the store, so every replica shows all rollouts as they
+//! are recorded; counters and the reconcile-time histogram are this
+//! process's own.
+
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder,
+};
+use rollout_core::Phase;
+use rollout_store::StoredRollout;
+
+/// The process's counters and histogram.
+pub struct Metrics {
+    registry: Registry,
+    /// `rolloutd_analysis_verdicts_total{rollout, metric, verdict}`.
+    pub verdicts: IntCounterVec,
+    /// `rolloutd_reconcile_duration_seconds`.
+    pub reconcile_seconds: Histogram,
+    /// `rolloutd_reconcile_errors_total{rollout, kind}`.
+    pub reconcile_errors: IntCounterVec,
+    /// `rolloutd_aws_requests_total{service, operation, outcome}`.
+    pub aws_requests: IntCounterVec,
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"))
+}
+
+impl Metrics {
+    /// A fresh set, registered.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let verdicts = counter(
+            "rolloutd_analysis_verdicts_total",
+            "Analysis verdicts, by rollout, metric and verdict.",
+            &["rollout", "metric", "verdict"],
+        );
+        let reconcile_errors = counter(
+            "rolloutd_reconcile_errors_total",
+            "Reconciles that failed, by rollout and kind of error.",
+            &["rollout", "kind"],
+        );
+        let aws_requests = counter(
+            "rolloutd_aws_requests_total",
+            "Requests to AWS, by service, operation and outcome.",
+            &["service", "operation", "outcome"],
+        );
+        let reconcile_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "rolloutd_reconcile_duration_seconds",
+                "Time of one reconcile, from its turn to its end.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("histogram: {e}"));
+        for c in [&verdicts, &reconcile_errors, &aws_requests] {
+            let _ = registry.register(Box::new(c.clone()));
+        }
+        let _ = registry.register(Box::new(reconcile_seconds.clone()));
+        Metrics {
+            registry,
+            verdicts,
+            reconcile_seconds,
+            reconcile_errors,
+            aws_requests,
+        }
+    }
+
+    /// The text exposition: the rollouts' state, then this process's counters.
+    pub fn render(&self, rollouts: &[StoredRollout]) -> String {
+        let state = Registry::new();
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| panic!("gauge {name}: {e}"));
+            let _ = state.register(Box::new(g.clone()));
+            g
+        };
+        let info = gauge(
+            "rolloutd_rollout_info",
+            "1 per rollout, with its revision, strategy and phase.",
+            &["rollout", "revision", "strategy", "phase"],
+        );
+        let phase = gauge(
+            "rolloutd_rollout_phase",
+            "1 for the rollout's current phase, 0 for the others.",
+            &["rollout", "phase"],
+        );
+        let weight = gauge(
+            "rolloutd_rollout_canary_weight",
+            "The desired canary weight.",
+            &["rollout"],
+        );
+        let observed = gauge(
+            "rolloutd_rollout_observed_canary_weight",
+            "The canary weight last read from the load balancer.",
+            &["rollout"],
+        );
+        let step = gauge(
+            "rolloutd_rollout_step",
+            "The current step index.",
+            &["rollout"],
+        );
+        let value = gauge(
+            "rolloutd_analysis_metric_value",
+            "The last judged interval's value of a metric, per arm.",
+            &["rollout", "metric", "arm"],
+        );
+        for r in rollouts {
+            let name = r.rollout.metadata.name.as_str();
+            let strategy = if r.rollout.spec.strategy.blue_green.is_some() {
+                "blueGreen"
+            } else {
+                "canary"
+            };
+            let Some(st) = &r.status else {
+                info.with_label_values(&[name, &r.rollout.spec.revision, strategy, "Pending"])
+                    .set(1.0);
+                continue;
+            };
+            info.with_label_values(&[name, &st.revision, strategy, st.phase.as_str()])
+                .set(1.0);
+            for p in Phase::ALL {
+                phase
+                    .with_label_values(&[name, p.as_str()])
+                    .set(if p == st.phase { 1.0 } else { 0.0 });
+            }
+            weight
+                .with_label_values(&[name])
+                .set(f64::from(st.canary_weight));
+            if let Some(o) = st.observed_weights {
+                observed.with_label_values(&[name]).set(f64::from(o.canary));
+            }
+            step.with_label_values(&[name])
+                .set(f64::from(st.current_step_index));
+            for t in st.analysis.templates.values() {
+                for m in t.last.iter().flat_map(|l| &l.result.metrics) {
+                    if let Some(v) = m.stable {
+                        value.with_label_values(&[name, &m.metric, "stable"]).set(v);
+                    }
+                    if let Some(v) = m.canary {
+                        value.with_label_values(&[name, &m.metric, "canary"]).set(v);
+                    }
+                }
+            }
+        }
+        let mut families = state.gather();
+        families.extend(self.registry.gather());
+        let mut out = Vec::new();
+        if TextEncoder::new().encode(&families, &mut out).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod remote;
 mod replay;
 mod validate;
 
@@ -14,6 +15,14 @@ mod validate;
 #[derive(Debug, Parser)]
 #[command(name = "rolloutctl", version, about)]
 struct Cli {
+    /// The rolloutd API.
+    #[arg(
+        long,
+        env = "ROLLOUTD_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    server: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,16 +58,120 @@ enum Command {
         #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
         output: String,
     },
+    /// Send specs to the server (all or nothing); --dry-run shows what would change.
+    Apply {
+        /// Files or directories.
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        paths: Vec<std::path::PathBuf>,
+        /// Show what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List rollouts, or show one, with their status.
+    Get {
+        /// One rollout.
+        name: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json", "yaml"])]
+        output: String,
+    },
+    /// One rollout's progress: steps, weights, the latest verdicts.
+    Status {
+        /// The rollout.
+        name: String,
+        /// Follow it live until the run ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Return all traffic to stable at once; the run ends Aborted.
+    Abort(Override),
+    /// Skip the current pause (--full: straight to 100%).
+    Promote {
+        #[command(flatten)]
+        target: Override,
+        /// Jump to 100% (still verified on the load balancer).
+        #[arg(long)]
+        full: bool,
+    },
+    /// Hold the run where it is.
+    Pause(Override),
+    /// Go on after a pause.
+    Resume(Override),
+    /// Start an aborted, rolled-back or failed run again from step 0.
+    Retry(Override),
+    /// Stop managing a rollout (traffic is left as it is).
+    Delete {
+        /// The rollout.
+        name: String,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Override {
+    /// The rollout.
+    name: String,
+    /// Why, for the event log.
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let client = || {
+        remote::Client::new(
+            &cli.server,
+            std::env::var("ROLLOUTD_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        )
+    };
     match cli.command {
-        Command::Validate { paths } => validate::run(&paths),
+        Command::Apply { ref paths, dry_run } => remote::apply(&client(), paths, dry_run),
+        Command::Get {
+            ref name,
+            ref output,
+        } => remote::get(&client(), name.as_deref(), output),
+        Command::Status { ref name, watch } => remote::status(&client(), name, watch),
+        Command::Abort(ref o) => {
+            remote::command(&client(), "abort", &o.name, o.reason.as_deref(), false)
+        }
+        Command::Promote { ref target, full } => remote::command(
+            &client(),
+            "promote",
+            &target.name,
+            target.reason.as_deref(),
+            full,
+        ),
+        Command::Pause(ref o) => {
+            remote::command(&client(), "pause", &o.name, o.reason.as_deref(), false)
+        }
+        Command::Resume(ref o) => {
+            remote::command(&client(), "resume", &o.name, o.reason.as_deref(), false)
+        }
+        Command::Retry(ref o) => {
+            remote::command(&client(), "retry", &o.name, o.reason.as_deref(), false)
+        }
+        Command::Delete { ref name } => remote::delete(&client(), name),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "rolloutctl",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Validate { ref paths } => validate::run(paths),
         Command::Replay {
-            template,
-            observations,
-            output,
-        } => replay::run(&template, &observations, output == "json"),
+            ref template,
+            ref observations,
+            ref output,
+        } => replay::run(template, observations, output == "json"),
     }
 }

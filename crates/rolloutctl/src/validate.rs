@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// A file to check, or the reason it could not be read.
-type Input = (String, Result<String, String>);
+pub type Input = (String, Result<String, String>);
 
 fn is_yaml(path: &Path) -> bool {
     path.extension()
@@ -15,7 +15,8 @@ fn is_yaml(path: &Path) -> bool {
         .is_some_and(|e| e == "yaml" || e == "yml")
 }
 
-fn collect(path: &Path, out: &mut Vec<Input>) {
+/// Reads `path` (a file, or every YAML file under a directory) into `out`.
+pub fn collect(path: &Path, out: &mut Vec<Input>) {
     let shown = path.display().to_string();
     if path.is_dir() {
         let mut found = Vec::new();

@@ -193,6 +193,7 @@ async fn no_weight_changes_while_postgres_is_down_and_runs_finish_after() {
         .args(["--simulate-world", &world_url])
         .arg("--specs-dir")
         .arg(base.join("specs"))
+        .args(["--listen", "127.0.0.1:0"])
         .args([
             "--reconcile-interval",
             "500ms",

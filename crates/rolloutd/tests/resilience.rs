@@ -84,6 +84,7 @@ fn spawn(s: &Setup, replica: &str, ttl: &str) -> Child {
         .args(["--simulate-world", &s.world])
         .arg("--specs-dir")
         .arg(s.dir.join("specs"))
+        .args(["--listen", "127.0.0.1:0"])
         .args([
             "--reconcile-interval",
             "500ms",

@@ -475,7 +475,8 @@ impl Store {
 
     /// Records a rollout's new status with its events, if and only if the
     /// stored version is still `expected` and `lease` is still held with its
-    /// token at `now`. Queued commands the status has applied are removed.
+    /// token at `now`. With `applied_commands`, the queued commands up to the
+    /// status's `last_command_id` are removed in the same transaction.
     /// Returns the new version; [`StoreError::Conflict`] otherwise, and then
     /// nothing was written.
     pub async fn write_status(
@@ -484,11 +485,13 @@ impl Store {
         expected: i64,
         status: &RolloutStatus,
         events: &[Event],
+        applied_commands: bool,
         lease: &Lease,
         now: Time,
     ) -> Result<i64> {
         let json = serde_json::to_string(status).map_err(|e| corrupt("status", name, e))?;
-        self.statements.write(2 + events.len() as u64);
+        self.statements
+            .write(1 + u64::from(!events.is_empty()) + u64::from(applied_commands));
         let mut tx = self.pool.begin().await?;
         let fenced = "EXISTS (SELECT 1 FROM leases WHERE rollout = $3 AND holder = $5 AND token = $6 AND expires_at > $2)";
         let sql = if expected == 0 {
@@ -518,29 +521,52 @@ impl Store {
             tx.rollback().await?;
             return Err(StoreError::Conflict(name.to_string()));
         }
-        for e in events {
-            sqlx::query(
-                "INSERT INTO events (rollout, at, run, revision, kind, message, actor, weight_before, weight_after)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(name)
-            .bind(e.at.millis())
-            .bind(i64::from(e.run))
-            .bind(&e.revision)
-            .bind(kind_name(e.kind))
-            .bind(&e.message)
-            .bind(e.actor.clone())
-            .bind(i64::from(e.weight_before))
-            .bind(i64::from(e.weight_after))
-            .execute(&mut *tx)
-            .await?;
+        if !events.is_empty() {
+            // One statement for all of this reconcile's events.
+            let mut sql = String::from(
+                "INSERT INTO events (rollout, at, run, revision, kind, message, actor, weight_before, weight_after) VALUES ",
+            );
+            for i in 0..events.len() {
+                let b = i * 9;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9
+                ));
+            }
+            let mut q = sqlx::query(&sql);
+            for e in events {
+                q = q
+                    .bind(name)
+                    .bind(e.at.millis())
+                    .bind(i64::from(e.run))
+                    .bind(e.revision.clone())
+                    .bind(kind_name(e.kind))
+                    .bind(e.message.clone())
+                    .bind(e.actor.clone())
+                    .bind(i64::from(e.weight_before))
+                    .bind(i64::from(e.weight_after));
+            }
+            q.execute(&mut *tx).await?;
         }
-        let applied = i64::try_from(status.last_command_id).unwrap_or(i64::MAX);
-        sqlx::query("DELETE FROM commands WHERE rollout = $1 AND id <= $2")
-            .bind(name)
-            .bind(applied)
-            .execute(&mut *tx)
-            .await?;
+        if applied_commands {
+            let applied = i64::try_from(status.last_command_id).unwrap_or(i64::MAX);
+            sqlx::query("DELETE FROM commands WHERE rollout = $1 AND id <= $2")
+                .bind(name)
+                .bind(applied)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(expected + 1)
     }

@@ -149,21 +149,23 @@ async fn status_writes_are_optimistic(store: Store) {
         .expect("lease")
         .expect("free");
     let v1 = store
-        .write_status(&name, 0, &status, &[], &lease, T0)
+        .write_status(&name, 0, &status, &[], true, &lease, T0)
         .await
         .expect("first write");
     assert_eq!(v1, 1);
     // A second writer that also read version 0 loses.
-    let stale = store.write_status(&name, 0, &status, &[], &lease, T0).await;
+    let stale = store
+        .write_status(&name, 0, &status, &[], true, &lease, T0)
+        .await;
     assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
     status.phase = Phase::Progressing;
     let v2 = store
-        .write_status(&name, v1, &status, &[], &lease, T0)
+        .write_status(&name, v1, &status, &[], true, &lease, T0)
         .await
         .expect("second write");
     assert_eq!(v2, 2);
     let stale = store
-        .write_status(&name, v1, &status, &[], &lease, T0)
+        .write_status(&name, v1, &status, &[], true, &lease, T0)
         .await;
     assert!(matches!(stale, Err(StoreError::Conflict(_))));
     let read = store.rollout(&name).await.expect("read").expect("exists");
@@ -179,7 +181,7 @@ async fn a_writer_that_lost_its_lease_is_fenced_off(store: Store) {
         .expect("lease")
         .expect("free");
     store
-        .write_status(&name, 0, &status, &[], &old, T0)
+        .write_status(&name, 0, &status, &[], true, &old, T0)
         .await
         .expect("write");
     // Replica a stalls past its lease; b takes over.
@@ -192,17 +194,17 @@ async fn a_writer_that_lost_its_lease_is_fenced_off(store: Store) {
     assert!(new.token > old.token);
     // a wakes up and writes with its old token: refused, even at the right version.
     let fenced = store
-        .write_status(&name, 1, &status, &[], &old, later)
+        .write_status(&name, 1, &status, &[], true, &old, later)
         .await;
     assert!(matches!(fenced, Err(StoreError::Conflict(_))), "{fenced:?}");
     store
-        .write_status(&name, 1, &status, &[], &new, later)
+        .write_status(&name, 1, &status, &[], true, &new, later)
         .await
         .expect("the new holder writes");
     // A writer whose lease ran out is refused too.
     let much_later = later.plus_ms(60_000);
     let expired = store
-        .write_status(&name, 2, &status, &[], &new, much_later)
+        .write_status(&name, 2, &status, &[], true, &new, much_later)
         .await;
     assert!(matches!(expired, Err(StoreError::Conflict(_))));
 }
@@ -291,7 +293,7 @@ async fn commands_clear_with_the_status_that_applied_them(store: Store) {
         .expect("free");
     status.last_command_id = id1;
     store
-        .write_status(&name, 0, &status, &[], &lease, T0)
+        .write_status(&name, 0, &status, &[], true, &lease, T0)
         .await
         .expect("write");
     let left = store.commands(&name).await.expect("commands");
@@ -322,13 +324,13 @@ async fn events_are_kept_in_order_and_outlive_the_rollout(store: Store) {
         })
         .collect();
     store
-        .write_status(&name, 0, &status, &events, &lease, T0)
+        .write_status(&name, 0, &status, &events, true, &lease, T0)
         .await
         .expect("write");
     assert_eq!(store.events(&name).await.expect("events"), events);
     // A refused write records no events.
     let refused = store
-        .write_status(&name, 0, &status, &events, &lease, T0)
+        .write_status(&name, 0, &status, &events, true, &lease, T0)
         .await;
     assert!(refused.is_err());
     assert_eq!(store.events(&name).await.expect("events").len(), 3);
@@ -346,7 +348,7 @@ async fn concurrent_writers_exactly_one_wins(store: Store) {
         .expect("lease")
         .expect("free");
     store
-        .write_status(&name, 0, &status, &[], &lease, T0)
+        .write_status(&name, 0, &status, &[], true, &lease, T0)
         .await
         .expect("write");
     let mut tasks = Vec::new();
@@ -355,7 +357,9 @@ async fn concurrent_writers_exactly_one_wins(store: Store) {
         let mut status = status.clone();
         status.message = format!("writer {i}");
         tasks.push(tokio::spawn(async move {
-            store.write_status(&name, 1, &status, &[], &lease, T0).await
+            store
+                .write_status(&name, 1, &status, &[], true, &lease, T0)
+                .await
         }));
     }
     let mut wins = 0;
@@ -383,7 +387,7 @@ async fn status_round_trips(store: Store) {
         .expect("lease")
         .expect("free");
     store
-        .write_status(&name, 0, &status, &[], &lease, T0)
+        .write_status(&name, 0, &status, &[], true, &lease, T0)
         .await
         .expect("write");
     let read = store.rollout(&name).await.expect("read").expect("exists");

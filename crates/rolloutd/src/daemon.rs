@@ -259,6 +259,8 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                     stored.version,
                     &decision.status,
                     &decision.events,
+                    decision.status.last_command_id
+                        > stored.status.as_ref().map_or(0, |s| s.last_command_id),
                     &lease,
                     now,
                 )

@@ -177,6 +177,20 @@ impl Statements {
     }
 }
 
+/// A status to record, with what comes with it.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusWrite<'a> {
+    /// The version the writer read (0: no status yet).
+    pub expected: i64,
+    /// The new status.
+    pub status: &'a RolloutStatus,
+    /// The events of the decision.
+    pub events: &'a [Event],
+    /// Whether the decision applied queued commands (removed in the same
+    /// transaction, up to `status.last_command_id`).
+    pub applied_commands: bool,
+}
+
 /// The store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -474,21 +488,24 @@ impl Store {
     }
 
     /// Records a rollout's new status with its events, if and only if the
-    /// stored version is still `expected` and `lease` is still held with its
-    /// token at `now`. With `applied_commands`, the queued commands up to the
-    /// status's `last_command_id` are removed in the same transaction.
+    /// stored version is still `write.expected` and `lease` is still held with
+    /// its token at `now`. With `applied_commands`, the queued commands up to
+    /// the status's `last_command_id` are removed in the same transaction.
     /// Returns the new version; [`StoreError::Conflict`] otherwise, and then
     /// nothing was written.
     pub async fn write_status(
         &self,
         name: &str,
-        expected: i64,
-        status: &RolloutStatus,
-        events: &[Event],
-        applied_commands: bool,
+        write: StatusWrite<'_>,
         lease: &Lease,
         now: Time,
     ) -> Result<i64> {
+        let StatusWrite {
+            expected,
+            status,
+            events,
+            applied_commands,
+        } = write;
         let json = serde_json::to_string(status).map_err(|e| corrupt("status", name, e))?;
         self.statements
             .write(1 + u64::from(!events.is_empty()) + u64::from(applied_commands));

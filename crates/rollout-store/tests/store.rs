@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use rollout_core::{CommandKind, Event, EventKind, Phase, RolloutStatus, Time};
 use rollout_spec::load;
-use rollout_store::{Backend, Change, Store, StoreError};
+use rollout_store::{Backend, Change, StatusWrite, Store, StoreError};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -73,6 +73,15 @@ both!(
     concurrent_writers_exactly_one_wins,
     status_round_trips,
 );
+
+fn w<'a>(expected: i64, status: &'a RolloutStatus, events: &'a [Event]) -> StatusWrite<'a> {
+    StatusWrite {
+        expected,
+        status,
+        events,
+        applied_commands: true,
+    }
+}
 
 const DOCS: &str = include_str!("../../rollout-spec/tests/valid-base.yaml");
 
@@ -149,23 +158,23 @@ async fn status_writes_are_optimistic(store: Store) {
         .expect("lease")
         .expect("free");
     let v1 = store
-        .write_status(&name, 0, &status, &[], true, &lease, T0)
+        .write_status(&name, w(0, &status, &[]), &lease, T0)
         .await
         .expect("first write");
     assert_eq!(v1, 1);
     // A second writer that also read version 0 loses.
     let stale = store
-        .write_status(&name, 0, &status, &[], true, &lease, T0)
+        .write_status(&name, w(0, &status, &[]), &lease, T0)
         .await;
     assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
     status.phase = Phase::Progressing;
     let v2 = store
-        .write_status(&name, v1, &status, &[], true, &lease, T0)
+        .write_status(&name, w(v1, &status, &[]), &lease, T0)
         .await
         .expect("second write");
     assert_eq!(v2, 2);
     let stale = store
-        .write_status(&name, v1, &status, &[], true, &lease, T0)
+        .write_status(&name, w(v1, &status, &[]), &lease, T0)
         .await;
     assert!(matches!(stale, Err(StoreError::Conflict(_))));
     let read = store.rollout(&name).await.expect("read").expect("exists");
@@ -181,7 +190,7 @@ async fn a_writer_that_lost_its_lease_is_fenced_off(store: Store) {
         .expect("lease")
         .expect("free");
     store
-        .write_status(&name, 0, &status, &[], true, &old, T0)
+        .write_status(&name, w(0, &status, &[]), &old, T0)
         .await
         .expect("write");
     // Replica a stalls past its lease; b takes over.
@@ -194,17 +203,17 @@ async fn a_writer_that_lost_its_lease_is_fenced_off(store: Store) {
     assert!(new.token > old.token);
     // a wakes up and writes with its old token: refused, even at the right version.
     let fenced = store
-        .write_status(&name, 1, &status, &[], true, &old, later)
+        .write_status(&name, w(1, &status, &[]), &old, later)
         .await;
     assert!(matches!(fenced, Err(StoreError::Conflict(_))), "{fenced:?}");
     store
-        .write_status(&name, 1, &status, &[], true, &new, later)
+        .write_status(&name, w(1, &status, &[]), &new, later)
         .await
         .expect("the new holder writes");
     // A writer whose lease ran out is refused too.
     let much_later = later.plus_ms(60_000);
     let expired = store
-        .write_status(&name, 2, &status, &[], true, &new, much_later)
+        .write_status(&name, w(2, &status, &[]), &new, much_later)
         .await;
     assert!(matches!(expired, Err(StoreError::Conflict(_))));
 }
@@ -293,7 +302,7 @@ async fn commands_clear_with_the_status_that_applied_them(store: Store) {
         .expect("free");
     status.last_command_id = id1;
     store
-        .write_status(&name, 0, &status, &[], true, &lease, T0)
+        .write_status(&name, w(0, &status, &[]), &lease, T0)
         .await
         .expect("write");
     let left = store.commands(&name).await.expect("commands");
@@ -324,13 +333,13 @@ async fn events_are_kept_in_order_and_outlive_the_rollout(store: Store) {
         })
         .collect();
     store
-        .write_status(&name, 0, &status, &events, true, &lease, T0)
+        .write_status(&name, w(0, &status, &events), &lease, T0)
         .await
         .expect("write");
     assert_eq!(store.events(&name).await.expect("events"), events);
     // A refused write records no events.
     let refused = store
-        .write_status(&name, 0, &status, &events, true, &lease, T0)
+        .write_status(&name, w(0, &status, &events), &lease, T0)
         .await;
     assert!(refused.is_err());
     assert_eq!(store.events(&name).await.expect("events").len(), 3);
@@ -348,7 +357,7 @@ async fn concurrent_writers_exactly_one_wins(store: Store) {
         .expect("lease")
         .expect("free");
     store
-        .write_status(&name, 0, &status, &[], true, &lease, T0)
+        .write_status(&name, w(0, &status, &[]), &lease, T0)
         .await
         .expect("write");
     let mut tasks = Vec::new();
@@ -358,7 +367,7 @@ async fn concurrent_writers_exactly_one_wins(store: Store) {
         status.message = format!("writer {i}");
         tasks.push(tokio::spawn(async move {
             store
-                .write_status(&name, 1, &status, &[], true, &lease, T0)
+                .write_status(&name, w(1, &status, &[]), &lease, T0)
                 .await
         }));
     }
@@ -387,7 +396,7 @@ async fn status_round_trips(store: Store) {
         .expect("lease")
         .expect("free");
     store
-        .write_status(&name, 0, &status, &[], true, &lease, T0)
+        .write_status(&name, w(0, &status, &[]), &lease, T0)
         .await
         .expect("write");
     let read = store.rollout(&name).await.expect("read").expect("exists");

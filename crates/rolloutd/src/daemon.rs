@@ -24,7 +24,7 @@ use std::time::Duration as StdDuration;
 
 use rollout_core::ports::{MetricQuery, MetricSource, TrafficRouter};
 use rollout_core::{decide, plan, Action, Context, Observations, Observed, Time, WindowResult};
-use rollout_store::{Lease, Store, StoreError};
+use rollout_store::{Lease, StatusWrite, Store, StoreError};
 use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
@@ -256,11 +256,13 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                 .store
                 .write_status(
                     name,
-                    stored.version,
-                    &decision.status,
-                    &decision.events,
-                    decision.status.last_command_id
-                        > stored.status.as_ref().map_or(0, |s| s.last_command_id),
+                    StatusWrite {
+                        expected: stored.version,
+                        status: &decision.status,
+                        events: &decision.events,
+                        applied_commands: decision.status.last_command_id
+                            > stored.status.as_ref().map_or(0, |s| s.last_command_id),
+                    },
                     &lease,
                     now,
                 )

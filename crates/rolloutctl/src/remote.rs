@@ -232,12 +232,12 @@ pub fn diff_lines(old: &str, new: &str) -> Vec<String> {
         if i < a.len() && j < b.len() && a[i] == b[j] {
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push(format!("+ {}", b[j].trim_start()));
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             out.push(format!("- {}", a[i].trim_start()));
             i += 1;
+        } else {
+            out.push(format!("+ {}", b[j].trim_start()));
+            j += 1;
         }
     }
     out
@@ -559,7 +559,10 @@ mod tests {
         let v = serde_json::json!({"a": {"b": [1, "two words", "x:y"]}, "c": true, "d": "5"});
         assert_eq!(
             to_yaml(&v, 0),
-            "a:\n  b:\n  - 1\n  - two words\n  - \"x:y\"\nc: true\nd: \"5\"\n"
+            "a:\n  b:\n    - 1\n    - two words\n    - \"x:y\"\nc: true\nd: \"5\"\n"
         );
+        // What it prints is YAML that reads back.
+        let back = rollout_spec::tree::parse_stream(&to_yaml(&v, 0)).expect("valid YAML");
+        assert_eq!(back.len(), 1);
     }
 }

@@ -260,6 +260,44 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
     }
 
+    /// `config/rolloutd.example.yaml` documents every option with its
+    /// default: it must load, and say exactly what the defaults are.
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let example =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/rolloutd.example.yaml");
+        let from_file = Config::load(Some(&example), Overrides::default()).expect("example loads");
+        let defaults = Config::load(None, Overrides::default()).expect("defaults");
+        assert_eq!(
+            Config {
+                replica: String::new(),
+                ..from_file
+            },
+            Config {
+                replica: String::new(),
+                ..defaults
+            }
+        );
+        let text = std::fs::read_to_string(&example).expect("read");
+        for key in [
+            "listen",
+            "apiTokenFile",
+            "databaseUrl",
+            "specsDir",
+            "reconcileInterval",
+            "leaseTtl",
+            "replica",
+            "concurrency",
+            "simulateWorld",
+            "logFormat",
+        ] {
+            assert!(
+                text.contains(&format!("{key}:")),
+                "the example does not mention `{key}`"
+            );
+        }
+    }
+
     #[test]
     fn file_mistakes_have_positions() {
         let p = write(

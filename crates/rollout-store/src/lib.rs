@@ -298,6 +298,33 @@ impl Store {
         Ok(self.migrator().iter().all(|m| applied.contains(&m.version)))
     }
 
+    /// What writing `spec` under `name` in `table` would change (and counts
+    /// the write it will take).
+    async fn change(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        table: &str,
+        name: &str,
+        spec: &str,
+        dry_run: bool,
+    ) -> Result<Change> {
+        let old: Option<String> = sqlx::query(&format!("SELECT spec FROM {table} WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        let change = match old {
+            None => Change::Created,
+            Some(o) if o == spec => Change::Unchanged,
+            Some(_) => Change::Configured,
+        };
+        if change != Change::Unchanged && !dry_run {
+            self.statements.write(1);
+        }
+        Ok(change)
+    }
+
     /// Creates or updates the documents of `set`, all or nothing. With
     /// `dry_run`, reports what would change and changes nothing.
     pub async fn apply(
@@ -314,21 +341,9 @@ impl Store {
             let name = t.value.metadata.name.to_string();
             let spec =
                 serde_json::to_string(&t.value).map_err(|e| corrupt("template", &name, e))?;
-            let old: Option<String> =
-                sqlx::query("SELECT spec FROM analysis_templates WHERE name = $1")
-                    .bind(&name)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|r| r.try_get(0))
-                    .transpose()?;
-            let change = match old {
-                None => Change::Created,
-                Some(o) if o == spec => Change::Unchanged,
-                Some(_) => Change::Configured,
-            };
-            if change != Change::Unchanged && !dry_run {
-                self.statements.write(1);
-            }
+            let change = self
+                .change(&mut tx, "analysis_templates", &name, &spec, dry_run)
+                .await?;
             if change != Change::Unchanged {
                 sqlx::query(
                     "INSERT INTO analysis_templates (name, spec, source, updated_at) VALUES ($1, $2, $3, $4)
@@ -350,20 +365,9 @@ impl Store {
         for r in &set.rollouts {
             let name = r.value.metadata.name.to_string();
             let spec = serde_json::to_string(&r.value).map_err(|e| corrupt("rollout", &name, e))?;
-            let old: Option<String> = sqlx::query("SELECT spec FROM rollouts WHERE name = $1")
-                .bind(&name)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get(0))
-                .transpose()?;
-            let change = match old {
-                None => Change::Created,
-                Some(o) if o == spec => Change::Unchanged,
-                Some(_) => Change::Configured,
-            };
-            if change != Change::Unchanged && !dry_run {
-                self.statements.write(1);
-            }
+            let change = self
+                .change(&mut tx, "rollouts", &name, &spec, dry_run)
+                .await?;
             match change {
                 Change::Created => {
                     sqlx::query(

@@ -439,6 +439,15 @@ impl Store {
         rows.iter().map(Self::read_rollout).collect()
     }
 
+    /// The names of every rollout (without reading their documents).
+    pub async fn rollout_names(&self) -> Result<Vec<String>> {
+        self.statements.read(1);
+        let rows = sqlx::query("SELECT name FROM rollouts ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
     /// One rollout.
     pub async fn rollout(&self, name: &str) -> Result<Option<StoredRollout>> {
         self.statements.read(1);

@@ -402,4 +402,8 @@ async fn status_round_trips(store: Store) {
     let read = store.rollout(&name).await.expect("read").expect("exists");
     assert_eq!(read.status, Some(status));
     assert_eq!(store.rollouts().await.expect("list").len(), 1);
+    assert_eq!(
+        store.rollout_names().await.expect("names"),
+        vec![name.clone()]
+    );
 }

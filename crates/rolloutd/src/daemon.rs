@@ -461,12 +461,8 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                     Err(e) => warn!(error = %e, "applying the specs directory failed"),
                 }
             }
-            match self.store.rollouts().await {
-                Ok(all) => {
-                    let names: Vec<String> = all
-                        .iter()
-                        .map(|r| r.rollout.metadata.name.to_string())
-                        .collect();
+            match self.store.rollout_names().await {
+                Ok(names) => {
                     let mut wake = self
                         .wake
                         .lock()

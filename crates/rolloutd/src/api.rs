@@ -9,6 +9,9 @@
 //! when it does not apply), queued, and its rollout woken so the next
 //! reconcile applies it at once. With a token configured, every mutating
 //! request needs `Authorization: Bearer <token>`, compared in constant time.
+//! While the database cannot be reached, reads answer with the last state
+//! they read, marked `"stale": true` (and a `Warning` header), and writes
+//! answer 503: nothing is accepted that cannot be recorded.
 
 use std::sync::Arc;
 
@@ -30,6 +33,44 @@ use crate::metrics::Metrics;
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
+/// The last successful answer of each read, served (marked stale) while the
+/// database cannot be reached.
+#[derive(Default)]
+pub struct LastKnown {
+    answers: std::sync::Mutex<std::collections::HashMap<String, Value>>,
+}
+
+impl LastKnown {
+    fn keep(&self, key: &str, v: &Value) {
+        if let Ok(mut a) = self.answers.lock() {
+            a.insert(key.to_string(), v.clone());
+        }
+    }
+
+    fn stale(&self, key: &str, why: &rollout_store::StoreError) -> Option<Response> {
+        let mut v = self.answers.lock().ok()?.get(key)?.clone();
+        if let Value::Object(map) = &mut v {
+            map.insert("stale".into(), Value::Bool(true));
+            map.insert(
+                "staleReason".into(),
+                Value::String(format!(
+                    "the database is unavailable ({why}); this is the last state read"
+                )),
+            );
+        }
+        Some(
+            (
+                [(
+                    header::WARNING,
+                    "110 rolloutd \"data may be stale: database unavailable\"",
+                )],
+                Json(v),
+            )
+                .into_response(),
+        )
+    }
+}
+
 /// What the API needs.
 pub struct Api {
     /// The store.
@@ -40,6 +81,8 @@ pub struct Api {
     pub token: Option<String>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// Answers to serve while the database is down.
+    pub last_known: LastKnown,
 }
 
 /// An error answer.
@@ -212,14 +255,14 @@ async fn apply(
 }
 
 async fn list(State(api): State<Arc<Api>>) -> ApiResult {
-    let items: Vec<Value> = api
-        .store
-        .rollouts()
-        .await?
-        .iter()
-        .map(rollout_json)
-        .collect();
-    Ok(Json(json!({"items": items})).into_response())
+    match api.store.rollouts().await {
+        Ok(all) => {
+            let body = json!({"items": all.iter().map(rollout_json).collect::<Vec<_>>()});
+            api.last_known.keep("list", &body);
+            Ok(Json(body).into_response())
+        }
+        Err(e) => api.last_known.stale("list", &e).ok_or_else(|| e.into()),
+    }
 }
 
 async fn find(api: &Api, name: &str) -> Result<StoredRollout, ApiError> {
@@ -230,7 +273,18 @@ async fn find(api: &Api, name: &str) -> Result<StoredRollout, ApiError> {
 }
 
 async fn one(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
-    Ok(Json(rollout_json(&find(&api, &name).await?)).into_response())
+    match api.store.rollout(&name).await {
+        Ok(Some(r)) => {
+            let body = rollout_json(&r);
+            api.last_known.keep(&name, &body);
+            Ok(Json(body).into_response())
+        }
+        Ok(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("rollout `{name}` not found"),
+        )),
+        Err(e) => api.last_known.stale(&name, &e).ok_or_else(|| e.into()),
+    }
 }
 
 async fn delete(

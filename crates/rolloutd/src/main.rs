@@ -193,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         token,
         metrics: counters,
+        last_known: Default::default(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

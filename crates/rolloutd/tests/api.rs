@@ -73,6 +73,7 @@ fn start(token: Option<&str>) -> Server {
                 },
                 token,
                 metrics: counters,
+                last_known: Default::default(),
             });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await

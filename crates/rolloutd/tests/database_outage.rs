@@ -1,6 +1,7 @@
 //! PostgreSQL stops in the middle of runs and comes back: while it is down
 //! no weight changes on the load balancer (the intent cannot be recorded),
-//! and every run completes after it returns, without restarting the daemon.
+//! status reads answer with the last state read, marked stale, and every run
+//! completes after it returns, without restarting the daemon.
 //!
 //! The test owns a throwaway cluster (`initdb` and `pg_ctl` from
 //! `/usr/lib/postgresql/*/bin`, as the `postgres` user when run as root) for
@@ -233,8 +234,60 @@ async fn no_weight_changes_while_postgres_is_down_and_runs_finish_after() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Read the status through the API while the database is up...
+    let listen = {
+        let t = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(base.join("rolloutd.log")).unwrap_or_default();
+            if let Some(addr) = log
+                .split("listen=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+            {
+                break addr.to_string();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no listen address in the log"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let read = move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .get(format!("http://{listen}/api/v1/rollouts/outage"))
+            .call()
+            .expect("GET");
+        let code = r.status().as_u16();
+        let warning = r
+            .headers()
+            .get("warning")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body: serde_json::Value =
+            serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("json");
+        (code, warning, body)
+    };
+    let fresh = tokio::task::spawn_blocking(read.clone())
+        .await
+        .expect("read");
+    assert_eq!(fresh.0, 200);
+    assert!(fresh.2.get("stale").is_none());
     cluster.stop();
     let before = write_count(&world).await;
+    // ...and while it is down: the last state read, marked stale.
+    let stale = tokio::task::spawn_blocking(read).await.expect("read");
+    assert_eq!(stale.0, 200, "{}", stale.2);
+    assert_eq!(stale.2["stale"], true);
+    assert!(stale.2["staleReason"]
+        .as_str()
+        .is_some_and(|r| r.contains("database is unavailable")));
+    assert!(stale.1.is_some_and(|w| w.contains("data may be stale")));
+    assert_eq!(stale.2["metadata"]["name"], "outage");
     // Down for 8 s: longer than every pause and than the lease.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let during = write_count(&world).await;

@@ -178,6 +178,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                     leases.remove(name);
                 }
             }
+            self.counters.leases_held.set(leases.len() as i64);
         }
         Ok(taken)
     }
@@ -189,6 +190,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
     fn forget_lease(&self, name: &str) {
         if let Ok(mut l) = self.leases.lock() {
             l.remove(name);
+            self.counters.leases_held.set(l.len() as i64);
         }
     }
 
@@ -356,7 +358,10 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             if *stop.borrow() {
                 break;
             }
-            let Ok(_permit) = self.permits.acquire().await else {
+            self.counters.queue_depth.inc();
+            let permit = self.permits.acquire().await;
+            self.counters.queue_depth.dec();
+            let Ok(_permit) = permit else {
                 break;
             };
             let started = tokio::time::Instant::now();
@@ -432,6 +437,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                             let now = now();
                             if let Ok(mut leases) = d.leases.lock() {
                                 leases.retain(|k, _| held.contains(k));
+                                d.counters.leases_held.set(leases.len() as i64);
                                 for l in leases.values_mut() {
                                     l.expires_at = now.plus_ms(d.ttl_ms());
                                 }

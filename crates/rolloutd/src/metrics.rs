@@ -5,7 +5,8 @@
 //! process's own.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 use rollout_core::Phase;
 use rollout_store::StoredRollout;
@@ -21,6 +22,10 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     /// `rolloutd_aws_requests_total{service, operation, outcome}`.
     pub aws_requests: IntCounterVec,
+    /// `rolloutd_leases_held`: rollouts this replica holds the lease of.
+    pub leases_held: IntGauge,
+    /// `rolloutd_reconcile_queue_depth`: reconciles due and waiting for a turn.
+    pub queue_depth: IntGauge,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -61,6 +66,19 @@ impl Metrics {
         for c in [&verdicts, &reconcile_errors, &aws_requests] {
             let _ = registry.register(Box::new(c.clone()));
         }
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("gauge {name}: {e}"));
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
+        let leases_held = gauge(
+            "rolloutd_leases_held",
+            "Rollouts whose lease this replica holds.",
+        );
+        let queue_depth = gauge(
+            "rolloutd_reconcile_queue_depth",
+            "Reconciles that are due and wait for a turn.",
+        );
         let _ = registry.register(Box::new(reconcile_seconds.clone()));
         Metrics {
             registry,
@@ -68,6 +86,8 @@ impl Metrics {
             reconcile_seconds,
             reconcile_errors,
             aws_requests,
+            leases_held,
+            queue_depth,
         }
     }
 

@@ -183,6 +183,8 @@ fn health_readiness_and_metrics() {
         "rolloutd_rollout_observed_canary_weight{rollout=\"checkout-api\"} 5",
         "rolloutd_rollout_step{rollout=\"checkout-api\"} 1",
         "# TYPE rolloutd_reconcile_duration_seconds histogram",
+        "rolloutd_leases_held 1",
+        "# TYPE rolloutd_reconcile_queue_depth gauge",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in\n{text}");
     }

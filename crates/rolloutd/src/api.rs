@@ -77,12 +77,16 @@ pub struct Api {
     pub store: Store,
     /// Wakes a rollout's reconcile (after an apply or a command).
     pub poke: Box<dyn Fn(&str) + Send + Sync>,
+    /// Tells the daemon that an apply changed a template.
+    pub templates_changed: Box<dyn Fn() + Send + Sync>,
     /// The bearer token mutating requests need, if any.
     pub token: Option<String>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
     /// Answers to serve while the database is down.
     pub last_known: LastKnown,
+    /// The specs directory's last sync, when `--specs-dir` is set.
+    pub sources: Option<Arc<tokio::sync::Mutex<crate::specs::DirState>>>,
 }
 
 /// An error answer.
@@ -168,6 +172,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/apply", post(apply))
         .route("/api/v1/rollouts", get(list))
+        .route("/api/v1/sources", get(sources))
         .route("/api/v1/rollouts/{name}", get(one).delete(delete))
         .route("/api/v1/rollouts/{name}/events", get(events))
         .route("/api/v1/rollouts/{name}/{verb}", post(command))
@@ -243,6 +248,14 @@ async fn apply(
     }
     let applied = api.store.apply(&set, &actor, now(), q.dry_run).await?;
     if !q.dry_run {
+        let changed = |a: &&rollout_store::Applied| a.change != rollout_store::Change::Unchanged;
+        if applied
+            .iter()
+            .filter(changed)
+            .any(|a| a.kind == "AnalysisTemplate")
+        {
+            (api.templates_changed)();
+        }
         for a in applied.iter().filter(|a| a.kind == "Rollout") {
             (api.poke)(&a.name);
         }
@@ -252,6 +265,15 @@ async fn apply(
         .map(|a| json!({"kind": a.kind, "name": a.name, "change": a.change.as_str()}))
         .collect();
     Ok(Json(json!({"dryRun": q.dry_run, "results": results})).into_response())
+}
+
+/// How each file of the specs directory fared in the last sync.
+async fn sources(State(api): State<Arc<Api>>) -> ApiResult {
+    let items = match &api.sources {
+        Some(state) => state.lock().await.sources(),
+        None => Vec::new(),
+    };
+    Ok(Json(json!({"specsDir": api.sources.is_some(), "items": items})).into_response())
 }
 
 async fn list(State(api): State<Arc<Api>>) -> ApiResult {

@@ -84,6 +84,10 @@ pub struct Daemon<R, M> {
     permits: Semaphore,
     observer: Option<Observer>,
     counters: Arc<Metrics>,
+    /// What the last sync of the specs directory found.
+    specs: Arc<tokio::sync::Mutex<specs::DirState>>,
+    /// Set when an apply changed a template: re-read before the next use.
+    templates_stale: std::sync::atomic::AtomicBool,
     /// The AnalysisTemplates, re-read once per interval (and after an apply)
     /// rather than by every reconcile.
     templates: tokio::sync::RwLock<Option<Arc<Templates>>>,
@@ -124,6 +128,8 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             observer,
             counters,
             templates: tokio::sync::RwLock::new(None),
+            specs: Arc::new(tokio::sync::Mutex::new(specs::DirState::default())),
+            templates_stale: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -141,9 +147,18 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         self.interval().mul_f64(0.9)
     }
 
-    async fn templates(&self) -> Result<Arc<Templates>, StoreError> {
-        if let Some(t) = self.templates.read().await.as_ref() {
-            return Ok(Arc::clone(t));
+    /// The templates, from the cache unless it is stale or lacks one that
+    /// `needed` names (applied a moment ago, here or on another replica).
+    async fn templates(&self, needed: &[&str]) -> Result<Arc<Templates>, StoreError> {
+        let stale = self
+            .templates_stale
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        if !stale {
+            if let Some(t) = self.templates.read().await.as_ref() {
+                if needed.iter().all(|n| t.contains_key(*n)) {
+                    return Ok(Arc::clone(t));
+                }
+            }
         }
         self.refresh_templates().await
     }
@@ -203,13 +218,26 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         let Some(stored) = self.store.rollout(name).await? else {
             return Ok(Outcome::Gone);
         };
-        let templates = self.templates().await?;
+        let spec = &stored.rollout.spec;
+        let mut needed: Vec<&str> = spec
+            .analysis
+            .iter()
+            .flat_map(|a| a.templates.iter().map(String::as_str))
+            .collect();
+        if let Some(bg) = &spec.strategy.blue_green {
+            for phase in [&bg.pre_promotion_analysis, &bg.post_promotion_analysis]
+                .into_iter()
+                .flatten()
+            {
+                needed.extend(phase.templates.iter().map(String::as_str));
+            }
+        }
+        let templates = self.templates(&needed).await?;
         let commands = self.store.commands(name).await?;
         let ctx = Context {
             rollout: &stored.rollout,
             templates: &templates,
         };
-        let spec = &stored.rollout.spec;
         let wanted = plan(ctx, stored.status.as_ref(), now);
         let traffic = if wanted.traffic {
             self.router.forward_weights(spec).await
@@ -334,6 +362,17 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         }
     }
 
+    /// Marks the cached templates stale (after an apply changed one).
+    pub fn templates_changed(&self) {
+        self.templates_stale
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// What the last sync of the specs directory found (shared with the API).
+    pub fn specs_state(&self) -> Arc<tokio::sync::Mutex<specs::DirState>> {
+        Arc::clone(&self.specs)
+    }
+
     /// Wakes a rollout's task now (after an apply or a command).
     pub fn poke(&self, name: &str) {
         if let Some(n) = self.wake.lock().ok().and_then(|w| w.get(name).cloned()) {
@@ -448,14 +487,18 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                 }
             })
         };
-        let mut specs_state = specs::DirState::default();
+
         tokio::pin!(shutdown);
         loop {
             if let Err(e) = self.refresh_templates().await {
                 warn!(error = %e, "reading the analysis templates failed");
             }
             if let Some(dir) = &self.config.specs_dir {
-                match specs::sync(&self.store, dir, &mut specs_state, now()).await {
+                let synced = {
+                    let mut state = self.specs.lock().await;
+                    specs::sync(&self.store, dir, &mut state, now()).await
+                };
+                match synced {
                     Ok(changed) => {
                         if !changed.is_empty() {
                             let _ = self.refresh_templates().await;

@@ -177,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         auth = token.is_some(),
         "rolloutd serving"
     );
+    let specs_dir = config.specs_dir.is_some();
     let counters = Arc::new(Metrics::new());
     let d = daemon::Daemon::new(
         store.clone(),
@@ -194,6 +195,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         token,
         metrics: counters,
         last_known: Default::default(),
+        templates_changed: {
+            let d = Arc::clone(&d);
+            Box::new(move || d.templates_changed())
+        },
+        sources: specs_dir.then(|| d.specs_state()),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

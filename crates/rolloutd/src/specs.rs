@@ -4,7 +4,8 @@
 //! invalid file is logged with file:line:column and skipped, without
 //! stopping the others, and what it applied before stays. A rollout whose
 //! document disappeared from the directory is no longer managed (its
-//! traffic is left as it is).
+//! traffic is left as it is). How each file fared is kept for
+//! `GET /api/v1/sources`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,10 +14,33 @@ use rollout_core::Time;
 use rollout_store::{Change, Store};
 use tracing::{info, warn};
 
-/// What the last sync saw: per file, a hash of its text and the rollouts it defined.
+/// What the last sync saw: per file, a hash of its text, the rollouts it
+/// defined, and how it fared (for `GET /api/v1/sources`).
 #[derive(Debug, Default)]
 pub struct DirState {
     files: BTreeMap<PathBuf, (u64, Vec<String>)>,
+    report: BTreeMap<PathBuf, Source>,
+}
+
+/// One file of the specs directory, as the last sync found it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    /// The file.
+    pub file: String,
+    /// Whether its documents are valid (and applied).
+    pub valid: bool,
+    /// The Rollouts it manages (for an invalid file: those it applied before).
+    pub rollouts: Vec<String>,
+    /// Its problems, each with line, column, path and message.
+    pub errors: Vec<serde_json::Value>,
+}
+
+impl DirState {
+    /// How each file fared in the last sync, by path.
+    pub fn sources(&self) -> Vec<Source> {
+        self.report.values().cloned().collect()
+    }
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -86,12 +110,16 @@ pub async fn sync(
     let known: Vec<String> = known.into_iter().collect();
     let mut changed = Vec::new();
     let mut seen = BTreeMap::new();
+    let mut report = BTreeMap::new();
     for p in &paths {
         let Some(text) = texts.get(p) else { continue };
         let h = hash(text);
         if let Some((old, names)) = state.files.get(p) {
             if *old == h {
                 seen.insert(p.clone(), (h, names.clone()));
+                if let Some(r) = state.report.get(p) {
+                    report.insert(p.clone(), r.clone());
+                }
                 continue;
             }
         }
@@ -107,20 +135,47 @@ pub async fn sync(
                         }
                     }
                 }
-                let names = set
+                let names: Vec<String> = set
                     .rollouts
                     .iter()
                     .map(|r| r.value.metadata.name.to_string())
                     .collect();
+                let source = Source {
+                    file: name.clone(),
+                    valid: true,
+                    rollouts: names.clone(),
+                    errors: Vec::new(),
+                };
+                report.insert(p.clone(), source);
                 seen.insert(p.clone(), (h, names));
             }
             Err(diags) => {
-                for d in diags {
+                for d in &diags {
                     warn!(file = %name, "{d}");
                 }
                 // Keep what this file applied before.
-                if let Some(prev) = state.files.get(p) {
-                    seen.insert(p.clone(), prev.clone());
+                let before = state.files.get(p).cloned();
+                report.insert(
+                    p.clone(),
+                    Source {
+                        file: name.clone(),
+                        valid: false,
+                        rollouts: before.as_ref().map(|b| b.1.clone()).unwrap_or_default(),
+                        errors: diags
+                            .iter()
+                            .map(|d| {
+                                serde_json::json!({
+                                    "line": d.line,
+                                    "column": d.column,
+                                    "path": d.path,
+                                    "message": d.message,
+                                })
+                            })
+                            .collect(),
+                    },
+                );
+                if let Some(prev) = before {
+                    seen.insert(p.clone(), prev);
                 }
             }
         }
@@ -134,5 +189,6 @@ pub async fn sync(
         }
     }
     state.files = seen;
+    state.report = report;
     Ok(changed)
 }

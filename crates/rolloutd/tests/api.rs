@@ -74,6 +74,11 @@ fn start(token: Option<&str>) -> Server {
                 token,
                 metrics: counters,
                 last_known: Default::default(),
+                templates_changed: {
+                    let d = Arc::clone(&daemon);
+                    Box::new(move || d.templates_changed())
+                },
+                sources: None,
             });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await

@@ -167,12 +167,44 @@ fn the_directory_is_the_desired_state() {
         Some("2"),
         "the invalid file changed nothing"
     );
+    let (code, sources) = get(&d, "/api/v1/sources");
+    assert_eq!(code, 200);
+    let a = sources["items"]
+        .as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .find(|s| s["file"].as_str().is_some_and(|f| f.ends_with("a.yaml")))
+        })
+        .cloned()
+        .expect("a.yaml listed");
+    assert_eq!(a["valid"], false);
+    assert_eq!(
+        a["rollouts"],
+        serde_json::json!(["alpha"]),
+        "it still manages what it applied before"
+    );
+    assert_eq!(
+        (
+            a["errors"][0]["line"].as_u64(),
+            a["errors"][0]["column"].as_u64()
+        ),
+        (Some(13), Some(27))
+    );
+    assert_eq!(
+        a["errors"][0]["path"],
+        "spec.strategy.canary.steps[0].setWeight"
+    );
 
     // Fixed.
     std::fs::write(specs.join("a.yaml"), rollout("alpha", "3", 1)).expect("write");
     until("alpha at revision 3", || {
         revision(&d, "alpha").as_deref() == Some("3")
     });
+    let (_, sources) = get(&d, "/api/v1/sources");
+    assert!(sources["items"]
+        .as_array()
+        .is_some_and(|items| items.len() == 2 && items.iter().all(|s| s["valid"] == true)));
 
     // Removed: no longer managed, traffic left as it is.
     std::fs::remove_file(specs.join("team-b/b.yml")).expect("remove");

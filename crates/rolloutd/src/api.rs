@@ -81,6 +81,10 @@ pub struct Api {
     pub templates_changed: Box<dyn Fn() + Send + Sync>,
     /// The bearer token mutating requests need, if any.
     pub token: Option<String>,
+    /// A token that may read but not change; when set, reads under
+    /// `/api/v1` need it (or the write token). Health checks and `/metrics`
+    /// stay open.
+    pub read_token: Option<String>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
     /// Answers to serve while the database is down.
@@ -134,21 +138,54 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
 fn authorize(api: &Api, headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(token) = &api.token else {
         return Ok("api".into());
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = bearer(headers);
     if same(given.as_bytes(), token.as_bytes()) {
         Ok("token".into())
+    } else if api
+        .read_token
+        .as_ref()
+        .is_some_and(|r| same(given.as_bytes(), r.as_bytes()))
+    {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the read-only token cannot change anything; use the API token",
+        ))
     } else {
         Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "this request needs `Authorization: Bearer <token>` with the API token",
+        ))
+    }
+}
+
+fn authorize_read(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(read) = &api.read_token else {
+        return Ok(());
+    };
+    let given = bearer(headers).as_bytes();
+    let ok = same(given, read.as_bytes())
+        || api
+            .token
+            .as_ref()
+            .is_some_and(|t| same(given, t.as_bytes()));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "reading needs `Authorization: Bearer <token>` with the read-only or the API token",
         ))
     }
 }
@@ -268,7 +305,8 @@ async fn apply(
 }
 
 /// How each file of the specs directory fared in the last sync.
-async fn sources(State(api): State<Arc<Api>>) -> ApiResult {
+async fn sources(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult {
+    authorize_read(&api, &headers)?;
     let items = match &api.sources {
         Some(state) => state.lock().await.sources(),
         None => Vec::new(),
@@ -276,7 +314,8 @@ async fn sources(State(api): State<Arc<Api>>) -> ApiResult {
     Ok(Json(json!({"specsDir": api.sources.is_some(), "items": items})).into_response())
 }
 
-async fn list(State(api): State<Arc<Api>>) -> ApiResult {
+async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult {
+    authorize_read(&api, &headers)?;
     match api.store.rollouts().await {
         Ok(all) => {
             let body = json!({"items": all.iter().map(rollout_json).collect::<Vec<_>>()});
@@ -294,7 +333,12 @@ async fn find(api: &Api, name: &str) -> Result<StoredRollout, ApiError> {
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("rollout `{name}` not found")))
 }
 
-async fn one(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
+async fn one(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    authorize_read(&api, &headers)?;
     match api.store.rollout(&name).await {
         Ok(Some(r)) => {
             let body = rollout_json(&r);
@@ -331,7 +375,12 @@ async fn delete(
     }
 }
 
-async fn events(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
+async fn events(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    authorize_read(&api, &headers)?;
     let found = api.store.rollout(&name).await?.is_some();
     let items = api.store.events(&name).await?;
     if !found && items.is_empty() {

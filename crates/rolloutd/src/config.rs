@@ -16,6 +16,8 @@ pub struct Config {
     pub listen: String,
     /// A file holding the bearer token every mutating request needs.
     pub api_token_file: Option<PathBuf>,
+    /// A file holding a read-only token; when set, reads need a token too.
+    pub api_read_token_file: Option<PathBuf>,
     /// Where state lives: `sqlite://…` or `postgres://…`.
     pub database_url: String,
     /// Apply every `*.yaml`/`*.yml` under this directory, and keep applying it.
@@ -48,6 +50,7 @@ pub enum LogFormat {
 struct FileConfig {
     listen: Option<String>,
     api_token_file: Option<String>,
+    api_read_token_file: Option<String>,
     database_url: Option<String>,
     specs_dir: Option<String>,
     reconcile_interval: Option<Duration>,
@@ -65,6 +68,7 @@ impl Decode for FileConfig {
             &[
                 "listen",
                 "apiTokenFile",
+                "apiReadTokenFile",
                 "databaseUrl",
                 "specsDir",
                 "reconcileInterval",
@@ -78,6 +82,7 @@ impl Decode for FileConfig {
         Some(FileConfig {
             listen: f.opt(cx, "listen").ok()?,
             api_token_file: f.opt(cx, "apiTokenFile").ok()?,
+            api_read_token_file: f.opt(cx, "apiReadTokenFile").ok()?,
             database_url: f.opt(cx, "databaseUrl").ok()?,
             specs_dir: f.opt(cx, "specsDir").ok()?,
             reconcile_interval: f.opt(cx, "reconcileInterval").ok()?,
@@ -97,6 +102,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--api-token-file` / `ROLLOUTD_API_TOKEN_FILE`.
     pub api_token_file: Option<PathBuf>,
+    /// `--api-read-token-file` / `ROLLOUTD_API_READ_TOKEN_FILE`.
+    pub api_read_token_file: Option<PathBuf>,
     /// `--database-url` / `ROLLOUTD_DATABASE_URL`.
     pub database_url: Option<String>,
     /// `--specs-dir` / `ROLLOUTD_SPECS_DIR`.
@@ -155,6 +162,9 @@ impl Config {
             api_token_file: over
                 .api_token_file
                 .or(from_file.api_token_file.map(PathBuf::from)),
+            api_read_token_file: over
+                .api_read_token_file
+                .or(from_file.api_read_token_file.map(PathBuf::from)),
             database_url: over
                 .database_url
                 .or(from_file.database_url)

@@ -45,6 +45,9 @@ enum Command {
         /// A file with the bearer token every mutating request must carry.
         #[arg(long, env = "ROLLOUTD_API_TOKEN_FILE")]
         api_token_file: Option<PathBuf>,
+        /// A file with a read-only token; when set, reads need a token too.
+        #[arg(long, env = "ROLLOUTD_API_READ_TOKEN_FILE")]
+        api_read_token_file: Option<PathBuf>,
         /// Apply every *.yaml/*.yml under DIR at start and whenever it changes.
         #[arg(long, env = "ROLLOUTD_SPECS_DIR")]
         specs_dir: Option<PathBuf>,
@@ -117,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             api_token_file,
+            api_read_token_file,
             specs_dir,
             reconcile_interval,
             lease_ttl,
@@ -126,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             over.listen = listen;
             over.api_token_file = api_token_file;
+            over.api_read_token_file = api_read_token_file;
             over.specs_dir = specs_dir;
             over.reconcile_interval = reconcile_interval;
             over.lease_ttl = lease_ttl;
@@ -151,21 +156,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     info!(world = %redact(&world_url), "SIMULATED load balancer and CloudWatch: no AWS calls are made");
     let world = world::World::open(&world_url, 1000.0, daemon::now).await?;
-    let token = match &config.api_token_file {
-        None => None,
-        Some(path) => {
-            let t = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("--api-token-file {}: {e}", path.display()))?
-                .trim()
-                .to_string();
-            anyhow::ensure!(
-                !t.is_empty(),
-                "--api-token-file {} is empty",
-                path.display()
-            );
-            Some(t)
-        }
+    let read_token_file = |path: &Option<PathBuf>, flag: &str| -> anyhow::Result<Option<String>> {
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        let t = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))?
+            .trim()
+            .to_string();
+        anyhow::ensure!(!t.is_empty(), "{flag} {} is empty", path.display());
+        Ok(Some(t))
     };
+    let token = read_token_file(&config.api_token_file, "--api-token-file")?;
+    let read_token = read_token_file(&config.api_read_token_file, "--api-read-token-file")?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -193,6 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Box::new(move |name: &str| d.poke(name))
         },
         token,
+        read_token,
         metrics: counters,
         last_known: Default::default(),
         templates_changed: {

@@ -31,7 +31,12 @@ impl Drop for Server {
 }
 
 fn start(token: Option<&str>) -> Server {
+    start_with(token, None)
+}
+
+fn start_with(token: Option<&str>, read_token: Option<&str>) -> Server {
     let token = token.map(str::to_string);
+    let read_token = read_token.map(str::to_string);
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
@@ -48,6 +53,7 @@ fn start(token: Option<&str>) -> Server {
             let config = Config {
                 listen: "127.0.0.1:0".into(),
                 api_token_file: None,
+                api_read_token_file: None,
                 database_url: url,
                 specs_dir: None,
                 reconcile_interval: rollout_spec::Duration::from_millis(500),
@@ -72,6 +78,7 @@ fn start(token: Option<&str>) -> Server {
                     Box::new(move |n: &str| d.poke(n))
                 },
                 token,
+                read_token,
                 metrics: counters,
                 last_known: Default::default(),
                 templates_changed: {
@@ -345,6 +352,31 @@ fn a_token_guards_every_mutating_request() {
         .call()
         .expect("DELETE");
     assert_eq!(json(denied).0, 401);
+}
+
+#[test]
+fn a_read_only_token_reads_and_changes_nothing() {
+    let s = start_with(Some("writer"), Some("reader"));
+    assert_eq!(post(&s, "/api/v1/apply", DOCS, Some("writer")).0, 200);
+    let read = |token: Option<&str>| {
+        let mut req = agent().get(format!("{}/api/v1/rollouts/checkout-api", s.base));
+        if let Some(t) = token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        json(req.call().expect("GET")).0
+    };
+    assert_eq!(read(None), 401);
+    assert_eq!(read(Some("reader")), 200);
+    assert_eq!(read(Some("writer")), 200);
+    let (code, body) = post(
+        &s,
+        "/api/v1/rollouts/checkout-api/abort",
+        "",
+        Some("reader"),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(get(&s, "/healthz").0, 200, "health checks stay open");
+    assert_eq!(get(&s, "/metrics").0, 200, "so does /metrics");
 }
 
 #[test]

@@ -213,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         listen: "127.0.0.1:0".into(),
         api_token_file: None,
+        api_read_token_file: None,
         database_url: url.clone(),
         specs_dir: None,
         reconcile_interval: rollout_spec::Duration::from_secs(10),

@@ -161,24 +161,9 @@ impl EProcess {
     }
 }
 
-fn usable(x: Option<f64>) -> Option<f64> {
-    x.filter(|v| v.is_finite() && *v >= 0.0)
-}
-
-fn requests(a: &ArmSample) -> Option<f64> {
-    usable(a.requests)
-}
-
-fn errors(a: &ArmSample) -> Option<f64> {
-    requests(a)?;
-    match a.errors {
-        None => Some(0.0),
-        e => usable(e),
-    }
-}
-
+/// A latency a ratio can be taken of (the sample's usable value, above 0).
 fn latency(a: &ArmSample) -> Option<f64> {
-    usable(a.latency).filter(|l| *l > 0.0)
+    a.latency().filter(|l| *l > 0.0)
 }
 
 /// The standard error of ln(latency statistic) of one arm over `n` requests.
@@ -214,7 +199,7 @@ pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[WindowMetrics]) -> Interv
         usize::from(c.max_increase.is_some()) + usize::from(c.max.is_some())
     });
     let alpha_check = alpha / checks.max(1) as f64;
-    let (ns, nc) = (requests(&current.stable), requests(&current.canary));
+    let (ns, nc) = (current.stable.requests(), current.canary.requests());
     let min = alb.min_requests as f64;
     let enough = matches!((ns, nc), (Some(s), Some(c)) if s >= min && c >= min);
     let thin = match (ns, nc) {
@@ -235,7 +220,7 @@ pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[WindowMetrics]) -> Interv
             threshold: Some(1.0 / alpha_check),
             ..MetricVerdict::new("errorRate")
         };
-        let (es, ec) = (errors(&current.stable), errors(&current.canary));
+        let (es, ec) = (current.stable.errors(), current.canary.errors());
         if let (Some(s), Some(c), Some(es), Some(ec)) = (ns, nc, es, ec) {
             if s > 0.0 && c > 0.0 {
                 m.stable = Some(es / s);
@@ -256,10 +241,10 @@ pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[WindowMetrics]) -> Interv
             .map(|_| EProcess::new(ERROR_RATIOS.len() - 1, alpha_check));
         let (mut sum_es, mut sum_ns, mut sum_ec, mut sum_nc) = (0.0, 0.0, 0.0, 0.0);
         for w in history {
-            let (Some(s), Some(c)) = (requests(&w.stable), requests(&w.canary)) else {
+            let (Some(s), Some(c)) = (w.stable.requests(), w.canary.requests()) else {
                 continue;
             };
-            let (Some(es), Some(ec)) = (errors(&w.stable), errors(&w.canary)) else {
+            let (Some(es), Some(ec)) = (w.stable.errors(), w.canary.errors()) else {
                 continue;
             };
             let ec = ec.min(c);
@@ -395,7 +380,7 @@ pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[WindowMetrics]) -> Interv
             .map(|_| EProcess::new(LATENCY_EFFECTS.len(), alpha_check));
         let (mut sum_d, mut sum_var, mut count) = (0.0, 0.0, 0.0);
         for w in history {
-            let (Some(s), Some(c)) = (requests(&w.stable), requests(&w.canary)) else {
+            let (Some(s), Some(c)) = (w.stable.requests(), w.canary.requests()) else {
                 continue;
             };
             let (Some(ls), Some(lc)) = (latency(&w.stable), latency(&w.canary)) else {

@@ -216,11 +216,7 @@ pub fn decide(
     now: Time,
 ) -> Decision {
     let spec = &ctx.rollout.spec;
-    let strategy = if spec.strategy.blue_green.is_some() {
-        "blueGreen"
-    } else {
-        "canary"
-    };
+    let strategy = spec.strategy_name();
     let st = prev
         .cloned()
         .unwrap_or_else(|| RolloutStatus::new(&spec.revision, strategy, now));

@@ -48,7 +48,9 @@ pub struct MemoryWorld {
     clock: fn() -> Time,
 }
 
-fn route_key(spec: &RolloutSpec) -> String {
+/// The forward action a rollout shifts: its rule's ARN, or its listener's
+/// (the key both simulated worlds keep weights and history under).
+pub fn route_key(spec: &RolloutSpec) -> String {
     let alb = &spec.traffic_routing.alb;
     alb.rule_arn
         .as_ref()

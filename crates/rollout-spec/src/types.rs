@@ -89,6 +89,35 @@ pub struct RolloutSpec {
     pub progress_deadline: Duration,
 }
 
+impl RolloutSpec {
+    /// `canary` or `blueGreen`, as the API and metrics name the strategy.
+    pub fn strategy_name(&self) -> &'static str {
+        if self.strategy.blue_green.is_some() {
+            "blueGreen"
+        } else {
+            "canary"
+        }
+    }
+
+    /// Every AnalysisTemplate the rollout names, in any of its analyses.
+    pub fn template_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .analysis
+            .iter()
+            .flat_map(|a| a.templates.iter().map(String::as_str))
+            .collect();
+        if let Some(bg) = &self.strategy.blue_green {
+            for phase in [&bg.pre_promotion_analysis, &bg.post_promotion_analysis]
+                .into_iter()
+                .flatten()
+            {
+                names.extend(phase.templates.iter().map(String::as_str));
+            }
+        }
+        names
+    }
+}
+
 fn default_progress_deadline() -> Duration {
     Duration::from_secs(30 * 60)
 }

@@ -244,45 +244,22 @@ pub fn diff_lines(old: &str, new: &str) -> Vec<String> {
 }
 
 fn age(since: Option<&str>) -> String {
-    let Some(t) = since.and_then(|s| s.get(..19)) else {
+    let Some(then) = since.and_then(|s| s.parse::<rollout_core::Time>().ok()) else {
         return "-".into();
-    };
-    // Seconds since `t` by the local clock, coarse.
-    let parse = |s: &str| -> Option<i64> {
-        let n = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok());
-        let (y, m, d, h, mi, se) = (
-            n(0..4)?,
-            n(5..7)?,
-            n(8..10)?,
-            n(11..13)?,
-            n(14..16)?,
-            n(17..19)?,
-        );
-        let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-        let era = y2.div_euclid(400);
-        let yoe = y2.rem_euclid(400);
-        let doy = (153 * m2 + 2) / 5 + d - 1;
-        let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-        Some(days * 86_400 + h * 3600 + mi * 60 + se)
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    match parse(t) {
-        Some(then) => {
-            let s = (now - then).max(0);
-            if s < 120 {
-                format!("{s}s")
-            } else if s < 7200 {
-                format!("{}m", s / 60)
-            } else if s < 172_800 {
-                format!("{}h", s / 3600)
-            } else {
-                format!("{}d", s / 86_400)
-            }
-        }
-        None => "-".into(),
+    let s = rollout_core::Time::from_millis(now).since(then) / 1000;
+    if s < 120 {
+        format!("{s}s")
+    } else if s < 7200 {
+        format!("{}m", s / 60)
+    } else if s < 172_800 {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{}d", s / 86_400)
     }
 }
 

@@ -430,12 +430,8 @@ async fn command(
     };
     let r = find(&api, &name).await?;
     let status = r.status.clone().unwrap_or_else(|| {
-        let strategy = if r.rollout.spec.strategy.blue_green.is_some() {
-            "blueGreen"
-        } else {
-            "canary"
-        };
-        RolloutStatus::new(&r.rollout.spec.revision, strategy, now())
+        let spec = &r.rollout.spec;
+        RolloutStatus::new(&spec.revision, spec.strategy_name(), now())
     });
     if let Err(why) = check_command(&status, kind) {
         return Err(ApiError::new(

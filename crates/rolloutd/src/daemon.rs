@@ -219,20 +219,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             return Ok(Outcome::Gone);
         };
         let spec = &stored.rollout.spec;
-        let mut needed: Vec<&str> = spec
-            .analysis
-            .iter()
-            .flat_map(|a| a.templates.iter().map(String::as_str))
-            .collect();
-        if let Some(bg) = &spec.strategy.blue_green {
-            for phase in [&bg.pre_promotion_analysis, &bg.post_promotion_analysis]
-                .into_iter()
-                .flatten()
-            {
-                needed.extend(phase.templates.iter().map(String::as_str));
-            }
-        }
-        let templates = self.templates(&needed).await?;
+        let templates = self.templates(&spec.template_names()).await?;
         let commands = self.store.commands(name).await?;
         let ctx = Context {
             rollout: &stored.rollout,

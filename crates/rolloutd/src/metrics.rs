@@ -132,11 +132,7 @@ impl Metrics {
         );
         for r in rollouts {
             let name = r.rollout.metadata.name.as_str();
-            let strategy = if r.rollout.spec.strategy.blue_green.is_some() {
-                "blueGreen"
-            } else {
-                "canary"
-            };
+            let strategy = r.rollout.spec.strategy_name();
             let Some(st) = &r.status else {
                 info.with_label_values(&[name, &r.rollout.spec.revision, strategy, "Pending"])
                     .set(1.0);

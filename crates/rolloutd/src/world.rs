@@ -22,6 +22,7 @@
 use rollout_analysis::WindowMetrics;
 use rollout_core::ports::{MetricQuery, MetricSource, TrafficRouter};
 use rollout_core::{ForwardWeights, ObservationError, Observed, TargetHealth, Time, Weights};
+use rollout_sim::memory::{route_key, Target};
 use rollout_sim::{synth, ArmBehaviour};
 use rollout_spec::RolloutSpec;
 use sqlx::any::AnyPoolOptions;
@@ -40,13 +41,6 @@ const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS sim_writes (route TEXT NOT NULL, at BIGINT NOT NULL, stable BIGINT NOT NULL, canary BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS sim_targets (tg TEXT PRIMARY KEY, healthy BIGINT NOT NULL, total BIGINT NOT NULL, error_rate DOUBLE PRECISION NOT NULL, latency DOUBLE PRECISION NOT NULL)",
 ];
-
-fn route(spec: &RolloutSpec) -> String {
-    let alb = &spec.traffic_routing.alb;
-    alb.rule_arn
-        .as_ref()
-        .map_or_else(|| alb.listener_arn.to_string(), |r| r.to_string())
-}
 
 fn transient(e: &sqlx::Error) -> ObservationError {
     ObservationError {
@@ -116,7 +110,15 @@ impl World {
                 r.try_get(2)?,
                 r.try_get(3)?,
             ),
-            None => (3, 3, 0.002, 0.050),
+            None => {
+                let t = Target::default();
+                (
+                    t.healthy,
+                    t.total,
+                    t.behaviour.error_rate,
+                    t.behaviour.latency,
+                )
+            }
         })
     }
 
@@ -141,7 +143,7 @@ impl World {
     }
 
     async fn window(&self, q: &MetricQuery<'_>) -> Result<WindowMetrics, sqlx::Error> {
-        let route = route(q.spec);
+        let route = route_key(q.spec);
         let history = self.history(&route).await?;
         let (_, _, se, sl) = self.target(q.spec.stable.target_group_arn.as_str()).await?;
         let (_, _, ce, cl) = self.target(q.spec.canary.target_group_arn.as_str()).await?;
@@ -162,7 +164,7 @@ impl World {
 
 impl TrafficRouter for World {
     async fn forward_weights(&self, spec: &RolloutSpec) -> Observed<ForwardWeights> {
-        match self.weights(&route(spec)).await {
+        match self.weights(&route_key(spec)).await {
             Ok(w) => Observed::Ok(w),
             Err(e) => Observed::Err(transient(&e)),
         }
@@ -173,7 +175,7 @@ impl TrafficRouter for World {
         spec: &RolloutSpec,
         weights: Weights,
     ) -> Result<(), ObservationError> {
-        let route = route(spec);
+        let route = route_key(spec);
         let now = (self.clock)();
         let mut tx = self.pool.begin().await.map_err(|e| transient(&e))?;
         sqlx::query(

@@ -149,13 +149,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         info!(database = %redact(&config.database_url), "migrations applied");
         return Ok(());
     }
-    let Some(world_url) = config.simulate_world.clone() else {
-        anyhow::bail!(
-            "this build has no AWS traffic router yet: run `rolloutd serve --simulate-world URL` (a simulated ALB and CloudWatch in that database; no AWS calls)"
-        );
-    };
-    info!(world = %redact(&world_url), "SIMULATED load balancer and CloudWatch: no AWS calls are made");
-    let world = world::World::open(&world_url, 1000.0, daemon::now).await?;
     let read_token_file = |path: &Option<PathBuf>, flag: &str| -> anyhow::Result<Option<String>> {
         let Some(path) = path else {
             return Ok(None);
@@ -180,24 +173,86 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         auth = token.is_some(),
         "rolloutd serving"
     );
-    let specs_dir = config.specs_dir.is_some();
     let counters = Arc::new(Metrics::new());
+    let surface = Surface {
+        store: store.clone(),
+        listener,
+        token,
+        read_token,
+        counters: Arc::clone(&counters),
+    };
+    match config.simulate_world.clone() {
+        Some(world_url) => {
+            info!(world = %redact(&world_url), "SIMULATED load balancer and CloudWatch: no AWS calls are made");
+            let world = world::World::open(&world_url, 1000.0, daemon::now).await?;
+            serve_with(surface, config, world.clone(), world).await?;
+        }
+        None => {
+            let aws = rollout_aws::load_config().await;
+            info!(
+                region = aws
+                    .region()
+                    .map_or("(none: set AWS_REGION or a profile)", |r| r.as_ref()),
+                "AWS: ELBv2 and CloudWatch through the standard configuration chain"
+            );
+            let observer: rollout_aws::CallObserver = {
+                let counters = Arc::clone(&counters);
+                Arc::new(move |service, operation, outcome| {
+                    counters
+                        .aws_requests
+                        .with_label_values(&[service, operation, outcome.as_str()])
+                        .inc();
+                })
+            };
+            let (router, source) = rollout_aws::adapters(&aws, observer);
+            // Intervals of different rollouts that fall due together are
+            // read in one GetMetricData call (500 queries a call).
+            let source = rollout_aws::Coalescing::new(
+                source,
+                std::time::Duration::from_millis(500),
+                config.concurrency,
+            );
+            serve_with(surface, config, router, source).await?;
+        }
+    }
+    store.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// What serving needs besides the world.
+struct Surface {
+    store: Store,
+    listener: tokio::net::TcpListener,
+    token: Option<String>,
+    read_token: Option<String>,
+    counters: Arc<Metrics>,
+}
+
+/// Runs the daemon and the API on any load balancer and metric source (the
+/// AWS adapters or the simulation: the engine takes the same path).
+async fn serve_with<R, M>(s: Surface, config: Config, router: R, source: M) -> anyhow::Result<()>
+where
+    R: rollout_core::ports::TrafficRouter,
+    M: rollout_core::ports::MetricSource,
+{
+    let specs_dir = config.specs_dir.is_some();
     let d = daemon::Daemon::new(
-        store.clone(),
-        world.clone(),
-        world,
+        s.store.clone(),
+        router,
+        source,
         config,
-        Arc::clone(&counters),
+        Arc::clone(&s.counters),
     );
     let api = Arc::new(Api {
-        store: store.clone(),
+        store: s.store.clone(),
         poke: {
             let d = Arc::clone(&d);
             Box::new(move |name: &str| d.poke(name))
         },
-        token,
-        read_token,
-        metrics: counters,
+        token: s.token,
+        read_token: s.read_token,
+        metrics: s.counters,
         last_known: Default::default(),
         templates_changed: {
             let d = Arc::clone(&d);
@@ -214,14 +269,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let server = tokio::spawn(
-        axum::serve(listener, rolloutd::api::router(api))
+        axum::serve(s.listener, rolloutd::api::router(api))
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
     d.run(stopped(stop_rx)).await?;
     server.await??;
-    store.close().await;
-    info!("stopped");
     Ok(())
 }
 

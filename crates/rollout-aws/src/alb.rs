@@ -1,0 +1,454 @@
+//! The traffic router: the weights of the forward action of a listener's
+//! default action or of one listener rule, through ELBv2.
+//!
+//! A write replaces the whole action list (that is what `ModifyListener` and
+//! `ModifyRule` take), so it is built from the list just read: every other
+//! action stays as it was (authentication before the forward, its order),
+//! and in the forward action only the weights of the rollout's two target
+//! groups change (stickiness and target groups the rollout does not own are
+//! kept). Nothing is written when the load balancer already holds the
+//! weights, and every write is read back.
+
+use aws_sdk_elasticloadbalancingv2::error::SdkError;
+use aws_sdk_elasticloadbalancingv2::types::{
+    Action, ActionTypeEnum, ForwardActionConfig, TargetGroupTuple, TargetHealthStateEnum,
+};
+use aws_sdk_elasticloadbalancingv2::Client;
+use rollout_core::ports::TrafficRouter;
+use rollout_core::{ForwardWeights, ObservationError, Observed, TargetHealth, Weights};
+use rollout_spec::RolloutSpec;
+
+use crate::{sdk_failure, CallObserver, Outcome};
+
+/// The IAM service prefix of ELBv2.
+pub const SERVICE: &str = "elasticloadbalancing";
+
+/// The ALB traffic router.
+#[derive(Clone)]
+pub struct AlbRouter {
+    client: Client,
+    observer: CallObserver,
+}
+
+/// Where a rollout's forward action lives.
+enum Place<'a> {
+    Listener(&'a str),
+    Rule(&'a str),
+}
+
+impl Place<'_> {
+    fn of(spec: &RolloutSpec) -> Place<'_> {
+        let alb = &spec.traffic_routing.alb;
+        match &alb.rule_arn {
+            Some(rule) => Place::Rule(rule.as_str()),
+            None => Place::Listener(alb.listener_arn.as_str()),
+        }
+    }
+
+    fn arn(&self) -> &str {
+        match self {
+            Place::Listener(a) | Place::Rule(a) => a,
+        }
+    }
+}
+
+impl AlbRouter {
+    /// A router on this client; every call is reported to `observer`.
+    pub fn new(client: Client, observer: CallObserver) -> AlbRouter {
+        AlbRouter { client, observer }
+    }
+
+    fn record<T, E>(
+        &self,
+        operation: &str,
+        resource: &str,
+        result: Result<T, SdkError<E, aws_sdk_elasticloadbalancingv2::config::http::HttpResponse>>,
+    ) -> Result<T, ObservationError>
+    where
+        E: aws_sdk_elasticloadbalancingv2::error::ProvideErrorMetadata
+            + std::error::Error
+            + 'static,
+    {
+        match result {
+            Ok(v) => {
+                (self.observer)(SERVICE, operation, Outcome::Success);
+                Ok(v)
+            }
+            Err(e) => {
+                let (outcome, err) = sdk_failure(&e, SERVICE, operation, resource);
+                (self.observer)(SERVICE, operation, outcome);
+                tracing::warn!(operation, resource, error = %err.message, "ELBv2 call failed");
+                Err(err)
+            }
+        }
+    }
+
+    /// The action list that holds the forward action.
+    async fn actions(&self, place: &Place<'_>) -> Result<Vec<Action>, ObservationError> {
+        match place {
+            Place::Listener(arn) => {
+                let out = self
+                    .client
+                    .describe_listeners()
+                    .listener_arns(*arn)
+                    .send()
+                    .await;
+                let out = self.record("DescribeListeners", arn, out)?;
+                let listener = out.listeners().first().ok_or_else(|| ObservationError {
+                    fatal: true,
+                    message: format!("{SERVICE}:DescribeListeners: listener {arn} does not exist"),
+                })?;
+                Ok(listener.default_actions().to_vec())
+            }
+            Place::Rule(arn) => {
+                let out = self.client.describe_rules().rule_arns(*arn).send().await;
+                let out = self.record("DescribeRules", arn, out)?;
+                let rule = out.rules().first().ok_or_else(|| ObservationError {
+                    fatal: true,
+                    message: format!("{SERVICE}:DescribeRules: listener rule {arn} does not exist"),
+                })?;
+                Ok(rule.actions().to_vec())
+            }
+        }
+    }
+
+    async fn write(&self, place: &Place<'_>, actions: Vec<Action>) -> Result<(), ObservationError> {
+        match place {
+            Place::Listener(arn) => {
+                let out = self
+                    .client
+                    .modify_listener()
+                    .listener_arn(*arn)
+                    .set_default_actions(Some(actions))
+                    .send()
+                    .await;
+                self.record("ModifyListener", arn, out).map(|_| ())
+            }
+            Place::Rule(arn) => {
+                let out = self
+                    .client
+                    .modify_rule()
+                    .rule_arn(*arn)
+                    .set_actions(Some(actions))
+                    .send()
+                    .await;
+                self.record("ModifyRule", arn, out).map(|_| ())
+            }
+        }
+    }
+}
+
+fn fatal(message: String) -> ObservationError {
+    ObservationError {
+        fatal: true,
+        message,
+    }
+}
+
+/// The forward action of a list (an ALB list has at most one).
+fn forward_action(actions: &[Action]) -> Option<usize> {
+    actions
+        .iter()
+        .position(|a| a.r#type() == Some(&ActionTypeEnum::Forward))
+}
+
+/// The target groups and weights of a forward action.
+fn tuples(action: &Action) -> Vec<(String, u32)> {
+    let weight = |w: Option<i32>| w.map_or(1, |w| u32::try_from(w).unwrap_or(0));
+    match action.forward_config() {
+        Some(fc) if !fc.target_groups().is_empty() => fc
+            .target_groups()
+            .iter()
+            .filter_map(|t| Some((t.target_group_arn()?.to_string(), weight(t.weight()))))
+            .collect(),
+        _ => action
+            .target_group_arn()
+            .map(|arn| vec![(arn.to_string(), 1)])
+            .unwrap_or_default(),
+    }
+}
+
+/// The weights a forward action gives the two arms (and everything else).
+pub fn read_forward(
+    actions: &[Action],
+    stable: &str,
+    canary: &str,
+    place: &str,
+) -> Result<ForwardWeights, ObservationError> {
+    let i = forward_action(actions)
+        .ok_or_else(|| fatal(format!("{place} has no forward action to shift")))?;
+    let mut w = ForwardWeights::default();
+    for (arn, weight) in tuples(&actions[i]) {
+        if arn == stable {
+            w.stable += weight;
+        } else if arn == canary {
+            w.canary += weight;
+        } else {
+            w.other += weight;
+        }
+    }
+    Ok(w)
+}
+
+/// The action list with the forward action's weights for the two arms set
+/// to `weights`; everything else as it was.
+pub fn with_weights(
+    actions: &[Action],
+    stable: &str,
+    canary: &str,
+    weights: Weights,
+    place: &str,
+) -> Result<Vec<Action>, ObservationError> {
+    let i = forward_action(actions)
+        .ok_or_else(|| fatal(format!("{place} has no forward action to shift")))?;
+    let old = &actions[i];
+    let mut groups: Vec<TargetGroupTuple> = Vec::new();
+    let (mut saw_stable, mut saw_canary) = (false, false);
+    let tuple = |arn: &str, w: u8| {
+        TargetGroupTuple::builder()
+            .target_group_arn(arn)
+            .weight(i32::from(w))
+            .build()
+    };
+    for (arn, weight) in tuples(old) {
+        if arn == stable {
+            saw_stable = true;
+            groups.push(tuple(stable, weights.stable));
+        } else if arn == canary {
+            saw_canary = true;
+            groups.push(tuple(canary, weights.canary));
+        } else {
+            groups.push(
+                TargetGroupTuple::builder()
+                    .target_group_arn(arn)
+                    .weight(i32::try_from(weight).unwrap_or(i32::MAX))
+                    .build(),
+            );
+        }
+    }
+    if !saw_stable {
+        groups.push(tuple(stable, weights.stable));
+    }
+    if !saw_canary {
+        groups.push(tuple(canary, weights.canary));
+    }
+    let forward = ForwardActionConfig::builder()
+        .set_target_groups(Some(groups))
+        .set_target_group_stickiness_config(
+            old.forward_config()
+                .and_then(|f| f.target_group_stickiness_config())
+                .cloned(),
+        )
+        .build();
+    let action = Action::builder()
+        .r#type(ActionTypeEnum::Forward)
+        .set_order(old.order())
+        .forward_config(forward)
+        .build();
+    let mut out = actions.to_vec();
+    out[i] = action;
+    Ok(out)
+}
+
+/// Whether the load balancer holds exactly these raw weights (nothing to write).
+fn holds(w: &ForwardWeights, weights: Weights) -> bool {
+    w.stable == u32::from(weights.stable) && w.canary == u32::from(weights.canary) && w.other == 0
+}
+
+impl TrafficRouter for AlbRouter {
+    async fn forward_weights(&self, spec: &RolloutSpec) -> Observed<ForwardWeights> {
+        let place = Place::of(spec);
+        let read = async {
+            let actions = self.actions(&place).await?;
+            read_forward(
+                &actions,
+                spec.stable.target_group_arn.as_str(),
+                spec.canary.target_group_arn.as_str(),
+                place.arn(),
+            )
+        };
+        match read.await {
+            Ok(w) => Observed::Ok(w),
+            Err(e) => Observed::Err(e),
+        }
+    }
+
+    async fn set_weights(
+        &self,
+        spec: &RolloutSpec,
+        weights: Weights,
+    ) -> Result<(), ObservationError> {
+        let place = Place::of(spec);
+        let (stable, canary) = (
+            spec.stable.target_group_arn.as_str(),
+            spec.canary.target_group_arn.as_str(),
+        );
+        let actions = self.actions(&place).await?;
+        if holds(
+            &read_forward(&actions, stable, canary, place.arn())?,
+            weights,
+        ) {
+            return Ok(());
+        }
+        let new = with_weights(&actions, stable, canary, weights, place.arn())?;
+        self.write(&place, new).await?;
+        let back = read_forward(&self.actions(&place).await?, stable, canary, place.arn())?;
+        if back.matches(weights) {
+            Ok(())
+        } else {
+            Err(ObservationError {
+                fatal: false,
+                message: format!(
+                    "{} reads back stable {} / canary {} / other {} after setting {}/{}",
+                    place.arn(),
+                    back.stable,
+                    back.canary,
+                    back.other,
+                    weights.stable,
+                    weights.canary
+                ),
+            })
+        }
+    }
+
+    async fn canary_health(&self, spec: &RolloutSpec) -> Observed<TargetHealth> {
+        let arn = spec.canary.target_group_arn.as_str();
+        let out = self
+            .client
+            .describe_target_health()
+            .target_group_arn(arn)
+            .send()
+            .await;
+        match self.record("DescribeTargetHealth", arn, out) {
+            Ok(out) => {
+                let all = out.target_health_descriptions();
+                let healthy = all
+                    .iter()
+                    .filter(|d| {
+                        d.target_health().and_then(|h| h.state())
+                            == Some(&TargetHealthStateEnum::Healthy)
+                    })
+                    .count();
+                Observed::Ok(TargetHealth {
+                    healthy: u32::try_from(healthy).unwrap_or(u32::MAX),
+                    total: u32::try_from(all.len()).unwrap_or(u32::MAX),
+                })
+            }
+            Err(e) => Observed::Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_elasticloadbalancingv2::types::{
+        AuthenticateOidcActionConfig, TargetGroupStickinessConfig,
+    };
+
+    const BLUE: &str =
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/blue/0e598e910d464b87";
+    const GREEN: &str =
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/green/ebdac99d0d139075";
+    const OTHER: &str =
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/mirror/aaaaaaaaaaaaaaaa";
+
+    fn tg(arn: &str, w: i32) -> TargetGroupTuple {
+        TargetGroupTuple::builder()
+            .target_group_arn(arn)
+            .weight(w)
+            .build()
+    }
+
+    fn forward(groups: Vec<TargetGroupTuple>, order: i32) -> Action {
+        Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .order(order)
+            .forward_config(
+                ForwardActionConfig::builder()
+                    .set_target_groups(Some(groups))
+                    .target_group_stickiness_config(
+                        TargetGroupStickinessConfig::builder()
+                            .enabled(true)
+                            .duration_seconds(300)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    }
+
+    fn auth() -> Action {
+        Action::builder()
+            .r#type(ActionTypeEnum::AuthenticateOidc)
+            .order(1)
+            .authenticate_oidc_config(
+                AuthenticateOidcActionConfig::builder()
+                    .issuer("https://idp.example.com")
+                    .authorization_endpoint("https://idp.example.com/auth")
+                    .token_endpoint("https://idp.example.com/token")
+                    .user_info_endpoint("https://idp.example.com/user")
+                    .client_id("rolloutd")
+                    .build(),
+            )
+            .build()
+    }
+
+    #[test]
+    fn reads_the_forward_weights() {
+        let actions = vec![
+            auth(),
+            forward(vec![tg(BLUE, 95), tg(GREEN, 5), tg(OTHER, 0)], 2),
+        ];
+        let w = read_forward(&actions, BLUE, GREEN, "l").expect("weights");
+        assert_eq!(
+            w,
+            ForwardWeights {
+                stable: 95,
+                canary: 5,
+                other: 0
+            }
+        );
+        // A plain forward to one target group.
+        let single = Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .target_group_arn(BLUE)
+            .build();
+        let w = read_forward(&[single], BLUE, GREEN, "l").expect("weights");
+        assert!(w.stable_carries_all());
+        let err = read_forward(&[auth()], BLUE, GREEN, "listener X").expect_err("no forward");
+        assert!(err.fatal && err.message.contains("listener X has no forward action"));
+    }
+
+    #[test]
+    fn a_write_keeps_everything_else() {
+        let actions = vec![auth(), forward(vec![tg(OTHER, 0), tg(BLUE, 100)], 2)];
+        let new = with_weights(&actions, BLUE, GREEN, Weights::for_canary(25), "l").expect("new");
+        assert_eq!(new.len(), 2);
+        assert_eq!(
+            new[0], actions[0],
+            "the action before the forward is untouched"
+        );
+        assert_eq!(new[1].order(), Some(2));
+        let fc = new[1].forward_config().expect("forward config");
+        let groups: Vec<(&str, Option<i32>)> = fc
+            .target_groups()
+            .iter()
+            .map(|t| (t.target_group_arn().unwrap_or(""), t.weight()))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![(OTHER, Some(0)), (BLUE, Some(75)), (GREEN, Some(25))],
+            "foreign target groups keep their place and weight; the canary is added"
+        );
+        let sticky = fc
+            .target_group_stickiness_config()
+            .expect("stickiness kept");
+        assert_eq!(sticky.enabled(), Some(true));
+        assert_eq!(sticky.duration_seconds(), Some(300));
+        let w = read_forward(&new, BLUE, GREEN, "l").expect("weights");
+        assert!(w.matches(Weights::for_canary(25)));
+        assert!(holds(&w, Weights::for_canary(25)));
+        assert!(!holds(&w, Weights::for_canary(50)));
+    }
+}

@@ -1,0 +1,447 @@
+//! The real `rolloutd` binary against AWS's wire protocols, served by moto
+//! (an independent implementation of ELBv2 and CloudWatch) that the test
+//! starts itself. The daemon reaches AWS the standard way
+//! (`AWS_ENDPOINT_URL`), through a gateway that translates the current
+//! CloudWatch SDK's RPC v2 CBOR to the JSON protocol moto serves, and that
+//! can fail a share of calls. The load balancers, target groups, listeners
+//! and rules are made through the ELBv2 API; a publisher plays the ALB's
+//! CloudWatch side every second, splitting requests by the weights the
+//! load balancer holds at that moment.
+//!
+//! moto serves no percentile statistics, so these templates judge the 5xx
+//! rate; the latency path (Average, percentiles, spread) is unit-tested in
+//! `rollout-aws`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rollout_awskit::alb::{env_for, Aws, Behaviour, Publisher, Seen, Service, Traffic};
+use rollout_awskit::gateway::Gateway;
+use rollout_awskit::moto::Moto;
+use serde_json::Value;
+
+const TEMPLATE: &str = "apiVersion: rolloutd.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: errors}
+spec:
+  alb:
+    period: 1s
+    delay: 2s
+    errorRate: {maxIncrease: 50%}
+";
+
+/// The seed's steps: 5, 10, 25, 50, 100 with a short bake at each.
+const STEPS: [u32; 5] = [5, 10, 25, 50, 100];
+
+fn rollout(name: &str, svc: &Service, rule: bool) -> String {
+    let rule = match (&svc.rule, rule) {
+        (Some(r), true) => format!("\n      ruleArn: {r}"),
+        _ => String::new(),
+    };
+    let steps: Vec<String> = STEPS
+        .iter()
+        .map(|w| {
+            if *w == 100 {
+                "{setWeight: 100}".to_string()
+            } else {
+                format!("{{setWeight: {w}}}, {{pause: {{duration: 5s}}}}")
+            }
+        })
+        .collect();
+    format!(
+        "---
+apiVersion: rolloutd.dev/v1alpha1
+kind: Rollout
+metadata: {{name: {name}}}
+spec:
+  revision: \"r1\"
+  trafficRouting:
+    alb:
+      listenerArn: {listener}{rule}
+  stable: {{targetGroupArn: {stable}}}
+  canary: {{targetGroupArn: {canary}}}
+  progressDeadline: 3m
+  strategy:
+    canary:
+      steps: [{steps}]
+  analysis: {{interval: 2s, templates: [errors]}}
+",
+        listener = svc.listener,
+        stable = svc.stable,
+        canary = svc.canary,
+        steps = steps.join(", "),
+    )
+}
+
+struct Daemon {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn start_daemon(dir: &Path, endpoint: &str) -> Daemon {
+    let port = free_port();
+    let log = dir.join("rolloutd.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolloutd"));
+    cmd.arg("serve")
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", dir.join("state.db").display()))
+        .arg("--specs-dir")
+        .arg(dir.join("specs"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--reconcile-interval", "1s"])
+        .env("ROLLOUTD_LOG", "info,aws=warn,aws_smithy_runtime=warn")
+        .env_remove("ROLLOUTD_SIMULATE_WORLD")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
+    for (k, v) in env_for(endpoint) {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("rolloutd");
+    let d = Daemon {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        log,
+    };
+    let t = Instant::now();
+    while get(&d, "/readyz").0 != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "rolloutd did not become ready: {}",
+            std::fs::read_to_string(&d.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d
+}
+
+fn get(d: &Daemon, path: &str) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    match agent.get(format!("{}{path}", d.base)).call() {
+        Ok(mut r) => {
+            let code = r.status().as_u16();
+            let text = r.body_mut().read_to_string().unwrap_or_default();
+            (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+fn phase(d: &Daemon, name: &str) -> String {
+    get(d, &format!("/api/v1/rollouts/{name}")).1["status"]["phase"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Waits until every named rollout is in a final phase; their phases.
+async fn wait_final(d: &Daemon, names: &[&str], limit: Duration) -> BTreeMap<String, String> {
+    let t = Instant::now();
+    loop {
+        let phases: BTreeMap<String, String> =
+            names.iter().map(|n| (n.to_string(), phase(d, n))).collect();
+        if phases
+            .values()
+            .all(|p| ["Succeeded", "RolledBack", "Aborted", "Failed"].contains(&p.as_str()))
+        {
+            return phases;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "runs did not end within {limit:?}: {phases:?}\n{}",
+            tail(&d.log)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rolloutd-aws-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("specs")).expect("dir");
+    dir
+}
+
+const GOOD: Behaviour = Behaviour {
+    error_rate: 0.01,
+    latency: 0.05,
+};
+const BAD: Behaviour = Behaviour {
+    error_rate: 0.10,
+    latency: 0.05,
+};
+
+fn traffic(service: &Service, via_rule: bool, canary: Behaviour) -> Traffic {
+    Traffic {
+        service: service.clone(),
+        via_rule,
+        rps: 2_000.0,
+        stable: GOOD,
+        canary,
+    }
+}
+
+/// The distinct canary weights the load balancer held, in order.
+fn canary_steps(seen: &Seen, name: &str) -> Vec<u32> {
+    let mut out: Vec<u32> = Vec::new();
+    for (_, s, c, o) in seen.get(name).map(Vec::as_slice).unwrap_or_default() {
+        let total = s + c + o;
+        let pct = (c * 100).checked_div(total).unwrap_or(0);
+        if out.last() != Some(&pct) {
+            out.push(pct);
+        }
+    }
+    out
+}
+
+/// Every reading sums to 100 (rolloutd writes percentages) and gives
+/// nothing to target groups the rollout does not own.
+fn always_whole(seen: &Seen, name: &str) {
+    for (at, s, c, o) in seen.get(name).map(Vec::as_slice).unwrap_or_default() {
+        assert!(
+            *o == 0 && (s + c == 100 || (s + c == 1 && *c == 0)),
+            "{name} at {at}: stable {s} canary {c} other {o}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_rollouts_against_moto() {
+    let dir = work_dir("runs");
+    let moto = Moto::start(&dir.join("moto.log")).expect("moto's server");
+    let gateway = Gateway::start(&moto.url, 1).await.expect("gateway");
+    let aws = Aws::new(&gateway.url).await;
+    let net = aws.network().expect("VPC and subnets");
+    let good = aws.service("good", &net, true).await.expect("good");
+    let bad = aws.service("bad", &net, true).await.expect("bad");
+    let mut ruled = aws.service("ruled", &net, true).await.expect("ruled");
+    aws.add_rule(&mut ruled).await.expect("rule");
+    let empty = aws.service("empty", &net, false).await.expect("empty");
+
+    let specs = [
+        TEMPLATE.to_string(),
+        rollout("good", &good, false),
+        rollout("bad", &bad, false),
+        rollout("ruled", &ruled, true),
+        rollout("empty", &empty, false),
+    ]
+    .concat();
+    std::fs::write(dir.join("specs/rollouts.yaml"), specs).expect("specs");
+    let publisher = Publisher::start(
+        aws.clone(),
+        vec![
+            traffic(&good, false, GOOD),
+            traffic(&bad, false, BAD),
+            traffic(&ruled, true, GOOD),
+            traffic(&empty, false, GOOD),
+        ],
+        7,
+    );
+    first_readings(&publisher, 4).await;
+    let d = start_daemon(&dir, &gateway.url);
+    let phases = wait_final(&d, &["good", "bad", "ruled"], Duration::from_secs(150)).await;
+    let seen = publisher.seen();
+
+    assert_eq!(phases["good"], "Succeeded", "{}", tail(&d.log));
+    assert_eq!(
+        canary_steps(&seen, "good"),
+        [0, 5, 10, 25, 50, 100],
+        "every step's weight seen on the load balancer"
+    );
+    assert_eq!(phases["ruled"], "Succeeded");
+    assert_eq!(canary_steps(&seen, "ruled"), [0, 5, 10, 25, 50, 100]);
+    // The rule was shifted; the listener's default action was not touched.
+    assert_eq!(
+        aws.weights(&ruled, false).await.expect("default action"),
+        (1, 0, 0)
+    );
+
+    assert_eq!(phases["bad"], "RolledBack", "{}", tail(&d.log));
+    assert_eq!(
+        aws.weights(&bad, false).await.expect("weights"),
+        (100, 0, 0),
+        "all traffic on stable"
+    );
+    let steps = canary_steps(&seen, "bad");
+    assert_eq!(steps.last(), Some(&0), "{steps:?}");
+    let (_, run) = get(&d, "/api/v1/rollouts/bad");
+    let why = run["status"]["message"].as_str().unwrap_or("");
+    assert!(
+        why.contains("analysis `errors` failed") && why.contains("error rate: canary"),
+        "the rollback says why, with both arms: {why}"
+    );
+
+    // No healthy target in the canary group: it never gets traffic.
+    assert!(
+        canary_steps(&seen, "empty").iter().all(|w| *w == 0),
+        "{:?}",
+        canary_steps(&seen, "empty")
+    );
+    assert_eq!(
+        aws.weights(&empty, false).await.expect("weights"),
+        (1, 0, 0)
+    );
+    let (_, run) = get(&d, "/api/v1/rollouts/empty");
+    assert!(
+        run["status"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("healthy"),
+        "the hold says why: {}",
+        run["status"]
+    );
+    for name in ["good", "bad", "ruled", "empty"] {
+        always_whole(&seen, name);
+    }
+    assert!(publisher.errors().is_empty(), "{:?}", publisher.errors());
+
+    // Every call the daemon made is in the IAM policy, and counted.
+    let (_, metrics) = (0, metrics_text(&d));
+    let policy = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/iam-policy.json"),
+    )
+    .expect("policy");
+    let mut called = 0;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("rolloutd_aws_requests_total{"))
+    {
+        let label = |k: &str| {
+            line.split(&format!("{k}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        let action = format!("{}:{}", label("service"), label("operation"));
+        assert!(
+            policy.contains(&format!("\"{action}\"")),
+            "{action} is not in deploy/iam-policy.json"
+        );
+        called += 1;
+    }
+    assert!(called >= 4, "{metrics}");
+    // While a run holds its weight, nothing is written to the load balancer.
+    let calls = gateway.calls();
+    let writes = calls.count("elasticloadbalancing", "ModifyListener")
+        + calls.count("elasticloadbalancing", "ModifyRule");
+    // good and ruled: 5 raises each; bad: its raises plus one rollback.
+    let bad_raises = steps.iter().filter(|w| **w > 0).count() as u64;
+    assert_eq!(writes, 10 + bad_raises + 1, "{calls:?}");
+    drop(d);
+    drop(publisher);
+    drop(moto);
+}
+
+/// Waits for the publisher's first reading of every service (the weights
+/// before the daemon starts).
+async fn first_readings(p: &Publisher, services: usize) {
+    let t = Instant::now();
+    while p.seen().len() < services {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "publisher: {:?}",
+            p.errors()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn metrics_text(d: &Daemon) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    agent
+        .get(format!("{}/metrics", d.base))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_percent_of_calls_fail() {
+    let dir = work_dir("faults");
+    let moto = Moto::start(&dir.join("moto.log")).expect("moto's server");
+    // The test's own calls go through a clean gateway; the daemon's through
+    // one that throttles, answers 503, or loses the response after moto did
+    // the work, for 30% of calls.
+    let clean = Gateway::start(&moto.url, 2).await.expect("gateway");
+    let faulty = Gateway::start(&moto.url, 3).await.expect("gateway");
+    faulty.set_fault_rate(0.30);
+    let aws = Aws::new(&clean.url).await;
+    let net = aws.network().expect("VPC and subnets");
+    let good = aws.service("good", &net, true).await.expect("good");
+    let bad = aws.service("bad", &net, true).await.expect("bad");
+    let specs = [
+        TEMPLATE.to_string(),
+        rollout("good", &good, false),
+        rollout("bad", &bad, false),
+    ]
+    .concat();
+    std::fs::write(dir.join("specs/rollouts.yaml"), specs).expect("specs");
+    let publisher = Publisher::start(
+        aws.clone(),
+        vec![traffic(&good, false, GOOD), traffic(&bad, false, BAD)],
+        11,
+    );
+    first_readings(&publisher, 2).await;
+    let d = start_daemon(&dir, &faulty.url);
+    let phases = wait_final(&d, &["good", "bad"], Duration::from_secs(170)).await;
+    let seen = publisher.seen();
+    let calls = faulty.calls();
+    assert!(calls.injected > 20, "faults were injected: {calls:?}");
+    assert_eq!(phases["good"], "Succeeded", "{}", tail(&d.log));
+    // Never a skipped step, never a step back, never a split that is not whole.
+    assert_eq!(canary_steps(&seen, "good"), [0, 5, 10, 25, 50, 100]);
+    assert_eq!(phases["bad"], "RolledBack", "{}", tail(&d.log));
+    assert_eq!(
+        aws.weights(&bad, false).await.expect("weights"),
+        (100, 0, 0)
+    );
+    let steps = canary_steps(&seen, "bad");
+    assert!(
+        steps.windows(2).all(|w| w[1] > w[0] || w[1] == 0),
+        "{steps:?}"
+    );
+    always_whole(&seen, "good");
+    always_whole(&seen, "bad");
+    let metrics = metrics_text(&d);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("rolloutd_aws_requests_total{")
+                && !l.contains("outcome=\"success\"")),
+        "failed calls are counted: {metrics}"
+    );
+    drop(d);
+    drop(publisher);
+    drop(moto);
+}

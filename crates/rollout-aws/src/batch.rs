@@ -2,7 +2,8 @@
 //! its own task, and each asks for its own intervals; CloudWatch is cheapest
 //! (and least throttled) when those asks go out together, 500 metric
 //! queries a call. [`Coalescing`] gathers the asks that arrive within a
-//! short wait (or until every reconcile slot is waiting on it), hands them
+//! short wait after the first (the daemon hands back its reconcile slot
+//! while it waits, so every due rollout can ask), hands them
 //! to the inner source in one go, and gives each caller its own results.
 //! The core wakes a rollout exactly when its next interval falls due, so
 //! rollouts whose intervals fall due together are read together.
@@ -18,6 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 
 type Answer = Vec<Result<WindowMetrics, ObservationError>>;
 
+/// Intervals gathered at most before the batch goes out (several thousand
+/// metric queries: a handful of `GetMetricData` calls).
+pub const MAX_WINDOWS: usize = 2_000;
+
 struct Ask {
     items: Vec<(Arc<RolloutSpec>, Arc<AnalysisTemplateSpec>, WindowRequest)>,
     reply: oneshot::Sender<Answer>,
@@ -29,21 +34,23 @@ pub struct Coalescing {
 }
 
 impl Coalescing {
-    /// Wraps `inner`: asks are gathered for at most `wait`, or until
-    /// `max_asks` callers are waiting (the daemon's reconcile concurrency:
-    /// no other ask can come while all slots wait here).
-    pub fn new<M: MetricSource>(inner: M, wait: Duration, max_asks: usize) -> Coalescing {
+    /// Wraps `inner`: asks are gathered for `wait` after the first one, or
+    /// until [`MAX_WINDOWS`] intervals are waiting.
+    pub fn new<M: MetricSource>(inner: M, wait: Duration) -> Coalescing {
         let (tx, mut rx) = mpsc::unbounded_channel::<Ask>();
         let inner = Arc::new(inner);
-        let max_asks = max_asks.max(1);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
+                let mut windows = first.items.len();
                 let mut asks = vec![first];
                 let deadline = tokio::time::Instant::now() + wait;
-                while asks.len() < max_asks {
+                while windows < MAX_WINDOWS {
                     tokio::select! {
                         next = rx.recv() => match next {
-                            Some(a) => asks.push(a),
+                            Some(a) => {
+                                windows += a.items.len();
+                                asks.push(a);
+                            }
                             None => break,
                         },
                         _ = tokio::time::sleep_until(deadline) => break,
@@ -159,7 +166,6 @@ mod tests {
         let c = Arc::new(Coalescing::new(
             Counting(Arc::clone(&calls)),
             Duration::from_millis(200),
-            100,
         ));
         let (spec, template) = spec();
         let mut tasks = Vec::new();

@@ -167,6 +167,13 @@ fn analysis_config(
     Some((interval, phase.templates.clone(), Some(count)))
 }
 
+/// `t` rounded down to a multiple of `step` milliseconds since the epoch.
+fn grid_floor(t: Time, step: u64) -> Time {
+    let step = i64::try_from(step.max(1)).unwrap_or(i64::MAX);
+    let ms = t.millis();
+    Time::from_millis(ms - ms.rem_euclid(step))
+}
+
 fn due_windows(ctx: Context<'_>, st: &RolloutStatus, now: Time) -> Vec<WindowRequest> {
     let Some(origin) = st.analysis.origin else {
         return Vec::new();
@@ -637,7 +644,22 @@ impl Reconcile<'_> {
             && w > 0
             && w < 100
         {
-            self.st.analysis.origin = Some(self.now);
+            // Intervals lie on the wall-clock grid of the analysis interval,
+            // from the boundary at or before now: every rollout with the same
+            // interval has its intervals fall due at the same instants, so
+            // their metrics are read together (one GetMetricData call carries
+            // 500 queries), and an interval covers whole CloudWatch periods
+            // when the period divides it. The first interval may begin before
+            // the weight was seen: it counts against the canary, but only an
+            // interval wholly at the current weight counts as a pass.
+            let interval = self
+                .ctx
+                .rollout
+                .spec
+                .analysis
+                .as_ref()
+                .map_or(1, |a| a.interval.as_millis().max(1));
+            self.st.analysis.origin = Some(grid_floor(self.now, interval));
         }
     }
 
@@ -661,6 +683,10 @@ impl Reconcile<'_> {
                     .iter()
                     .find(|r| r.template == name && r.end == window.end);
                 let weight = self.st.canary_weight;
+                let wholly_at_weight = self
+                    .st
+                    .weight_verified_at
+                    .is_none_or(|seen| window.start >= seen);
                 let entry = self.st.analysis.templates.entry(name.clone()).or_default();
                 match result.map(|r| &r.metrics) {
                     None => break,
@@ -674,7 +700,9 @@ impl Reconcile<'_> {
                         entry.errors_in_a_row = 0;
                         match verdict.verdict {
                             Verdict::Pass => {
-                                entry.passes += 1;
+                                if wholly_at_weight {
+                                    entry.passes += 1;
+                                }
                                 entry.inconclusive_in_a_row = 0;
                             }
                             Verdict::Fail => {

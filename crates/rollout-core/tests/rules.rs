@@ -114,7 +114,9 @@ fn arm(requests: f64, errors: f64) -> ArmSample {
     }
 }
 
-const START: Time = Time::from_millis(1_795_845_600_000);
+/// Ten seconds before a minute boundary: a weight first seen at 10s starts
+/// the analysis at once (intervals start on the grid of the 1m interval).
+const START: Time = Time::from_millis(1_795_845_590_000);
 
 /// Runs the ticks in order, checking each; returns the final status and every event.
 fn check(steps: &str, failures: u32, ticks: &[Tick]) -> (RolloutStatus, Vec<rollout_core::Event>) {
@@ -334,8 +336,18 @@ fn weights_advance_only_after_they_are_seen_and_a_pass_at_them() {
                 desired: 10,
                 ..T
             },
+            // Seen at 140s; intervals lie on the 1m grid, so [130s, 190s)
+            // began before the weight was seen: its pass does not count.
             Tick {
-                at: 260,
+                at: 250,
+                lb: Some(10),
+                answer: Answer::Good,
+                desired: 10,
+                ..T
+            },
+            // [190s, 250s) is wholly at 10%: due at 310s.
+            Tick {
+                at: 310,
                 lb: Some(10),
                 answer: Answer::Good,
                 desired: 100,
@@ -343,7 +355,7 @@ fn weights_advance_only_after_they_are_seen_and_a_pass_at_them() {
                 ..T
             },
             Tick {
-                at: 270,
+                at: 320,
                 lb: Some(100),
                 phase: Phase::Succeeded,
                 desired: 100,
@@ -351,7 +363,7 @@ fn weights_advance_only_after_they_are_seen_and_a_pass_at_them() {
             },
             // Finished: nothing is written even when someone moves traffic.
             Tick {
-                at: 280,
+                at: 330,
                 lb: Some(50),
                 phase: Phase::Succeeded,
                 desired: 100,
@@ -561,7 +573,7 @@ fn an_unhealthy_canary_blocks_every_raise() {
                 ..T
             },
             Tick {
-                at: 200,
+                at: 250,
                 lb: Some(5),
                 healthy: 0,
                 answer: Answer::Good,
@@ -569,7 +581,7 @@ fn an_unhealthy_canary_blocks_every_raise() {
                 ..T
             },
             Tick {
-                at: 210,
+                at: 260,
                 lb: Some(5),
                 healthy: 2,
                 desired: 10,
@@ -934,7 +946,9 @@ fn analysis_added_to_a_running_rollout_starts_judging() {
     };
     let at = START.plus_ms(60_000);
     let d = decide(ctx, Some(&verified.status), &obs(5), &[], at);
-    assert_eq!(d.status.analysis.origin, Some(at));
-    let due = plan(ctx, Some(&d.status), at.plus_ms(120_000));
+    // Intervals lie on the 1m grid: the boundary at or before `at`.
+    let boundary = START.plus_ms(10_000);
+    assert_eq!(d.status.analysis.origin, Some(boundary));
+    let due = plan(ctx, Some(&d.status), boundary.plus_ms(120_000));
     assert_eq!(due.windows.len(), 1);
 }

@@ -211,6 +211,26 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
 
     /// One reconcile of one rollout.
     pub async fn reconcile(&self, name: &str) -> Result<Outcome, ReconcileError> {
+        self.reconcile_inner(name, None).await
+    }
+
+    /// One reconcile holding a concurrency slot, handed back while the
+    /// metric source answers (a reconcile waiting for CloudWatch holds no
+    /// database connection, and the metric source gathers the asks of many
+    /// rollouts into one call, which only works when they can all ask).
+    async fn reconcile_holding(
+        &self,
+        name: &str,
+        permit: tokio::sync::SemaphorePermit<'_>,
+    ) -> Result<Outcome, ReconcileError> {
+        self.reconcile_inner(name, Some(permit)).await
+    }
+
+    async fn reconcile_inner(
+        &self,
+        name: &str,
+        mut permit: Option<tokio::sync::SemaphorePermit<'_>>,
+    ) -> Result<Outcome, ReconcileError> {
         let now = now();
         let Some(lease) = self.lease(name, now).await? else {
             return Ok(Outcome::NotMine);
@@ -249,6 +269,17 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             .collect();
         let results = if queries.is_empty() {
             Vec::new()
+        } else if let Some(held) = permit.take() {
+            drop(held);
+            let results = self.metrics.windows(&queries).await;
+            self.counters.queue_depth.inc();
+            let again = self.permits.acquire().await;
+            self.counters.queue_depth.dec();
+            // Closed only while stopping: finish this reconcile without a slot.
+            if let Ok(p) = again {
+                permit.replace(p);
+            }
+            results
         } else {
             self.metrics.windows(&queries).await
         };
@@ -387,12 +418,12 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             self.counters.queue_depth.inc();
             let permit = self.permits.acquire().await;
             self.counters.queue_depth.dec();
-            let Ok(_permit) = permit else {
+            let Ok(permit) = permit else {
                 break;
             };
             let started = tokio::time::Instant::now();
             let outcome = self
-                .reconcile(&name)
+                .reconcile_holding(&name, permit)
                 .instrument(tracing::info_span!("reconcile", rollout = %name))
                 .await;
             let elapsed = started.elapsed();

@@ -207,11 +207,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (router, source) = rollout_aws::adapters(&aws, observer);
             // Intervals of different rollouts that fall due together are
             // read in one GetMetricData call (500 queries a call).
-            let source = rollout_aws::Coalescing::new(
-                source,
-                std::time::Duration::from_millis(500),
-                config.concurrency,
-            );
+            let source =
+                rollout_aws::Coalescing::new(source, std::time::Duration::from_millis(500));
             serve_with(surface, config, router, source).await?;
         }
     }

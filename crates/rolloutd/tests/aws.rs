@@ -266,6 +266,8 @@ async fn whole_rollouts_against_moto() {
     first_readings(&publisher, 4).await;
     let d = start_daemon(&dir, &gateway.url);
     let phases = wait_final(&d, &["good", "bad", "ruled"], Duration::from_secs(150)).await;
+    // One more reading of every load balancer after the runs ended.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let seen = publisher.seen();
 
     assert_eq!(phases["good"], "Succeeded", "{}", tail(&d.log));
@@ -415,6 +417,7 @@ async fn thirty_percent_of_calls_fail() {
     first_readings(&publisher, 2).await;
     let d = start_daemon(&dir, &faulty.url);
     let phases = wait_final(&d, &["good", "bad"], Duration::from_secs(170)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let seen = publisher.seen();
     let calls = faulty.calls();
     assert!(calls.injected > 20, "faults were injected: {calls:?}");

@@ -1,0 +1,196 @@
+//! AWS calls per analysis interval: the real `rolloutd` binary (from the
+//! same target directory) runs N rollouts against moto, through a gateway
+//! that counts every call by operation. The rollouts hold at their first
+//! step (5%) with background analysis every interval; once every one of them
+//! holds, the calls of the next intervals are counted.
+//!
+//! ```text
+//! cargo build --release -p rolloutd -p rollout-awskit
+//! target/release/aws-calls-bench --rollouts 1,100,1000 --intervals 3
+//! ```
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rollout_awskit::alb::{env_for, Aws, Service};
+use rollout_awskit::gateway::Gateway;
+use rollout_awskit::moto::Moto;
+
+const INTERVAL_S: u64 = 10;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn specs(services: &[Service]) -> String {
+    let mut out = format!(
+        "apiVersion: rolloutd.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {{name: errors}}
+spec:
+  inconclusiveLimit: 1000000
+  alb: {{period: {INTERVAL_S}s, delay: 0s, errorRate: {{maxIncrease: 50%}}}}
+"
+    );
+    for s in services {
+        out.push_str(&format!(
+            "---
+apiVersion: rolloutd.dev/v1alpha1
+kind: Rollout
+metadata: {{name: {name}}}
+spec:
+  revision: \"r1\"
+  trafficRouting: {{alb: {{listenerArn: {listener}}}}}
+  stable: {{targetGroupArn: {stable}}}
+  canary: {{targetGroupArn: {canary}}}
+  progressDeadline: 1h
+  strategy: {{canary: {{steps: [{{setWeight: 5}}, {{pause: {{}}}}, {{setWeight: 100}}]}}}}
+  analysis: {{interval: {INTERVAL_S}s, templates: [errors]}}
+",
+            name = s.name,
+            listener = s.listener,
+            stable = s.stable,
+            canary = s.canary,
+        ));
+    }
+    out
+}
+
+/// Intervals judged so far, all rollouts together (from `/metrics`).
+fn judged(base: &str) -> f64 {
+    let Ok(mut r) = ureq::get(&format!("{base}/metrics")).call() else {
+        return 0.0;
+    };
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("rolloutd_analysis_verdicts_total{") && l.contains("metric=\"errorRate\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn holding(base: &str, n: usize) -> usize {
+    let Ok(mut r) = ureq::get(&format!("{base}/api/v1/rollouts")).call() else {
+        return 0;
+    };
+    let v: serde_json::Value = r.body_mut().read_json().unwrap_or(serde_json::Value::Null);
+    let items = v["items"].as_array().cloned().unwrap_or_default();
+    let at5 = items
+        .iter()
+        .filter(|r| r["status"]["observedWeights"]["canary"] == 5)
+        .count();
+    at5.min(n)
+}
+
+async fn run(n: usize, intervals: u64, rolloutd: &PathBuf) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("rolloutd-aws-bench-{n}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("specs"))?;
+    let moto = Moto::start(&dir.join("moto.log"))?;
+    let gateway = Gateway::start(&moto.url, 5).await?;
+    let aws = Aws::new(&gateway.url).await;
+    let net = aws.network()?;
+    let t = Instant::now();
+    let mut services = Vec::with_capacity(n);
+    for i in 0..n {
+        services.push(aws.service(&format!("svc-{i}"), &net, true).await?);
+    }
+    eprintln!(
+        "{n} services made in moto in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    std::fs::write(dir.join("specs/all.yaml"), specs(&services))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cmd = Command::new(rolloutd);
+    cmd.arg("serve")
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", dir.join("state.db").display()))
+        .arg("--specs-dir")
+        .arg(dir.join("specs"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("ROLLOUTD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("rolloutd.log"))?);
+    for (k, v) in env_for(&gateway.url) {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().context("rolloutd")?;
+    let t = Instant::now();
+    while holding(&base, n) < n {
+        if t.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            bail!(
+                "only {} of {n} rollouts reached 5% in 300 s",
+                holding(&base, n)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "{n} rollouts hold at 5% after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    gateway.reset_calls();
+    let before = judged(&base);
+    let window = Duration::from_secs(INTERVAL_S * intervals);
+    tokio::time::sleep(window).await;
+    let calls = gateway.calls();
+    let windows = judged(&base) - before;
+    for ((service, op), count) in &calls.by_operation {
+        eprintln!("  {service}:{op}: {count} in {intervals} intervals");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(moto);
+    // Per analysis interval: the intervals judged, per rollout.
+    let rounds = (windows / n as f64).max(1e-9);
+    eprintln!("  {windows} intervals judged: {rounds:.2} per rollout");
+    let per = |service: &str, op: &str| calls.count(service, op) as f64 / rounds;
+    let queries = n * 4; // RequestCount and 5xx Sum, both arms
+    let naive = queries; // one GetMetricStatistics per metric per target group
+    let elb_reads = per("elasticloadbalancing", "DescribeListeners")
+        + per("elasticloadbalancing", "DescribeRules")
+        + per("elasticloadbalancing", "DescribeTargetHealth");
+    let elb_writes = calls.count("elasticloadbalancing", "ModifyListener")
+        + calls.count("elasticloadbalancing", "ModifyRule");
+    println!(
+        "| {n} | {queries} | {} | {:.2} | {naive} | {elb_reads:.1} | {elb_writes} |",
+        queries.div_ceil(500),
+        per("monitoring", "GetMetricData"),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let counts: Vec<usize> = arg("--rollouts")
+        .unwrap_or_else(|| "1,100,1000".into())
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()
+        .context("--rollouts N,N,…")?;
+    let intervals: u64 = arg("--intervals").map_or(Ok(3), |s| s.parse())?;
+    let rolloutd = match arg("--rolloutd") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the benchmark's directory")?
+            .join("rolloutd"),
+    };
+    println!("| rollouts | metric queries per interval | ceil(queries / 500) | GetMetricData calls per interval (measured) | naive GetMetricStatistics calls | ELBv2 reads per interval | ELBv2 writes while holding |");
+    println!("|---|---|---|---|---|---|---|");
+    for n in counts {
+        run(n, intervals, &rolloutd).await?;
+    }
+    Ok(())
+}

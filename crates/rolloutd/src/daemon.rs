@@ -246,16 +246,6 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             templates: &templates,
         };
         let wanted = plan(ctx, stored.status.as_ref(), now);
-        let traffic = if wanted.traffic {
-            self.router.forward_weights(spec).await
-        } else {
-            Observed::Missing
-        };
-        let canary_health = if wanted.canary_health {
-            self.router.canary_health(spec).await
-        } else {
-            Observed::Missing
-        };
         let queries: Vec<MetricQuery<'_>> = wanted
             .windows
             .iter()
@@ -267,11 +257,42 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                 })
             })
             .collect();
-        let results = if queries.is_empty() {
-            Vec::new()
-        } else if let Some(held) = permit.take() {
-            drop(held);
-            let results = self.metrics.windows(&queries).await;
+        // The three reads go out together. When metrics are read, the
+        // reconcile slot is handed back while they are in flight (a
+        // reconcile waiting for AWS holds no database connection): the
+        // metric source gathers the reads of every rollout that asks at the
+        // same time into one call, which only works if they all can ask.
+        let held = if queries.is_empty() {
+            None
+        } else {
+            permit.take()
+        };
+        let slot_given_back = held.is_some();
+        drop(held);
+        let (traffic, canary_health, results) = tokio::join!(
+            async {
+                if wanted.traffic {
+                    self.router.forward_weights(spec).await
+                } else {
+                    Observed::Missing
+                }
+            },
+            async {
+                if wanted.canary_health {
+                    self.router.canary_health(spec).await
+                } else {
+                    Observed::Missing
+                }
+            },
+            async {
+                if queries.is_empty() {
+                    Vec::new()
+                } else {
+                    self.metrics.windows(&queries).await
+                }
+            },
+        );
+        if slot_given_back {
             self.counters.queue_depth.inc();
             let again = self.permits.acquire().await;
             self.counters.queue_depth.dec();
@@ -279,10 +300,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             if let Ok(p) = again {
                 permit.replace(p);
             }
-            results
-        } else {
-            self.metrics.windows(&queries).await
-        };
+        }
         let windows = queries
             .iter()
             .zip(results)

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod metrics;
 pub mod specs;
 pub mod world;

@@ -70,6 +70,16 @@ enum Command {
     },
     /// Apply the database migrations and exit.
     Migrate,
+    /// See rolloutd at work in a minute or two, with nothing to set up: the
+    /// real daemon, store and API against a SIMULATED load balancer and
+    /// CloudWatch (no AWS calls), running a healthy canary that succeeds and
+    /// a bad one that is rolled back. State goes to a fresh SQLite file
+    /// unless --database-url is given.
+    Demo {
+        /// The HTTP API and `/metrics` (default 127.0.0.1:8080).
+        #[arg(long, env = "ROLLOUTD_LISTEN")]
+        listen: Option<String>,
+    },
 }
 
 fn init_logs(format: LogFormat) {
@@ -115,8 +125,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         log_format: cli.log_format,
         ..Overrides::default()
     };
+    let mut demo = false;
     let serve = match cli.command {
         Command::Migrate => false,
+        Command::Demo { listen } => {
+            demo = true;
+            over.listen = listen;
+            if over.database_url.is_none() {
+                let file =
+                    std::env::temp_dir().join(format!("rolloutd-demo-{}.db", std::process::id()));
+                let _ = std::fs::remove_file(&file);
+                over.database_url = Some(format!("sqlite://{}", file.display()));
+            }
+            over.reconcile_interval = Some(Duration::from_secs(1));
+            true
+        }
         Command::Serve {
             listen,
             api_token_file,
@@ -181,6 +204,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         read_token,
         counters: Arc::clone(&counters),
     };
+    if demo {
+        let set = rolloutd::demo::specs()?;
+        store.apply(&set, "demo", daemon::now(), false).await?;
+        let world = rolloutd::demo::world(&set, daemon::now);
+        rolloutd::demo::spawn_regression(Arc::clone(&world), &set);
+        let base = format!("http://{}", surface.listener.local_addr()?);
+        println!(
+            "rolloutd demo: a SIMULATED load balancer and CloudWatch in memory (no AWS calls)."
+        );
+        println!(
+            "Two rollouts, 5% -> 10% -> 25% -> 50% -> 100% with analysis every 5 s: `{}` ships a healthy canary, `{}` one whose 5xx rate climbs.",
+            rolloutd::demo::GOOD,
+            rolloutd::demo::BAD
+        );
+        println!(
+            "State: {}   API and /metrics: {base}",
+            redact(&config.database_url)
+        );
+        println!();
+        rolloutd::demo::spawn_progress(store.clone(), base);
+        serve_with(surface, config, Arc::clone(&world), world).await?;
+        store.close().await;
+        return Ok(());
+    }
     match config.simulate_world.clone() {
         Some(world_url) => {
             info!(world = %redact(&world_url), "SIMULATED load balancer and CloudWatch: no AWS calls are made");
@@ -207,8 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (router, source) = rollout_aws::adapters(&aws, observer);
             // Intervals of different rollouts that fall due together are
             // read in one GetMetricData call (500 queries a call).
-            let source =
-                rollout_aws::Coalescing::new(source, std::time::Duration::from_millis(500));
+            let source = rollout_aws::Coalescing::new(source, std::time::Duration::from_secs(2));
             serve_with(surface, config, router, source).await?;
         }
     }

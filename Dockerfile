@@ -2,14 +2,19 @@
 # runtime image is Debian slim with the two binaries, a non-root user and a
 # health check.
 #
-# Not built in this repository's CI (no Docker engine there); issue 8 adds a
-# tested build script.
+#   docker build -t rolloutd .
+#   docker run --rm -p 8080:8080 rolloutd demo --listen 0.0.0.0:8080
+#
+# scripts/docker-build.sh runs these same steps without a Docker engine (from
+# only the files copied here, as user 10001, with the image's environment and
+# health check); a test runs it and keeps it in step with this file.
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 COPY migrations ./migrations
+COPY docs/examples ./docs/examples
 RUN cargo build --release --locked --bin rolloutd --bin rolloutctl
 
 FROM debian:bookworm-slim

@@ -34,21 +34,23 @@ pub struct Coalescing {
 }
 
 impl Coalescing {
-    /// Wraps `inner`: asks are gathered for `wait` after the first one, or
-    /// until [`MAX_WINDOWS`] intervals are waiting.
+    /// Wraps `inner`: asks are gathered for `wait` after the first one (at
+    /// most a quarter of the shortest interval asked for), or until
+    /// [`MAX_WINDOWS`] intervals are waiting.
     pub fn new<M: MetricSource>(inner: M, wait: Duration) -> Coalescing {
         let (tx, mut rx) = mpsc::unbounded_channel::<Ask>();
         let inner = Arc::new(inner);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut windows = first.items.len();
+                let mut deadline = tokio::time::Instant::now() + patience(&first, wait);
                 let mut asks = vec![first];
-                let deadline = tokio::time::Instant::now() + wait;
                 while windows < MAX_WINDOWS {
                     tokio::select! {
                         next = rx.recv() => match next {
                             Some(a) => {
                                 windows += a.items.len();
+                                deadline = deadline.min(tokio::time::Instant::now() + patience(&a, wait));
                                 asks.push(a);
                             }
                             None => break,
@@ -90,6 +92,20 @@ impl Coalescing {
         });
         Coalescing { tx }
     }
+}
+
+/// How long an ask may wait for others: `wait`, but at most a quarter of
+/// its shortest interval (short intervals are read promptly).
+fn patience(ask: &Ask, wait: Duration) -> Duration {
+    ask.items
+        .iter()
+        .map(|(_, _, w)| {
+            let ms = u64::try_from(w.end.millis() - w.start.millis()).unwrap_or(0);
+            Duration::from_millis(ms / 4)
+        })
+        .min()
+        .unwrap_or(wait)
+        .min(wait)
 }
 
 impl MetricSource for Coalescing {
@@ -179,7 +195,7 @@ mod tests {
                     stable_start: rollout_core::Time::from_millis(0),
                     stable_end: rollout_core::Time::from_millis(end),
                 };
-                let ws = [w(i as i64 * 10 + 1), w(i as i64 * 10 + 2)];
+                let ws = [w(60_000 + i as i64 * 10 + 1), w(60_000 + i as i64 * 10 + 2)];
                 let qs: Vec<MetricQuery<'_>> = ws
                     .iter()
                     .map(|window| MetricQuery {
@@ -195,7 +211,10 @@ mod tests {
                     .collect();
                 assert_eq!(
                     ends,
-                    vec![(i as i64 * 10 + 1) as f64, (i as i64 * 10 + 2) as f64]
+                    vec![
+                        (60_000 + i as i64 * 10 + 1) as f64,
+                        (60_000 + i as i64 * 10 + 2) as f64
+                    ]
                 );
             }));
         }

@@ -135,9 +135,16 @@ pub fn plan(ctx: Context<'_>, status: Option<&RolloutStatus>, now: Time) -> Obse
     let windows = status
         .map(|st| due_windows(ctx, st, now))
         .unwrap_or_default();
+    // A run of the current revision that has ended needs nothing from the
+    // world once its final weights were seen: rolloutd leaves the traffic
+    // alone from then on, and reading it would only cost AWS calls (most
+    // rollouts are idle most of the time). A new revision reads again.
+    let ended =
+        status.is_some_and(|st| st.phase.is_terminal() && st.revision == ctx.rollout.spec.revision);
+    let settled = status.is_some_and(|st| st.weight_verified_at.is_some());
     ObservationPlan {
-        traffic: true,
-        canary_health: true,
+        traffic: !(ended && settled),
+        canary_health: !ended,
         windows,
     }
 }

@@ -254,7 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (router, source) = rollout_aws::adapters(&aws, observer);
             // Intervals of different rollouts that fall due together are
             // read in one GetMetricData call (500 queries a call).
-            let source = rollout_aws::Coalescing::new(source, std::time::Duration::from_secs(2));
+            let source = rollout_aws::Coalescing::new(source, std::time::Duration::from_secs(5));
             serve_with(surface, config, router, source).await?;
         }
     }

@@ -525,6 +525,20 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         };
 
         tokio::pin!(shutdown);
+        // Changes under the specs directory are applied at once (after
+        // 300 ms without another change, 2 s at most), besides the full
+        // re-read every interval.
+        let (fs_tx, mut fs_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let _watcher = match &self.config.specs_dir {
+            Some(dir) => match specs::watch(dir, fs_tx) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    warn!(dir = %dir.display(), error = %e, "cannot watch the specs directory; it is re-read every interval");
+                    None
+                }
+            },
+            None => None,
+        };
         loop {
             if let Err(e) = self.refresh_templates().await {
                 warn!(error = %e, "reading the analysis templates failed");
@@ -565,6 +579,17 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             while tasks.try_join_next().is_some() {}
             tokio::select! {
                 _ = tokio::time::sleep(self.interval()) => {}
+                Some(()) = fs_rx.recv() => {
+                    let settle = tokio::time::Instant::now() + StdDuration::from_secs(2);
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(StdDuration::from_millis(300)) => break,
+                            _ = tokio::time::sleep_until(settle) => break,
+                            more = fs_rx.recv() => if more.is_none() { break },
+                        }
+                    }
+                    debug!("the specs directory changed");
+                }
                 _ = &mut shutdown => break,
             }
         }

@@ -75,6 +75,26 @@ fn hash(text: &str) -> u64 {
     h.finish()
 }
 
+/// Watches `dir` (recursively) and says on `tx` whenever something in it
+/// changes. The watcher stops when dropped. The daemon also re-reads the
+/// whole directory every interval, in case an event is missed (a symlink
+/// swapped by git-sync, a network file system).
+pub fn watch(
+    dir: &Path,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(e) = event {
+            if !matches!(e.kind, notify::EventKind::Access(_)) {
+                let _ = tx.send(());
+            }
+        }
+    })?;
+    watcher.watch(dir, notify::RecursiveMode::Recursive)?;
+    Ok(watcher)
+}
+
 /// Applies the directory; returns the rollouts that were created or changed.
 pub async fn sync(
     store: &Store,

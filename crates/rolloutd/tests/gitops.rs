@@ -33,7 +33,9 @@ fn start(dir: &Path) -> Daemon {
         .arg(format!("sqlite://{}", dir.join("world.db").display()))
         .arg("--specs-dir")
         .arg(dir.join("specs"))
-        .args(["--listen", "127.0.0.1:0", "--reconcile-interval", "300ms"])
+        // A long interval: every change below must be picked up by watching
+        // the directory, not by the periodic re-read.
+        .args(["--listen", "127.0.0.1:0", "--reconcile-interval", "60s"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

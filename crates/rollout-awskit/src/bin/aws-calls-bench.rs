@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo build --release -p rolloutd -p rollout-awskit
-//! target/release/aws-calls-bench --rollouts 1,100,1000 --intervals 3
+//! target/release/aws-calls-bench --rollouts 1,100,1000 --intervals 3 [--interval-seconds 10]
 //! ```
 
 use std::path::PathBuf;
@@ -18,8 +18,6 @@ use rollout_awskit::alb::{env_for, Aws, Service};
 use rollout_awskit::gateway::Gateway;
 use rollout_awskit::moto::Moto;
 
-const INTERVAL_S: u64 = 10;
-
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -27,14 +25,14 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-fn specs(services: &[Service]) -> String {
+fn specs(services: &[Service], interval_s: u64) -> String {
     let mut out = format!(
         "apiVersion: rolloutd.dev/v1alpha1
 kind: AnalysisTemplate
 metadata: {{name: errors}}
 spec:
   inconclusiveLimit: 1000000
-  alb: {{period: {INTERVAL_S}s, delay: 0s, errorRate: {{maxIncrease: 50%}}}}
+  alb: {{period: {interval_s}s, delay: 0s, errorRate: {{maxIncrease: 50%}}}}
 "
     );
     for s in services {
@@ -50,7 +48,7 @@ spec:
   canary: {{targetGroupArn: {canary}}}
   progressDeadline: 1h
   strategy: {{canary: {{steps: [{{setWeight: 5}}, {{pause: {{}}}}, {{setWeight: 100}}]}}}}
-  analysis: {{interval: {INTERVAL_S}s, templates: [errors]}}
+  analysis: {{interval: {interval_s}s, templates: [errors]}}
 ",
             name = s.name,
             listener = s.listener,
@@ -88,7 +86,7 @@ fn holding(base: &str, n: usize) -> usize {
     at5.min(n)
 }
 
-async fn run(n: usize, intervals: u64, rolloutd: &PathBuf) -> anyhow::Result<()> {
+async fn run(n: usize, intervals: u64, interval_s: u64, rolloutd: &PathBuf) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("rolloutd-aws-bench-{n}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("specs"))?;
@@ -105,7 +103,7 @@ async fn run(n: usize, intervals: u64, rolloutd: &PathBuf) -> anyhow::Result<()>
         "{n} services made in moto in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    std::fs::write(dir.join("specs/all.yaml"), specs(&services))?;
+    std::fs::write(dir.join("specs/all.yaml"), specs(&services, interval_s))?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -141,7 +139,7 @@ async fn run(n: usize, intervals: u64, rolloutd: &PathBuf) -> anyhow::Result<()>
     );
     gateway.reset_calls();
     let before = judged(&base);
-    let window = Duration::from_secs(INTERVAL_S * intervals);
+    let window = Duration::from_secs(interval_s * intervals);
     tokio::time::sleep(window).await;
     let calls = gateway.calls();
     let windows = judged(&base) - before;
@@ -180,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()
         .context("--rollouts N,N,…")?;
     let intervals: u64 = arg("--intervals").map_or(Ok(3), |s| s.parse())?;
+    let interval_s: u64 = arg("--interval-seconds").map_or(Ok(10), |s| s.parse())?;
     let rolloutd = match arg("--rolloutd") {
         Some(p) => PathBuf::from(p),
         None => std::env::current_exe()?
@@ -190,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
     println!("| rollouts | metric queries per interval | ceil(queries / 500) | GetMetricData calls per interval (measured) | naive GetMetricStatistics calls | ELBv2 reads per interval | ELBv2 writes while holding |");
     println!("|---|---|---|---|---|---|---|");
     for n in counts {
-        run(n, intervals, &rolloutd).await?;
+        run(n, intervals, interval_s, &rolloutd).await?;
     }
     Ok(())
 }

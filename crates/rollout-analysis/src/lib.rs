@@ -37,7 +37,7 @@ pub fn judge(spec: &AnalysisTemplateSpec, history: &[WindowMetrics]) -> Interval
 }
 
 /// One arm's metrics over one analysis interval; `None` is "no datapoint".
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArmSample {
     /// `RequestCount`, Sum.
@@ -80,7 +80,7 @@ impl ArmSample {
 }
 
 /// Both arms over the same interval.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WindowMetrics {
     /// The baseline.
     pub stable: ArmSample,
@@ -89,7 +89,19 @@ pub struct WindowMetrics {
 }
 
 /// A judge's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// The canary is as good as stable, within tolerance.
@@ -112,7 +124,7 @@ impl Verdict {
 }
 
 /// The verdict on one metric, with its evidence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricVerdict {
     /// `errorRate` or `latency`.
@@ -170,7 +182,7 @@ impl MetricVerdict {
 
 /// The verdict on one interval: every metric's, and the combination (any
 /// fail fails; all pass passes; otherwise inconclusive).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IntervalVerdict {
     /// The combined answer.

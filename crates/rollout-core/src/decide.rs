@@ -45,7 +45,7 @@ pub struct Context<'a> {
 }
 
 /// Something the daemon must do in the world.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Action {
     /// Set the forward action's weights (then read them back).
@@ -56,7 +56,7 @@ pub enum Action {
 }
 
 /// What an event records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum EventKind {
     /// A run began moving traffic.
     RunStarted,
@@ -93,7 +93,7 @@ pub enum EventKind {
 }
 
 /// One entry of a run's history: what happened, when, why, who asked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     /// When.

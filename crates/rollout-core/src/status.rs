@@ -10,7 +10,19 @@ use serde::{Deserialize, Serialize};
 use crate::time::Time;
 
 /// The phase of a run (the contract's list).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum Phase {
     /// Not started: waiting for its preconditions.
     Pending,
@@ -64,7 +76,9 @@ impl Phase {
 
 /// Traffic split in percent; `stable + canary + other == 100` when read from
 /// a load balancer (other: target groups the rollout does not own).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Weights {
     /// Stable's share.
     pub stable: u8,
@@ -92,7 +106,7 @@ impl Weights {
 }
 
 /// Why a run is paused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum PauseReason {
     /// A `pause: {}` step: waits for `promote`.
@@ -113,7 +127,7 @@ pub enum PauseReason {
 }
 
 /// Where a blue-green run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum BlueGreenStage {
     /// The new target group gets no production traffic; pre-promotion analysis runs.
     Preview,
@@ -124,7 +138,7 @@ pub enum BlueGreenStage {
 }
 
 /// A blue-green run's progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BlueGreenStatus {
     /// The stage.
@@ -136,7 +150,7 @@ pub struct BlueGreenStatus {
 }
 
 /// The analysis of one template in the current run.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TemplateAnalysis {
     /// Intervals judged (or given up on) since the analysis origin.
@@ -162,7 +176,7 @@ pub struct TemplateAnalysis {
 pub const HISTORY_WINDOWS: usize = 1440;
 
 /// One judged interval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JudgedInterval {
     /// The interval's end.
@@ -174,7 +188,7 @@ pub struct JudgedInterval {
 }
 
 /// The analysis of the current run.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisStatus {
     /// Intervals are `[origin + k·interval, origin + (k+1)·interval)`; set
@@ -188,7 +202,7 @@ pub struct AnalysisStatus {
 }
 
 /// A run that ended, kept for the record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunRecord {
     /// The run's number.
@@ -209,7 +223,7 @@ pub struct RunRecord {
 pub const HISTORY_LIMIT: usize = 10;
 
 /// The status of a rollout: its current run, and the last few before it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
     /// The phase.

@@ -136,6 +136,19 @@ impl<'de> Deserialize<'de> for Time {
     }
 }
 
+impl schemars::JsonSchema for Time {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Time".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "format": "date-time",
+            "description": "An instant, RFC 3339 in UTC with milliseconds."
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,7 +125,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(json!({"error": self.error, "details": self.details})),
+            Json(crate::openapi::ErrorBody {
+                error: self.error,
+                details: self.details,
+            }),
         )
             .into_response()
     }
@@ -192,19 +195,40 @@ fn authorize_read(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// A rollout as the API shows it.
 pub fn rollout_json(r: &StoredRollout) -> Value {
-    json!({
-        "metadata": r.rollout.metadata,
-        "spec": r.rollout.spec,
-        "status": r.status,
-        "generation": r.generation,
-        "source": r.source,
-    })
+    serde_json::to_value(resource(r)).unwrap_or(Value::Null)
+}
+
+fn resource(r: &StoredRollout) -> crate::openapi::RolloutResource<'_> {
+    crate::openapi::RolloutResource {
+        metadata: &r.rollout.metadata,
+        spec: &r.rollout.spec,
+        status: r.status.as_ref(),
+        generation: r.generation,
+        source: &r.source,
+    }
+}
+
+/// The OpenAPI document, built once.
+fn openapi_document() -> &'static Value {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(crate::openapi::document)
 }
 
 /// The routes.
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async {
+                Json(crate::openapi::HealthBody {
+                    status: "ok".into(),
+                })
+            }),
+        )
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { Json(openapi_document().clone()) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/apply", post(apply))
@@ -219,7 +243,10 @@ pub fn router(api: Arc<Api>) -> Router {
 
 async fn readyz(State(api): State<Arc<Api>>) -> ApiResult {
     match api.store.ready().await {
-        Ok(true) => Ok(Json(json!({"status": "ready"})).into_response()),
+        Ok(true) => Ok(Json(crate::openapi::HealthBody {
+            status: "ready".into(),
+        })
+        .into_response()),
         Ok(false) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "migrations are not applied",
@@ -297,11 +324,19 @@ async fn apply(
             (api.poke)(&a.name);
         }
     }
-    let results: Vec<Value> = applied
+    let results = applied
         .iter()
-        .map(|a| json!({"kind": a.kind, "name": a.name, "change": a.change.as_str()}))
+        .map(|a| crate::openapi::Applied {
+            kind: a.kind.to_string(),
+            name: a.name.clone(),
+            change: a.change.as_str().to_string(),
+        })
         .collect();
-    Ok(Json(json!({"dryRun": q.dry_run, "results": results})).into_response())
+    Ok(Json(crate::openapi::ApplyResult {
+        dry_run: q.dry_run,
+        results,
+    })
+    .into_response())
 }
 
 /// How each file of the specs directory fared in the last sync.
@@ -311,14 +346,21 @@ async fn sources(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult {
         Some(state) => state.lock().await.sources(),
         None => Vec::new(),
     };
-    Ok(Json(json!({"specsDir": api.sources.is_some(), "items": items})).into_response())
+    Ok(Json(crate::openapi::SourceList {
+        specs_dir: api.sources.is_some(),
+        items,
+    })
+    .into_response())
 }
 
 async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult {
     authorize_read(&api, &headers)?;
     match api.store.rollouts().await {
         Ok(all) => {
-            let body = json!({"items": all.iter().map(rollout_json).collect::<Vec<_>>()});
+            let body = serde_json::to_value(crate::openapi::RolloutList {
+                items: all.iter().map(resource).collect(),
+            })
+            .unwrap_or(Value::Null);
             api.last_known.keep("list", &body);
             Ok(Json(body).into_response())
         }
@@ -361,12 +403,11 @@ async fn delete(
     authorize(&api, &headers)?;
     if api.store.delete_rollout(&name).await? {
         (api.poke)(&name);
-        Ok(
-            Json(
-                json!({"deleted": name, "message": "no longer managed; traffic is left as it is"}),
-            )
-            .into_response(),
-        )
+        Ok(Json(crate::openapi::Deleted {
+            deleted: name,
+            message: "no longer managed; traffic is left as it is".into(),
+        })
+        .into_response())
     } else {
         Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -389,15 +430,10 @@ async fn events(
             format!("rollout `{name}` not found"),
         ));
     }
-    Ok(Json(json!({"items": items})).into_response())
+    Ok(Json(crate::openapi::EventList { items }).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct CommandBody {
-    reason: Option<String>,
-    #[serde(default)]
-    full: bool,
-}
+use crate::openapi::CommandBody;
 
 async fn command(
     State(api): State<Arc<Api>>,
@@ -446,7 +482,11 @@ async fn command(
     (api.poke)(&name);
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"accepted": verb, "rollout": name, "command": id})),
+        Json(crate::openapi::Accepted {
+            accepted: verb,
+            rollout: name,
+            command: id,
+        }),
     )
         .into_response())
 }

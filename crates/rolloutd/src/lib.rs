@@ -8,5 +8,6 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod metrics;
+pub mod openapi;
 pub mod specs;
 pub mod world;

@@ -23,7 +23,7 @@ pub struct DirState {
 }
 
 /// One file of the specs directory, as the last sync found it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Source {
     /// The file.

@@ -409,3 +409,100 @@ fn a_whole_run_through_the_api() {
         "{last}"
     );
 }
+
+/// Resolves a local `$ref` of the OpenAPI document.
+fn schema<'a>(doc: &'a Value, r: &Value) -> &'a Value {
+    let name = r["$ref"]
+        .as_str()
+        .and_then(|s| s.strip_prefix("#/components/schemas/"))
+        .expect("a component reference");
+    &doc["components"]["schemas"][name]
+}
+
+#[test]
+fn the_openapi_document_covers_every_route_and_matches_the_answers() {
+    let s = start(None);
+    let (code, doc) = get(&s, "/api/v1/openapi.json");
+    assert_eq!(code, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    // Every route of the list is in the document and served by the router.
+    assert_eq!(
+        doc["paths"].as_object().map(|p| p
+            .values()
+            .map(|ops| ops.as_object().map_or(0, |o| o.len()))
+            .sum::<usize>()),
+        Some(rolloutd::openapi::ROUTES.len())
+    );
+    for (method, path, _) in rolloutd::openapi::ROUTES {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+        let concrete = path.replace("{name}", "nobody");
+        let req = agent();
+        let (code, body) = json(
+            match *method {
+                "get" => req.get(format!("{}{concrete}", s.base)).call(),
+                "post" => req.post(format!("{}{concrete}", s.base)).send(""),
+                _ => req.delete(format!("{}{concrete}", s.base)).call(),
+            }
+            .expect("request"),
+        );
+        // Served: either an answer, or the handler's own 404 for an unknown
+        // rollout (JSON with `error`), never the router's empty 404/405.
+        assert!(code != 405, "{method} {path}: {code}");
+        assert!(
+            code != 404 || body["error"].is_string(),
+            "{method} {path}: the router does not serve it"
+        );
+    }
+    // The schemas come from the daemon's types.
+    let status = &doc["components"]["schemas"]["RolloutStatus"];
+    for field in [
+        "phase",
+        "revision",
+        "currentStepIndex",
+        "canaryWeight",
+        "observedWeights",
+        "message",
+        "startedAt",
+        "updatedAt",
+        "analysis",
+    ] {
+        assert!(
+            status["properties"][field].is_object(),
+            "RolloutStatus.{field}"
+        );
+    }
+    let phases = doc["components"]["schemas"]["Phase"].to_string();
+    for p in [
+        "Pending",
+        "Progressing",
+        "Paused",
+        "Succeeded",
+        "RolledBack",
+        "Aborted",
+        "Failed",
+    ] {
+        assert!(phases.contains(p), "{p} in {phases}");
+    }
+    // A real answer has every property the document requires.
+    let (code, _) = post(&s, "/api/v1/apply", DOCS, None);
+    assert_eq!(code, 200);
+    let (_, one) = get(&s, "/api/v1/rollouts/checkout-api");
+    let resource = schema(
+        &doc,
+        &doc["paths"]["/api/v1/rollouts/{name}"]["get"]["responses"]["200"]["content"]
+            ["application/json"]["schema"],
+    );
+    for req in resource["required"].as_array().expect("required") {
+        let f = req.as_str().expect("name");
+        assert!(
+            !one[f].is_null() || f == "status",
+            "the answer has `{f}`: {one}"
+        );
+        assert!(resource["properties"][f].is_object());
+    }
+    let (_, err) = get(&s, "/api/v1/rollouts/nobody");
+    let error = &doc["components"]["schemas"]["ErrorBody"];
+    for f in error["required"].as_array().expect("required") {
+        assert!(!err[f.as_str().expect("name")].is_null(), "{err}");
+    }
+}

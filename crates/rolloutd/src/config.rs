@@ -18,6 +18,10 @@ pub struct Config {
     pub api_token_file: Option<PathBuf>,
     /// A file holding a read-only token; when set, reads need a token too.
     pub api_read_token_file: Option<PathBuf>,
+    /// With `tls_key_file`: serve HTTPS with this PEM certificate chain.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
     /// Where state lives: `sqlite://…` or `postgres://…`.
     pub database_url: String,
     /// Apply every `*.yaml`/`*.yml` under this directory, and keep applying it.
@@ -51,6 +55,8 @@ struct FileConfig {
     listen: Option<String>,
     api_token_file: Option<String>,
     api_read_token_file: Option<String>,
+    tls_cert_file: Option<String>,
+    tls_key_file: Option<String>,
     database_url: Option<String>,
     specs_dir: Option<String>,
     reconcile_interval: Option<Duration>,
@@ -69,6 +75,8 @@ impl Decode for FileConfig {
                 "listen",
                 "apiTokenFile",
                 "apiReadTokenFile",
+                "tlsCertFile",
+                "tlsKeyFile",
                 "databaseUrl",
                 "specsDir",
                 "reconcileInterval",
@@ -83,6 +91,8 @@ impl Decode for FileConfig {
             listen: f.opt(cx, "listen").ok()?,
             api_token_file: f.opt(cx, "apiTokenFile").ok()?,
             api_read_token_file: f.opt(cx, "apiReadTokenFile").ok()?,
+            tls_cert_file: f.opt(cx, "tlsCertFile").ok()?,
+            tls_key_file: f.opt(cx, "tlsKeyFile").ok()?,
             database_url: f.opt(cx, "databaseUrl").ok()?,
             specs_dir: f.opt(cx, "specsDir").ok()?,
             reconcile_interval: f.opt(cx, "reconcileInterval").ok()?,
@@ -104,6 +114,10 @@ pub struct Overrides {
     pub api_token_file: Option<PathBuf>,
     /// `--api-read-token-file` / `ROLLOUTD_API_READ_TOKEN_FILE`.
     pub api_read_token_file: Option<PathBuf>,
+    /// `--tls-cert-file` / `ROLLOUTD_TLS_CERT_FILE`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// `--tls-key-file` / `ROLLOUTD_TLS_KEY_FILE`.
+    pub tls_key_file: Option<PathBuf>,
     /// `--database-url` / `ROLLOUTD_DATABASE_URL`.
     pub database_url: Option<String>,
     /// `--specs-dir` / `ROLLOUTD_SPECS_DIR`.
@@ -165,6 +179,12 @@ impl Config {
             api_read_token_file: over
                 .api_read_token_file
                 .or(from_file.api_read_token_file.map(PathBuf::from)),
+            tls_cert_file: over
+                .tls_cert_file
+                .or(from_file.tls_cert_file.map(PathBuf::from)),
+            tls_key_file: over
+                .tls_key_file
+                .or(from_file.tls_key_file.map(PathBuf::from)),
             database_url: over
                 .database_url
                 .or(from_file.database_url)
@@ -189,6 +209,12 @@ impl Config {
             simulate_world: over.simulate_world.or(from_file.simulate_world),
             log_format,
         };
+        if config.tls_cert_file.is_some() != config.tls_key_file.is_some() {
+            errors.push(
+                "TLS needs both a certificate file and a key file (tlsCertFile and tlsKeyFile)"
+                    .to_string(),
+            );
+        }
         if config.reconcile_interval.as_millis() < 100 {
             errors.push(format!(
                 "reconcile interval {} is too short; use at least 100ms",
@@ -292,6 +318,9 @@ mod tests {
         for key in [
             "listen",
             "apiTokenFile",
+            "apiReadTokenFile",
+            "tlsCertFile",
+            "tlsKeyFile",
             "databaseUrl",
             "specsDir",
             "reconcileInterval",

@@ -10,4 +10,5 @@ pub mod demo;
 pub mod metrics;
 pub mod openapi;
 pub mod specs;
+pub mod tls;
 pub mod world;

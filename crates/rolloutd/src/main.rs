@@ -48,6 +48,12 @@ enum Command {
         /// A file with a read-only token; when set, reads need a token too.
         #[arg(long, env = "ROLLOUTD_API_READ_TOKEN_FILE")]
         api_read_token_file: Option<PathBuf>,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key-file).
+        #[arg(long, env = "ROLLOUTD_TLS_CERT_FILE")]
+        tls_cert_file: Option<PathBuf>,
+        /// The PEM private key of --tls-cert-file.
+        #[arg(long, env = "ROLLOUTD_TLS_KEY_FILE")]
+        tls_key_file: Option<PathBuf>,
         /// Apply every *.yaml/*.yml under DIR at start and whenever it changes.
         #[arg(long, env = "ROLLOUTD_SPECS_DIR")]
         specs_dir: Option<PathBuf>,
@@ -144,6 +150,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             api_token_file,
             api_read_token_file,
+            tls_cert_file,
+            tls_key_file,
             specs_dir,
             reconcile_interval,
             lease_ttl,
@@ -154,6 +162,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             over.listen = listen;
             over.api_token_file = api_token_file;
             over.api_read_token_file = api_read_token_file;
+            over.tls_cert_file = tls_cert_file;
+            over.tls_key_file = tls_key_file;
             over.specs_dir = specs_dir;
             over.reconcile_interval = reconcile_interval;
             over.lease_ttl = lease_ttl;
@@ -194,12 +204,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         database = %redact(&config.database_url),
         interval = %config.reconcile_interval,
         auth = token.is_some(),
+        tls = config.tls_cert_file.is_some(),
         "rolloutd serving"
     );
+    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(rolloutd::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let counters = Arc::new(Metrics::new());
     let surface = Surface {
         store: store.clone(),
         listener,
+        tls,
         token,
         read_token,
         counters: Arc::clone(&counters),
@@ -267,6 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 struct Surface {
     store: Store,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     token: Option<String>,
     read_token: Option<String>,
     counters: Arc<Metrics>,
@@ -311,11 +328,19 @@ where
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let server = tokio::spawn(
-        axum::serve(s.listener, rolloutd::api::router(api))
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let app = rolloutd::api::router(api);
+    let server = match s.tls {
+        Some(tls) => tokio::spawn(
+            axum::serve(rolloutd::tls::TlsListener::new(s.listener, tls)?, app)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        ),
+        None => tokio::spawn(
+            axum::serve(s.listener, app)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        ),
+    };
     d.run(stopped(stop_rx)).await?;
     server.await??;
     Ok(())

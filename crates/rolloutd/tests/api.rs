@@ -54,6 +54,8 @@ fn start_with(token: Option<&str>, read_token: Option<&str>) -> Server {
                 listen: "127.0.0.1:0".into(),
                 api_token_file: None,
                 api_read_token_file: None,
+                tls_cert_file: None,
+                tls_key_file: None,
                 database_url: url,
                 specs_dir: None,
                 reconcile_interval: rollout_spec::Duration::from_millis(500),

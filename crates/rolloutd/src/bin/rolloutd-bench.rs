@@ -214,6 +214,8 @@ async fn main() -> anyhow::Result<()> {
         listen: "127.0.0.1:0".into(),
         api_token_file: None,
         api_read_token_file: None,
+        tls_cert_file: None,
+        tls_key_file: None,
         database_url: url.clone(),
         specs_dir: None,
         reconcile_interval: rollout_spec::Duration::from_secs(10),

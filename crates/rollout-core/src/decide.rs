@@ -1288,7 +1288,10 @@ impl Reconcile<'_> {
     fn owns_traffic(&self) -> bool {
         match self.st.phase {
             Phase::Pending => self.st.returning_from.is_some(),
-            Phase::Progressing | Phase::Paused => true,
+            Phase::Progressing => true,
+            // Paused by hand before it started: it owns nothing yet (only
+            // the traffic of a run it supersedes, which goes to stable).
+            Phase::Paused => self.st.started_at.is_some() || self.st.returning_from.is_some(),
             _ => self.st.started_at.is_some() && !self.settled(),
         }
     }

@@ -952,3 +952,44 @@ fn analysis_added_to_a_running_rollout_starts_judging() {
     let due = plan(ctx, Some(&d.status), boundary.plus_ms(120_000));
     assert_eq!(due.windows.len(), 1);
 }
+
+#[test]
+fn a_run_paused_before_it_starts_moves_no_traffic() {
+    let (st, _) = check(
+        "[{setWeight: 100}]",
+        0,
+        &[
+            Tick {
+                desired: 100,
+                write: Some(100),
+                ..T
+            },
+            Tick {
+                at: 10,
+                lb: Some(100),
+                phase: Phase::Succeeded,
+                desired: 100,
+                ..T
+            },
+            // A new revision, paused by hand at once, while someone has moved
+            // the traffic: the new run has not started, so it writes nothing.
+            Tick {
+                at: 20,
+                lb: Some(50),
+                revision: Some("r2"),
+                command: Some(CommandKind::Pause),
+                phase: Phase::Paused,
+                desired: 100,
+                ..T
+            },
+            Tick {
+                at: 30,
+                lb: Some(50),
+                phase: Phase::Paused,
+                desired: 100,
+                ..T
+            },
+        ],
+    );
+    assert!(st.started_at.is_none(), "the new run has not started");
+}

@@ -123,8 +123,9 @@ fn load_dir(dir: &Path) -> SpecSet {
 #[test]
 fn examples_validate() {
     let set = load_dir(&repo_dir().join("docs/examples"));
-    assert_eq!(set.rollouts.len(), 2);
-    assert_eq!(set.templates.len(), 2);
+    // The contract's two examples, and the demo's two rollouts and template.
+    assert_eq!(set.rollouts.len(), 4);
+    assert_eq!(set.templates.len(), 3);
     let checkout = set
         .rollouts
         .iter()

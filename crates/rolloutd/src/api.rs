@@ -34,21 +34,28 @@ use crate::metrics::Metrics;
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// The last successful answer of each read, served (marked stale) while the
-/// database cannot be reached.
+/// database cannot be reached. Answers are kept as the bytes sent, so
+/// keeping one costs a reference count, not a copy.
 #[derive(Default)]
 pub struct LastKnown {
-    answers: std::sync::Mutex<std::collections::HashMap<String, Value>>,
+    answers: std::sync::Mutex<std::collections::HashMap<String, Bytes>>,
 }
 
 impl LastKnown {
-    fn keep(&self, key: &str, v: &Value) {
+    fn keep(&self, key: &str, body: &Bytes) {
         if let Ok(mut a) = self.answers.lock() {
-            a.insert(key.to_string(), v.clone());
+            match a.get_mut(key) {
+                Some(old) => *old = body.clone(),
+                None => {
+                    a.insert(key.to_string(), body.clone());
+                }
+            }
         }
     }
 
     fn stale(&self, key: &str, why: &rollout_store::StoreError) -> Option<Response> {
-        let mut v = self.answers.lock().ok()?.get(key)?.clone();
+        let bytes = self.answers.lock().ok()?.get(key)?.clone();
+        let mut v: Value = serde_json::from_slice(&bytes).ok()?;
         if let Value::Object(map) = &mut v {
             map.insert("stale".into(), Value::Bool(true));
             map.insert(
@@ -69,6 +76,21 @@ impl LastKnown {
                 .into_response(),
         )
     }
+}
+
+/// A JSON answer from bytes already serialized.
+fn json_bytes(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Serializes an answer once, to send and to keep.
+fn to_bytes<T: serde::Serialize>(v: &T) -> Result<Bytes, ApiError> {
+    serde_json::to_vec(v).map(Bytes::from).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot serialize the answer: {e}"),
+        )
+    })
 }
 
 /// What the API needs.
@@ -194,10 +216,6 @@ fn authorize_read(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// A rollout as the API shows it.
-pub fn rollout_json(r: &StoredRollout) -> Value {
-    serde_json::to_value(resource(r)).unwrap_or(Value::Null)
-}
-
 fn resource(r: &StoredRollout) -> crate::openapi::RolloutResource<'_> {
     crate::openapi::RolloutResource {
         metadata: &r.rollout.metadata,
@@ -357,12 +375,11 @@ async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult {
     authorize_read(&api, &headers)?;
     match api.store.rollouts().await {
         Ok(all) => {
-            let body = serde_json::to_value(crate::openapi::RolloutList {
+            let body = to_bytes(&crate::openapi::RolloutList {
                 items: all.iter().map(resource).collect(),
-            })
-            .unwrap_or(Value::Null);
+            })?;
             api.last_known.keep("list", &body);
-            Ok(Json(body).into_response())
+            Ok(json_bytes(body))
         }
         Err(e) => api.last_known.stale("list", &e).ok_or_else(|| e.into()),
     }
@@ -383,9 +400,9 @@ async fn one(
     authorize_read(&api, &headers)?;
     match api.store.rollout(&name).await {
         Ok(Some(r)) => {
-            let body = rollout_json(&r);
+            let body = to_bytes(&resource(&r))?;
             api.last_known.keep(&name, &body);
-            Ok(Json(body).into_response())
+            Ok(json_bytes(body))
         }
         Ok(None) => Err(ApiError::new(
             StatusCode::NOT_FOUND,

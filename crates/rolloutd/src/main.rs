@@ -90,9 +90,9 @@ enum Command {
     },
 }
 
-fn init_logs(format: LogFormat) {
+fn init_logs(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROLLOUTD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -177,7 +177,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let config = Config::load(cli.config.as_deref(), over)
         .map_err(|errs| anyhow::anyhow!(errs.join("\n")))?;
-    init_logs(config.log_format);
+    // The demo prints its own progress; its logs say only what goes wrong
+    // (ROLLOUTD_LOG=info for everything).
+    init_logs(config.log_format, if demo { "warn" } else { "info" });
     let store = Store::connect_with(&config.database_url, config.concurrency as u32).await?;
     store.migrate().await?;
     if !serve {
@@ -214,8 +216,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => None,
     };
     let counters = Arc::new(Metrics::new());
+    // On PostgreSQL the API has a pool of its own, so a read never waits for
+    // a connection a reconcile holds (SQLite has one writer anyway).
+    let api_store = match store.backend() {
+        rollout_store::Backend::Postgres => Store::connect_with(&config.database_url, 8).await?,
+        rollout_store::Backend::Sqlite => store.clone(),
+    };
     let surface = Surface {
         store: store.clone(),
+        api_store,
         listener,
         tls,
         token,
@@ -284,6 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// What serving needs besides the world.
 struct Surface {
     store: Store,
+    api_store: Store,
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     token: Option<String>,
@@ -307,7 +317,7 @@ where
         Arc::clone(&s.counters),
     );
     let api = Arc::new(Api {
-        store: s.store.clone(),
+        store: s.api_store.clone(),
         poke: {
             let d = Arc::clone(&d);
             Box::new(move |name: &str| d.poke(name))

@@ -211,7 +211,8 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
 
     /// One reconcile of one rollout.
     pub async fn reconcile(&self, name: &str) -> Result<Outcome, ReconcileError> {
-        self.reconcile_inner(name, None).await
+        let mut outside = StdDuration::ZERO;
+        self.reconcile_inner(name, None, &mut outside).await
     }
 
     /// One reconcile holding a concurrency slot, handed back while the
@@ -222,14 +223,19 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         &self,
         name: &str,
         permit: tokio::sync::SemaphorePermit<'_>,
+        outside: &mut StdDuration,
     ) -> Result<Outcome, ReconcileError> {
-        self.reconcile_inner(name, Some(permit)).await
+        self.reconcile_inner(name, Some(permit), outside).await
     }
 
+    /// `outside` gets the time spent waiting for the world (the load
+    /// balancer and metric reads, and the slot handed back meanwhile): the
+    /// reconcile-time histogram measures rolloutd's own work.
     async fn reconcile_inner(
         &self,
         name: &str,
         mut permit: Option<tokio::sync::SemaphorePermit<'_>>,
+        outside: &mut StdDuration,
     ) -> Result<Outcome, ReconcileError> {
         let now = now();
         let Some(lease) = self.lease(name, now).await? else {
@@ -262,6 +268,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         // reconcile waiting for AWS holds no database connection): the
         // metric source gathers the reads of every rollout that asks at the
         // same time into one call, which only works if they all can ask.
+        let observing = tokio::time::Instant::now();
         let held = if queries.is_empty() {
             None
         } else {
@@ -301,6 +308,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                 permit.replace(p);
             }
         }
+        *outside += observing.elapsed();
         let windows = queries
             .iter()
             .zip(results)
@@ -440,11 +448,14 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                 break;
             };
             let started = tokio::time::Instant::now();
+            let mut outside = StdDuration::ZERO;
             let outcome = self
-                .reconcile_holding(&name, permit)
+                .reconcile_holding(&name, permit, &mut outside)
                 .instrument(tracing::info_span!("reconcile", rollout = %name))
                 .await;
-            let elapsed = started.elapsed();
+            // rolloutd's own time: without the waits for AWS (or the
+            // simulation standing in for it).
+            let elapsed = started.elapsed().saturating_sub(outside);
             self.counters
                 .reconcile_seconds
                 .observe(elapsed.as_secs_f64());

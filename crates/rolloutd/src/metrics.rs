@@ -55,7 +55,7 @@ impl Metrics {
         let reconcile_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "rolloutd_reconcile_duration_seconds",
-                "Time of one reconcile, from its turn to its end.",
+                "Time of one reconcile, from its turn to its end, without the waits for the load balancer and metric reads.",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,

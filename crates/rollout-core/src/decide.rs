@@ -144,8 +144,39 @@ pub fn plan(ctx: Context<'_>, status: Option<&RolloutStatus>, now: Time) -> Obse
     let settled = status.is_some_and(|st| st.weight_verified_at.is_some());
     ObservationPlan {
         traffic: !(ended && settled),
-        canary_health: !ended,
+        canary_health: !ended && status.is_none_or(|st| health_may_matter(ctx, st, now)),
         windows,
+    }
+}
+
+/// Whether the canary's target health can matter to the next decision: it
+/// gates only raises. So it is read before a run starts (its first step may
+/// raise), at a step that raises, once a timed pause has ended (the next
+/// step may raise at once), and throughout blue-green; not while a canary
+/// run holds at a pause. When it was not read and a raise wants it, the
+/// decision waits for it and asks to be looked at again shortly.
+fn health_may_matter(ctx: Context<'_>, st: &RolloutStatus, now: Time) -> bool {
+    let Some(canary) = &ctx.rollout.spec.strategy.canary else {
+        return true;
+    };
+    if st.revision != ctx.rollout.spec.revision {
+        return true;
+    }
+    match st.phase {
+        Phase::Pending => true,
+        Phase::Progressing | Phase::Paused => {
+            match canary.steps.get(st.current_step_index as usize) {
+                Some(CanaryStep::SetWeight(w)) => w.get() > st.canary_weight,
+                Some(CanaryStep::Pause(p)) => match p.duration {
+                    Some(d) => st
+                        .step_started_at
+                        .is_none_or(|started| now >= started.plus_ms(d.as_millis())),
+                    None => false,
+                },
+                None => true,
+            }
+        }
+        _ => false,
     }
 }
 
@@ -992,6 +1023,11 @@ impl Reconcile<'_> {
                     if w > desired {
                         if let Err(why) = self.may_raise() {
                             self.st.message = format!("step {} of {total}: {why}", idx + 1);
+                            if matches!(self.obs.canary_health, Observed::Missing) {
+                                // Not read this time (the plan did not
+                                // expect a raise): look again shortly.
+                                self.requeue = Some(VERIFY_REQUEUE_MS);
+                            }
                             return;
                         }
                     }

@@ -299,10 +299,15 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
                 }),
                 _ => Observed::Ok(lb),
             },
-            canary_health: Observed::Ok(TargetHealth {
-                healthy: t.healthy,
-                total: 2,
-            }),
+            // Only what the plan asked for, as the daemon does.
+            canary_health: if wanted.canary_health {
+                Observed::Ok(TargetHealth {
+                    healthy: t.healthy,
+                    total: 2,
+                })
+            } else {
+                Observed::Missing
+            },
             windows,
         };
         let commands: Vec<Command> = t

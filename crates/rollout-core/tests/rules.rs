@@ -993,3 +993,72 @@ fn a_run_paused_before_it_starts_moves_no_traffic() {
     );
     assert!(st.started_at.is_none(), "the new run has not started");
 }
+
+#[test]
+fn target_health_is_read_only_when_a_raise_may_follow() {
+    let (rollout, templates) = spec(
+        "[{setWeight: 5}, {pause: {duration: 1m}}, {setWeight: 100}]",
+        0,
+    );
+    let ctx = Context {
+        rollout: &rollout,
+        templates: &templates,
+    };
+    let obs = |c, health: bool| Observations {
+        traffic: Observed::Ok(ForwardWeights {
+            stable: 100 - c,
+            canary: c,
+            other: 0,
+        }),
+        canary_health: if health {
+            Observed::Ok(TargetHealth {
+                healthy: 1,
+                total: 1,
+            })
+        } else {
+            Observed::Missing
+        },
+        windows: vec![],
+    };
+    // Before the run: its first step raises.
+    assert!(plan(ctx, None, START).canary_health);
+    let first = decide(ctx, None, &obs(0, true), &[], START);
+    assert_eq!(first.status.canary_weight, 5);
+    // Seen at 5%: the run moves on to the pause; holding there needs no health.
+    let at = START.plus_ms(2_000);
+    let held = decide(ctx, Some(&first.status), &obs(5, false), &[], at);
+    assert_eq!(held.status.current_step_index, 1, "{}", held.status.message);
+    assert!(!plan(ctx, Some(&held.status), at.plus_ms(30_000)).canary_health);
+    // The pause is over: the next step raises, so health is read again.
+    let after = at.plus_ms(61_000);
+    assert!(plan(ctx, Some(&held.status), after).canary_health);
+    // Without it, nothing is raised and the rollout is looked at again soon.
+    let waiting = decide(ctx, Some(&held.status), &obs(5, false), &[], after);
+    assert_eq!(waiting.status.canary_weight, 5);
+    assert!(waiting.actions.is_empty());
+    assert!(waiting.requeue_after_ms.is_some_and(|ms| ms <= 2_000));
+    assert!(plan(ctx, Some(&waiting.status), after.plus_ms(2_000)).canary_health);
+    assert!(
+        waiting
+            .status
+            .message
+            .contains("waiting to read the canary's target health"),
+        "{}",
+        waiting.status.message
+    );
+    // With it, the raise waits only for the next gate (a passing interval).
+    let read = decide(
+        ctx,
+        Some(&waiting.status),
+        &obs(5, true),
+        &[],
+        after.plus_ms(2_000),
+    );
+    assert!(
+        read.status
+            .message
+            .contains("waiting for a passing analysis"),
+        "{}",
+        read.status.message
+    );
+}

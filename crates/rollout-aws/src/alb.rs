@@ -18,7 +18,7 @@ use rollout_core::ports::TrafficRouter;
 use rollout_core::{ForwardWeights, ObservationError, Observed, TargetHealth, Weights};
 use rollout_spec::RolloutSpec;
 
-use crate::{sdk_failure, CallObserver, Outcome};
+use crate::CallObserver;
 
 /// The IAM service prefix of ELBv2.
 pub const SERVICE: &str = "elasticloadbalancing";
@@ -69,18 +69,7 @@ impl AlbRouter {
             + std::error::Error
             + 'static,
     {
-        match result {
-            Ok(v) => {
-                (self.observer)(SERVICE, operation, Outcome::Success);
-                Ok(v)
-            }
-            Err(e) => {
-                let (outcome, err) = sdk_failure(&e, SERVICE, operation, resource);
-                (self.observer)(SERVICE, operation, outcome);
-                tracing::warn!(operation, resource, error = %err.message, "ELBv2 call failed");
-                Err(err)
-            }
-        }
+        crate::record(&self.observer, SERVICE, operation, resource, result)
     }
 
     /// The action list that holds the forward action.

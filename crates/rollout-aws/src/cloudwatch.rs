@@ -35,7 +35,7 @@ use rollout_core::ports::{MetricQuery, MetricSource};
 use rollout_core::ObservationError;
 use rollout_spec::LatencyStatistic;
 
-use crate::{sdk_failure, CallObserver, Outcome};
+use crate::CallObserver;
 
 /// The IAM service prefix of CloudWatch.
 pub const SERVICE: &str = "cloudwatch";
@@ -355,18 +355,7 @@ impl CloudWatchSource {
                 .set_next_token(token.take())
                 .send()
                 .await;
-            let out = match out {
-                Ok(out) => {
-                    (self.observer)(SERVICE, "GetMetricData", Outcome::Success);
-                    out
-                }
-                Err(e) => {
-                    let (outcome, err) = sdk_failure(&e, SERVICE, "GetMetricData", &resource);
-                    (self.observer)(SERVICE, "GetMetricData", outcome);
-                    tracing::warn!(error = %err.message, "CloudWatch call failed");
-                    return Err(err);
-                }
-            };
+            let out = crate::record(&self.observer, SERVICE, "GetMetricData", &resource, out)?;
             for r in out.metric_data_results() {
                 let Some(&i) = r.id().and_then(|id| ids.get(id)) else {
                     continue;

@@ -154,9 +154,36 @@ pub fn classify(code: Option<&str>, http_status: Option<u16>) -> Outcome {
     }
 }
 
+/// One call's result, told to the observer (and logged when it failed):
+/// the value, or an [`ObservationError`] naming the resource and, when a
+/// permission is missing, the IAM action.
+pub(crate) fn record<T, E>(
+    observer: &CallObserver,
+    service: &str,
+    operation: &str,
+    resource: &str,
+    result: Result<T, SdkError<E, HttpResponse>>,
+) -> Result<T, ObservationError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match result {
+        Ok(v) => {
+            observer(service, operation, Outcome::Success);
+            Ok(v)
+        }
+        Err(e) => {
+            let (outcome, err) = sdk_failure(&e, service, operation, resource);
+            observer(service, operation, outcome);
+            tracing::warn!(service, operation, resource, error = %err.message, "AWS call failed");
+            Err(err)
+        }
+    }
+}
+
 /// An SDK error as an outcome and a message that names what was asked
 /// (`resource`) and, when a permission is missing, the IAM action.
-pub(crate) fn sdk_failure<E>(
+fn sdk_failure<E>(
     err: &SdkError<E, HttpResponse>,
     service: &str,
     operation: &str,

@@ -144,7 +144,7 @@ pub fn plan(ctx: Context<'_>, status: Option<&RolloutStatus>, now: Time) -> Obse
     let settled = status.is_some_and(|st| st.weight_verified_at.is_some());
     ObservationPlan {
         traffic: !(ended && settled),
-        canary_health: !ended && status.is_none_or(|st| health_may_matter(ctx, st, now)),
+        canary_health: status.is_none_or(|st| health_may_matter(ctx, st, now)),
         windows,
     }
 }
@@ -152,16 +152,20 @@ pub fn plan(ctx: Context<'_>, status: Option<&RolloutStatus>, now: Time) -> Obse
 /// Whether the canary's target health can matter to the next decision: it
 /// gates only raises. So it is read before a run starts (its first step may
 /// raise), at a step that raises, once a timed pause has ended (the next
-/// step may raise at once), and throughout blue-green; not while a canary
-/// run holds at a pause. When it was not read and a raise wants it, the
-/// decision waits for it and asks to be looked at again shortly.
+/// step may raise at once), and throughout a blue-green run; not while a
+/// canary run holds at a pause, nor after a run of the current revision
+/// ended. When it was not read and a raise wants it, the decision waits for
+/// it and asks to be looked at again shortly.
 fn health_may_matter(ctx: Context<'_>, st: &RolloutStatus, now: Time) -> bool {
-    let Some(canary) = &ctx.rollout.spec.strategy.canary else {
-        return true;
-    };
     if st.revision != ctx.rollout.spec.revision {
         return true;
     }
+    if st.phase.is_terminal() {
+        return false;
+    }
+    let Some(canary) = &ctx.rollout.spec.strategy.canary else {
+        return true;
+    };
     match st.phase {
         Phase::Pending => true,
         Phase::Progressing | Phase::Paused => {

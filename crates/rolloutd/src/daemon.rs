@@ -215,22 +215,14 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         self.reconcile_inner(name, None, &mut outside).await
     }
 
-    /// One reconcile holding a concurrency slot, handed back while the
-    /// metric source answers (a reconcile waiting for CloudWatch holds no
-    /// database connection, and the metric source gathers the asks of many
-    /// rollouts into one call, which only works when they can all ask).
-    async fn reconcile_holding(
-        &self,
-        name: &str,
-        permit: tokio::sync::SemaphorePermit<'_>,
-        outside: &mut StdDuration,
-    ) -> Result<Outcome, ReconcileError> {
-        self.reconcile_inner(name, Some(permit), outside).await
-    }
-
-    /// `outside` gets the time spent waiting for the world (the load
-    /// balancer and metric reads, and the slot handed back meanwhile): the
-    /// reconcile-time histogram measures rolloutd's own work.
+    /// One reconcile, holding a concurrency slot when `permit` is given; the
+    /// slot is handed back while the metric source answers (a reconcile
+    /// waiting for CloudWatch holds no database connection, and the metric
+    /// source gathers the reads of many rollouts into one call, which only
+    /// works when they can all ask). `outside` gets the time spent waiting
+    /// for the world (the load balancer and metric reads, and the slot
+    /// handed back meanwhile): the reconcile-time histogram measures
+    /// rolloutd's own work.
     async fn reconcile_inner(
         &self,
         name: &str,
@@ -450,7 +442,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             let started = tokio::time::Instant::now();
             let mut outside = StdDuration::ZERO;
             let outcome = self
-                .reconcile_holding(&name, permit, &mut outside)
+                .reconcile_inner(&name, Some(permit), &mut outside)
                 .instrument(tracing::info_span!("reconcile", rollout = %name))
                 .await;
             // rolloutd's own time: without the waits for AWS (or the

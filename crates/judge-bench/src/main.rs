@@ -173,6 +173,7 @@ fn template(kind: JudgeKind, p99: bool) -> AnalysisTemplateSpec {
             }),
             min_requests: 50,
         },
+        metrics: Vec::new(),
         failure_limit: 0,
         inconclusive_limit: 5,
         consecutive_error_limit: 4,
@@ -366,6 +367,7 @@ fn decide(name: JudgeName, run: &[[(ArmSample, f64); 2]], p99: bool) -> Option<u
             WindowMetrics {
                 stable: pick(s, *sp),
                 canary: pick(c, *cp),
+                custom: Vec::new(),
             }
         })
         .collect();

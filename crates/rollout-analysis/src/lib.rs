@@ -13,6 +13,7 @@
 //! - fewer than `minRequests` on either arm is **inconclusive**, never pass.
 #![forbid(unsafe_code)]
 
+pub mod custom;
 pub mod mann_whitney;
 pub mod sequential;
 pub mod stats;
@@ -25,14 +26,37 @@ use serde::{Deserialize, Serialize};
 /// first, the current one last) with the template's judge. An empty history
 /// is inconclusive.
 pub fn judge(spec: &AnalysisTemplateSpec, history: &[WindowMetrics]) -> IntervalVerdict {
-    let Some(current) = history.last() else {
+    if history.is_empty() {
         return IntervalVerdict::combine(Vec::new());
+    }
+    let alb = &spec.alb;
+    let builtin = alb.error_rate.is_some() || alb.latency.is_some();
+    // The false-rollback budget is shared by the statistical tests: the
+    // built-in checks as one group, each custom count per request as one.
+    let groups = usize::from(builtin) + spec.metrics.iter().filter(|m| custom::is_rate(m)).count();
+    let alpha = spec.alpha.fraction().clamp(1e-9, 0.5) / groups.max(1) as f64;
+    let mut metrics = if builtin {
+        builtin_judge(spec.judge, alb, alpha, history).metrics
+    } else {
+        Vec::new()
     };
-    let alpha = spec.alpha.fraction().clamp(1e-9, 0.5);
-    match spec.judge {
-        JudgeKind::Threshold => threshold::judge(&spec.alb, current),
-        JudgeKind::Sequential => sequential::judge(&spec.alb, alpha, history),
-        JudgeKind::MannWhitney => mann_whitney::judge(&spec.alb, alpha, history),
+    metrics.extend(custom::judge(spec, alpha, history));
+    IntervalVerdict::combine(metrics)
+}
+
+/// The judge of `kind` on the built-in checks of `alb`, with a
+/// false-rollback budget of `alpha`.
+fn builtin_judge(
+    kind: JudgeKind,
+    alb: &rollout_spec::AlbAnalysis,
+    alpha: f64,
+    history: &[WindowMetrics],
+) -> IntervalVerdict {
+    match (kind, history.last()) {
+        (_, None) => IntervalVerdict::combine(Vec::new()),
+        (JudgeKind::Threshold, Some(current)) => threshold::judge(alb, current),
+        (JudgeKind::Sequential, _) => sequential::judge(alb, alpha, history),
+        (JudgeKind::MannWhitney, _) => mann_whitney::judge(alb, alpha, history),
     }
 }
 
@@ -80,12 +104,38 @@ impl ArmSample {
 }
 
 /// Both arms over the same interval.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WindowMetrics {
     /// The baseline.
     pub stable: ArmSample,
     /// The new revision.
     pub canary: ArmSample,
+    /// The template's custom metrics, by name, as CloudWatch returned them
+    /// (before `perRequest` and `missingAsZero` are applied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom: Vec<CustomValue>,
+}
+
+impl WindowMetrics {
+    /// Both arms' values of the custom metric `name` (no data when absent).
+    pub fn custom(&self, name: &str) -> (Option<f64>, Option<f64>) {
+        self.custom
+            .iter()
+            .find(|c| c.name == name)
+            .map_or((None, None), |c| (c.stable, c.canary))
+    }
+}
+
+/// One custom metric's statistic for both arms over one interval; `None` is
+/// "no datapoint".
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CustomValue {
+    /// The metric's `name` in the template.
+    pub name: String,
+    /// Stable's value.
+    pub stable: Option<f64>,
+    /// Canary's value.
+    pub canary: Option<f64>,
 }
 
 /// A judge's answer.
@@ -127,9 +177,10 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricVerdict {
-    /// `errorRate` or `latency`.
+    /// `errorRate`, `latency`, or a custom metric's name.
     pub metric: String,
-    /// Stable's value (a rate for `errorRate`, seconds for `latency`).
+    /// Stable's value (a rate for `errorRate`, seconds for `latency`, the
+    /// statistic, or the statistic per request, for a custom metric).
     pub stable: Option<f64>,
     /// Canary's value.
     pub canary: Option<f64>,

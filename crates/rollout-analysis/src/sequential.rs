@@ -526,6 +526,7 @@ mod tests {
         WindowMetrics {
             stable: s,
             canary: c,
+            custom: Vec::new(),
         }
     }
 

@@ -184,7 +184,14 @@ mod tests {
     }
 
     fn check(stable: ArmSample, canary: ArmSample) -> (Verdict, Verdict, Verdict) {
-        let v = judge(&template(), &WindowMetrics { stable, canary });
+        let v = judge(
+            &template(),
+            &WindowMetrics {
+                stable,
+                canary,
+                custom: Vec::new(),
+            },
+        );
         (v.verdict, v.metrics[0].verdict, v.metrics[1].verdict)
     }
 
@@ -229,6 +236,7 @@ mod tests {
             &WindowMetrics {
                 stable: arm(1000.0, 0.0, 0.05),
                 canary: none,
+                custom: Vec::new(),
             },
         );
         assert_eq!(v.verdict, Verdict::Inconclusive);
@@ -266,6 +274,7 @@ mod tests {
             &WindowMetrics {
                 stable: arm(1000.0, 50.0, 0.9),
                 canary: arm(1000.0, 11.0, 0.4),
+                custom: Vec::new(),
             },
         );
         assert_eq!(v.metrics[0].verdict, Verdict::Fail, "1.1% > 1%");
@@ -286,6 +295,7 @@ mod tests {
             &WindowMetrics {
                 stable: bad,
                 canary: bad,
+                custom: Vec::new(),
             },
         );
         assert_eq!(v.verdict, Verdict::Inconclusive);

@@ -6,10 +6,10 @@
 //! - no input (zeros, NaN, infinities, missing datapoints) panics.
 
 use proptest::prelude::*;
-use rollout_analysis::{judge, ArmSample, Verdict, WindowMetrics};
+use rollout_analysis::{judge, ArmSample, CustomValue, Verdict, WindowMetrics};
 use rollout_spec::{
-    AlbAnalysis, AnalysisTemplateSpec, Duration, ErrorRateCheck, JudgeKind, LatencyCheck,
-    LatencyStatistic, Percent,
+    AlbAnalysis, AnalysisTemplateSpec, CustomMetric, Duration, ErrorRateCheck, JudgeKind,
+    LatencyCheck, LatencyStatistic, MetricStatistic, Percent,
 };
 
 fn spec(kind: JudgeKind, stat: LatencyStatistic) -> AnalysisTemplateSpec {
@@ -28,6 +28,7 @@ fn spec(kind: JudgeKind, stat: LatencyStatistic) -> AnalysisTemplateSpec {
             }),
             min_requests: 50,
         },
+        metrics: Vec::new(),
         failure_limit: 0,
         inconclusive_limit: 5,
         consecutive_error_limit: 4,
@@ -95,6 +96,7 @@ fn regression(i: &Interval) -> WindowMetrics {
     WindowMetrics {
         stable: arm(i.ns, i.rate, i.latency),
         canary: arm(i.nc, (i.rate * i.r).min(1.0), i.latency * i.q),
+        custom: Vec::new(),
     }
 }
 
@@ -102,6 +104,7 @@ fn swapped(w: &WindowMetrics) -> WindowMetrics {
     WindowMetrics {
         stable: w.canary,
         canary: w.stable,
+        custom: Vec::new(),
     }
 }
 
@@ -127,8 +130,49 @@ fn any_arm() -> impl Strategy<Value = ArmSample> {
     )
 }
 
+/// A custom metric: (perRequest, missingAsZero, relative limit, absolute limit).
+fn custom_metric(
+    (per_request, missing_as_zero, relative, absolute): (bool, bool, bool, bool),
+) -> CustomMetric {
+    CustomMetric {
+        name: "declines".parse().expect("a name"),
+        namespace: "Shop/Payments".into(),
+        metric_name: "Declines".into(),
+        dimensions: [("TargetGroup".to_string(), "${targetGroup}".to_string())].into(),
+        statistic: MetricStatistic::Average,
+        period: None,
+        per_request,
+        missing_as_zero,
+        max_increase: (relative || !absolute).then(|| Percent::new(20.0).expect("20%")),
+        max: absolute.then_some(100.0),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// A custom metric whose canary value is at most stable's (and under
+    /// the ceiling) never fails, whatever the traffic split.
+    #[test]
+    fn a_custom_metric_no_worse_than_stable_never_fails(
+        kind in judges(),
+        shape in (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        stable in 0.0f64..100.0,
+        ratio in 0.0f64..=1.0,
+        requests in 50.0f64..1e6,
+    ) {
+        let mut spec = spec(kind, LatencyStatistic::Average);
+        spec.alb.error_rate = None;
+        spec.alb.latency = None;
+        spec.metrics.push(custom_metric(shape));
+        let w = WindowMetrics {
+            stable: ArmSample { requests: Some(requests), ..ArmSample::default() },
+            canary: ArmSample { requests: Some(requests), ..ArmSample::default() },
+            custom: vec![CustomValue { name: "declines".into(), stable: Some(stable), canary: Some(stable * ratio) }],
+        };
+        let v = judge(&spec, &[w]);
+        prop_assert_eq!(v.verdict, Verdict::Pass, "{}", v.summary());
+    }
 
     #[test]
     fn a_better_canary_never_fails(kind in judges(), st in stat(), intervals in proptest::collection::vec(interval(), 1..40)) {
@@ -152,6 +196,7 @@ proptest! {
         let same = |i: &Interval, k: f64| WindowMetrics {
             stable: arm(i.ns * k, i.rate, i.latency),
             canary: arm(i.nc * k, i.rate, i.latency),
+            custom: Vec::new(),
         };
         let base: Vec<WindowMetrics> = intervals.iter().map(|i| same(i, 1.0)).collect();
         let scaled: Vec<WindowMetrics> = intervals.iter().map(|i| same(i, k)).collect();
@@ -164,12 +209,18 @@ proptest! {
     fn no_input_panics(
         kind in judges(),
         st in stat(),
-        arms in proptest::collection::vec((any_arm(), any_arm()), 0..20),
+        arms in proptest::collection::vec((any_arm(), any_arm(), any_f64(), any_f64()), 0..20),
+        shape in (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
     ) {
-        let spec = spec(kind, st);
+        let mut spec = spec(kind, st);
+        spec.metrics.push(custom_metric(shape));
         let history: Vec<WindowMetrics> = arms
             .into_iter()
-            .map(|(stable, canary)| WindowMetrics { stable, canary })
+            .map(|(stable, canary, cs, cc)| WindowMetrics {
+                stable,
+                canary,
+                custom: vec![CustomValue { name: "declines".into(), stable: cs, canary: cc }],
+            })
             .collect();
         let v = judge(&spec, &history);
         for m in &v.metrics {

@@ -5,7 +5,10 @@
 //! [`MetricSource::windows`] at once, becomes a handful of metric queries per
 //! arm (`RequestCount` Sum, `HTTPCode_Target_5XX_Count` Sum and, when the
 //! template checks latency, `TargetResponseTime` with its statistic plus the
-//! Average and p99 that estimate the latency spread). The queries are packed
+//! Average and p99 that estimate the latency spread), and one per custom
+//! metric of the template (its own namespace, statistic, period and
+//! dimensions, placeholders filled per arm; only the canary's when it has
+//! only an absolute limit). The queries are packed
 //! into as few calls as the API allows: 500 queries a call, one time range a
 //! call, one call per CloudWatch period in use (a period fixes the bucket
 //! alignment), and at most 100,800 datapoints a call. `NextToken` is
@@ -30,10 +33,10 @@ use aws_sdk_cloudwatch::types::{
     Dimension, Metric, MetricDataQuery, MetricStat, ScanBy, StatusCode,
 };
 use aws_sdk_cloudwatch::Client;
-use rollout_analysis::{stats, ArmSample, WindowMetrics};
+use rollout_analysis::{stats, ArmSample, CustomValue, WindowMetrics};
 use rollout_core::ports::{MetricQuery, MetricSource};
 use rollout_core::ObservationError;
-use rollout_spec::LatencyStatistic;
+use rollout_spec::{AnalysisTemplateSpec, CustomMetric, Duration, MetricStatistic};
 
 use crate::CallObserver;
 
@@ -75,6 +78,8 @@ pub enum Field {
     LatencyAverage,
     /// `TargetResponseTime` p99 (for the latency spread).
     LatencyP99,
+    /// The template's custom metric of this index.
+    Custom(usize),
 }
 
 /// One metric query: one field of one arm of one requested interval.
@@ -86,14 +91,16 @@ pub struct Want {
     pub arm: Arm,
     /// The field.
     pub field: Field,
+    /// The namespace.
+    pub namespace: String,
     /// The metric name.
-    pub metric: &'static str,
+    pub metric: String,
     /// The CloudWatch statistic (`Sum`, `Average`, `p99`).
     pub stat: String,
-    /// The `LoadBalancer` dimension.
-    pub load_balancer: String,
-    /// The `TargetGroup` dimension.
-    pub target_group: String,
+    /// The dimensions, in order.
+    pub dimensions: Vec<(String, String)>,
+    /// The period in seconds.
+    pub period: i64,
     /// First bucket (epoch seconds, a multiple of the period).
     pub start: i64,
     /// End of the last bucket (exclusive).
@@ -113,71 +120,107 @@ pub struct Batch {
     pub wants: Vec<Want>,
 }
 
-fn stat_name(s: LatencyStatistic) -> String {
-    match s {
-        LatencyStatistic::Average => "Average".to_string(),
-        LatencyStatistic::Percentile(p) => format!("p{p}"),
+/// One series to read for each arm of an interval.
+struct Series<'a> {
+    field: Field,
+    namespace: &'a str,
+    metric: &'a str,
+    stat: String,
+    period: Duration,
+    /// The custom metric, whose dimensions replace the ALB ones.
+    custom: Option<&'a CustomMetric>,
+    /// Whether stable's value is needed too.
+    both_arms: bool,
+}
+
+/// The series an interval of this template needs: the ALB metrics when the
+/// template checks them (or a custom metric divides by requests), then each
+/// custom metric (only the canary's when its limit is absolute).
+fn series(t: &AnalysisTemplateSpec) -> Vec<Series<'_>> {
+    let alb = &t.alb;
+    let elb = |field, metric, stat: &str| Series {
+        field,
+        namespace: NAMESPACE,
+        metric,
+        stat: stat.to_string(),
+        period: alb.period,
+        custom: None,
+        both_arms: true,
+    };
+    let mut out = Vec::new();
+    let checks_alb = alb.error_rate.is_some() || alb.latency.is_some();
+    if checks_alb || t.metrics.iter().any(|m| m.per_request) {
+        out.push(elb(Field::Requests, "RequestCount", "Sum"));
     }
+    if checks_alb {
+        out.push(elb(Field::Errors, "HTTPCode_Target_5XX_Count", "Sum"));
+    }
+    if let Some(l) = &alb.latency {
+        let stat = l.statistic.to_string();
+        if stat != "Average" {
+            out.push(elb(Field::LatencyAverage, "TargetResponseTime", "Average"));
+        }
+        if stat != "p99" {
+            out.push(elb(Field::LatencyP99, "TargetResponseTime", "p99"));
+        }
+        out.push(elb(Field::Latency, "TargetResponseTime", &stat));
+    }
+    for (k, m) in t.metrics.iter().enumerate() {
+        out.push(Series {
+            field: Field::Custom(k),
+            namespace: &m.namespace,
+            metric: &m.metric_name,
+            stat: m.statistic.to_string(),
+            period: m.period_or(alb),
+            custom: Some(m),
+            both_arms: m.max_increase.is_some(),
+        });
+    }
+    out
 }
 
 /// The metric queries of the intervals, in order of interval.
 pub fn wants(queries: &[MetricQuery<'_>]) -> Vec<Want> {
     let mut out = Vec::new();
     for (i, q) in queries.iter().enumerate() {
-        let period_ms =
-            i64::try_from(q.template.alb.period.as_secs().max(1) * 1000).unwrap_or(60_000);
-        let load_balancer = q
-            .spec
-            .traffic_routing
-            .alb
-            .listener_arn
-            .load_balancer
-            .clone();
-        let mut fields = vec![(Field::Requests, "RequestCount", "Sum".to_string())];
-        fields.push((
-            Field::Errors,
-            "HTTPCode_Target_5XX_Count",
-            "Sum".to_string(),
-        ));
-        if let Some(l) = &q.template.alb.latency {
-            let stat = stat_name(l.statistic);
-            if stat != "Average" {
-                fields.push((
-                    Field::LatencyAverage,
-                    "TargetResponseTime",
-                    "Average".to_string(),
-                ));
-            }
-            if stat != "p99" {
-                fields.push((Field::LatencyP99, "TargetResponseTime", "p99".to_string()));
-            }
-            fields.push((Field::Latency, "TargetResponseTime", stat));
-        }
+        let load_balancer = &q.spec.traffic_routing.alb.listener_arn.load_balancer;
         let arms = [
             (
                 Arm::Stable,
-                &q.spec.stable.target_group_arn.dimension,
+                &q.spec.stable.target_group_arn,
                 q.window.stable_start.millis(),
                 q.window.stable_end.millis(),
             ),
             (
                 Arm::Canary,
-                &q.spec.canary.target_group_arn.dimension,
+                &q.spec.canary.target_group_arn,
                 q.window.start.millis(),
                 q.window.end.millis(),
             ),
         ];
         for (arm, tg, start, end) in arms {
-            let (start, end) = aligned(start, end, period_ms);
-            for (field, metric, stat) in &fields {
+            for s in series(q.template) {
+                if arm == Arm::Stable && !s.both_arms {
+                    continue;
+                }
+                let period = i64::try_from(s.period.as_secs().max(1)).unwrap_or(60);
+                let (start, end) = aligned(start, end, period * 1000);
+                let dimensions = match s.custom {
+                    None => vec![
+                        ("LoadBalancer".to_string(), load_balancer.clone()),
+                        ("TargetGroup".to_string(), tg.dimension.clone()),
+                    ],
+                    Some(m) => m.dimensions_for(arm.as_str(), tg, load_balancer),
+                };
                 out.push(Want {
                     window: i,
                     arm,
-                    field: *field,
-                    metric,
-                    stat: stat.clone(),
-                    load_balancer: load_balancer.clone(),
-                    target_group: tg.clone(),
+                    field: s.field,
+                    namespace: s.namespace.to_string(),
+                    metric: s.metric.to_string(),
+                    stat: s.stat,
+                    dimensions,
+                    period,
                     start,
                     end,
                 });
@@ -198,10 +241,10 @@ pub fn aligned(start: i64, end: i64, period_ms: i64) -> (i64, i64) {
 
 /// Packs the queries into calls: one period per call, at most
 /// [`MAX_QUERIES`] queries and [`MAX_DATAPOINTS`] datapoints each.
-pub fn batches(mut wants: Vec<Want>, period_of: impl Fn(&Want) -> i64) -> Vec<Batch> {
+pub fn batches(mut wants: Vec<Want>) -> Vec<Batch> {
     let mut by_period: BTreeMap<i64, Vec<Want>> = BTreeMap::new();
     for w in wants.drain(..) {
-        by_period.entry(period_of(&w).max(1)).or_default().push(w);
+        by_period.entry(w.period.max(1)).or_default().push(w);
     }
     let mut out = Vec::new();
     for (period, mut ws) in by_period {
@@ -238,19 +281,58 @@ pub fn batches(mut wants: Vec<Want>, period_of: impl Fn(&Want) -> i64) -> Vec<Ba
 /// The datapoints of one query: (bucket start, value).
 pub type Points = Vec<(i64, f64)>;
 
-/// Both arms' metrics of one interval from its queries' datapoints.
-pub fn assemble(parts: &[(&Want, &Points)]) -> WindowMetrics {
-    let mut m = WindowMetrics::default();
+/// The datapoints of one arm's query for `field` that fall inside its
+/// interval, by bucket; `None` when there are none.
+fn inside(parts: &[(&Want, &Points)], arm: Arm, field: Field) -> Option<BTreeMap<i64, f64>> {
+    let (w, pts) = parts
+        .iter()
+        .find(|(w, _)| w.arm == arm && w.field == field)?;
+    let inside: BTreeMap<i64, f64> = pts
+        .iter()
+        .filter(|(t, v)| *t >= w.start && *t < w.end && v.is_finite())
+        .copied()
+        .collect();
+    (!inside.is_empty()).then_some(inside)
+}
+
+/// A custom metric's statistic over an interval of several buckets: sums
+/// and counts add up, minimum and maximum are the extremes (all exact); an
+/// average or a percentile is the mean of the buckets' values (exact for an
+/// interval of one period).
+fn combine_buckets(stat: MetricStatistic, buckets: &BTreeMap<i64, f64>) -> f64 {
+    let values = buckets.values().copied();
+    match stat {
+        MetricStatistic::Sum | MetricStatistic::SampleCount => values.sum(),
+        MetricStatistic::Minimum => values.fold(f64::INFINITY, f64::min),
+        MetricStatistic::Maximum => values.fold(f64::NEG_INFINITY, f64::max),
+        MetricStatistic::Average | MetricStatistic::Percentile(_) => {
+            values.sum::<f64>() / buckets.len() as f64
+        }
+    }
+}
+
+/// Both arms' metrics of one interval from its queries' datapoints; `custom`
+/// are the template's custom metrics (queried as [`Field::Custom`]).
+pub fn assemble(parts: &[(&Want, &Points)], custom: &[CustomMetric]) -> WindowMetrics {
+    let mut m = WindowMetrics {
+        custom: custom
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                let value = |arm| {
+                    inside(parts, arm, Field::Custom(k)).map(|b| combine_buckets(c.statistic, &b))
+                };
+                CustomValue {
+                    name: c.name.to_string(),
+                    stable: value(Arm::Stable),
+                    canary: value(Arm::Canary),
+                }
+            })
+            .collect(),
+        ..WindowMetrics::default()
+    };
     for arm in [Arm::Stable, Arm::Canary] {
-        let get = |f: Field| -> Option<BTreeMap<i64, f64>> {
-            let (w, pts) = parts.iter().find(|(w, _)| w.arm == arm && w.field == f)?;
-            let inside: BTreeMap<i64, f64> = pts
-                .iter()
-                .filter(|(t, v)| *t >= w.start && *t < w.end && v.is_finite())
-                .copied()
-                .collect();
-            (!inside.is_empty()).then_some(inside)
-        };
+        let get = |f: Field| inside(parts, arm, f);
         let requests = get(Field::Requests);
         let sum = |b: &BTreeMap<i64, f64>| b.values().sum::<f64>();
         // Weighted by each bucket's requests (1 where the count is missing).
@@ -300,16 +382,14 @@ pub fn assemble(parts: &[(&Want, &Points)]) -> WindowMetrics {
 }
 
 fn sdk_query(id: usize, w: &Want, period: i64) -> MetricDataQuery {
-    let dims = [
-        ("LoadBalancer", &w.load_balancer),
-        ("TargetGroup", &w.target_group),
-    ]
-    .into_iter()
-    .map(|(n, v)| Dimension::builder().name(n).value(v.as_str()).build())
-    .collect::<Vec<_>>();
+    let dims = w
+        .dimensions
+        .iter()
+        .map(|(n, v)| Dimension::builder().name(n).value(v).build())
+        .collect::<Vec<_>>();
     let metric = Metric::builder()
-        .namespace(NAMESPACE)
-        .metric_name(w.metric)
+        .namespace(&w.namespace)
+        .metric_name(&w.metric)
         .set_dimensions(Some(dims))
         .build();
     let stat = MetricStat::builder()
@@ -322,6 +402,24 @@ fn sdk_query(id: usize, w: &Want, period: i64) -> MetricDataQuery {
         .metric_stat(stat)
         .return_data(true)
         .build()
+}
+
+/// `Name=value, …` for messages.
+fn dimension_text(dims: &[(String, String)]) -> String {
+    dims.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Arm {
+    /// `stable` or `canary`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arm::Stable => "stable",
+            Arm::Canary => "canary",
+        }
+    }
 }
 
 impl CloudWatchSource {
@@ -343,7 +441,7 @@ impl CloudWatchSource {
             .collect();
         let mut points: Vec<Points> = vec![Vec::new(); batch.wants.len()];
         let mut token: Option<String> = None;
-        let resource = format!("{NAMESPACE} metrics of {} target groups", batch.wants.len());
+        let resource = format!("{} CloudWatch metric series", batch.wants.len());
         loop {
             let out = self
                 .client
@@ -367,11 +465,12 @@ impl CloudWatchSource {
                     return Err(ObservationError {
                         fatal: r.status_code() == Some(&StatusCode::Forbidden),
                         message: format!(
-                            "{SERVICE}:GetMetricData answered {:?} for {} {} of {}",
+                            "{SERVICE}:GetMetricData answered {:?} for {}/{} {} of {}",
                             r.status_code(),
+                            batch.wants[i].namespace,
                             batch.wants[i].metric,
                             batch.wants[i].stat,
-                            batch.wants[i].target_group
+                            dimension_text(&batch.wants[i].dimensions)
                         ),
                     });
                 }
@@ -396,11 +495,7 @@ impl MetricSource for CloudWatchSource {
         &self,
         queries: &[MetricQuery<'_>],
     ) -> Vec<Result<WindowMetrics, ObservationError>> {
-        let periods: Vec<i64> = queries
-            .iter()
-            .map(|q| i64::try_from(q.template.alb.period.as_secs().max(1)).unwrap_or(60))
-            .collect();
-        let batches = batches(wants(queries), |w| periods[w.window]);
+        let batches = batches(wants(queries));
         let mut parts: Vec<Vec<(Want, Points)>> = vec![Vec::new(); queries.len()];
         let mut failed: Vec<Option<ObservationError>> = vec![None; queries.len()];
         for batch in &batches {
@@ -420,10 +515,12 @@ impl MetricSource for CloudWatchSource {
         parts
             .into_iter()
             .zip(failed)
-            .map(|(p, f)| match f {
+            .zip(queries)
+            .map(|((p, f), q)| match f {
                 Some(e) => Err(e),
                 None => Ok(assemble(
                     &p.iter().map(|(w, pts)| (w, pts)).collect::<Vec<_>>(),
+                    &q.template.metrics,
                 )),
             })
             .collect()
@@ -433,6 +530,7 @@ impl MetricSource for CloudWatchSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rollout_core::{Time, WindowRequest};
 
     #[test]
     fn intervals_align_to_the_period() {
@@ -449,10 +547,14 @@ mod tests {
             window,
             arm: Arm::Canary,
             field: Field::Requests,
-            metric: "RequestCount",
+            namespace: NAMESPACE.into(),
+            metric: "RequestCount".into(),
             stat: "Sum".into(),
-            load_balancer: "app/shop/1".into(),
-            target_group: "targetgroup/green/2".into(),
+            dimensions: vec![
+                ("LoadBalancer".into(), "app/shop/1".into()),
+                ("TargetGroup".into(), "targetgroup/green/2".into()),
+            ],
+            period: 60,
             start,
             end,
         }
@@ -464,7 +566,7 @@ mod tests {
             let ws: Vec<Want> = (0..n)
                 .map(|i| want(i, 600 + (i as i64 % 7) * 60, 660 + (i as i64 % 7) * 60))
                 .collect();
-            let b = batches(ws, |_| 60);
+            let b = batches(ws);
             assert_eq!(b.len(), n.div_ceil(MAX_QUERIES), "{n} queries");
             assert!(b.iter().all(|b| b.wants.len() <= MAX_QUERIES));
             assert_eq!(b.iter().map(|b| b.wants.len()).sum::<usize>(), n);
@@ -473,17 +575,22 @@ mod tests {
             }
         }
         // Two periods never share a call (the buckets would not align).
-        let b = batches(vec![want(0, 600, 660), want(1, 600, 601)], |w| {
-            if w.window == 0 {
-                60
-            } else {
-                1
-            }
-        });
+        let b = batches(vec![
+            want(0, 600, 660),
+            Want {
+                period: 1,
+                ..want(1, 600, 601)
+            },
+        ]);
         assert_eq!(b.len(), 2);
         // A range too long for the datapoint limit splits.
-        let ws: Vec<Want> = (0..500).map(|i| want(i, 0, 1_000)).collect();
-        let b = batches(ws, |_| 1);
+        let ws: Vec<Want> = (0..500)
+            .map(|i| Want {
+                period: 1,
+                ..want(i, 0, 1_000)
+            })
+            .collect();
+        let b = batches(ws);
         assert!(b.len() > 1);
         assert!(b
             .iter()
@@ -499,6 +606,189 @@ mod tests {
         }
     }
 
+    const SPECS: &str = "apiVersion: rolloutd.dev/v1alpha1
+kind: Rollout
+metadata: {name: pay}
+spec:
+  revision: r1
+  trafficRouting:
+    alb: {listenerArn: arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2}
+  stable: {targetGroupArn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/pay-blue/73e2d6bc24d8a067}
+  canary: {targetGroupArn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/pay-green/0f2a6b1c9d8e7f60}
+  strategy: {canary: {steps: [{setWeight: 100}]}}
+  analysis: {interval: 5m, templates: [custom]}
+---
+apiVersion: rolloutd.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: custom}
+spec:
+  alb: {period: 60s}
+  metrics:
+    - name: declines
+      namespace: Shop/Payments
+      metricName: Declines
+      statistic: Sum
+      perRequest: true
+      dimensions: {Service: payments, Version: '${targetGroupName}-${arm}'}
+      maxIncrease: 50%
+    - name: queue-age
+      namespace: Shop/Queues
+      metricName: OldestMessageAge
+      statistic: Maximum
+      period: 5m
+      dimensions: {Queue: 'orders@${loadBalancer}'}
+      max: 30
+";
+
+    #[test]
+    fn custom_metrics_are_queried_per_arm_with_their_dimensions() {
+        let set = rollout_spec::load([("s.yaml", SPECS)], &[]).expect("valid");
+        let (spec, template) = (&set.rollouts[0].value.spec, &set.templates[0].value.spec);
+        let window = WindowRequest {
+            template: "custom".into(),
+            start: Time::from_millis(600_000),
+            end: Time::from_millis(900_000),
+            stable_start: Time::from_millis(600_000),
+            stable_end: Time::from_millis(900_000),
+        };
+        let ws = wants(&[MetricQuery {
+            spec,
+            template,
+            window: &window,
+        }]);
+        type Row<'a> = (Arm, Field, &'a str, &'a str, i64, Vec<(String, String)>);
+        let got: Vec<Row<'_>> = ws
+            .iter()
+            .map(|w| {
+                (
+                    w.arm,
+                    w.field,
+                    w.metric.as_str(),
+                    w.stat.as_str(),
+                    w.period,
+                    w.dimensions.clone(),
+                )
+            })
+            .collect();
+        let dims = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let elb = |tg: &str| {
+            dims(&[
+                ("LoadBalancer", "app/shop/50dc6c495c0c9188"),
+                ("TargetGroup", tg),
+            ])
+        };
+        let blue = "targetgroup/pay-blue/73e2d6bc24d8a067";
+        let green = "targetgroup/pay-green/0f2a6b1c9d8e7f60";
+        assert_eq!(
+            got,
+            vec![
+                // No ALB check: requests only, because `declines` divides by them.
+                (
+                    Arm::Stable,
+                    Field::Requests,
+                    "RequestCount",
+                    "Sum",
+                    60,
+                    elb(blue)
+                ),
+                (
+                    Arm::Stable,
+                    Field::Custom(0),
+                    "Declines",
+                    "Sum",
+                    60,
+                    dims(&[("Service", "payments"), ("Version", "pay-blue-stable")])
+                ),
+                // `queue-age` has only a ceiling: the canary's series alone.
+                (
+                    Arm::Canary,
+                    Field::Requests,
+                    "RequestCount",
+                    "Sum",
+                    60,
+                    elb(green)
+                ),
+                (
+                    Arm::Canary,
+                    Field::Custom(0),
+                    "Declines",
+                    "Sum",
+                    60,
+                    dims(&[("Service", "payments"), ("Version", "pay-green-canary")])
+                ),
+                (
+                    Arm::Canary,
+                    Field::Custom(1),
+                    "OldestMessageAge",
+                    "Maximum",
+                    300,
+                    dims(&[("Queue", "orders@app/shop/50dc6c495c0c9188")])
+                ),
+            ]
+        );
+        assert_eq!(ws[1].namespace, "Shop/Payments");
+        // Each period is its own call.
+        assert_eq!(batches(ws).len(), 2);
+    }
+
+    #[test]
+    fn custom_statistics_combine_over_buckets() {
+        let at = |field, stat: &str| Want {
+            field,
+            stat: stat.into(),
+            ..want(0, 60, 240)
+        };
+        let metric = |name: &str, statistic| CustomMetric {
+            name: name.parse().expect("name"),
+            namespace: "N".into(),
+            metric_name: "M".into(),
+            dimensions: Default::default(),
+            statistic,
+            period: None,
+            per_request: false,
+            missing_as_zero: false,
+            max_increase: None,
+            max: Some(1.0),
+        };
+        let custom = [
+            metric("sum", MetricStatistic::Sum),
+            metric("max", MetricStatistic::Maximum),
+            metric("min", MetricStatistic::Minimum),
+            metric("avg", MetricStatistic::Average),
+            metric("absent", MetricStatistic::Sum),
+        ];
+        let pts: Points = vec![(0, 100.0), (60, 2.0), (120, 6.0), (180, 4.0), (240, 100.0)];
+        let none: Points = vec![];
+        let wants: Vec<Want> = (0..5).map(|k| at(Field::Custom(k), "x")).collect();
+        let mut parts: Vec<(&Want, &Points)> = wants[..4].iter().map(|w| (w, &pts)).collect();
+        parts.push((&wants[4], &none));
+        let m = assemble(&parts, &custom);
+        let canary: Vec<(&str, Option<f64>)> = m
+            .custom
+            .iter()
+            .map(|c| (c.name.as_str(), c.canary))
+            .collect();
+        assert_eq!(
+            canary,
+            [
+                ("sum", Some(12.0)),
+                ("max", Some(6.0)),
+                ("min", Some(2.0)),
+                ("avg", Some(4.0)),
+                ("absent", None)
+            ]
+        );
+        assert!(
+            m.custom.iter().all(|c| c.stable.is_none()),
+            "only the canary was read"
+        );
+    }
+
     #[test]
     fn assembling_sums_weights_and_keeps_missing_as_missing() {
         let req = part(Arm::Canary, Field::Requests, "Sum", 60, 180);
@@ -512,13 +802,16 @@ mod tests {
         let lat_pts: Points = vec![(60, 0.2), (120, 0.1)];
         let p99_pts: Points = vec![(60, 0.5), (120, 0.5)];
         let none: Points = vec![];
-        let m = assemble(&[
-            (&req, &req_pts),
-            (&err, &err_pts),
-            (&lat, &lat_pts),
-            (&p99, &p99_pts),
-            (&s_req, &none),
-        ]);
+        let m = assemble(
+            &[
+                (&req, &req_pts),
+                (&err, &err_pts),
+                (&lat, &lat_pts),
+                (&p99, &p99_pts),
+                (&s_req, &none),
+            ],
+            &[],
+        );
         assert_eq!(m.canary.requests, Some(400.0));
         assert_eq!(m.canary.errors, Some(3.0));
         let avg = m.canary.latency.expect("latency");

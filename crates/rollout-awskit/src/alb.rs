@@ -341,7 +341,15 @@ pub struct Behaviour {
     pub error_rate: f64,
     /// Mean response time, seconds.
     pub latency: f64,
+    /// The share of requests the application counts as a declined payment,
+    /// published as the custom metric [`DECLINES`] (`Sum`, dimension
+    /// `TargetGroup`) when either arm's share is above zero.
+    pub declines: f64,
 }
+
+/// The custom metric the publisher plays the application for: namespace and
+/// metric name.
+pub const DECLINES: (&str, &str) = ("Shop/Payments", "Declines");
 
 /// The traffic of one service.
 #[derive(Debug, Clone)]
@@ -439,6 +447,7 @@ async fn publish(
     }
     let lb = t.service.lb_dimension();
     let mut data = Vec::new();
+    let mut custom = Vec::new();
     for (tg, weight, b) in [
         (&t.service.stable, ws, t.stable),
         (&t.service.canary, wc, t.canary),
@@ -475,6 +484,33 @@ async fn publish(
             ));
         }
         data.push(datum("TargetResponseTime", latency, StandardUnit::Seconds));
+        if t.stable.declines > 0.0 || t.canary.declines > 0.0 {
+            let declines = rng.poisson(requests as f64 * b.declines).min(requests);
+            custom.push(
+                MetricDatum::builder()
+                    .metric_name(DECLINES.1)
+                    .dimensions(
+                        Dimension::builder()
+                            .name("TargetGroup")
+                            .value(tg_dimension(tg))
+                            .build(),
+                    )
+                    .timestamp(DateTime::from_secs(second))
+                    .value(declines as f64)
+                    .unit(StandardUnit::Count)
+                    .storage_resolution(1)
+                    .build(),
+            );
+        }
+    }
+    if !custom.is_empty() {
+        aws.cw
+            .put_metric_data()
+            .namespace(DECLINES.0)
+            .set_metric_data(Some(custom))
+            .send()
+            .await
+            .context("PutMetricData (custom)")?;
     }
     if data.is_empty() {
         return Ok(());

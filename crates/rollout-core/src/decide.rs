@@ -733,7 +733,7 @@ impl Reconcile<'_> {
                 match result.map(|r| &r.metrics) {
                     None => break,
                     Some(Ok(metrics)) => {
-                        entry.history.push(*metrics);
+                        entry.history.push(metrics.clone());
                         if entry.history.len() > HISTORY_WINDOWS {
                             entry.history.remove(0);
                         }

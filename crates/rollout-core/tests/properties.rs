@@ -275,14 +275,17 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
                     Answer::Good => Ok(WindowMetrics {
                         stable: arm(1000.0, 1.0),
                         canary: arm(1000.0, 1.0),
+                        custom: Vec::new(),
                     }),
                     Answer::Bad => Ok(WindowMetrics {
                         stable: arm(1000.0, 1.0),
                         canary: arm(1000.0, 90.0),
+                        custom: Vec::new(),
                     }),
                     Answer::Thin => Ok(WindowMetrics {
                         stable: arm(5.0, 0.0),
                         canary: ArmSample::default(),
+                        custom: Vec::new(),
                     }),
                     _ => Err(ObservationError {
                         fatal: false,

@@ -145,14 +145,17 @@ fn check(steps: &str, failures: u32, ticks: &[Tick]) -> (RolloutStatus, Vec<roll
                     Answer::Good => Ok(WindowMetrics {
                         stable: arm(1000.0, 1.0),
                         canary: arm(1000.0, 1.0),
+                        custom: Vec::new(),
                     }),
                     Answer::Bad => Ok(WindowMetrics {
                         stable: arm(1000.0, 1.0),
                         canary: arm(1000.0, 50.0),
+                        custom: Vec::new(),
                     }),
                     Answer::Thin => Ok(WindowMetrics {
                         stable: arm(10.0, 0.0),
                         canary: arm(10.0, 0.0),
+                        custom: Vec::new(),
                     }),
                     _ => Err(ObservationError {
                         fatal: false,

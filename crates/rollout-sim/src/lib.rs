@@ -285,7 +285,13 @@ impl SimMetrics {
         };
         let canary = Self::arm(range(start, end).into_iter().map(|(_, c)| c));
         let stable = Self::arm(range(stable_start, stable_end).into_iter().map(|(s, _)| s));
-        Ok(WindowMetrics { stable, canary })
+        // This CloudWatch holds only the ALB metrics: a template's custom
+        // metrics read as no data.
+        Ok(WindowMetrics {
+            stable,
+            canary,
+            custom: Vec::new(),
+        })
     }
 }
 

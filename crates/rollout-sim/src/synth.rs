@@ -85,5 +85,7 @@ pub fn window(
             (window.start, window.end.min(now)),
             true,
         ),
+        // Only the ALB metrics are synthesised: custom metrics read as no data.
+        custom: Vec::new(),
     }
 }

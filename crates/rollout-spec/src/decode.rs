@@ -372,6 +372,24 @@ macro_rules! decode_uint {
 }
 decode_uint!(u16, u32, u64);
 
+impl Decode for f64 {
+    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
+        let (text, plain) = scalar(node, cx, "a number")?;
+        let parsed = if plain {
+            text.parse::<f64>().ok().filter(|v| v.is_finite())
+        } else {
+            None
+        };
+        if parsed.is_none() {
+            cx.error(
+                node.pos,
+                format!("expected a number, found {} `{text}`", node.describe()),
+            );
+        }
+        parsed
+    }
+}
+
 impl<T: Decode> Decode for Vec<T> {
     fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
         let Value::Seq(items) = &node.value else {

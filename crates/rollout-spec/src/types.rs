@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::decode::{Ctx, Decode};
 use crate::tree::Node;
 use crate::values::{
-    Duration, LatencyStatistic, ListenerArn, Name, Percent, RuleArn, TargetGroupArn, Weight,
+    Duration, LatencyStatistic, ListenerArn, MetricStatistic, Name, Percent, RuleArn,
+    TargetGroupArn, Weight,
 };
 
 /// The only `apiVersion` this release reads.
@@ -497,8 +498,13 @@ impl Decode for AnalysisTemplate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AnalysisTemplateSpec {
-    /// The built-in analysis of the AWS/ApplicationELB metrics of both target groups.
+    /// The built-in analysis of the AWS/ApplicationELB metrics of both target
+    /// groups; its `period` and `delay` also place the window of `metrics`.
     pub alb: AlbAnalysis,
+    /// CloudWatch metrics of your own (any namespace), each read for both
+    /// arms and compared canary vs stable, against an absolute limit, or both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<CustomMetric>,
     /// Failed intervals tolerated before rolling back (default 0).
     #[serde(default)]
     pub failure_limit: u32,
@@ -569,6 +575,7 @@ impl Decode for AnalysisTemplateSpec {
             node,
             &[
                 "alb",
+                "metrics",
                 "failureLimit",
                 "inconclusiveLimit",
                 "consecutiveErrorLimit",
@@ -577,6 +584,7 @@ impl Decode for AnalysisTemplateSpec {
             ],
         )?;
         let alb = f.req(cx, "alb");
+        let metrics = f.or(cx, "metrics", Vec::new());
         let failure_limit = f.or(cx, "failureLimit", 0);
         let inconclusive_limit = f.or(cx, "inconclusiveLimit", default_inconclusive_limit());
         let consecutive_error_limit = f.or(
@@ -588,6 +596,7 @@ impl Decode for AnalysisTemplateSpec {
         let alpha = f.or(cx, "alpha", default_alpha());
         Some(AnalysisTemplateSpec {
             alb: alb?,
+            metrics: metrics?,
             failure_limit: failure_limit?,
             inconclusive_limit: inconclusive_limit?,
             consecutive_error_limit: consecutive_error_limit?,
@@ -690,6 +699,158 @@ impl Decode for LatencyCheck {
         let max = f.opt(cx, "max");
         Some(LatencyCheck {
             statistic: statistic?,
+            max_increase: max_increase.ok()?,
+            max: max.ok()?,
+        })
+    }
+}
+
+/// A CloudWatch metric of your own, read for each arm with the dimensions
+/// given (placeholders filled in per arm) and compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomMetric {
+    /// What the verdicts, events and Prometheus call it (a lowercase DNS label).
+    pub name: Name,
+    /// The CloudWatch namespace, e.g. `Shop/Payments`.
+    pub namespace: String,
+    /// The CloudWatch metric name, e.g. `DeclinedPayments`.
+    pub metric_name: String,
+    /// The dimensions. A value may contain placeholders, filled in for each
+    /// arm: `${targetGroup}` (the arm's `TargetGroup` dimension,
+    /// `targetgroup/NAME/ID`), `${targetGroupName}` (`NAME`), `${arm}`
+    /// (`stable` or `canary`) and `${loadBalancer}` (`app/NAME/ID`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dimensions: BTreeMap<String, String>,
+    /// The statistic (default `Average`).
+    #[serde(default)]
+    pub statistic: MetricStatistic,
+    /// The CloudWatch period (default: the template's `alb.period`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<Duration>,
+    /// Divide each arm's value by its `RequestCount` over the same interval,
+    /// so that a `Sum` of two arms of different weights can be compared
+    /// (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_request: bool,
+    /// Read a missing datapoint as 0 rather than as no data (default false;
+    /// for counters published only when non-zero).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing_as_zero: bool,
+    /// The increase over stable's value that is tolerated (20% = 1.2 × stable).
+    /// Higher values are worse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_increase: Option<Percent>,
+    /// An absolute ceiling on the canary's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// The placeholders a custom metric's dimension value may contain.
+pub const DIMENSION_PLACEHOLDERS: [&str; 4] =
+    ["targetGroup", "targetGroupName", "arm", "loadBalancer"];
+
+/// The placeholders that differ between the arms.
+const PER_ARM_PLACEHOLDERS: [&str; 3] = ["targetGroup", "targetGroupName", "arm"];
+
+impl CustomMetric {
+    /// The period in use.
+    pub fn period_or(&self, alb: &AlbAnalysis) -> Duration {
+        self.period.unwrap_or(alb.period)
+    }
+
+    /// Whether any dimension tells the arms apart.
+    pub fn dimensions_differ_by_arm(&self) -> bool {
+        self.dimensions.values().any(|v| {
+            placeholders(v).any(|p| matches!(p, Ok(p) if PER_ARM_PLACEHOLDERS.contains(&p)))
+        })
+    }
+
+    /// The dimensions for one arm: `arm` is `stable` or `canary`, `target_group`
+    /// that arm's target group, `load_balancer` the `LoadBalancer` dimension.
+    pub fn dimensions_for(
+        &self,
+        arm: &str,
+        target_group: &TargetGroupArn,
+        load_balancer: &str,
+    ) -> Vec<(String, String)> {
+        let tg_name = target_group
+            .dimension
+            .split('/')
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        self.dimensions
+            .iter()
+            .map(|(k, v)| {
+                let filled = v
+                    .replace("${targetGroup}", &target_group.dimension)
+                    .replace("${targetGroupName}", &tg_name)
+                    .replace("${arm}", arm)
+                    .replace("${loadBalancer}", load_balancer);
+                (k.clone(), filled)
+            })
+            .collect()
+    }
+}
+
+/// The placeholders of a dimension value, in order: `Ok(name)` for each
+/// `${name}`, `Err(text)` for an unclosed `${`.
+pub fn placeholders(value: &str) -> impl Iterator<Item = Result<&str, &str>> {
+    let mut rest = value;
+    std::iter::from_fn(move || {
+        let i = rest.find("${")?;
+        let after = &rest[i + 2..];
+        match after.find('}') {
+            Some(j) => {
+                rest = &after[j + 1..];
+                Some(Ok(&after[..j]))
+            }
+            None => {
+                let text = &rest[i..];
+                rest = "";
+                Some(Err(text))
+            }
+        }
+    })
+}
+
+impl Decode for CustomMetric {
+    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
+        let f = cx.fields(
+            node,
+            &[
+                "name",
+                "namespace",
+                "metricName",
+                "dimensions",
+                "statistic",
+                "period",
+                "perRequest",
+                "missingAsZero",
+                "maxIncrease",
+                "max",
+            ],
+        )?;
+        let name = f.req(cx, "name");
+        let namespace = f.req(cx, "namespace");
+        let metric_name = f.req(cx, "metricName");
+        let dimensions = f.or(cx, "dimensions", BTreeMap::new());
+        let statistic = f.or(cx, "statistic", MetricStatistic::Average);
+        let period = f.opt(cx, "period");
+        let per_request = f.or(cx, "perRequest", false);
+        let missing_as_zero = f.or(cx, "missingAsZero", false);
+        let max_increase = f.opt(cx, "maxIncrease");
+        let max = f.opt(cx, "max");
+        Some(CustomMetric {
+            name: name?,
+            namespace: namespace?,
+            metric_name: metric_name?,
+            dimensions: dimensions?,
+            statistic: statistic?,
+            period: period.ok()?,
+            per_request: per_request?,
+            missing_as_zero: missing_as_zero?,
             max_increase: max_increase.ok()?,
             max: max.ok()?,
         })

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use crate::decode::{Diagnostic, Locations};
 use crate::types::{
-    AnalysisTemplate, BlueGreenStrategy, CanaryStep, PhaseAnalysis, Rollout, RolloutAnalysis,
+    placeholders, AnalysisTemplate, BlueGreenStrategy, CanaryStep, CustomMetric, PhaseAnalysis,
+    Rollout, RolloutAnalysis, DIMENSION_PLACEHOLDERS,
 };
 use crate::values::{Duration, ElbArnParts};
 use crate::Located;
@@ -67,7 +68,14 @@ pub fn validate_set(
         } else {
             seen_templates.insert(name, t);
         }
-        template_periods.insert(name, t.value.spec.alb.period);
+        let longest = t
+            .value
+            .spec
+            .metrics
+            .iter()
+            .map(|m| m.period_or(&t.value.spec.alb))
+            .fold(t.value.spec.alb.period, Duration::max);
+        template_periods.insert(name, longest);
         check_template(&t.value, &mut rep);
     }
     for name in known_templates {
@@ -118,20 +126,22 @@ pub fn validate_set(
     out
 }
 
-fn check_template(t: &AnalysisTemplate, rep: &mut Report<'_>) {
-    let alb = &t.spec.alb;
-    let period = alb.period.as_millis();
-    let period_ok =
-        matches!(period, 1_000 | 5_000 | 10_000 | 30_000) || (period > 0 && period % 60_000 == 0);
-    if !period_ok {
+fn check_period(period: Duration, path: &str, rep: &mut Report<'_>) {
+    let ms = period.as_millis();
+    let ok = matches!(ms, 1_000 | 5_000 | 10_000 | 30_000) || (ms > 0 && ms % 60_000 == 0);
+    if !ok {
         rep.at(
-            "spec.alb.period",
+            path,
             format!(
-                "CloudWatch period {} is not allowed: use 1s, 5s, 10s, 30s or a multiple of 60s",
-                alb.period
+                "CloudWatch period {period} is not allowed: use 1s, 5s, 10s, 30s or a multiple of 60s"
             ),
         );
     }
+}
+
+fn check_template(t: &AnalysisTemplate, rep: &mut Report<'_>) {
+    let alb = &t.spec.alb;
+    check_period(alb.period, "spec.alb.period", rep);
     let alpha = t.spec.alpha.value();
     if alpha <= 0.0 || alpha > 50.0 {
         rep.at(
@@ -142,12 +152,13 @@ fn check_template(t: &AnalysisTemplate, rep: &mut Report<'_>) {
             ),
         );
     }
-    if alb.error_rate.is_none() && alb.latency.is_none() {
+    if alb.error_rate.is_none() && alb.latency.is_none() && t.spec.metrics.is_empty() {
         rep.at(
             "spec.alb",
-            "nothing to compare: give `errorRate`, `latency` or both",
+            "nothing to compare: give `errorRate`, `latency` or custom `metrics`",
         );
     }
+    check_custom_metrics(&t.spec.metrics, rep);
     if let Some(er) = &alb.error_rate {
         if er.max_increase.is_none() && er.max_rate.is_none() {
             rep.at(
@@ -176,6 +187,108 @@ fn check_template(t: &AnalysisTemplate, rep: &mut Report<'_>) {
                 "spec.alb.latency.max",
                 "a latency ceiling of 0s fails every interval",
             );
+        }
+    }
+}
+
+fn check_custom_metrics(metrics: &[CustomMetric], rep: &mut Report<'_>) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, m) in metrics.iter().enumerate() {
+        let base = format!("spec.metrics[{i}]");
+        let name = m.name.as_str();
+        if name == "latency" {
+            rep.at(
+                &format!("{base}.name"),
+                "`latency` is the built-in ALB check's name; choose another",
+            );
+        }
+        if let Some(first) = seen.insert(name, i) {
+            rep.at(
+                &format!("{base}.name"),
+                format!("metric `{name}` is already defined at spec.metrics[{first}]"),
+            );
+        }
+        if m.namespace.is_empty() || m.namespace.len() > 255 || m.namespace.starts_with(':') {
+            rep.at(
+                &format!("{base}.namespace"),
+                "a CloudWatch namespace is 1 to 255 characters and does not start with `:`",
+            );
+        }
+        if m.metric_name.is_empty() || m.metric_name.len() > 255 {
+            rep.at(
+                &format!("{base}.metricName"),
+                "a CloudWatch metric name is 1 to 255 characters",
+            );
+        }
+        if m.dimensions.len() > 30 {
+            rep.at(
+                &format!("{base}.dimensions"),
+                format!(
+                    "{} dimensions; CloudWatch allows at most 30",
+                    m.dimensions.len()
+                ),
+            );
+        }
+        for (k, v) in &m.dimensions {
+            let path = format!("{base}.dimensions.{k}");
+            if k.is_empty() || k.len() > 255 || v.is_empty() || v.len() > 1024 {
+                rep.at(
+                    &path,
+                    "a dimension name is 1 to 255 characters and its value 1 to 1024",
+                );
+            }
+            for p in placeholders(v) {
+                match p {
+                    Ok(p) if DIMENSION_PLACEHOLDERS.contains(&p) => {}
+                    Ok(p) => {
+                        let hint = crate::decode::closest(p, &DIMENSION_PLACEHOLDERS)
+                            .map(|c| format!("did you mean `${{{c}}}`?"))
+                            .unwrap_or_else(|| {
+                                "known: ${targetGroup}, ${targetGroupName}, ${arm}, ${loadBalancer}"
+                                    .into()
+                            });
+                        rep.at(&path, format!("unknown placeholder `${{{p}}}`; {hint}"));
+                    }
+                    Err(text) => rep.at(
+                        &path,
+                        format!("`{text}` opens a placeholder it never closes"),
+                    ),
+                }
+            }
+        }
+        if let Some(period) = m.period {
+            check_period(period, &format!("{base}.period"), rep);
+        }
+        if m.max_increase.is_none() && m.max.is_none() {
+            rep.at(
+                &base,
+                "give `maxIncrease` (relative to stable), `max` (absolute) or both",
+            );
+        }
+        if m.max_increase.is_some() {
+            if !m.dimensions_differ_by_arm() {
+                rep.at(
+                    &format!("{base}.maxIncrease"),
+                    "both arms would read the same series: give a dimension that tells them apart, e.g. `TargetGroup: ${targetGroup}` or `Version: ${arm}`",
+                );
+            }
+            if m.statistic.grows_with_traffic() && !m.per_request {
+                rep.at(
+                    &format!("{base}.maxIncrease"),
+                    format!(
+                        "a {} grows with the arm's traffic, so the canary's small share cannot be compared with stable's: set `perRequest: true`, or use an absolute `max`",
+                        m.statistic
+                    ),
+                );
+            }
+        }
+        if let Some(max) = m.max {
+            if max < 0.0 {
+                rep.at(
+                    &format!("{base}.max"),
+                    format!("a ceiling of {max} is below 0"),
+                );
+            }
         }
     }
 }

@@ -269,6 +269,85 @@ impl JsonSchema for LatencyStatistic {
     }
 }
 
+/// The CloudWatch statistic of a custom metric.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum MetricStatistic {
+    /// The mean of the datapoints' values.
+    #[default]
+    Average,
+    /// The total.
+    Sum,
+    /// The smallest value.
+    Minimum,
+    /// The largest value.
+    Maximum,
+    /// How many values were published.
+    SampleCount,
+    /// A percentile, `p50`, `p99`, `p99.9` (the number is in (0, 100)).
+    Percentile(f64),
+}
+
+impl MetricStatistic {
+    /// Whether the statistic grows with the traffic an arm receives, so that
+    /// two arms of different weights cannot be compared by it directly.
+    pub fn grows_with_traffic(self) -> bool {
+        matches!(self, MetricStatistic::Sum | MetricStatistic::SampleCount)
+    }
+}
+
+impl FromStr for MetricStatistic {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "Average" => return Ok(MetricStatistic::Average),
+            "Sum" => return Ok(MetricStatistic::Sum),
+            "Minimum" => return Ok(MetricStatistic::Minimum),
+            "Maximum" => return Ok(MetricStatistic::Maximum),
+            "SampleCount" => return Ok(MetricStatistic::SampleCount),
+            _ => {}
+        }
+        match s.parse::<LatencyStatistic>() {
+            Ok(LatencyStatistic::Percentile(p)) => Ok(MetricStatistic::Percentile(p)),
+            Ok(LatencyStatistic::Average) => Ok(MetricStatistic::Average),
+            Err(e) if s.starts_with('p') => Err(e),
+            Err(_) => Err(format!(
+                "unknown statistic `{s}`: expected Average, Sum, Minimum, Maximum, SampleCount or a percentile such as p99"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for MetricStatistic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetricStatistic::Average => f.write_str("Average"),
+            MetricStatistic::Sum => f.write_str("Sum"),
+            MetricStatistic::Minimum => f.write_str("Minimum"),
+            MetricStatistic::Maximum => f.write_str("Maximum"),
+            MetricStatistic::SampleCount => f.write_str("SampleCount"),
+            MetricStatistic::Percentile(p) => write!(f, "p{p}"),
+        }
+    }
+}
+
+string_value!(
+    MetricStatistic,
+    "Average, Sum, Minimum, Maximum, SampleCount or a percentile such as p99"
+);
+
+impl JsonSchema for MetricStatistic {
+    fn schema_name() -> Cow<'static, str> {
+        "MetricStatistic".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^(Average|Sum|Minimum|Maximum|SampleCount|p[0-9]+(\\.[0-9]+)?)$",
+            "description": "A CloudWatch statistic: Average, Sum, Minimum, Maximum, SampleCount, or a percentile such as p99."
+        })
+    }
+}
+
 /// A name that is a lowercase RFC 1123 DNS label: at most 63 characters of
 /// `a-z`, `0-9` and `-`, starting and ending with a letter or digit.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use rollout_analysis::stats::lognormal_cv;
-use rollout_analysis::{judge, ArmSample, IntervalVerdict, Verdict, WindowMetrics};
+use rollout_analysis::{judge, ArmSample, CustomValue, IntervalVerdict, Verdict, WindowMetrics};
 use rollout_spec::{AnalysisTemplateSpec, LatencyStatistic};
 use serde::Serialize;
 
@@ -24,19 +24,31 @@ const HEADER: [&str; 6] = [
 ];
 
 /// One arm's row.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Row {
     requests: Option<f64>,
     errors: Option<f64>,
     avg: Option<f64>,
     p99: Option<f64>,
+    /// The custom metrics' columns, in column order.
+    custom: Vec<Option<f64>>,
 }
 
 /// One interval: its end (`t`), stable's row and canary's row.
 type Interval = (i64, Option<Row>, Option<Row>);
 
+/// The observations: the custom metric columns after the six of the
+/// contract, and the intervals.
+#[derive(Debug)]
+struct Observations {
+    custom: Vec<String>,
+    intervals: Vec<Interval>,
+}
+
 /// Reads the observations: intervals in time order, each with its two arms.
-fn read_csv(name: &str, text: &str) -> Result<Vec<Interval>, String> {
+/// Columns after the contract's six carry the template's custom metrics,
+/// each named after one (`custom` are the names the template defines).
+fn read_csv(name: &str, text: &str, custom: &[&str]) -> Result<Observations, String> {
     let mut lines = text.lines().enumerate();
     let Some((_, header)) = lines.next() else {
         return Err(format!(
@@ -49,13 +61,35 @@ fn read_csv(name: &str, text: &str) -> Result<Vec<Interval>, String> {
         .split(',')
         .map(str::trim)
         .collect();
-    if cols != HEADER {
+    if cols.len() < HEADER.len() || cols[..HEADER.len()] != HEADER {
         return Err(format!(
-            "{name}:1:1: the header is `{}`; expected `{}`",
+            "{name}:1:1: the header is `{}`; expected `{}` (then, optionally, a column per custom metric)",
             header.trim_end(),
             HEADER.join(",")
         ));
     }
+    let extra: Vec<String> = cols[HEADER.len()..].iter().map(|c| c.to_string()).collect();
+    for (k, c) in extra.iter().enumerate() {
+        let col = cols[..HEADER.len() + k]
+            .iter()
+            .map(|c| c.len() + 1)
+            .sum::<usize>()
+            + 1;
+        if !custom.contains(&c.as_str()) {
+            let known = if custom.is_empty() {
+                "the template has no custom metrics".to_string()
+            } else {
+                format!("its custom metrics are {}", custom.join(", "))
+            };
+            return Err(format!(
+                "{name}:1:{col}: column `{c}` is not a custom metric of the template; {known}"
+            ));
+        }
+        if extra[..k].contains(c) {
+            return Err(format!("{name}:1:{col}: column `{c}` appears twice"));
+        }
+    }
+    let columns: Vec<&str> = cols.clone();
     let mut out: Vec<Interval> = Vec::new();
     let mut seen: BTreeMap<(i64, bool), usize> = BTreeMap::new();
     for (i, line) in lines {
@@ -65,12 +99,12 @@ fn read_csv(name: &str, text: &str) -> Result<Vec<Interval>, String> {
             continue;
         }
         let cells: Vec<&str> = line.split(',').collect();
-        if cells.len() != HEADER.len() {
+        if cells.len() != columns.len() {
             return Err(format!(
                 "{name}:{line_no}:1: {} fields; expected {} ({})",
                 cells.len(),
-                HEADER.len(),
-                HEADER.join(",")
+                columns.len(),
+                columns.join(",")
             ));
         }
         let col = |k: usize| cells[..k].iter().map(|c| c.len() + 1).sum::<usize>() + 1;
@@ -95,12 +129,16 @@ fn read_csv(name: &str, text: &str) -> Result<Vec<Interval>, String> {
             if c.is_empty() {
                 return Ok(None);
             }
+            // The ALB's counts and times are never negative; a custom
+            // metric may be.
+            let custom = k >= HEADER.len();
             match c.parse::<f64>() {
-                Ok(v) if v.is_finite() && v >= 0.0 => Ok(Some(v)),
+                Ok(v) if v.is_finite() && (custom || v >= 0.0) => Ok(Some(v)),
                 _ => Err(format!(
-                    "{name}:{line_no}:{}: {} `{c}` is not a non-negative number",
+                    "{name}:{line_no}:{}: {} `{c}` is not a {}number",
                     col(k),
-                    HEADER[k]
+                    columns[k],
+                    if custom { "" } else { "non-negative " }
                 )),
             }
         };
@@ -109,6 +147,9 @@ fn read_csv(name: &str, text: &str) -> Result<Vec<Interval>, String> {
             errors: num(3)?,
             avg: num(4)?,
             p99: num(5)?,
+            custom: (HEADER.len()..columns.len())
+                .map(num)
+                .collect::<Result<_, _>>()?,
         };
         if let Some(first) = seen.insert((t, canary), line_no) {
             return Err(format!(
@@ -134,10 +175,13 @@ fn read_csv(name: &str, text: &str) -> Result<Vec<Interval>, String> {
             }
         }
     }
-    Ok(out)
+    Ok(Observations {
+        custom: extra,
+        intervals: out,
+    })
 }
 
-fn sample(row: Option<Row>, stat: LatencyStatistic) -> ArmSample {
+fn sample(row: Option<&Row>, stat: LatencyStatistic) -> ArmSample {
     let Some(r) = row else {
         return ArmSample::default();
     };
@@ -223,7 +267,8 @@ pub fn run(template: &Path, observations: &Path, json: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let rows = match read_csv(&obs_name, &text) {
+    let names: Vec<&str> = spec.metrics.iter().map(|m| m.name.as_str()).collect();
+    let obs = match read_csv(&obs_name, &text, &names) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");
@@ -234,10 +279,21 @@ pub fn run(template: &Path, observations: &Path, json: bool) -> ExitCode {
     let mut failed = 0u32;
     let mut decision: Option<(&'static str, i64)> = None;
     let mut last: Option<(i64, IntervalVerdict)> = None;
-    for (t, stable, canary) in rows {
+    for (t, stable, canary) in obs.intervals {
+        let column = |row: &Option<Row>, k: usize| row.as_ref().and_then(|r| r.custom[k]);
         history.push(WindowMetrics {
-            stable: sample(stable, stat),
-            canary: sample(canary, stat),
+            stable: sample(stable.as_ref(), stat),
+            canary: sample(canary.as_ref(), stat),
+            custom: obs
+                .custom
+                .iter()
+                .enumerate()
+                .map(|(k, name)| CustomValue {
+                    name: name.clone(),
+                    stable: column(&stable, k),
+                    canary: column(&canary, k),
+                })
+                .collect(),
         });
         let v = judge(&spec, &history);
         if json {
@@ -280,30 +336,52 @@ mod tests {
     #[test]
     fn rows_group_by_interval_and_missing_rows_are_no_data() {
         let text = "t,arm,requests,errors,latency_avg,latency_p99\n60,stable,1843,2,0.051,0.412\n60,canary,201,0,0.049,0.398\n120,stable,1800,1,0.05,0.4\n";
-        let rows = read_csv("o.csv", text).expect("parses");
+        let rows = read_csv("o.csv", text, &[]).expect("parses").intervals;
         assert_eq!(rows.len(), 2);
         assert!(rows[1].2.is_none(), "no canary row at 120");
-        assert_eq!(rows[0].2.and_then(|r| r.requests), Some(201.0));
+        assert_eq!(rows[0].2.as_ref().and_then(|r| r.requests), Some(201.0));
+    }
+
+    #[test]
+    fn custom_metric_columns_follow_the_six() {
+        let text = "t,arm,requests,errors,latency_avg,latency_p99,declines\n60,stable,1843,2,0.051,0.412,40\n60,canary,201,0,0.049,0.398,\n";
+        let obs = read_csv("o.csv", text, &["declines"]).expect("parses");
+        assert_eq!(obs.custom, ["declines"]);
+        let (_, stable, canary) = &obs.intervals[0];
+        assert_eq!(
+            stable.as_ref().map(|r| r.custom.clone()),
+            Some(vec![Some(40.0)])
+        );
+        assert_eq!(canary.as_ref().map(|r| r.custom.clone()), Some(vec![None]));
+        assert_eq!(
+            read_csv("o.csv", text, &["refunds"]).expect_err("unknown column"),
+            "o.csv:1:47: column `declines` is not a custom metric of the template; its custom metrics are refunds"
+        );
+        let short =
+            "t,arm,requests,errors,latency_avg,latency_p99,declines\n60,stable,1,0,0.1,0.2\n";
+        assert!(read_csv("o.csv", short, &["declines"])
+            .expect_err("short row")
+            .starts_with("o.csv:2:1: 6 fields; expected 7"));
     }
 
     #[test]
     fn errors_name_line_and_column() {
         let bad = "t,arm,requests,errors,latency_avg,latency_p99\n60,stable,abc,2,0.051,0.412\n";
         assert_eq!(
-            read_csv("o.csv", bad).expect_err("bad"),
+            read_csv("o.csv", bad, &[]).expect_err("bad"),
             "o.csv:2:11: requests `abc` is not a non-negative number"
         );
         let order = "t,arm,requests,errors,latency_avg,latency_p99\n120,stable,1,0,0.1,0.2\n60,stable,1,0,0.1,0.2\n";
-        assert!(read_csv("o.csv", order)
+        assert!(read_csv("o.csv", order, &[])
             .expect_err("order")
             .starts_with("o.csv:3:1: t=60 comes after t=120"));
         let header = "time,arm\n";
-        assert!(read_csv("o.csv", header)
+        assert!(read_csv("o.csv", header, &[])
             .expect_err("header")
             .starts_with("o.csv:1:1: the header"));
         let arm = "t,arm,requests,errors,latency_avg,latency_p99\n60,blue,1,0,0.1,0.2\n";
         assert_eq!(
-            read_csv("o.csv", arm).expect_err("arm"),
+            read_csv("o.csv", arm, &[]).expect_err("arm"),
             "o.csv:2:4: arm `blue` is neither stable nor canary"
         );
     }

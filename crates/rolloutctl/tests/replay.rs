@@ -36,8 +36,12 @@ fn csv(minutes: i64, canary_requests: u32, factor: f64) -> String {
 }
 
 fn replay(name: &str, observations: &str) -> (i32, Vec<serde_json::Value>) {
+    replay_with(name, TEMPLATE, observations)
+}
+
+fn replay_with(name: &str, template: &str, observations: &str) -> (i32, Vec<serde_json::Value>) {
     let dir = scratch(name);
-    std::fs::write(dir.join("t.yaml"), TEMPLATE).expect("write");
+    std::fs::write(dir.join("t.yaml"), template).expect("write");
     std::fs::write(dir.join("obs.csv"), observations).expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_rolloutctl"))
         .args(["replay", "-f"])
@@ -122,4 +126,50 @@ fn a_bad_row_is_reported_with_its_place() {
         err.ends_with("obs.csv:2:15: errors `x` is not a non-negative number\n"),
         "{err}"
     );
+}
+
+/// A custom metric's column after the six: declined payments per request,
+/// judged with the 5xx rate.
+#[test]
+fn a_custom_metric_column_is_judged() {
+    let template = format!(
+        "{TEMPLATE}  metrics:
+    - name: declines
+      namespace: Shop/Payments
+      metricName: Declines
+      statistic: Sum
+      perRequest: true
+      dimensions:
+        TargetGroup: ${{targetGroup}}
+      maxIncrease: 50%
+"
+    );
+    let with_declines = |canary_share: f64| {
+        let mut out = String::new();
+        for (i, line) in csv(10, 2000, 1.0).lines().enumerate() {
+            let extra = match i {
+                0 => "declines".to_string(),
+                _ if line.contains(",stable,") => "360".to_string(),
+                _ => format!("{}", (2000.0 * canary_share).round()),
+            };
+            out.push_str(&format!("{line},{extra}\n"));
+        }
+        out
+    };
+    // Stable declines 2% of its requests; so does a good canary.
+    let (code, lines) = replay_with("custom-good", &template, &with_declines(0.02));
+    assert_eq!(code, 0);
+    assert_eq!(lines.last().expect("decision")["decision"], "promote");
+    // A canary declining 10% is rolled back, and the verdict names the metric.
+    let (code, lines) = replay_with("custom-bad", &template, &with_declines(0.10));
+    assert_eq!(code, 0);
+    let last = lines.last().expect("decision");
+    assert_eq!(last["decision"], "rollback", "{lines:?}");
+    let failed = &lines[lines.len() - 2];
+    let declines = failed["metrics"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["metric"] == "declines"))
+        .expect("a declines verdict");
+    assert_eq!(declines["verdict"], "fail", "{declines}");
+    assert_eq!(declines["canary"], 0.1);
 }

@@ -30,12 +30,30 @@ spec:
     period: 1s
     delay: 2s
     errorRate: {maxIncrease: 50%}
+---
+apiVersion: rolloutd.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: payments}
+spec:
+  alb: {period: 1s, delay: 2s}
+  metrics:
+    - name: declines
+      namespace: Shop/Payments
+      metricName: Declines
+      statistic: Sum
+      perRequest: true
+      dimensions: {TargetGroup: '${targetGroup}'}
+      maxIncrease: 100%
 ";
 
 /// The seed's steps: 5, 10, 25, 50, 100 with a short bake at each.
 const STEPS: [u32; 5] = [5, 10, 25, 50, 100];
 
 fn rollout(name: &str, svc: &Service, rule: bool) -> String {
+    rollout_judged_by(name, svc, rule, "errors")
+}
+
+fn rollout_judged_by(name: &str, svc: &Service, rule: bool, templates: &str) -> String {
     let rule = match (&svc.rule, rule) {
         (Some(r), true) => format!("\n      ruleArn: {r}"),
         _ => String::new(),
@@ -66,7 +84,7 @@ spec:
   strategy:
     canary:
       steps: [{steps}]
-  analysis: {{interval: 2s, templates: [errors]}}
+  analysis: {{interval: 2s, templates: [{templates}]}}
 ",
         listener = svc.listener,
         stable = svc.stable,
@@ -191,10 +209,17 @@ fn work_dir(name: &str) -> PathBuf {
 const GOOD: Behaviour = Behaviour {
     error_rate: 0.01,
     latency: 0.05,
+    declines: 0.02,
 };
 const BAD: Behaviour = Behaviour {
     error_rate: 0.10,
     latency: 0.05,
+    declines: 0.02,
+};
+/// 5xx as good as stable's, but ten times the declined payments.
+const DECLINING: Behaviour = Behaviour {
+    declines: 0.20,
+    ..GOOD
 };
 
 fn traffic(service: &Service, via_rule: bool, canary: Behaviour) -> Traffic {
@@ -243,10 +268,16 @@ async fn whole_rollouts_against_moto() {
     let mut ruled = aws.service("ruled", &net, true).await.expect("ruled");
     aws.add_rule(&mut ruled).await.expect("rule");
     let empty = aws.service("empty", &net, false).await.expect("empty");
+    let declining = aws
+        .service("declining", &net, true)
+        .await
+        .expect("declining");
 
     let specs = [
         TEMPLATE.to_string(),
-        rollout("good", &good, false),
+        // The healthy canary is judged by the custom metric too: it passes.
+        rollout_judged_by("good", &good, false, "errors, payments"),
+        rollout_judged_by("declining", &declining, false, "errors, payments"),
         rollout("bad", &bad, false),
         rollout("ruled", &ruled, true),
         rollout("empty", &empty, false),
@@ -260,12 +291,18 @@ async fn whole_rollouts_against_moto() {
             traffic(&bad, false, BAD),
             traffic(&ruled, true, GOOD),
             traffic(&empty, false, GOOD),
+            traffic(&declining, false, DECLINING),
         ],
         7,
     );
-    first_readings(&publisher, 4).await;
+    first_readings(&publisher, 5).await;
     let d = start_daemon(&dir, &gateway.url);
-    let phases = wait_final(&d, &["good", "bad", "ruled"], Duration::from_secs(150)).await;
+    let phases = wait_final(
+        &d,
+        &["good", "bad", "ruled", "declining"],
+        Duration::from_secs(150),
+    )
+    .await;
     // One more reading of every load balancer after the runs ended.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let seen = publisher.seen();
@@ -299,6 +336,27 @@ async fn whole_rollouts_against_moto() {
         "the rollback says why, with both arms: {why}"
     );
 
+    // A custom CloudWatch metric (declined payments per request, from the
+    // application's own namespace) rolls back a canary whose 5xx are fine.
+    assert_eq!(phases["declining"], "RolledBack", "{}", tail(&d.log));
+    assert_eq!(
+        aws.weights(&declining, false).await.expect("weights"),
+        (100, 0, 0)
+    );
+    let (_, run) = get(&d, "/api/v1/rollouts/declining");
+    let why = run["status"]["message"].as_str().unwrap_or("");
+    assert!(
+        why.contains("analysis `payments` failed") && why.contains("declines per request: canary"),
+        "the rollback names the custom metric: {why}"
+    );
+    // The good run's last analysis judged the custom metric and passed it.
+    let (_, run) = get(&d, "/api/v1/rollouts/good");
+    let text = run["status"].to_string();
+    assert!(
+        text.contains("\"metric\":\"declines\"") && text.contains("per request"),
+        "{text}"
+    );
+
     // No healthy target in the canary group: it never gets traffic.
     assert!(
         canary_steps(&seen, "empty").iter().all(|w| *w == 0),
@@ -318,7 +376,7 @@ async fn whole_rollouts_against_moto() {
         "the hold says why: {}",
         run["status"]
     );
-    for name in ["good", "bad", "ruled", "empty"] {
+    for name in ["good", "bad", "ruled", "empty", "declining"] {
         always_whole(&seen, name);
     }
     assert!(publisher.errors().is_empty(), "{:?}", publisher.errors());
@@ -353,9 +411,14 @@ async fn whole_rollouts_against_moto() {
     let calls = gateway.calls();
     let writes = calls.count("elasticloadbalancing", "ModifyListener")
         + calls.count("elasticloadbalancing", "ModifyRule");
-    // good and ruled: 5 raises each; bad: its raises plus one rollback.
-    let bad_raises = steps.iter().filter(|w| **w > 0).count() as u64;
-    assert_eq!(writes, 10 + bad_raises + 1, "{calls:?}");
+    // good and ruled: 5 raises each; bad and declining: their raises plus
+    // one rollback each.
+    let raises = |name: &str| canary_steps(&seen, name).iter().filter(|w| **w > 0).count() as u64;
+    assert_eq!(
+        writes,
+        10 + raises("bad") + 1 + raises("declining") + 1,
+        "{calls:?}"
+    );
     drop(d);
     drop(publisher);
     drop(moto);

@@ -25,6 +25,8 @@ use rolloutd::daemon::{now, Daemon};
 #[derive(Default)]
 struct Record {
     durations_us: Vec<u64>,
+    /// The durations of the reconciles that wrote a status.
+    wrote_us: Vec<u64>,
     wrote: u64,
     noop: u64,
     last: HashMap<String, Instant>,
@@ -93,6 +95,11 @@ struct PhaseResult {
     state_writes: u64,
     lease_writes: u64,
     max_gap: Duration,
+    /// p50 and p99 of the reconciles that wrote a status.
+    wrote_p50: f64,
+    wrote_p99: f64,
+    /// Reconciles over 5 ms: (that wrote, no-op).
+    over_5ms: (usize, usize),
 }
 
 async fn phase(record: &Arc<Mutex<Record>>, store: &Store, seconds: u64) -> PhaseResult {
@@ -114,6 +121,10 @@ async fn phase(record: &Arc<Mutex<Record>>, store: &Store, seconds: u64) -> Phas
         .unwrap_or_default();
     let mut d = r.durations_us.clone();
     d.sort_unstable();
+    let mut w = r.wrote_us.clone();
+    w.sort_unstable();
+    let slow_total = d.iter().filter(|us| **us > 5_000).count();
+    let slow_wrote = w.iter().filter(|us| **us > 5_000).count();
     PhaseResult {
         reconciles: d.len() as u64,
         per_second: d.len() as f64 / elapsed,
@@ -125,6 +136,9 @@ async fn phase(record: &Arc<Mutex<Record>>, store: &Store, seconds: u64) -> Phas
         state_writes: w1 - w0,
         lease_writes: l1 - l0,
         max_gap: r.max_gap,
+        wrote_p50: percentile(&w, 0.5),
+        wrote_p99: percentile(&w, 0.99),
+        over_5ms: (slow_wrote, slow_total - slow_wrote),
     }
 }
 
@@ -196,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
             if let Ok(mut r) = record.lock() {
                 r.durations_us.push(took.as_micros() as u64);
                 if wrote {
+                    r.wrote_us.push(took.as_micros() as u64);
                     r.wrote += 1;
                 } else {
                     r.noop += 1;
@@ -289,6 +304,12 @@ async fn main() -> anyhow::Result<()> {
             p.state_writes,
             p.lease_writes,
             p.max_gap.as_secs_f64()
+        );
+    }
+    for (name, p) in [("A", &a), ("B", &b)] {
+        println!(
+            "\nphase {name}: reconciles that wrote a status: p50 {:.2} ms, p99 {:.2} ms; over 5 ms: {} that wrote, {} no-op",
+            p.wrote_p50, p.wrote_p99, p.over_5ms.0, p.over_5ms.1
         );
     }
     let writes_per_noop = if a.noop > 0 {

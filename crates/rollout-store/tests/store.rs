@@ -307,6 +307,17 @@ async fn commands_clear_with_the_status_that_applied_them(store: Store) {
         .expect("write");
     let left = store.commands(&name).await.expect("commands");
     assert_eq!(left.iter().map(|c| c.id).collect::<Vec<_>>(), vec![id2]);
+    // A refused write (stale version) removes no command.
+    status.last_command_id = id2;
+    let refused = store
+        .write_status(&name, w(0, &status, &[]), &lease, T0)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    let left = store.commands(&name).await.expect("commands");
+    assert_eq!(left.iter().map(|c| c.id).collect::<Vec<_>>(), vec![id2]);
 }
 
 async fn events_are_kept_in_order_and_outlive_the_rollout(store: Store) {

@@ -68,7 +68,7 @@ enum Command {
         /// This replica's name in leases (default: host name and process id).
         #[arg(long, env = "ROLLOUTD_REPLICA")]
         replica: Option<String>,
-        /// How many reconciles run at once (default 16; the database pool matches it).
+        /// How many reconciles run at once (default 12; the database pool matches it).
         #[arg(long, env = "ROLLOUTD_CONCURRENCY")]
         concurrency: Option<usize>,
         /// Run against a simulated ALB and CloudWatch kept in this database

@@ -183,7 +183,7 @@ fn pgbench(admin: &str, seconds: u64) -> anyhow::Result<f64> {
 async fn main() -> anyhow::Result<()> {
     let mut rollouts = 10_000usize;
     let mut seconds = 60u64;
-    let mut concurrency = 16usize;
+    let mut concurrency = rolloutd::config::DEFAULT_CONCURRENCY;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {

@@ -89,6 +89,40 @@ type Result<T> = std::result::Result<T, StoreError>;
 /// token, `$2` now).
 const FENCED: &str = "EXISTS (SELECT 1 FROM leases WHERE rollout = $3 AND holder = $5 AND token = $6 AND expires_at > $2)";
 
+/// The fenced, versioned status write: an insert when none was read
+/// (`expected` 0), an update of the version read otherwise; `suffix` ends it
+/// (` RETURNING version` on PostgreSQL). Parameters: `$1` status, `$2` now,
+/// `$3` rollout, `$4` expected version, `$5` holder, `$6` token.
+fn status_statement(expected: i64, suffix: &str) -> String {
+    if expected == 0 {
+        format!(
+            "INSERT INTO rollout_status (name, status, version, updated_at)
+             SELECT $3, $1, 1, $2 WHERE $4 = 0 AND {FENCED}
+               AND EXISTS (SELECT 1 FROM rollouts WHERE name = $3)
+             ON CONFLICT (name) DO NOTHING{suffix}"
+        )
+    } else {
+        format!(
+            "UPDATE rollout_status SET status = $1, version = version + 1, updated_at = $2
+             WHERE name = $3 AND version = $4 AND {FENCED}{suffix}"
+        )
+    }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds an event's columns after `rollout`, in the events table's order.
+fn bind_event<'q>(q: AnyQuery<'q>, e: &Event) -> AnyQuery<'q> {
+    q.bind(e.at.millis())
+        .bind(i64::from(e.run))
+        .bind(e.revision.clone())
+        .bind(kind_name(e.kind))
+        .bind(e.message.clone())
+        .bind(e.actor.clone())
+        .bind(i64::from(e.weight_before))
+        .bind(i64::from(e.weight_after))
+}
+
 /// A lease on one rollout: the right to reconcile it and write its status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -538,20 +572,7 @@ impl Store {
                 .await;
         }
         let mut tx = self.pool.begin().await?;
-        let fenced = FENCED;
-        let sql = if expected == 0 {
-            format!(
-                "INSERT INTO rollout_status (name, status, version, updated_at)
-                 SELECT $3, $1, 1, $2 WHERE $4 = 0 AND {fenced}
-                   AND EXISTS (SELECT 1 FROM rollouts WHERE name = $3)
-                 ON CONFLICT (name) DO NOTHING"
-            )
-        } else {
-            format!(
-                "UPDATE rollout_status SET status = $1, version = version + 1, updated_at = $2
-                 WHERE name = $3 AND version = $4 AND {fenced}"
-            )
-        };
+        let sql = status_statement(expected, "");
         let written = sqlx::query(&sql)
             .bind(&json)
             .bind(now.millis())
@@ -591,16 +612,7 @@ impl Store {
             }
             let mut q = sqlx::query(&sql);
             for e in events {
-                q = q
-                    .bind(name)
-                    .bind(e.at.millis())
-                    .bind(i64::from(e.run))
-                    .bind(e.revision.clone())
-                    .bind(kind_name(e.kind))
-                    .bind(e.message.clone())
-                    .bind(e.actor.clone())
-                    .bind(i64::from(e.weight_before))
-                    .bind(i64::from(e.weight_after));
+                q = bind_event(q.bind(name), e);
             }
             q.execute(&mut *tx).await?;
         }
@@ -635,21 +647,10 @@ impl Store {
             events,
             applied_commands,
         } = write;
-        let fenced = FENCED;
-        let status_sql = if expected == 0 {
-            format!(
-                "INSERT INTO rollout_status (name, status, version, updated_at)
-                 SELECT $3, $1, 1, $2 WHERE $4 = 0 AND {fenced}
-                   AND EXISTS (SELECT 1 FROM rollouts WHERE name = $3)
-                 ON CONFLICT (name) DO NOTHING RETURNING version"
-            )
-        } else {
-            format!(
-                "UPDATE rollout_status SET status = $1, version = version + 1, updated_at = $2
-                 WHERE name = $3 AND version = $4 AND {fenced} RETURNING version"
-            )
-        };
-        let mut sql = format!("WITH s AS ({status_sql})");
+        let mut sql = format!(
+            "WITH s AS ({})",
+            status_statement(expected, " RETURNING version")
+        );
         // $7: the last applied command; events from $8 on, 8 parameters each.
         if applied_commands {
             sql.push_str(
@@ -691,15 +692,7 @@ impl Store {
             .bind(lease.token)
             .bind(i64::try_from(status.last_command_id).unwrap_or(i64::MAX));
         for e in events {
-            q = q
-                .bind(e.at.millis())
-                .bind(i64::from(e.run))
-                .bind(e.revision.clone())
-                .bind(kind_name(e.kind))
-                .bind(e.message.clone())
-                .bind(e.actor.clone())
-                .bind(i64::from(e.weight_before))
-                .bind(i64::from(e.weight_after));
+            q = bind_event(q, e);
         }
         match q.fetch_optional(&self.pool).await? {
             Some(row) => Ok(row.try_get(0)?),

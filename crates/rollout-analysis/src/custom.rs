@@ -88,13 +88,15 @@ pub fn judge(
                 return by_threshold;
             }
             // The ceiling, alone, is a threshold on this interval.
-            let ceiling = CustomMetric {
-                max_increase: None,
-                ..m.clone()
-            };
-            let absolute = judge_one(&spec.alb, &ceiling, current);
-            if m.max.is_some() && absolute.verdict == Verdict::Fail {
-                return absolute;
+            if m.max.is_some() {
+                let ceiling = CustomMetric {
+                    max_increase: None,
+                    ..m.clone()
+                };
+                let absolute = judge_one(&spec.alb, &ceiling, current);
+                if absolute.verdict == Verdict::Fail {
+                    return absolute;
+                }
             }
             as_rate(spec, m, alpha, history)
         })

@@ -184,6 +184,7 @@ pub fn wants(queries: &[MetricQuery<'_>]) -> Vec<Want> {
     let mut out = Vec::new();
     for (i, q) in queries.iter().enumerate() {
         let load_balancer = &q.spec.traffic_routing.alb.listener_arn.load_balancer;
+        let series = series(q.template);
         let arms = [
             (
                 Arm::Stable,
@@ -199,7 +200,7 @@ pub fn wants(queries: &[MetricQuery<'_>]) -> Vec<Want> {
             ),
         ];
         for (arm, tg, start, end) in arms {
-            for s in series(q.template) {
+            for s in &series {
                 if arm == Arm::Stable && !s.both_arms {
                     continue;
                 }
@@ -218,7 +219,7 @@ pub fn wants(queries: &[MetricQuery<'_>]) -> Vec<Want> {
                     field: s.field,
                     namespace: s.namespace.to_string(),
                     metric: s.metric.to_string(),
-                    stat: s.stat,
+                    stat: s.stat.clone(),
                     dimensions,
                     period,
                     start,

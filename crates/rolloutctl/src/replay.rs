@@ -89,7 +89,6 @@ fn read_csv(name: &str, text: &str, custom: &[&str]) -> Result<Observations, Str
             return Err(format!("{name}:1:{col}: column `{c}` appears twice"));
         }
     }
-    let columns: Vec<&str> = cols.clone();
     let mut out: Vec<Interval> = Vec::new();
     let mut seen: BTreeMap<(i64, bool), usize> = BTreeMap::new();
     for (i, line) in lines {
@@ -99,12 +98,12 @@ fn read_csv(name: &str, text: &str, custom: &[&str]) -> Result<Observations, Str
             continue;
         }
         let cells: Vec<&str> = line.split(',').collect();
-        if cells.len() != columns.len() {
+        if cells.len() != cols.len() {
             return Err(format!(
                 "{name}:{line_no}:1: {} fields; expected {} ({})",
                 cells.len(),
-                columns.len(),
-                columns.join(",")
+                cols.len(),
+                cols.join(",")
             ));
         }
         let col = |k: usize| cells[..k].iter().map(|c| c.len() + 1).sum::<usize>() + 1;
@@ -137,7 +136,7 @@ fn read_csv(name: &str, text: &str, custom: &[&str]) -> Result<Observations, Str
                 _ => Err(format!(
                     "{name}:{line_no}:{}: {} `{c}` is not a {}number",
                     col(k),
-                    columns[k],
+                    cols[k],
                     if custom { "" } else { "non-negative " }
                 )),
             }
@@ -147,7 +146,7 @@ fn read_csv(name: &str, text: &str, custom: &[&str]) -> Result<Observations, Str
             errors: num(3)?,
             avg: num(4)?,
             p99: num(5)?,
-            custom: (HEADER.len()..columns.len())
+            custom: (HEADER.len()..cols.len())
                 .map(num)
                 .collect::<Result<_, _>>()?,
         };

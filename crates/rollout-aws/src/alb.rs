@@ -8,6 +8,14 @@
 //! groups change (stickiness and target groups the rollout does not own are
 //! kept). Nothing is written when the load balancer already holds the
 //! weights, and every write is read back.
+//!
+//! Two refusals keep rolloutd from fighting anyone: a forward action in
+//! which target groups the rollout does not name carry traffic is never
+//! written (fatal, naming them: no write could reach the rollout's split
+//! without changing them), and a write whose fresh read differs from what
+//! the decision saw is not made (someone else wrote in between; the next
+//! reconcile records it as drift). The read-back checks that everything but
+//! the two weights is what was written, so a concurrent edit is noticed.
 
 use aws_sdk_elasticloadbalancingv2::error::SdkError;
 use aws_sdk_elasticloadbalancingv2::types::{
@@ -239,6 +247,53 @@ pub fn with_weights(
     Ok(out)
 }
 
+/// A fatal error naming the target groups the rollout does not name that
+/// carry traffic in the forward action, if any.
+fn refuse_foreign(
+    actions: &[Action],
+    stable: &str,
+    canary: &str,
+    place: &str,
+) -> Result<(), ObservationError> {
+    let Some(i) = forward_action(actions) else {
+        return Ok(());
+    };
+    let foreign: Vec<String> = tuples(&actions[i])
+        .into_iter()
+        .filter(|(arn, w)| *w > 0 && arn != stable && arn != canary)
+        .map(|(arn, w)| format!("{arn} (weight {w})"))
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(fatal(format!(
+        "{place}: the forward action sends traffic to {}, which the rollout does not name; rolloutd never changes target groups it does not own, so it writes nothing",
+        foreign.join(", ")
+    )))
+}
+
+/// Whether two action lists agree on everything but the weights of their
+/// forward actions (ELBv2 may fill in defaults, so actions are compared by
+/// type, order and, for the forward, the target groups and stickiness).
+fn same_but_weights(a: &[Action], b: &[Action]) -> bool {
+    let key = |act: &Action| {
+        let groups: Vec<String> = tuples(act).into_iter().map(|(arn, _)| arn).collect();
+        (
+            act.r#type().cloned(),
+            act.order(),
+            if act.r#type() == Some(&ActionTypeEnum::Forward) {
+                groups
+            } else {
+                Vec::new()
+            },
+            act.forward_config()
+                .and_then(|f| f.target_group_stickiness_config())
+                .and_then(|s| s.enabled()),
+        )
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| key(x) == key(y))
+}
+
 /// Whether the load balancer holds exactly these raw weights (nothing to write).
 fn holds(w: &ForwardWeights, weights: Weights) -> bool {
     w.stable == u32::from(weights.stable) && w.canary == u32::from(weights.canary) && w.other == 0
@@ -266,6 +321,7 @@ impl TrafficRouter for AlbRouter {
         &self,
         spec: &RolloutSpec,
         weights: Weights,
+        seen: ForwardWeights,
     ) -> Result<(), ObservationError> {
         let place = Place::of(spec);
         let (stable, canary) = (
@@ -273,15 +329,25 @@ impl TrafficRouter for AlbRouter {
             spec.canary.target_group_arn.as_str(),
         );
         let actions = self.actions(&place).await?;
-        if holds(
-            &read_forward(&actions, stable, canary, place.arn())?,
-            weights,
-        ) {
+        let now = read_forward(&actions, stable, canary, place.arn())?;
+        if holds(&now, weights) {
             return Ok(());
         }
+        refuse_foreign(&actions, stable, canary, place.arn())?;
+        now.may_write(&seen, place.arn())?;
         let new = with_weights(&actions, stable, canary, weights, place.arn())?;
-        self.write(&place, new).await?;
-        let back = read_forward(&self.actions(&place).await?, stable, canary, place.arn())?;
+        self.write(&place, new.clone()).await?;
+        let read = self.actions(&place).await?;
+        let back = read_forward(&read, stable, canary, place.arn())?;
+        if !same_but_weights(&read, &new) {
+            return Err(ObservationError {
+                fatal: false,
+                message: format!(
+                    "{} was changed by someone else while rolloutd wrote it (its actions differ from those written beyond the two weights)",
+                    place.arn()
+                ),
+            });
+        }
         if back.matches(weights) {
             Ok(())
         } else {

@@ -24,6 +24,8 @@ pub enum CommandKind {
     Resume,
     /// Start an aborted, rolled-back or failed run again from step 0.
     Retry,
+    /// Return all traffic to stable, then stop managing the rollout.
+    Delete,
 }
 
 impl CommandKind {
@@ -35,6 +37,7 @@ impl CommandKind {
             CommandKind::Pause => "pause",
             CommandKind::Resume => "resume",
             CommandKind::Retry => "retry",
+            CommandKind::Delete => "delete",
         }
     }
 }
@@ -65,7 +68,12 @@ pub fn check(status: &RolloutStatus, kind: CommandKind) -> Result<(), String> {
             phase.as_str()
         )
     };
+    if status.deleting.is_some() && kind != CommandKind::Delete {
+        return Err("the rollout is being deleted: its traffic returns to stable".into());
+    }
+    let drifted = matches!(status.pause, Some(PauseReason::Drift { .. }));
     match kind {
+        CommandKind::Delete => Ok(()),
         CommandKind::Abort if phase.is_terminal() => Err(ended()),
         CommandKind::Abort => Ok(()),
         CommandKind::Promote { .. } if phase.is_terminal() => Err(ended()),
@@ -76,15 +84,24 @@ pub fn check(status: &RolloutStatus, kind: CommandKind) -> Result<(), String> {
             Some(PauseReason::Manual { .. }) => {
                 Err("the run is paused by hand; resume it first".into())
             }
+            Some(PauseReason::Drift { .. }) => Err(
+                "the run is paused because its weights were changed outside rolloutd; resume it first"
+                    .into(),
+            ),
             _ => Ok(()),
         },
         CommandKind::Pause if phase.is_terminal() => Err(ended()),
+        CommandKind::Pause if drifted => Err(
+            "the run is already paused (its weights were changed outside rolloutd)".into(),
+        ),
         CommandKind::Pause => match &status.pause {
             Some(PauseReason::Manual { .. }) => Err("the run is already paused".into()),
             _ => Ok(()),
         },
         CommandKind::Resume => match &status.pause {
-            Some(PauseReason::Manual { .. } | PauseReason::Inconclusive) => Ok(()),
+            Some(
+                PauseReason::Manual { .. } | PauseReason::Inconclusive | PauseReason::Drift { .. },
+            ) => Ok(()),
             Some(PauseReason::Step | PauseReason::AwaitingPromotion) => {
                 Err("the run waits at a pause step; use promote to go on".into())
             }

@@ -3,7 +3,8 @@
 //! observed, and calling it twice with the same inputs gives the same result.
 //!
 //! One reconcile runs these stages in order:
-//! 1. record the weights the load balancer holds;
+//! 1. record the weights the load balancer holds, and notice weights this
+//!    run did not write (drift: an event, then `spec.onDrift`);
 //! 2. a new `spec.revision` supersedes the run (traffic back to stable first);
 //! 3. apply new commands (abort, promote, pause, resume, retry);
 //! 4. a fatal observation (ARN not found, access denied) fails the run;
@@ -12,7 +13,9 @@
 //! 7. move the run forward (steps, pauses, blue-green stages, rollback steps);
 //! 8. fail a run that made no progress for `progressDeadline`;
 //! 9. ask for a weight write when the load balancer differs from the desired
-//!    weights and the run owns the traffic.
+//!    weights and the run owns the traffic (never while paused for drift,
+//!    never when target groups the rollout does not name carry traffic);
+//!    a rollout being deleted is forgotten once it owns no traffic.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +38,14 @@ pub const MAX_WINDOWS_PER_TICK: u32 = 10;
 /// While a weight change waits to be seen on the load balancer, look again this soon.
 pub const VERIFY_REQUEUE_MS: u64 = 2_000;
 
+/// How many queued commands one decision applies (the oldest first); the
+/// rest wait for the next reconcile, which comes at once. A decision's
+/// events stay bounded however many commands were queued.
+pub const MAX_COMMANDS_PER_DECISION: usize = 100;
+
+/// When more commands wait than one decision applies, look again this soon.
+const MORE_COMMANDS_REQUEUE_MS: u64 = 100;
+
 /// The spec side of a decision: the rollout and the templates it names.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
@@ -48,10 +59,14 @@ pub struct Context<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Action {
-    /// Set the forward action's weights (then read them back).
+    /// Set the forward action's weights (then read them back), unless the
+    /// load balancer no longer holds what the decision saw (someone else
+    /// wrote in between: the next reconcile sees it as drift).
     SetWeights {
         /// The split to write.
         weights: Weights,
+        /// The raw weights the decision was taken on.
+        seen: crate::observe::ForwardWeights,
     },
 }
 
@@ -90,6 +105,10 @@ pub enum EventKind {
     Retried,
     /// A command did not apply.
     CommandIgnored,
+    /// The load balancer held weights this run did not write.
+    WeightDrift,
+    /// The rollout is being deleted: traffic returns to stable first.
+    Deleting,
 }
 
 /// One entry of a run's history: what happened, when, why, who asked.
@@ -128,6 +147,9 @@ pub struct Decision {
     /// Look again within this many milliseconds (a pause ends, an interval
     /// falls due); `None`: at the daemon's regular interval.
     pub requeue_after_ms: Option<u64>,
+    /// The rollout is being deleted and owns no traffic any more: remove it
+    /// (instead of writing this status).
+    pub forget: bool,
 }
 
 /// What to observe before deciding for a rollout in `status` at `now`.
@@ -279,14 +301,21 @@ pub fn decide(
     };
     r.st.strategy = strategy.to_string();
     r.observe_traffic();
-    r.check_revision();
+    r.check_drift();
+    if r.st.deleting.is_none() {
+        r.check_revision();
+    }
     r.apply_commands(commands);
     r.check_fatal();
     r.verify_weight();
     r.analyze();
-    r.progress();
+    if r.st.deleting.is_none() {
+        r.progress();
+    }
     r.check_deadline();
+    r.explain_foreign_traffic();
     let actions = r.traffic_actions();
+    let forget = r.st.deleting.is_some() && !r.st.holds_canary_traffic();
 
     let Reconcile {
         mut st,
@@ -313,6 +342,7 @@ pub fn decide(
         actions,
         events,
         requeue_after_ms: requeue,
+        forget,
     }
 }
 
@@ -386,6 +416,94 @@ impl Reconcile<'_> {
     fn observe_traffic(&mut self) {
         if let Observed::Ok(fw) = &self.obs.traffic {
             self.st.observed_weights = Some(fw.percentages());
+        }
+    }
+
+    /// Weights this run did not write: the load balancer no longer holds
+    /// the weights that were seen applied, or target groups the rollout
+    /// does not name carry traffic. Recorded as `WeightDrift`; then the
+    /// run pauses with its hands off (`onDrift: pause`) or writes its own
+    /// weights back (`revert`, only when that changes nothing it does not
+    /// own). While a weight of its own is still being written, a mismatch
+    /// is that write in flight, not drift.
+    fn check_drift(&mut self) {
+        let started = matches!(self.st.phase, Phase::Progressing | Phase::Paused)
+            && self.st.started_at.is_some();
+        if !started
+            || self.st.deleting.is_some()
+            || matches!(self.st.pause, Some(PauseReason::Drift { .. }))
+        {
+            return;
+        }
+        let Some(fw) = self.obs.traffic.ok() else {
+            return;
+        };
+        let expected = Weights::for_canary(self.st.canary_weight);
+        let drifted = (self.settled() && !fw.matches(expected)) || fw.other > 0;
+        if !drifted {
+            return;
+        }
+        let seen = fw.percentages();
+        let revert = self.ctx.rollout.spec.on_drift == rollout_spec::OnDrift::Revert;
+        let what = format!(
+            "the load balancer holds stable {} / canary {}{} but this run set stable {} / canary {}",
+            seen.stable,
+            seen.canary,
+            if seen.other > 0 {
+                format!(" / target groups it does not name {}", seen.other)
+            } else {
+                String::new()
+            },
+            expected.stable,
+            expected.canary
+        );
+        // The intervals since the weights changed were not at the run's
+        // split: judging starts again once its weights are seen again.
+        self.st.weight_verified_at = None;
+        self.st.analysis.origin = None;
+        for t in self.st.analysis.templates.values_mut() {
+            t.windows_done = 0;
+            t.passes = 0;
+        }
+        if revert && fw.other == 0 {
+            self.st.message =
+                format!("{what}; onDrift is revert: writing stable {} / canary {} back", expected.stable, expected.canary);
+            let m = self.st.message.clone();
+            self.event(EventKind::WeightDrift, m, None);
+            return;
+        }
+        let why = if fw.other > 0 {
+            "; rolloutd never changes target groups a rollout does not name: remove them from the forward action, then resume or abort"
+        } else {
+            "; the run is paused and leaves the weights as they are: resume to write its weights back, or abort"
+        };
+        self.st.phase = Phase::Paused;
+        self.st.pause = Some(PauseReason::Drift {
+            seen,
+            expected,
+            since: self.now,
+        });
+        self.st.message = format!("{what}{why}");
+        let m = self.st.message.clone();
+        self.event(EventKind::WeightDrift, m, None);
+    }
+
+    /// A run that owns the traffic but cannot write it because target
+    /// groups it does not name carry some says so (and writes nothing).
+    fn explain_foreign_traffic(&mut self) {
+        if !self.st.owns_traffic() || matches!(self.st.pause, Some(PauseReason::Drift { .. })) {
+            return;
+        }
+        if let Some(fw) = self.obs.traffic.ok() {
+            if fw.other > 0 {
+                let p = fw.percentages();
+                self.st.message = format!(
+                    "target groups this rollout does not name carry {}% of the forward action; rolloutd never changes them, so it cannot set stable {} / canary {}: remove them from the forward action",
+                    p.other,
+                    100 - self.st.canary_weight,
+                    self.st.canary_weight
+                );
+            }
         }
     }
 
@@ -464,6 +582,13 @@ impl Reconcile<'_> {
             .filter(|c| c.id > self.st.last_command_id)
             .collect();
         pending.sort_by_key(|c| c.id);
+        if pending.len() > MAX_COMMANDS_PER_DECISION {
+            pending.truncate(MAX_COMMANDS_PER_DECISION);
+            self.requeue = Some(MORE_COMMANDS_REQUEUE_MS);
+        }
+        // Commands refused for the same reason make one event, however many
+        // were queued (5,000 aborts must not make 5,000 events at once).
+        let mut ignored: Vec<(String, String, u32)> = Vec::new();
         for c in pending {
             self.st.last_command_id = c.id;
             let who = Some(c.actor.as_str());
@@ -473,14 +598,15 @@ impl Reconcile<'_> {
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default();
             if let Err(refusal) = check(&self.st, c.kind) {
-                self.event(
-                    EventKind::CommandIgnored,
-                    format!("{} by {} ignored: {refusal}", c.kind.verb(), c.actor),
-                    who,
-                );
+                let what = format!("{} by {}", c.kind.verb(), c.actor);
+                match ignored.iter_mut().find(|(w, r, _)| *w == what && *r == refusal) {
+                    Some(entry) => entry.2 += 1,
+                    None => ignored.push((what, refusal, 1)),
+                }
                 continue;
             }
             match c.kind {
+                CommandKind::Delete => self.start_deletion(&c.actor, &why),
                 CommandKind::Abort => {
                     let message = format!("aborted by {}{why}", c.actor);
                     self.finish(Phase::Aborted, EventKind::Aborted, message, who);
@@ -537,6 +663,44 @@ impl Reconcile<'_> {
                     self.new_run(&revision, &outcome, returning);
                 }
             }
+        }
+        for (what, refusal, n) in ignored {
+            let times = if n > 1 {
+                format!(" ({n} times)")
+            } else {
+                String::new()
+            };
+            self.event(
+                EventKind::CommandIgnored,
+                format!("{what} ignored{times}: {refusal}"),
+                None,
+            );
+        }
+    }
+
+    /// `DELETE` of a rollout whose run holds traffic: the run ends (all
+    /// traffic back to stable at once) and the rollout is removed once the
+    /// load balancer shows stable carrying all of it.
+    fn start_deletion(&mut self, actor: &str, why: &str) {
+        self.st.deleting = Some(crate::status::Deletion {
+            actor: actor.to_string(),
+            since: self.now,
+        });
+        let message = format!(
+            "deleted by {actor}{why}: all traffic returns to stable, then the rollout is removed"
+        );
+        if !self.st.phase.is_terminal() {
+            self.st.phase = Phase::Aborted;
+            self.st.ended_at = Some(self.now);
+        }
+        self.st.pause = None;
+        self.st.analysis.origin = None;
+        self.st.rollback_step = None;
+        self.st.returning_from = None;
+        self.st.message = message.clone();
+        self.event(EventKind::Deleting, message, Some(actor));
+        if self.st.phase != Phase::Succeeded {
+            self.set_desired(0);
         }
     }
 
@@ -1107,7 +1271,7 @@ impl Reconcile<'_> {
         });
         if matches!(
             self.st.pause,
-            Some(PauseReason::Manual { .. } | PauseReason::Inconclusive)
+            Some(PauseReason::Manual { .. } | PauseReason::Inconclusive | PauseReason::Drift { .. })
         ) {
             return;
         }
@@ -1326,23 +1490,21 @@ impl Reconcile<'_> {
     // ---- 9. actions -------------------------------------------------------
 
     fn owns_traffic(&self) -> bool {
-        match self.st.phase {
-            Phase::Pending => self.st.returning_from.is_some(),
-            Phase::Progressing => true,
-            // Paused by hand before it started: it owns nothing yet (only
-            // the traffic of a run it supersedes, which goes to stable).
-            Phase::Paused => self.st.started_at.is_some() || self.st.returning_from.is_some(),
-            _ => self.st.started_at.is_some() && !self.settled(),
-        }
+        self.st.owns_traffic()
     }
 
     fn traffic_actions(&self) -> Vec<Action> {
-        if !self.owns_traffic() {
+        if !self.owns_traffic() || matches!(self.st.pause, Some(PauseReason::Drift { .. })) {
             return Vec::new();
         }
         let desired = Weights::for_canary(self.st.canary_weight);
         match self.obs.traffic.ok() {
-            Some(fw) if !fw.matches(desired) => vec![Action::SetWeights { weights: desired }],
+            // Never a write that would change target groups the rollout
+            // does not name (it could not reach the desired split anyway).
+            Some(fw) if fw.other == 0 && !fw.matches(desired) => vec![Action::SetWeights {
+                weights: desired,
+                seen: *fw,
+            }],
             _ => Vec::new(),
         }
     }

@@ -44,7 +44,7 @@ impl<T> Observed<T> {
 
 /// The weights of the forward action as the load balancer holds them (raw
 /// ALB weights, 0–999 each, not percentages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ForwardWeights {
     /// The stable target group's weight (0 when absent).
@@ -68,6 +68,33 @@ impl ForwardWeights {
             && self.other == 0
             && u64::from(self.canary) * 100 == u64::from(w.canary) * total
             && u64::from(self.stable) * 100 == u64::from(w.stable) * total
+    }
+
+    /// Whether a write of the two arms' weights may go ahead on a forward
+    /// action that holds `self` now, for a decision taken on `seen`: not when
+    /// it changed since (someone else wrote; transient), nor when target
+    /// groups the rollout does not name carry traffic (fatal: rolloutd
+    /// never changes them). `place` names the listener or rule.
+    pub fn may_write(&self, seen: &ForwardWeights, place: &str) -> Result<(), ObservationError> {
+        if self.other > 0 {
+            return Err(ObservationError {
+                fatal: true,
+                message: format!(
+                    "{place}: target groups the rollout does not name carry weight {} in the forward action; rolloutd never changes them, so it writes nothing",
+                    self.other
+                ),
+            });
+        }
+        if self != seen {
+            return Err(ObservationError {
+                fatal: false,
+                message: format!(
+                    "{place} changed since it was read (stable {} / canary {} then, stable {} / canary {} now); not written",
+                    seen.stable, seen.canary, self.stable, self.canary
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Whether stable carries all of the traffic.

@@ -22,11 +22,17 @@ pub trait TrafficRouter: Send + Sync + 'static {
     ) -> impl Future<Output = Observed<ForwardWeights>> + Send;
 
     /// Sets the weights (stable and canary; everything else in the action
-    /// as it was).
+    /// as it was), only if the load balancer still holds `seen` (what the
+    /// decision was taken on): otherwise someone else wrote in between, and
+    /// nothing is written (a transient error; the next reconcile sees what
+    /// they wrote). A forward action in which target groups the rollout
+    /// does not name carry traffic is never written (a fatal error naming
+    /// them).
     fn set_weights(
         &self,
         spec: &RolloutSpec,
         weights: Weights,
+        seen: ForwardWeights,
     ) -> impl Future<Output = Result<(), ObservationError>> + Send;
 
     /// The canary target group's health.
@@ -69,8 +75,9 @@ impl<T: TrafficRouter> TrafficRouter for Arc<T> {
         &self,
         spec: &RolloutSpec,
         weights: Weights,
+        seen: ForwardWeights,
     ) -> impl Future<Output = Result<(), ObservationError>> + Send {
-        (**self).set_weights(spec, weights)
+        (**self).set_weights(spec, weights, seen)
     }
 
     fn canary_health(

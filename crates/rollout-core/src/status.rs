@@ -124,6 +124,26 @@ pub enum PauseReason {
     Inconclusive,
     /// Blue-green: the preview passed; waiting for `promote`.
     AwaitingPromotion,
+    /// The load balancer held weights this run did not write; the run keeps
+    /// its hands off them until a person resumes (or aborts) it.
+    Drift {
+        /// What the load balancer held.
+        seen: Weights,
+        /// What the run had set.
+        expected: Weights,
+        /// When it was noticed.
+        since: Time,
+    },
+}
+
+/// A request to stop managing a rollout once its traffic is back on stable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Deletion {
+    /// Who asked.
+    pub actor: String,
+    /// When.
+    pub since: Time,
 }
 
 /// Where a blue-green run is.
@@ -268,6 +288,10 @@ pub struct RolloutStatus {
     pub analysis: AnalysisStatus,
     /// The last command applied.
     pub last_command_id: u64,
+    /// Set when the rollout is being deleted: its traffic goes back to
+    /// stable, then the rollout is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleting: Option<Deletion>,
     /// Ended runs, newest last.
     pub history: Vec<RunRecord>,
 }
@@ -297,7 +321,30 @@ impl RolloutStatus {
             returning_from: None,
             analysis: AnalysisStatus::default(),
             last_command_id: 0,
+            deleting: None,
             history: Vec::new(),
         }
+    }
+
+    /// Whether the run owns the traffic of its listener rule: after it
+    /// started (stable was seen carrying all of it) until its final weights
+    /// were seen, or while it returns the traffic of a run it superseded. A
+    /// run that does not own the traffic never writes weights.
+    pub fn owns_traffic(&self) -> bool {
+        match self.phase {
+            Phase::Pending => self.returning_from.is_some(),
+            Phase::Progressing => true,
+            // Paused by hand before it started: it owns nothing yet (only
+            // the traffic of a run it supersedes, which goes to stable).
+            Phase::Paused => self.started_at.is_some() || self.returning_from.is_some(),
+            _ => self.started_at.is_some() && self.weight_verified_at.is_none(),
+        }
+    }
+
+    /// Whether deleting the rollout must first return traffic to stable: the
+    /// run owns traffic that is not all on stable (a finished, successful
+    /// run's traffic belongs to its revision and is left alone).
+    pub fn holds_canary_traffic(&self) -> bool {
+        self.owns_traffic() && self.phase != Phase::Succeeded
     }
 }

@@ -347,7 +347,7 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
             prop_assert!(sum == 100 || (sum == 0 && all_zero), "observed {:?}", o);
         }
         for a in &d.actions {
-            let Action::SetWeights { weights } = a;
+            let Action::SetWeights { weights, .. } = a;
             prop_assert_eq!(u32::from(weights.stable) + u32::from(weights.canary), 100);
             prop_assert_eq!(weights.other, 0);
             prop_assert_eq!(weights.canary, st.canary_weight);
@@ -364,7 +364,7 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
             let sends_to_canary = d
                 .actions
                 .iter()
-                .any(|a| matches!(a, Action::SetWeights { weights } if weights.canary > 0));
+                .any(|a| matches!(a, Action::SetWeights { weights, .. } if weights.canary > 0));
             if st.run != prev.run {
                 // A new run (a new revision, or a retry) starts from stable
                 // carrying all traffic, as read now: the previous run's
@@ -413,7 +413,7 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
             }
         }
         for a in &d.actions {
-            let Action::SetWeights { weights } = a;
+            let Action::SetWeights { weights, .. } = a;
             last_write = Some(ForwardWeights {
                 stable: u32::from(weights.stable),
                 canary: u32::from(weights.canary),

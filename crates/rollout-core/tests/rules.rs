@@ -200,7 +200,7 @@ fn check(steps: &str, failures: u32, ticks: &[Tick]) -> (RolloutStatus, Vec<roll
         // Deciding twice on the same inputs gives the same result.
         assert_eq!(d, decide(ctx, status.as_ref(), &obs, &commands, now));
         let write = d.actions.first().map(|a| match a {
-            Action::SetWeights { weights } => weights.canary,
+            Action::SetWeights { weights, .. } => weights.canary,
         });
         let got = (d.status.phase, d.status.canary_weight, write);
         assert_eq!(

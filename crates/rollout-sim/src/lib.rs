@@ -424,7 +424,7 @@ impl Harness {
         if !crash_before_acting {
             for action in &decision.actions {
                 match action {
-                    Action::SetWeights { weights } => {
+                    Action::SetWeights { weights, .. } => {
                         // A failed write is retried by the next reconcile.
                         let _ = self.lb.write(self.now, *weights);
                     }

@@ -128,17 +128,25 @@ impl TrafficRouter for MemoryWorld {
         }
     }
 
-    async fn set_weights(&self, spec: &RolloutSpec, w: Weights) -> Result<(), ObservationError> {
+    async fn set_weights(
+        &self,
+        spec: &RolloutSpec,
+        w: Weights,
+        seen: ForwardWeights,
+    ) -> Result<(), ObservationError> {
         let now = (self.clock)();
         let mut routes = self.routes.lock().map_err(|_| poisoned())?;
         let r = routes.entry(route_key(spec)).or_insert(Route {
             weights: ForwardWeights::default(),
             history: Vec::new(),
         });
+        // As the ALB router: never over someone else's write, never
+        // changing target groups the rollout does not name.
+        r.weights.may_write(&seen, "simulated route")?;
         r.weights = ForwardWeights {
             stable: u32::from(w.stable),
             canary: u32::from(w.canary),
-            other: 0,
+            other: r.weights.other,
         };
         r.history.push((now.millis(), f64::from(w.canary)));
         Ok(())

@@ -88,6 +88,54 @@ pub struct RolloutSpec {
     /// A run that makes no progress for this long fails (default 30m).
     #[serde(default = "default_progress_deadline")]
     pub progress_deadline: Duration,
+    /// What a run does when the load balancer holds weights rolloutd did not
+    /// write (a person, Terraform, another tool): `pause` (default: hands
+    /// off until resumed) or `revert`.
+    #[serde(default, skip_serializing_if = "OnDrift::is_default")]
+    pub on_drift: OnDrift,
+}
+
+/// What a run does about weights it did not write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnDrift {
+    /// The run pauses and leaves the weights as they are until resumed.
+    #[default]
+    Pause,
+    /// The run writes its own weights back (never changing target groups it
+    /// does not name).
+    Revert,
+}
+
+impl OnDrift {
+    fn is_default(&self) -> bool {
+        *self == OnDrift::Pause
+    }
+
+    /// `pause` or `revert`, as in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDrift::Pause => "pause",
+            OnDrift::Revert => "revert",
+        }
+    }
+}
+
+impl Decode for OnDrift {
+    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
+        let (text, _) = crate::decode::scalar(node, cx, "a drift policy")?;
+        match text {
+            "pause" => Some(OnDrift::Pause),
+            "revert" => Some(OnDrift::Revert),
+            other => {
+                cx.error(
+                    node.pos,
+                    format!("unknown drift policy `{other}`: expected pause or revert"),
+                );
+                None
+            }
+        }
+    }
 }
 
 impl RolloutSpec {
@@ -152,6 +200,7 @@ impl Decode for RolloutSpec {
                 "analysis",
                 "rollback",
                 "progressDeadline",
+                "onDrift",
             ],
         )?;
         let revision = f.req(cx, "revision");
@@ -162,6 +211,7 @@ impl Decode for RolloutSpec {
         let analysis = f.opt(cx, "analysis");
         let rollback = f.opt(cx, "rollback");
         let progress_deadline = f.or(cx, "progressDeadline", default_progress_deadline());
+        let on_drift = f.or(cx, "onDrift", OnDrift::Pause);
         Some(RolloutSpec {
             revision: revision?,
             traffic_routing: traffic_routing?,
@@ -171,6 +221,7 @@ impl Decode for RolloutSpec {
             analysis: analysis.ok()?,
             rollback: rollback.ok()?,
             progress_deadline: progress_deadline?,
+            on_drift: on_drift?,
         })
     }
 }

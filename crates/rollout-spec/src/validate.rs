@@ -378,8 +378,22 @@ fn check_rollout(r: &Rollout, templates: &BTreeMap<&str, Duration>, rep: &mut Re
     }
 }
 
+/// The most steps a canary strategy (or a rollback) may have: a decision's
+/// events and status stay bounded.
+pub const MAX_STEPS: usize = 100;
+
 fn check_canary_steps(steps: &[CanaryStep], rep: &mut Report<'_>) {
     let path = "spec.strategy.canary.steps";
+    if steps.len() > MAX_STEPS {
+        rep.at(
+            path,
+            format!(
+                "{} steps: at most {MAX_STEPS} are allowed (every step is a decision the daemon keeps and explains)",
+                steps.len()
+            ),
+        );
+        return;
+    }
     if steps.is_empty() {
         rep.at(path, "no steps: give at least `- setWeight: 100`");
         return;
@@ -404,6 +418,13 @@ fn check_canary_steps(steps: &[CanaryStep], rep: &mut Report<'_>) {
 }
 
 fn check_rollback_steps(steps: &[CanaryStep], rep: &mut Report<'_>) {
+    if steps.len() > MAX_STEPS {
+        rep.at(
+            "spec.rollback.steps",
+            format!("{} steps: at most {MAX_STEPS} are allowed", steps.len()),
+        );
+        return;
+    }
     let mut previous: Option<u8> = None;
     for (i, step) in steps.iter().enumerate() {
         match step {

@@ -67,6 +67,16 @@ pub enum StoreError {
         "the status of `{0}` changed since it was read, or this replica no longer holds its lease"
     )]
     Conflict(String),
+    /// Another rollout owns the traffic target a rollout names.
+    #[error("{target} is owned by Rollout `{owner}`; `{rollout}` cannot shift it too (delete `{owner}` or point it elsewhere first)")]
+    Owned {
+        /// The rollout that was refused.
+        rollout: String,
+        /// The listener's default action or the rule.
+        target: String,
+        /// The rollout that owns it.
+        owner: String,
+    },
 }
 
 impl StoreError {
@@ -78,40 +88,58 @@ impl StoreError {
             StoreError::Url(_) => "config",
             StoreError::Corrupt { .. } => "corrupt",
             StoreError::Conflict(_) => "conflict",
+            StoreError::Owned { .. } => "owned",
         }
     }
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-/// The fence of a status write: the writer still holds the rollout's lease
-/// with its token at the write's time (`$3` rollout, `$5` holder, `$6`
-/// token, `$2` now).
-const FENCED: &str = "EXISTS (SELECT 1 FROM leases WHERE rollout = $3 AND holder = $5 AND token = $6 AND expires_at > $2)";
-
 /// The fenced, versioned status write: an insert when none was read
-/// (`expected` 0), an update of the version read otherwise; `suffix` ends it
-/// (` RETURNING version` on PostgreSQL). Parameters: `$1` status, `$2` now,
-/// `$3` rollout, `$4` expected version, `$5` holder, `$6` token.
-fn status_statement(expected: i64, suffix: &str) -> String {
+/// (`expected` 0; only for the rollout identity read), an update of the
+/// version read otherwise; `suffix` ends it (` RETURNING version` on
+/// PostgreSQL). The fence: the writer still holds the rollout's lease with
+/// its token, unexpired by `clock` (the database's, in production).
+/// Parameters: `$1` status, `$2` now, `$3` rollout, `$4` expected version,
+/// `$5` holder, `$6` token, `$7` the rollout's identity.
+fn status_statement(expected: i64, clock: &str, suffix: &str) -> String {
+    let fenced = format!(
+        "EXISTS (SELECT 1 FROM leases WHERE rollout = $3 AND holder = $5 AND token = $6 AND expires_at > {clock})"
+    );
     if expected == 0 {
         format!(
             "INSERT INTO rollout_status (name, status, version, updated_at)
-             SELECT $3, $1, 1, $2 WHERE $4 = 0 AND {FENCED}
-               AND EXISTS (SELECT 1 FROM rollouts WHERE name = $3)
+             SELECT $3, $1, 1, $2 WHERE $4 = 0 AND {fenced}
+               AND EXISTS (SELECT 1 FROM rollouts WHERE name = $3 AND uid = $7)
              ON CONFLICT (name) DO NOTHING{suffix}"
         )
     } else {
         format!(
             "UPDATE rollout_status SET status = $1, version = version + 1, updated_at = $2
-             WHERE name = $3 AND version = $4 AND {FENCED}{suffix}"
+             WHERE name = $3 AND version = $4 AND {fenced}
+               AND EXISTS (SELECT 1 FROM rollouts WHERE name = $3 AND uid = $7){suffix}"
         )
     }
 }
 
+/// How many events one statement inserts: 9 parameters each stays far
+/// below SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
+pub const EVENTS_PER_STATEMENT: usize = 500;
+
+/// Whose clock judges lease expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseClock {
+    /// The database's (production): replicas whose clocks disagree still
+    /// agree on who holds a lease.
+    Database,
+    /// The time each call passes in (tests that control time).
+    Caller,
+}
+
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-/// Binds an event's columns after `rollout`, in the events table's order.
+/// Binds an event's columns after `rollout` (and its identity), in the
+/// events table's order.
 fn bind_event<'q>(q: AnyQuery<'q>, e: &Event) -> AnyQuery<'q> {
     q.bind(e.at.millis())
         .bind(i64::from(e.run))
@@ -123,6 +151,50 @@ fn bind_event<'q>(q: AnyQuery<'q>, e: &Event) -> AnyQuery<'q> {
         .bind(i64::from(e.weight_after))
 }
 
+/// `$b, $b+1, …` (`n` placeholders).
+fn placeholders(b: usize, n: usize) -> String {
+    (b..b + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The traffic target a rollout owns: its listener rule, or its listener's
+/// default action.
+pub fn traffic_target(r: &Rollout) -> String {
+    let alb = &r.spec.traffic_routing.alb;
+    match &alb.rule_arn {
+        Some(rule) => rule.as_str().to_string(),
+        None => alb.listener_arn.as_str().to_string(),
+    }
+}
+
+fn describe_target(r: &Rollout) -> String {
+    let alb = &r.spec.traffic_routing.alb;
+    match &alb.rule_arn {
+        Some(rule) => format!("listener rule {}", rule.as_str()),
+        None => format!(
+            "the default action of listener {}",
+            alb.listener_arn.as_str()
+        ),
+    }
+}
+
+/// A new rollout identity.
+fn new_uid() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.code().is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
+                || d.message().contains("UNIQUE constraint failed")
+        }
+        _ => false,
+    }
+}
+
 /// A lease on one rollout: the right to reconcile it and write its status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -132,8 +204,20 @@ pub struct Lease {
     pub holder: String,
     /// The fencing token every status write must match.
     pub token: i64,
-    /// When it runs out unless renewed.
+    /// When it runs out unless renewed (by the lease clock).
     pub expires_at: Time,
+}
+
+/// What [`Store::delete_or_hand_back`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    /// The rollout is gone (it held no canary traffic, or `orphan`).
+    Gone,
+    /// Its run holds traffic: a `Delete` command was queued (or had been);
+    /// the rollout is removed once stable carries all traffic again.
+    HandingBack,
+    /// No such rollout.
+    NotFound,
 }
 
 /// A rollout as stored: its document, and its status when it has one.
@@ -141,6 +225,9 @@ pub struct Lease {
 pub struct StoredRollout {
     /// The document.
     pub rollout: Rollout,
+    /// This rollout's identity: a name deleted and applied again is a new
+    /// rollout, whose status and events never mix with the old one's.
+    pub uid: String,
     /// Grows by one with every change of the spec.
     pub generation: i64,
     /// Where the document came from (a file, `api`).
@@ -231,6 +318,8 @@ pub struct StatusWrite<'a> {
     /// Whether the decision applied queued commands (removed in the same
     /// transaction, up to `status.last_command_id`).
     pub applied_commands: bool,
+    /// The identity of the rollout that was read ([`StoredRollout::uid`]).
+    pub uid: &'a str,
 }
 
 /// The store.
@@ -239,6 +328,7 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     statements: std::sync::Arc<Statements>,
+    clock: LeaseClock,
 }
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -289,16 +379,42 @@ impl Store {
             // single connection avoids "database is locked" between our own.
             Backend::Sqlite => 1,
         };
+        // Statements are never logged: a failed one could be hundreds of
+        // kilobytes of SQL; the error says what failed.
+        let options = <sqlx::any::AnyConnectOptions as std::str::FromStr>::from_str(&url)?;
+        let options = sqlx::ConnectOptions::disable_statement_logging(options);
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect(&url)
+            .connect_with(options)
             .await?;
         Ok(Store {
             pool,
             backend,
             statements: Default::default(),
+            clock: LeaseClock::Database,
         })
+    }
+
+    /// The same store judging lease expiry by the times callers pass in
+    /// (for tests that control time).
+    pub fn with_lease_clock(mut self, clock: LeaseClock) -> Store {
+        self.clock = clock;
+        self
+    }
+
+    /// The SQL for "now" in milliseconds by the lease clock: the database's
+    /// own, or the parameter `param` (the caller's time).
+    fn clock_sql(&self, param: &str) -> String {
+        match (self.clock, self.backend) {
+            (LeaseClock::Caller, _) => param.to_string(),
+            (LeaseClock::Database, Backend::Postgres) => {
+                "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)".into()
+            }
+            (LeaseClock::Database, Backend::Sqlite) => {
+                "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)".into()
+            }
+        }
     }
 
     /// The backend.
@@ -407,33 +523,80 @@ impl Store {
         for r in &set.rollouts {
             let name = r.value.metadata.name.to_string();
             let spec = serde_json::to_string(&r.value).map_err(|e| corrupt("rollout", &name, e))?;
+            let target = traffic_target(&r.value);
+            // One rollout per traffic target, across every apply, the specs
+            // directory and every replica: checked here for a clear answer,
+            // and held by the unique index on `traffic_target` against
+            // concurrent applies.
+            let owner: Option<String> = sqlx::query(
+                "SELECT name FROM rollouts WHERE traffic_target = $1 AND name <> $2",
+            )
+            .bind(&target)
+            .bind(&name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
+            if let Some(owner) = owner {
+                tx.rollback().await?;
+                return Err(StoreError::Owned {
+                    rollout: name,
+                    target: describe_target(&r.value),
+                    owner,
+                });
+            }
             let change = self
                 .change(&mut tx, "rollouts", &name, &spec, dry_run)
                 .await?;
-            match change {
+            let written = match change {
                 Change::Created => {
                     sqlx::query(
-                        "INSERT INTO rollouts (name, spec, source, generation, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4)",
+                        "INSERT INTO rollouts (name, spec, source, generation, created_at, updated_at, uid, traffic_target) VALUES ($1, $2, $3, 1, $4, $4, $5, $6)",
                     )
                     .bind(&name)
                     .bind(&spec)
                     .bind(source)
                     .bind(now.millis())
+                    .bind(new_uid())
+                    .bind(&target)
                     .execute(&mut *tx)
-                    .await?;
+                    .await
                 }
                 Change::Configured => {
                     sqlx::query(
-                        "UPDATE rollouts SET spec = $2, source = $3, generation = generation + 1, updated_at = $4 WHERE name = $1",
+                        "UPDATE rollouts SET spec = $2, source = $3, generation = generation + 1, updated_at = $4, traffic_target = $5 WHERE name = $1",
                     )
                     .bind(&name)
                     .bind(&spec)
                     .bind(source)
                     .bind(now.millis())
+                    .bind(&target)
                     .execute(&mut *tx)
-                    .await?;
+                    .await
                 }
-                Change::Unchanged => {}
+                // A rollout stored before ownership was recorded takes its
+                // target now.
+                Change::Unchanged => {
+                    sqlx::query(
+                        "UPDATE rollouts SET traffic_target = $2 WHERE name = $1 AND (traffic_target IS NULL OR traffic_target <> $2)",
+                    )
+                    .bind(&name)
+                    .bind(&target)
+                    .execute(&mut *tx)
+                    .await
+                }
+            };
+            if let Err(e) = written {
+                if is_unique_violation(&e) {
+                    // Another apply took the target between our check and
+                    // our write.
+                    return Err(StoreError::Owned {
+                        rollout: name,
+                        target: describe_target(&r.value),
+                        owner: "another rollout applied at the same moment".into(),
+                    });
+                }
+                return Err(e.into());
             }
             out.push(Applied {
                 kind: "Rollout",
@@ -450,6 +613,7 @@ impl Store {
     }
 
     fn read_rollout(row: &AnyRow) -> Result<StoredRollout> {
+        let uid: Option<String> = row.try_get("uid")?;
         let name: String = row.try_get("name")?;
         let spec: String = row.try_get("spec")?;
         let rollout: Rollout =
@@ -461,6 +625,7 @@ impl Store {
             .map_err(|e| corrupt("status", &name, e))?;
         Ok(StoredRollout {
             rollout,
+            uid: uid.unwrap_or_default(),
             generation: row.try_get("generation")?,
             source: row.try_get("source")?,
             status,
@@ -470,7 +635,7 @@ impl Store {
     }
 
     const ROLLOUT_SELECT: &'static str =
-        "SELECT r.name, r.spec, r.source, r.generation, s.status, s.version,
+        "SELECT r.name, r.spec, r.source, r.generation, r.uid, s.status, s.version,
            CAST(CASE WHEN EXISTS (SELECT 1 FROM commands c WHERE c.rollout = r.name) THEN 1 ELSE 0 END AS BIGINT) AS queued
          FROM rollouts r LEFT JOIN rollout_status s ON s.name = r.name";
 
@@ -519,11 +684,84 @@ impl Store {
         Ok(out)
     }
 
-    /// Stops managing a rollout: its document, status, queued commands and
-    /// lease go; its events stay. Returns whether it existed.
+    /// `DELETE`, from the API or the specs directory: a rollout whose run
+    /// holds canary traffic is not removed at once; a `Delete` command is
+    /// queued, its reconcile returns all traffic to stable and then removes
+    /// it. Otherwise (or with `orphan`, which leaves the weights as they
+    /// are) it is removed now. The removal happens only if the status did
+    /// not move since it was read here.
+    pub async fn delete_or_hand_back(
+        &self,
+        name: &str,
+        actor: &str,
+        orphan: bool,
+        now: Time,
+    ) -> Result<Deleted> {
+        for _ in 0..5 {
+            let Some(stored) = self.rollout(name).await? else {
+                return Ok(Deleted::NotFound);
+            };
+            let holds = stored
+                .status
+                .as_ref()
+                .is_some_and(RolloutStatus::holds_canary_traffic);
+            if holds && !orphan {
+                let queued = stored
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.deleting.is_some());
+                if !queued {
+                    self.enqueue_command(name, CommandKind::Delete, actor, None, now)
+                        .await?;
+                }
+                return Ok(Deleted::HandingBack);
+            }
+            if self.delete_rollout_at(name, &stored.uid, stored.version).await? {
+                return Ok(Deleted::Gone);
+            }
+            // The status moved (a reconcile wrote): look again.
+        }
+        Err(StoreError::Conflict(name.to_string()))
+    }
+
+    /// Removes the rollout identified by `uid` if its status version is
+    /// still `version` (0: none written). Returns whether it did.
+    pub async fn delete_rollout_at(&self, name: &str, uid: &str, version: i64) -> Result<bool> {
+        self.statements.write(4);
+        let mut tx = self.pool.begin().await?;
+        let current: i64 = sqlx::query(
+            "SELECT CAST(COALESCE((SELECT version FROM rollout_status WHERE name = $1), 0) AS BIGINT)
+             WHERE EXISTS (SELECT 1 FROM rollouts WHERE name = $1 AND uid = $2)",
+        )
+        .bind(name)
+        .bind(uid)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?
+        .unwrap_or(-1);
+        if current != version {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        Self::delete_rows(&mut tx, name).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Stops managing a rollout at once, whatever its run holds: its
+    /// document, status, queued commands and lease go; its events stay
+    /// (under its identity, never shown for a rollout applied later under
+    /// the same name). Returns whether it existed.
     pub async fn delete_rollout(&self, name: &str) -> Result<bool> {
         self.statements.write(4);
         let mut tx = self.pool.begin().await?;
+        let gone = Self::delete_rows(&mut tx, name).await?;
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    async fn delete_rows(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str) -> Result<bool> {
         for table in ["rollout_status", "commands", "leases"] {
             let column = if table == "rollout_status" {
                 "name"
@@ -532,24 +770,23 @@ impl Store {
             };
             sqlx::query(&format!("DELETE FROM {table} WHERE {column} = $1"))
                 .bind(name)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         let gone = sqlx::query("DELETE FROM rollouts WHERE name = $1")
             .bind(name)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
-        tx.commit().await?;
         Ok(gone > 0)
     }
 
     /// Records a rollout's new status with its events, if and only if the
     /// stored version is still `write.expected` and `lease` is still held with
-    /// its token at `now`. With `applied_commands`, the queued commands up to
-    /// the status's `last_command_id` are removed in the same transaction.
-    /// Returns the new version; [`StoreError::Conflict`] otherwise, and then
-    /// nothing was written.
+    /// its token (by the lease clock). With `applied_commands`, the queued
+    /// commands up to the status's `last_command_id` are removed in the same
+    /// transaction. Returns the new version; [`StoreError::Conflict`]
+    /// otherwise, and then nothing was written.
     pub async fn write_status(
         &self,
         name: &str,
@@ -557,22 +794,26 @@ impl Store {
         lease: &Lease,
         now: Time,
     ) -> Result<i64> {
+        let json =
+            serde_json::to_string(write.status).map_err(|e| corrupt("status", name, e))?;
+        self.statements.write(
+            1 + write.events.len().div_ceil(EVENTS_PER_STATEMENT) as u64
+                + u64::from(write.applied_commands),
+        );
+        if self.backend == Backend::Postgres && write.events.len() <= EVENTS_PER_STATEMENT {
+            return self
+                .write_status_at_once(name, &json, write, lease, now)
+                .await;
+        }
         let StatusWrite {
             expected,
             status,
             events,
             applied_commands,
+            uid,
         } = write;
-        let json = serde_json::to_string(status).map_err(|e| corrupt("status", name, e))?;
-        self.statements
-            .write(1 + u64::from(!events.is_empty()) + u64::from(applied_commands));
-        if self.backend == Backend::Postgres {
-            return self
-                .write_status_at_once(name, &json, write, lease, now)
-                .await;
-        }
         let mut tx = self.pool.begin().await?;
-        let sql = status_statement(expected, "");
+        let sql = status_statement(expected, &self.clock_sql("$2"), "");
         let written = sqlx::query(&sql)
             .bind(&json)
             .bind(now.millis())
@@ -580,6 +821,7 @@ impl Store {
             .bind(expected)
             .bind(&lease.holder)
             .bind(lease.token)
+            .bind(uid)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -587,32 +829,21 @@ impl Store {
             tx.rollback().await?;
             return Err(StoreError::Conflict(name.to_string()));
         }
-        if !events.is_empty() {
-            // One statement for all of this reconcile's events.
+        // The events in statements of at most EVENTS_PER_STATEMENT rows.
+        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
             let mut sql = String::from(
-                "INSERT INTO events (rollout, at, run, revision, kind, message, actor, weight_before, weight_after) VALUES ",
+                "INSERT INTO events (rollout, rollout_uid, at, run, revision, kind, message, actor, weight_before, weight_after) VALUES ",
             );
-            for i in 0..events.len() {
-                let b = i * 9;
+            for i in 0..chunk.len() {
+                let b = 3 + i * 8;
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9
-                ));
+                sql.push_str(&format!("($1, $2, {})", placeholders(b, 8)));
             }
-            let mut q = sqlx::query(&sql);
-            for e in events {
-                q = bind_event(q.bind(name), e);
+            let mut q = sqlx::query(&sql).bind(name).bind(uid);
+            for e in chunk {
+                q = bind_event(q, e);
             }
             q.execute(&mut *tx).await?;
         }
@@ -632,7 +863,7 @@ impl Store {
     /// transaction), so a write costs one round trip instead of four
     /// (BEGIN, status, events, COMMIT). The status update is fenced and
     /// versioned as on SQLite; the events and the command removal happen
-    /// only when it did.
+    /// only when it did. Used for up to [`EVENTS_PER_STATEMENT`] events.
     async fn write_status_at_once(
         &self,
         name: &str,
@@ -646,23 +877,24 @@ impl Store {
             status,
             events,
             applied_commands,
+            uid,
         } = write;
         let mut sql = format!(
             "WITH s AS ({})",
-            status_statement(expected, " RETURNING version")
+            status_statement(expected, &self.clock_sql("$2"), " RETURNING version")
         );
-        // $7: the last applied command; events from $8 on, 8 parameters each.
+        // $8: the last applied command; events from $9 on, 8 parameters each.
         if applied_commands {
             sql.push_str(
-                ", c AS (DELETE FROM commands WHERE rollout = $3 AND id <= $7 AND EXISTS (SELECT 1 FROM s))",
+                ", c AS (DELETE FROM commands WHERE rollout = $3 AND id <= $8 AND EXISTS (SELECT 1 FROM s))",
             );
         }
         if !events.is_empty() {
             sql.push_str(
-                ", e AS (INSERT INTO events (rollout, at, run, revision, kind, message, actor, weight_before, weight_after) SELECT $3, v.at, v.run, v.revision, v.kind, v.message, v.actor, v.weight_before, v.weight_after FROM (VALUES ",
+                ", e AS (INSERT INTO events (rollout, rollout_uid, at, run, revision, kind, message, actor, weight_before, weight_after) SELECT $3, $7, v.at, v.run, v.revision, v.kind, v.message, v.actor, v.weight_before, v.weight_after FROM (VALUES ",
             );
             for i in 0..events.len() {
-                let b = 8 + i * 8;
+                let b = 9 + i * 8;
                 if i > 0 {
                     sql.push_str(", ");
                 }
@@ -690,6 +922,7 @@ impl Store {
             .bind(expected)
             .bind(&lease.holder)
             .bind(lease.token)
+            .bind(uid)
             .bind(i64::try_from(status.last_command_id).unwrap_or(i64::MAX));
         for e in events {
             q = bind_event(q, e);
@@ -725,13 +958,16 @@ impl Store {
         Ok(u64::try_from(id).unwrap_or(0))
     }
 
-    /// The commands queued for a rollout, oldest first.
+    /// The commands queued for a rollout, oldest first; at most as many as
+    /// one decision applies (`rollout_core::decide::MAX_COMMANDS_PER_DECISION`),
+    /// the rest are read by the next reconcile.
     pub async fn commands(&self, name: &str) -> Result<Vec<Command>> {
         self.statements.read(1);
         let rows = sqlx::query(
-            "SELECT id, kind, actor, reason, at FROM commands WHERE rollout = $1 ORDER BY id",
+            "SELECT id, kind, actor, reason, at FROM commands WHERE rollout = $1 ORDER BY id LIMIT $2",
         )
         .bind(name)
+        .bind(rollout_core::decide::MAX_COMMANDS_PER_DECISION as i64)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -748,12 +984,15 @@ impl Store {
             .collect()
     }
 
-    /// A rollout's events, oldest first.
+    /// A rollout's events, oldest first: those of the rollout that now has
+    /// this name (a deleted rollout's events stay in the table under its
+    /// own identity).
     pub async fn events(&self, name: &str) -> Result<Vec<Event>> {
         self.statements.read(1);
         let rows = sqlx::query(
             "SELECT at, run, revision, kind, message, actor, weight_before, weight_after
-             FROM events WHERE rollout = $1 ORDER BY id",
+             FROM events WHERE rollout = $1
+               AND rollout_uid = (SELECT uid FROM rollouts WHERE name = $1) ORDER BY id",
         )
         .bind(name)
         .fetch_all(&self.pool)
@@ -777,9 +1016,11 @@ impl Store {
             .collect()
     }
 
-    /// Takes (or keeps) the lease on `rollout` for `holder` until
-    /// `now + ttl_ms`, if it is free, expired, or already `holder`'s. A new
-    /// holder gets a larger token than any before it.
+    /// Takes (or keeps) the lease on `rollout` for `holder` for `ttl_ms`, if
+    /// it is free, expired, or already `holder`'s. A new holder gets a
+    /// larger token than any before it. Expiry is judged, and the new
+    /// expiry computed, by the lease clock (the database's in production;
+    /// `now` with [`LeaseClock::Caller`]).
     pub async fn acquire_lease(
         &self,
         rollout: &str,
@@ -788,19 +1029,19 @@ impl Store {
         ttl_ms: u64,
     ) -> Result<Option<Lease>> {
         self.statements.lease();
-        let expires = now.plus_ms(ttl_ms);
-        let row = sqlx::query(
-            "INSERT INTO leases (rollout, holder, token, expires_at) VALUES ($1, $2, 1, $3)
+        let clock = self.clock_sql("$4");
+        let row = sqlx::query(&format!(
+            "INSERT INTO leases (rollout, holder, token, expires_at) VALUES ($1, $2, 1, {clock} + $3)
              ON CONFLICT (rollout) DO UPDATE SET
                  token = CASE WHEN leases.holder = excluded.holder THEN leases.token ELSE leases.token + 1 END,
                  holder = excluded.holder,
                  expires_at = excluded.expires_at
-             WHERE leases.holder = excluded.holder OR leases.expires_at <= $4
-             RETURNING token",
-        )
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= {clock}
+             RETURNING token, expires_at"
+        ))
         .bind(rollout)
         .bind(holder)
-        .bind(expires.millis())
+        .bind(i64::try_from(ttl_ms).unwrap_or(i64::MAX))
         .bind(now.millis())
         .fetch_optional(&self.pool)
         .await?;
@@ -809,20 +1050,41 @@ impl Store {
                 rollout: rollout.to_string(),
                 holder: holder.to_string(),
                 token: r.try_get(0)?,
-                expires_at: expires,
+                expires_at: Time::from_millis(r.try_get(1)?),
             })
         })
         .transpose()
     }
 
-    /// Extends every unexpired lease of `holder` to `now + ttl_ms`, in one
-    /// statement; returns the rollouts it still holds.
+    /// Whether `lease` is still held, with its token, for at least
+    /// `margin_ms` more by the lease clock: asked right before every write
+    /// to the load balancer, so a replica that was paused or partitioned
+    /// past its lease writes nothing.
+    pub async fn lease_valid(&self, lease: &Lease, now: Time, margin_ms: u64) -> Result<bool> {
+        self.statements.read(1);
+        let clock = self.clock_sql("$4");
+        let row = sqlx::query(&format!(
+            "SELECT 1 FROM leases WHERE rollout = $1 AND holder = $2 AND token = $3 AND expires_at > {clock} + $5"
+        ))
+        .bind(&lease.rollout)
+        .bind(&lease.holder)
+        .bind(lease.token)
+        .bind(now.millis())
+        .bind(i64::try_from(margin_ms).unwrap_or(i64::MAX))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Extends every unexpired lease of `holder` by `ttl_ms` from now (by the
+    /// lease clock), in one statement; returns the rollouts it still holds.
     pub async fn renew_leases(&self, holder: &str, now: Time, ttl_ms: u64) -> Result<Vec<String>> {
         self.statements.lease();
-        let rows = sqlx::query(
-            "UPDATE leases SET expires_at = $1 WHERE holder = $2 AND expires_at > $3 RETURNING rollout",
-        )
-        .bind(now.plus_ms(ttl_ms).millis())
+        let clock = self.clock_sql("$3");
+        let rows = sqlx::query(&format!(
+            "UPDATE leases SET expires_at = {clock} + $1 WHERE holder = $2 AND expires_at > {clock} RETURNING rollout"
+        ))
+        .bind(i64::try_from(ttl_ms).unwrap_or(i64::MAX))
         .bind(holder)
         .bind(now.millis())
         .fetch_all(&self.pool)

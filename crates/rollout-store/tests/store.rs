@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use rollout_core::{CommandKind, Event, EventKind, Phase, RolloutStatus, Time};
 use rollout_spec::load;
-use rollout_store::{Backend, Change, StatusWrite, Store, StoreError};
+use rollout_store::{Backend, Change, LeaseClock, StatusWrite, Store, StoreError};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -24,7 +24,10 @@ fn unique(prefix: &str) -> String {
 
 async fn postgres() -> Store {
     let url = rollout_store::testing::fresh_postgres_database("rolloutd_test").await;
-    let store = Store::connect(&url).await.expect("connect");
+    let store = Store::connect(&url)
+        .await
+        .expect("connect")
+        .with_lease_clock(LeaseClock::Caller);
     assert_eq!(store.backend(), Backend::Postgres);
     store.migrate().await.expect("migrate");
     store
@@ -34,7 +37,10 @@ async fn sqlite() -> Store {
     let dir = std::env::temp_dir().join(unique("rolloutd-store"));
     std::fs::create_dir_all(&dir).expect("dir");
     let url = format!("sqlite://{}", dir.join("rolloutd.db").display());
-    let store = Store::connect(&url).await.expect("connect");
+    let store = Store::connect(&url)
+        .await
+        .expect("connect")
+        .with_lease_clock(LeaseClock::Caller);
     assert_eq!(store.backend(), Backend::Sqlite);
     store.migrate().await.expect("migrate");
     store
@@ -72,15 +78,36 @@ both!(
     events_are_kept_in_order_and_outlive_the_rollout,
     concurrent_writers_exactly_one_wins,
     status_round_trips,
+    a_second_rollout_on_an_owned_target_is_refused,
+    concurrent_applies_on_one_target_exactly_one_owns_it,
+    lease_expiry_is_judged_by_the_database_clock,
+    thousands_of_events_are_written_in_chunks,
+    commands_are_read_in_bounded_batches,
+    delete_hands_traffic_back_first,
 );
 
-fn w<'a>(expected: i64, status: &'a RolloutStatus, events: &'a [Event]) -> StatusWrite<'a> {
+fn w<'a>(
+    uid: &'a str,
+    expected: i64,
+    status: &'a RolloutStatus,
+    events: &'a [Event],
+) -> StatusWrite<'a> {
     StatusWrite {
         expected,
         status,
         events,
         applied_commands: true,
+        uid,
     }
+}
+
+async fn uid_of(store: &Store, name: &str) -> String {
+    store
+        .rollout(name)
+        .await
+        .expect("read")
+        .expect("exists")
+        .uid
 }
 
 const DOCS: &str = include_str!("../../rollout-spec/tests/valid-base.yaml");
@@ -152,29 +179,30 @@ async fn apply_is_idempotent_and_a_dry_run_changes_nothing(store: Store) {
 
 async fn status_writes_are_optimistic(store: Store) {
     let (name, mut status) = seeded(&store).await;
+    let uid = uid_of(&store, &name).await;
     let lease = store
         .acquire_lease(&name, "a", T0, 15_000)
         .await
         .expect("lease")
         .expect("free");
     let v1 = store
-        .write_status(&name, w(0, &status, &[]), &lease, T0)
+        .write_status(&name, w(&uid, 0, &status, &[]), &lease, T0)
         .await
         .expect("first write");
     assert_eq!(v1, 1);
     // A second writer that also read version 0 loses.
     let stale = store
-        .write_status(&name, w(0, &status, &[]), &lease, T0)
+        .write_status(&name, w(&uid, 0, &status, &[]), &lease, T0)
         .await;
     assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
     status.phase = Phase::Progressing;
     let v2 = store
-        .write_status(&name, w(v1, &status, &[]), &lease, T0)
+        .write_status(&name, w(&uid, v1, &status, &[]), &lease, T0)
         .await
         .expect("second write");
     assert_eq!(v2, 2);
     let stale = store
-        .write_status(&name, w(v1, &status, &[]), &lease, T0)
+        .write_status(&name, w(&uid, v1, &status, &[]), &lease, T0)
         .await;
     assert!(matches!(stale, Err(StoreError::Conflict(_))));
     let read = store.rollout(&name).await.expect("read").expect("exists");
@@ -184,13 +212,14 @@ async fn status_writes_are_optimistic(store: Store) {
 
 async fn a_writer_that_lost_its_lease_is_fenced_off(store: Store) {
     let (name, status) = seeded(&store).await;
+    let uid = uid_of(&store, &name).await;
     let old = store
         .acquire_lease(&name, "a", T0, 15_000)
         .await
         .expect("lease")
         .expect("free");
     store
-        .write_status(&name, w(0, &status, &[]), &old, T0)
+        .write_status(&name, w(&uid, 0, &status, &[]), &old, T0)
         .await
         .expect("write");
     // Replica a stalls past its lease; b takes over.
@@ -203,17 +232,17 @@ async fn a_writer_that_lost_its_lease_is_fenced_off(store: Store) {
     assert!(new.token > old.token);
     // a wakes up and writes with its old token: refused, even at the right version.
     let fenced = store
-        .write_status(&name, w(1, &status, &[]), &old, later)
+        .write_status(&name, w(&uid, 1, &status, &[]), &old, later)
         .await;
     assert!(matches!(fenced, Err(StoreError::Conflict(_))), "{fenced:?}");
     store
-        .write_status(&name, w(1, &status, &[]), &new, later)
+        .write_status(&name, w(&uid, 1, &status, &[]), &new, later)
         .await
         .expect("the new holder writes");
     // A writer whose lease ran out is refused too.
     let much_later = later.plus_ms(60_000);
     let expired = store
-        .write_status(&name, w(2, &status, &[]), &new, much_later)
+        .write_status(&name, w(&uid, 2, &status, &[]), &new, much_later)
         .await;
     assert!(matches!(expired, Err(StoreError::Conflict(_))));
 }
@@ -282,6 +311,7 @@ async fn renew_and_release(store: Store) {
 
 async fn commands_clear_with_the_status_that_applied_them(store: Store) {
     let (name, mut status) = seeded(&store).await;
+    let uid = uid_of(&store, &name).await;
     let id1 = store
         .enqueue_command(&name, CommandKind::Pause, "alice", Some("look"), T0)
         .await
@@ -302,7 +332,7 @@ async fn commands_clear_with_the_status_that_applied_them(store: Store) {
         .expect("free");
     status.last_command_id = id1;
     store
-        .write_status(&name, w(0, &status, &[]), &lease, T0)
+        .write_status(&name, w(&uid, 0, &status, &[]), &lease, T0)
         .await
         .expect("write");
     let left = store.commands(&name).await.expect("commands");
@@ -310,7 +340,7 @@ async fn commands_clear_with_the_status_that_applied_them(store: Store) {
     // A refused write (stale version) removes no command.
     status.last_command_id = id2;
     let refused = store
-        .write_status(&name, w(0, &status, &[]), &lease, T0)
+        .write_status(&name, w(&uid, 0, &status, &[]), &lease, T0)
         .await;
     assert!(
         matches!(refused, Err(StoreError::Conflict(_))),
@@ -322,6 +352,7 @@ async fn commands_clear_with_the_status_that_applied_them(store: Store) {
 
 async fn events_are_kept_in_order_and_outlive_the_rollout(store: Store) {
     let (name, status) = seeded(&store).await;
+    let uid = uid_of(&store, &name).await;
     let lease = store
         .acquire_lease(&name, "a", T0, 15_000)
         .await
@@ -344,41 +375,63 @@ async fn events_are_kept_in_order_and_outlive_the_rollout(store: Store) {
         })
         .collect();
     store
-        .write_status(&name, w(0, &status, &events), &lease, T0)
+        .write_status(&name, w(&uid, 0, &status, &events), &lease, T0)
         .await
         .expect("write");
     assert_eq!(store.events(&name).await.expect("events"), events);
     // A refused write records no events.
     let refused = store
-        .write_status(&name, w(0, &status, &events), &lease, T0)
+        .write_status(&name, w(&uid, 0, &status, &events), &lease, T0)
         .await;
     assert!(refused.is_err());
     assert_eq!(store.events(&name).await.expect("events").len(), 3);
     assert!(store.delete_rollout(&name).await.expect("delete"));
     assert!(store.rollout(&name).await.expect("read").is_none());
     assert!(!store.delete_rollout(&name).await.expect("delete again"));
-    assert_eq!(store.events(&name).await.expect("events").len(), 3);
+    // The name applied again is a new rollout: a new identity, whose
+    // events never mix with the old one's.
+    let (_, status) = seeded(&store).await;
+    let again = uid_of(&store, &name).await;
+    assert_ne!(again, uid, "a re-applied name is a new identity");
+    assert!(store.events(&name).await.expect("events").is_empty());
+    let lease = store
+        .acquire_lease(&name, "a", T0, 15_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    // A writer that read the old identity writes nothing for the new one.
+    assert!(store
+        .write_status(&name, w(&uid, 0, &status, &events), &lease, T0)
+        .await
+        .is_err());
+    store
+        .write_status(&name, w(&again, 0, &status, &events[..1]), &lease, T0)
+        .await
+        .expect("write");
+    assert_eq!(store.events(&name).await.expect("events").len(), 1);
 }
 
 async fn concurrent_writers_exactly_one_wins(store: Store) {
     let (name, status) = seeded(&store).await;
+    let uid = uid_of(&store, &name).await;
     let lease = store
         .acquire_lease(&name, "a", T0, 15_000)
         .await
         .expect("lease")
         .expect("free");
     store
-        .write_status(&name, w(0, &status, &[]), &lease, T0)
+        .write_status(&name, w(&uid, 0, &status, &[]), &lease, T0)
         .await
         .expect("write");
     let mut tasks = Vec::new();
     for i in 0..8 {
-        let (store, name, lease) = (store.clone(), name.clone(), lease.clone());
+        let (store, name, lease, uid) =
+            (store.clone(), name.clone(), lease.clone(), uid.clone());
         let mut status = status.clone();
         status.message = format!("writer {i}");
         tasks.push(tokio::spawn(async move {
             store
-                .write_status(&name, w(1, &status, &[]), &lease, T0)
+                .write_status(&name, w(&uid, 1, &status, &[]), &lease, T0)
                 .await
         }));
     }
@@ -398,6 +451,7 @@ async fn concurrent_writers_exactly_one_wins(store: Store) {
 
 async fn status_round_trips(store: Store) {
     let (name, mut status) = seeded(&store).await;
+    let uid = uid_of(&store, &name).await;
     status.phase = Phase::Paused;
     status.canary_weight = 25;
     status.message = "paused by dave: ünïcode ✓".into();
@@ -407,7 +461,7 @@ async fn status_round_trips(store: Store) {
         .expect("lease")
         .expect("free");
     store
-        .write_status(&name, w(0, &status, &[]), &lease, T0)
+        .write_status(&name, w(&uid, 0, &status, &[]), &lease, T0)
         .await
         .expect("write");
     let read = store.rollout(&name).await.expect("read").expect("exists");
@@ -417,4 +471,196 @@ async fn status_round_trips(store: Store) {
         store.rollout_names().await.expect("names"),
         vec![name.clone()]
     );
+}
+
+/// The base documents under another name, on the same listener (or, with
+/// `rule`, on a rule of it).
+fn other_rollout(name: &str, rule: Option<&str>) -> rollout_spec::SpecSet {
+    let mut text = DOCS.replace("name: checkout-api", &format!("name: {name}"));
+    if let Some(rule) = rule {
+        let listener = "listenerArn: ";
+        let at = text.find(listener).expect("a listener");
+        let end = at + text[at..].find('\n').expect("line end");
+        let line = text[at..end].to_string();
+        let arn = line.trim_start_matches(listener).trim().trim_matches('"');
+        let rule_arn = arn.replace(":listener/", ":listener-rule/") + "/" + rule;
+        text.insert_str(end, &format!("\n      ruleArn: {rule_arn}"));
+    }
+    load([("other.yaml", text.as_str())], &[]).expect("valid")
+}
+
+async fn a_second_rollout_on_an_owned_target_is_refused(store: Store) {
+    seeded(&store).await;
+    for dry_run in [true, false] {
+        match store.apply(&other_rollout("intruder", None), "api", T0, dry_run).await {
+            Err(StoreError::Owned { rollout, owner, target }) => {
+                assert_eq!(rollout, "intruder");
+                assert_eq!(owner, "checkout-api");
+                assert!(target.contains("default action of listener"), "{target}");
+            }
+            other => panic!("expected the target to be owned, got {other:?}"),
+        }
+    }
+    assert!(store.rollout("intruder").await.expect("read").is_none());
+    // A rule of the same listener is another target.
+    store
+        .apply(&other_rollout("on-a-rule", Some("9f8e7d6c5b4a3210")), "api", T0, false)
+        .await
+        .expect("a rule is its own target");
+    // Once the owner is gone, the target is free.
+    assert!(store.delete_rollout("checkout-api").await.expect("delete"));
+    store
+        .apply(&other_rollout("intruder", None), "api", T0, false)
+        .await
+        .expect("free now");
+}
+
+async fn concurrent_applies_on_one_target_exactly_one_owns_it(store: Store) {
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .apply(&other_rollout(&format!("r{i}"), None), "api", T0, false)
+                .await
+        }));
+    }
+    let mut owners = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            Ok(_) => owners += 1,
+            Err(StoreError::Owned { .. }) => {}
+            // SQLite serialises the transactions; PostgreSQL may answer a
+            // loser with a serialization or unique error mapped to Owned.
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(owners, 1, "exactly one rollout owns the listener");
+    assert_eq!(store.rollout_names().await.expect("names").len(), 1);
+}
+
+async fn lease_expiry_is_judged_by_the_database_clock(store: Store) {
+    let store = store.with_lease_clock(LeaseClock::Database);
+    let (name, _) = seeded(&store).await;
+    let a = store
+        .acquire_lease(&name, "a", T0, 15_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    // Replica b's clock runs an hour ahead: by its own clock a's lease ran
+    // out long ago, by the database's it did not.
+    assert!(store
+        .acquire_lease(&name, "b", T0.plus_ms(3_600_000), 15_000)
+        .await
+        .expect("lease")
+        .is_none());
+    assert!(store.lease_valid(&a, T0, 1_000).await.expect("check"));
+    assert!(
+        !store.lease_valid(&a, T0, 20_000).await.expect("check"),
+        "a lease with less than the margin left is not good for a write"
+    );
+    // A replica whose clock runs behind cannot keep a lease the database
+    // says ran out.
+    let short = store
+        .acquire_lease("other", "a", T0, 1)
+        .await
+        .expect("lease")
+        .expect("free");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(!store.lease_valid(&short, T0, 0).await.expect("check"));
+    let b = store
+        .acquire_lease("other", "b", Time::from_millis(T0.millis() - 3_600_000), 15_000)
+        .await
+        .expect("lease")
+        .expect("expired by the database's clock");
+    assert!(b.token > short.token);
+}
+
+async fn thousands_of_events_are_written_in_chunks(store: Store) {
+    let (name, status) = seeded(&store).await;
+    let uid = uid_of(&store, &name).await;
+    let lease = store
+        .acquire_lease(&name, "a", T0, 15_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    // More than either database binds in one statement (9 parameters an
+    // event: 81,000 > 65,535 and > SQLite's 32,766).
+    let events: Vec<Event> = (0..9_000)
+        .map(|i| Event {
+            at: T0.plus_ms(i),
+            run: 1,
+            revision: "r1".into(),
+            kind: EventKind::CommandIgnored,
+            message: format!("event {i}"),
+            actor: None,
+            weight_before: 0,
+            weight_after: 0,
+        })
+        .collect();
+    store
+        .write_status(&name, w(&uid, 0, &status, &events), &lease, T0)
+        .await
+        .expect("write");
+    let read = store.events(&name).await.expect("events");
+    assert_eq!(read.len(), 9_000);
+    assert_eq!(read[8_999].message, "event 8999", "in order");
+}
+
+async fn commands_are_read_in_bounded_batches(store: Store) {
+    let (name, _) = seeded(&store).await;
+    for _ in 0..250 {
+        store
+            .enqueue_command(&name, CommandKind::Abort, "alice", None, T0)
+            .await
+            .expect("queue");
+    }
+    let first = store.commands(&name).await.expect("commands");
+    assert_eq!(
+        first.len(),
+        rollout_core::decide::MAX_COMMANDS_PER_DECISION,
+        "one decision's worth"
+    );
+    assert!(first.windows(2).all(|p| p[0].id < p[1].id), "oldest first");
+}
+
+async fn delete_hands_traffic_back_first(store: Store) {
+    let (name, mut status) = seeded(&store).await;
+    let uid = uid_of(&store, &name).await;
+    let lease = store
+        .acquire_lease(&name, "a", T0, 15_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    status.phase = Phase::Progressing;
+    status.started_at = Some(T0);
+    status.canary_weight = 5;
+    status.weight_verified_at = Some(T0);
+    store
+        .write_status(&name, w(&uid, 0, &status, &[]), &lease, T0)
+        .await
+        .expect("write");
+    let outcome = store
+        .delete_or_hand_back(&name, "alice", false, T0)
+        .await
+        .expect("delete");
+    assert_eq!(outcome, rollout_store::Deleted::HandingBack);
+    assert!(store.rollout(&name).await.expect("read").is_some());
+    let queued = store.commands(&name).await.expect("commands");
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].kind, CommandKind::Delete);
+    // `orphan` removes it at once, traffic as it is.
+    let outcome = store
+        .delete_or_hand_back(&name, "alice", true, T0)
+        .await
+        .expect("delete");
+    assert_eq!(outcome, rollout_store::Deleted::Gone);
+    assert!(store.rollout(&name).await.expect("read").is_none());
+    // A rollout that holds no traffic goes at once.
+    seeded(&store).await;
+    let outcome = store
+        .delete_or_hand_back(&name, "alice", false, T0)
+        .await
+        .expect("delete");
+    assert_eq!(outcome, rollout_store::Deleted::Gone);
 }

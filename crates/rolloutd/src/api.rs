@@ -25,7 +25,7 @@ use rollout_core::{check_command, CommandKind, RolloutStatus};
 use rollout_store::{Store, StoredRollout};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::daemon::now;
 use crate::metrics::Metrics;
@@ -135,6 +135,16 @@ impl ApiError {
 
 impl From<rollout_store::StoreError> for ApiError {
     fn from(e: rollout_store::StoreError) -> Self {
+        if let rollout_store::StoreError::Owned {
+            rollout,
+            target,
+            owner,
+        } = &e
+        {
+            let mut err = ApiError::new(StatusCode::CONFLICT, e.to_string());
+            err.details = vec![json!({"rollout": rollout, "target": target, "owner": owner})];
+            return err;
+        }
         warn!(error = %e, "store error while serving a request");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -286,6 +296,12 @@ async fn metrics(State(api): State<Arc<Api>>) -> ApiResult {
 }
 
 #[derive(Debug, Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    orphan: bool,
+}
+
+#[derive(Debug, Deserialize)]
 struct ApplyQuery {
     #[serde(rename = "dryRun", default)]
     dry_run: bool,
@@ -360,13 +376,17 @@ async fn apply(
 /// How each file of the specs directory fared in the last sync.
 async fn sources(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult {
     authorize_read(&api, &headers)?;
-    let items = match &api.sources {
-        Some(state) => state.lock().await.sources(),
-        None => Vec::new(),
+    let (items, scan) = match &api.sources {
+        Some(state) => {
+            let state = state.lock().await;
+            (state.sources(), Some(state.scan()))
+        }
+        None => (Vec::new(), None),
     };
     Ok(Json(crate::openapi::SourceList {
         specs_dir: api.sources.is_some(),
         items,
+        scan,
     })
     .into_response())
 }
@@ -412,24 +432,50 @@ async fn one(
     }
 }
 
+/// `DELETE`: a rollout whose run holds canary traffic first returns it to
+/// stable (202; its reconcile removes it once the load balancer shows
+/// stable carrying all); otherwise, or with `?orphan=true` (weights left as
+/// they are), it is removed at once (200).
 async fn delete(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
     headers: HeaderMap,
 ) -> ApiResult {
-    authorize(&api, &headers)?;
-    if api.store.delete_rollout(&name).await? {
-        (api.poke)(&name);
-        Ok(Json(crate::openapi::Deleted {
-            deleted: name,
-            message: "no longer managed; traffic is left as it is".into(),
-        })
-        .into_response())
-    } else {
-        Err(ApiError::new(
+    let actor = authorize(&api, &headers)?;
+    let outcome = api
+        .store
+        .delete_or_hand_back(&name, &actor, q.orphan, now())
+        .await?;
+    (api.poke)(&name);
+    match outcome {
+        rollout_store::Deleted::Gone => {
+            let message = if q.orphan {
+                "deleted with orphan=true: no longer managed; the load balancer's weights are left exactly as they are"
+            } else {
+                "deleted: its run held no canary traffic; no longer managed"
+            };
+            info!(rollout = %name, actor = %actor, orphan = q.orphan, "{message}");
+            Ok(Json(crate::openapi::Deleted {
+                deleted: name,
+                message: message.into(),
+                pending: false,
+            })
+            .into_response())
+        }
+        rollout_store::Deleted::HandingBack => Ok((
+            StatusCode::ACCEPTED,
+            Json(crate::openapi::Deleted {
+                deleted: name,
+                message: "returning all traffic to stable; the rollout is removed once the load balancer shows it (?orphan=true deletes at once and leaves the weights)".into(),
+                pending: true,
+            }),
+        )
+            .into_response()),
+        rollout_store::Deleted::NotFound => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("rollout `{name}` not found"),
-        ))
+        )),
     }
 }
 

@@ -32,6 +32,11 @@ pub struct Config {
     pub database_url: String,
     /// Apply every `*.yaml`/`*.yml` under this directory, and keep applying it.
     pub specs_dir: Option<PathBuf>,
+    /// A rollout leaves the specs directory only after it was absent from
+    /// this many complete, successful scans in a row…
+    pub specs_removal_scans: u32,
+    /// …spanning at least this long.
+    pub specs_removal_grace: Duration,
     /// Every rollout is re-examined at least this often.
     pub reconcile_interval: Duration,
     /// How long a replica's lease on a rollout lasts unless renewed.
@@ -65,6 +70,8 @@ struct FileConfig {
     tls_key_file: Option<String>,
     database_url: Option<String>,
     specs_dir: Option<String>,
+    specs_removal_scans: Option<u32>,
+    specs_removal_grace: Option<Duration>,
     reconcile_interval: Option<Duration>,
     lease_ttl: Option<Duration>,
     replica: Option<String>,
@@ -85,6 +92,8 @@ impl Decode for FileConfig {
                 "tlsKeyFile",
                 "databaseUrl",
                 "specsDir",
+                "specsRemovalScans",
+                "specsRemovalGrace",
                 "reconcileInterval",
                 "leaseTtl",
                 "replica",
@@ -101,6 +110,8 @@ impl Decode for FileConfig {
             tls_key_file: f.opt(cx, "tlsKeyFile").ok()?,
             database_url: f.opt(cx, "databaseUrl").ok()?,
             specs_dir: f.opt(cx, "specsDir").ok()?,
+            specs_removal_scans: f.opt(cx, "specsRemovalScans").ok()?,
+            specs_removal_grace: f.opt(cx, "specsRemovalGrace").ok()?,
             reconcile_interval: f.opt(cx, "reconcileInterval").ok()?,
             lease_ttl: f.opt(cx, "leaseTtl").ok()?,
             replica: f.opt(cx, "replica").ok()?,
@@ -128,6 +139,10 @@ pub struct Overrides {
     pub database_url: Option<String>,
     /// `--specs-dir` / `ROLLOUTD_SPECS_DIR`.
     pub specs_dir: Option<PathBuf>,
+    /// `--specs-removal-scans` / `ROLLOUTD_SPECS_REMOVAL_SCANS`.
+    pub specs_removal_scans: Option<u32>,
+    /// `--specs-removal-grace` / `ROLLOUTD_SPECS_REMOVAL_GRACE`.
+    pub specs_removal_grace: Option<Duration>,
     /// `--reconcile-interval` / `ROLLOUTD_RECONCILE_INTERVAL`.
     pub reconcile_interval: Option<Duration>,
     /// `--lease-ttl` / `ROLLOUTD_LEASE_TTL`.
@@ -196,6 +211,14 @@ impl Config {
                 .or(from_file.database_url)
                 .unwrap_or_else(|| "sqlite://rolloutd.db".into()),
             specs_dir: over.specs_dir.or(from_file.specs_dir.map(PathBuf::from)),
+            specs_removal_scans: over
+                .specs_removal_scans
+                .or(from_file.specs_removal_scans)
+                .unwrap_or(3),
+            specs_removal_grace: over
+                .specs_removal_grace
+                .or(from_file.specs_removal_grace)
+                .unwrap_or(Duration::from_secs(60)),
             reconcile_interval: over
                 .reconcile_interval
                 .or(from_file.reconcile_interval)
@@ -329,6 +352,8 @@ mod tests {
             "tlsKeyFile",
             "databaseUrl",
             "specsDir",
+            "specsRemovalScans",
+            "specsRemovalGrace",
             "reconcileInterval",
             "leaseTtl",
             "replica",

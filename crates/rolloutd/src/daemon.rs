@@ -12,8 +12,17 @@
 //! 5. if the status changed, write it with its events: the intent, fenced by
 //!    the lease token and the version read in 2 — a lost lease or a moved
 //!    version writes nothing and acts on nothing;
-//! 6. only then act (weight writes). A crash between 5 and 6 is repaired by
-//!    the next reconcile, which sees the desired weights are not applied.
+//! 6. only then act (weight writes), each right after checking that the
+//!    lease is still good by the database's clock with a margin (a replica
+//!    paused or partitioned past its lease writes nothing), and only if the
+//!    load balancer still holds what the decision saw. A crash between 5
+//!    and 6 is repaired by the next reconcile, which sees the desired
+//!    weights are not applied.
+//!
+//! A rollout being deleted is removed by its own reconcile once its traffic
+//! is back on stable. Each process holds leases under a name of its own
+//! (`--replica` plus a random suffix), so two processes started with the
+//! same `--replica` never share a lease.
 //!
 //! A reconcile that changes nothing writes nothing. Rollouts run as one task
 //! each (a slow one never delays another), at most `concurrency` at once.
@@ -79,7 +88,12 @@ pub struct Daemon<R, M> {
     router: R,
     metrics: M,
     config: Config,
-    leases: Mutex<HashMap<String, Lease>>,
+    /// This process's name in leases: `--replica` and a random suffix.
+    holder: String,
+    /// Leases held, each with the local instant until which it is used
+    /// without asking the database again (a third of the lease time before
+    /// it runs out, by this process's monotonic clock).
+    leases: Mutex<HashMap<String, (Lease, tokio::time::Instant)>>,
     wake: Mutex<HashMap<String, Arc<Notify>>>,
     permits: Semaphore,
     observer: Option<Observer>,
@@ -117,10 +131,14 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         observer: Option<Observer>,
     ) -> Arc<Self> {
         let permits = Semaphore::new(config.concurrency);
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let holder = format!("{}~{}", config.replica, &suffix[..12]);
+        info!(replica = %config.replica, holder = %holder, "lease holder name of this process");
         Arc::new(Daemon {
             store,
             router,
             metrics,
+            holder,
             config,
             leases: Mutex::new(HashMap::new()),
             wake: Mutex::new(HashMap::new()),
@@ -169,25 +187,40 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         Ok(fresh)
     }
 
+    /// This process's name in leases.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// How long before a lease runs out it is no longer used without asking
+    /// the database, and no load-balancer write is made on it.
+    fn margin_ms(&self) -> u64 {
+        self.ttl_ms() / 3
+    }
+
+    /// The local instant until which a lease taken or renewed at `asked`
+    /// is used without asking again.
+    fn good_until(&self, asked: tokio::time::Instant) -> tokio::time::Instant {
+        asked + StdDuration::from_millis(self.ttl_ms().saturating_sub(self.margin_ms()))
+    }
+
     /// The lease on `name`, from memory or freshly taken.
     async fn lease(&self, name: &str, now: Time) -> Result<Option<Lease>, StoreError> {
-        let margin = self.ttl_ms() / 3;
         if let Some(l) = self.held(name) {
-            if l.expires_at > now.plus_ms(margin) {
-                return Ok(Some(l));
-            }
+            return Ok(Some(l));
         }
+        let asked = tokio::time::Instant::now();
         let taken = self
             .store
-            .acquire_lease(name, &self.config.replica, now, self.ttl_ms())
+            .acquire_lease(name, &self.holder, now, self.ttl_ms())
             .await?;
         if let Ok(mut leases) = self.leases.lock() {
             match &taken {
                 Some(l) => {
-                    if leases.get(name).is_none_or(|old| old.token != l.token) {
-                        info!(rollout = name, token = l.token, "took the lease");
+                    if leases.get(name).is_none_or(|(old, _)| old.token != l.token) {
+                        info!(rollout = name, token = l.token, holder = %self.holder, "took the lease");
                     }
-                    leases.insert(name.to_string(), l.clone());
+                    leases.insert(name.to_string(), (l.clone(), self.good_until(asked)));
                 }
                 None => {
                     leases.remove(name);
@@ -199,10 +232,15 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
     }
 
     fn held(&self, name: &str) -> Option<Lease> {
-        self.leases.lock().ok().and_then(|l| l.get(name).cloned())
+        let now = tokio::time::Instant::now();
+        self.leases
+            .lock()
+            .ok()
+            .and_then(|l| l.get(name).filter(|(_, until)| *until > now).map(|(l, _)| l.clone()))
     }
 
     fn forget_lease(&self, name: &str) {
+        debug!(rollout = name, "lease forgotten");
         if let Ok(mut l) = self.leases.lock() {
             l.remove(name);
             self.counters.leases_held.set(l.len() as i64);
@@ -320,6 +358,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         };
         // Decide at the time we observed.
         let decision = decide(ctx, stored.status.as_ref(), &obs, &commands, now);
+        let mut version = stored.version;
         if decision.changed {
             let written = self
                 .store
@@ -331,13 +370,14 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                         events: &decision.events,
                         applied_commands: decision.status.last_command_id
                             > stored.status.as_ref().map_or(0, |s| s.last_command_id),
+                        uid: &stored.uid,
                     },
                     &lease,
                     now,
                 )
                 .await;
             match written {
-                Ok(_) => {}
+                Ok(v) => version = v,
                 Err(StoreError::Conflict(_)) => {
                     // Someone else wrote, or our lease is gone: act on nothing,
                     // read again.
@@ -349,21 +389,53 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             }
             self.count_verdicts(name, stored.status.as_ref(), &decision.status);
             for e in &decision.events {
+                if e.kind == rollout_core::EventKind::WeightDrift {
+                    self.counters.drift.with_label_values(&[name]).inc();
+                }
                 info!(rollout = name, run = e.run, kind = ?e.kind, actor = e.actor.as_deref(), "{}", e.message);
             }
         }
+        if decision.forget {
+            // Deleted, and its traffic is back on stable (or it held none):
+            // removed now, unless its status moved meanwhile.
+            if self
+                .store
+                .delete_rollout_at(name, &stored.uid, version)
+                .await?
+            {
+                self.forget_lease(name);
+                info!(rollout = name, "deleted: stable carries all traffic; no longer managed");
+                return Ok(Outcome::Gone);
+            }
+            return Ok(Outcome::Requeue(StdDuration::from_millis(200), true));
+        }
         for action in &decision.actions {
             match action {
-                Action::SetWeights { weights } => {
-                    if let Err(e) = self.router.set_weights(spec, *weights).await {
-                        warn!(rollout = name, stable = weights.stable, canary = weights.canary, error = %e.message, "weight write failed; will retry");
-                    } else {
-                        debug!(
+                Action::SetWeights { weights, seen } => {
+                    // Fenced: only while the lease is good, by the
+                    // database's clock, for longer than the margin.
+                    if !self
+                        .store
+                        .lease_valid(&lease, now, self.margin_ms())
+                        .await?
+                    {
+                        self.counters.fenced_writes.with_label_values(&[name]).inc();
+                        self.forget_lease(name);
+                        warn!(rollout = name, token = lease.token, "lease no longer good by the database's clock; weights not written");
+                        return Ok(Outcome::Requeue(StdDuration::from_millis(200), false));
+                    }
+                    match self.router.set_weights(spec, *weights, *seen).await {
+                        Err(e) => {
+                            warn!(rollout = name, token = lease.token, stable = weights.stable, canary = weights.canary, fatal = e.fatal, error = %e.message, "weight write not made or not confirmed; the next reconcile looks again")
+                        }
+                        Ok(()) => info!(
                             rollout = name,
+                            token = lease.token,
+                            holder = %self.holder,
                             stable = weights.stable,
                             canary = weights.canary,
                             "weights written"
-                        );
+                        ),
                     }
                 }
             }
@@ -509,11 +581,8 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                         _ = tokio::time::sleep(every) => {}
                         _ = stop.changed() => break,
                     }
-                    match d
-                        .store
-                        .renew_leases(&d.config.replica, now(), d.ttl_ms())
-                        .await
-                    {
+                    let asked = tokio::time::Instant::now();
+                    match d.store.renew_leases(&d.holder, now(), d.ttl_ms()).await {
                         Ok(held) => {
                             // A set, built before taking the lock every
                             // reconcile needs: with 10,000 leases, a list
@@ -521,12 +590,12 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                             // comparisons every renewal.
                             let held: std::collections::HashSet<String> =
                                 held.into_iter().collect();
-                            let now = now();
+                            let until = d.good_until(asked);
                             if let Ok(mut leases) = d.leases.lock() {
                                 leases.retain(|k, _| held.contains(k));
                                 d.counters.leases_held.set(leases.len() as i64);
-                                for l in leases.values_mut() {
-                                    l.expires_at = now.plus_ms(d.ttl_ms());
+                                for (_, good) in leases.values_mut() {
+                                    *good = until;
                                 }
                             }
                         }
@@ -556,20 +625,34 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                 warn!(error = %e, "reading the analysis templates failed");
             }
             if let Some(dir) = &self.config.specs_dir {
+                let removal = specs::Removal {
+                    scans: self.config.specs_removal_scans,
+                    grace_ms: self.config.specs_removal_grace.as_millis(),
+                };
                 let synced = {
                     let mut state = self.specs.lock().await;
-                    specs::sync(&self.store, dir, &mut state, now()).await
+                    specs::sync(&self.store, dir, &mut state, removal, now()).await
                 };
                 match synced {
-                    Ok(changed) => {
-                        if !changed.is_empty() {
+                    Ok(synced) => {
+                        if synced.failed.is_some() {
+                            self.counters.specs_scan_failures.inc();
+                            self.counters.specs_scan_ok.set(0);
+                        } else {
+                            self.counters.specs_scan_ok.set(1);
+                        }
+                        if !synced.changed.is_empty() {
                             let _ = self.refresh_templates().await;
                         }
-                        for name in changed {
+                        for name in synced.changed {
                             self.poke(&name);
                         }
                     }
-                    Err(e) => warn!(error = %e, "applying the specs directory failed"),
+                    Err(e) => {
+                        self.counters.specs_scan_failures.inc();
+                        self.counters.specs_scan_ok.set(0);
+                        warn!(error = %e, "applying the specs directory failed");
+                    }
                 }
             }
             match self.store.rollout_names().await {
@@ -609,7 +692,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         let _ = stop_tx.send(true);
         while tasks.join_next().await.is_some() {}
         renewer.abort();
-        match self.store.release_leases(&self.config.replica).await {
+        match self.store.release_leases(&self.holder).await {
             Ok(n) => info!(released = n, "leases handed back"),
             Err(e) => warn!(error = %e, "could not hand leases back; they expire by themselves"),
         }

@@ -59,6 +59,13 @@ enum Command {
         /// Apply every *.yaml/*.yml under DIR at start and whenever it changes.
         #[arg(long, env = "ROLLOUTD_SPECS_DIR")]
         specs_dir: Option<PathBuf>,
+        /// A rollout leaves the specs directory after this many complete
+        /// scans without it in a row (default 3)…
+        #[arg(long, env = "ROLLOUTD_SPECS_REMOVAL_SCANS")]
+        specs_removal_scans: Option<u32>,
+        /// …spanning at least this long (default 60s).
+        #[arg(long, env = "ROLLOUTD_SPECS_REMOVAL_GRACE")]
+        specs_removal_grace: Option<Duration>,
         /// How often every rollout is re-examined, at the latest (default 10s).
         #[arg(long, env = "ROLLOUTD_RECONCILE_INTERVAL")]
         reconcile_interval: Option<Duration>,
@@ -155,12 +162,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_cert_file,
             tls_key_file,
             specs_dir,
+            specs_removal_scans,
+            specs_removal_grace,
             reconcile_interval,
             lease_ttl,
             replica,
             concurrency,
             simulate_world,
         } => {
+            over.specs_removal_scans = specs_removal_scans;
+            over.specs_removal_grace = specs_removal_grace;
             over.listen = listen;
             over.api_token_file = api_token_file;
             over.api_read_token_file = api_read_token_file;

@@ -26,6 +26,18 @@ pub struct Metrics {
     pub leases_held: IntGauge,
     /// `rolloutd_reconcile_queue_depth`: reconciles due and waiting for a turn.
     pub queue_depth: IntGauge,
+    /// `rolloutd_weight_drift_total{rollout}`: weights seen that rolloutd did
+    /// not write.
+    pub drift: IntCounterVec,
+    /// `rolloutd_fenced_writes_total{rollout}`: load-balancer writes not made
+    /// because the lease was no longer good by the database's clock.
+    pub fenced_writes: IntCounterVec,
+    /// `rolloutd_specs_scan_failures_total`: scans of the specs directory
+    /// that failed (and changed nothing).
+    pub specs_scan_failures: prometheus::IntCounter,
+    /// `rolloutd_specs_scan_ok`: 1 when the last scan of the specs directory
+    /// was complete, 0 when it failed.
+    pub specs_scan_ok: IntGauge,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -63,7 +75,29 @@ impl Metrics {
             ]),
         )
         .unwrap_or_else(|e| panic!("histogram: {e}"));
-        for c in [&verdicts, &reconcile_errors, &aws_requests] {
+        let drift = counter(
+            "rolloutd_weight_drift_total",
+            "Weights seen on the load balancer that rolloutd did not write, by rollout.",
+            &["rollout"],
+        );
+        let fenced_writes = counter(
+            "rolloutd_fenced_writes_total",
+            "Load-balancer writes not made because this replica's lease was no longer good by the database's clock.",
+            &["rollout"],
+        );
+        let specs_scan_failures = prometheus::IntCounter::new(
+            "rolloutd_specs_scan_failures_total",
+            "Scans of the specs directory that failed and changed nothing.",
+        )
+        .unwrap_or_else(|e| panic!("counter: {e}"));
+        let _ = registry.register(Box::new(specs_scan_failures.clone()));
+        for c in [
+            &verdicts,
+            &reconcile_errors,
+            &aws_requests,
+            &drift,
+            &fenced_writes,
+        ] {
             let _ = registry.register(Box::new(c.clone()));
         }
         let gauge = |name: &str, help: &str| {
@@ -79,8 +113,16 @@ impl Metrics {
             "rolloutd_reconcile_queue_depth",
             "Reconciles that are due and wait for a turn.",
         );
+        let specs_scan_ok = gauge(
+            "rolloutd_specs_scan_ok",
+            "1 when the last scan of the specs directory was complete and applied, 0 when it failed.",
+        );
         let _ = registry.register(Box::new(reconcile_seconds.clone()));
         Metrics {
+            drift,
+            fenced_writes,
+            specs_scan_failures,
+            specs_scan_ok,
             registry,
             verdicts,
             reconcile_seconds,

@@ -72,6 +72,9 @@ pub struct SourceList {
     pub specs_dir: bool,
     /// One entry per file.
     pub items: Vec<Source>,
+    /// How the last scan went (with `--specs-dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<crate::specs::ScanReport>,
 }
 
 /// A manual override was queued.
@@ -92,6 +95,9 @@ pub struct Deleted {
     pub deleted: String,
     /// What that means for its traffic.
     pub message: String,
+    /// True while its traffic returns to stable (202): the rollout is
+    /// removed once the load balancer shows stable carrying all of it.
+    pub pending: bool,
 }
 
 /// The body of a manual override (optional).
@@ -159,7 +165,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     (
         "delete",
         "/api/v1/rollouts/{name}",
-        "Stop managing a rollout; its traffic is left as it is.",
+        "Stop managing a rollout: a run holding canary traffic first returns it to stable (202), then the rollout is removed; `?orphan=true` removes it at once and leaves the weights.",
     ),
     (
         "get",
@@ -309,6 +315,7 @@ pub fn document() -> Value {
                 responses.extend(errors(&[
                     ("400", "The body is not UTF-8 text."),
                     ("413", "The body is over 1 MiB."),
+                    ("409", "A Rollout names a listener rule (or default action) another Rollout owns; `details` names the owner, and nothing was applied."),
                     ("422", "A document is invalid; `details` has path, line, column and message of each problem, and nothing was applied."),
                 ]));
                 responses.extend(errors(&auth_errors));
@@ -345,6 +352,13 @@ pub fn document() -> Value {
                 responses.insert(
                     "200".into(),
                     json_response("No longer managed.", reference("Deleted")),
+                );
+                responses.insert(
+                    "202".into(),
+                    json_response(
+                        "Its traffic returns to stable; removed once the load balancer shows it.",
+                        reference("Deleted"),
+                    ),
                 );
                 responses.extend(errors(&[("404", "No such rollout.")]));
                 responses.extend(errors(&auth_errors));

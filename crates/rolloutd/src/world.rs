@@ -174,17 +174,24 @@ impl TrafficRouter for World {
         &self,
         spec: &RolloutSpec,
         weights: Weights,
+        seen: ForwardWeights,
     ) -> Result<(), ObservationError> {
         let route = route_key(spec);
         let now = (self.clock)();
+        // As the ALB router: never over someone else's write, never
+        // changing target groups the rollout does not name.
+        let held = self.weights(&route).await.map_err(|e| transient(&e))?;
+        held.may_write(&seen, &route)?;
         let mut tx = self.pool.begin().await.map_err(|e| transient(&e))?;
         sqlx::query(
-            "INSERT INTO sim_routes (route, stable, canary, other) VALUES ($1, $2, $3, 0)
-             ON CONFLICT (route) DO UPDATE SET stable = excluded.stable, canary = excluded.canary, other = 0",
+            "UPDATE sim_routes SET stable = $2, canary = $3
+             WHERE route = $1 AND stable = $4 AND canary = $5 AND other = 0",
         )
         .bind(&route)
         .bind(i64::from(weights.stable))
         .bind(i64::from(weights.canary))
+        .bind(i64::from(seen.stable))
+        .bind(i64::from(seen.canary))
         .execute(&mut *tx)
         .await
         .map_err(|e| transient(&e))?;

@@ -58,6 +58,8 @@ fn start_with(token: Option<&str>, read_token: Option<&str>) -> Server {
                 tls_key_file: None,
                 database_url: url,
                 specs_dir: None,
+                specs_removal_scans: 3,
+                specs_removal_grace: rollout_spec::Duration::from_secs(60),
                 reconcile_interval: rollout_spec::Duration::from_millis(500),
                 lease_ttl: rollout_spec::Duration::from_secs(3),
                 replica: "api-test".into(),

@@ -38,8 +38,9 @@ impl TrafficRouter for OneHangs {
         &self,
         spec: &RolloutSpec,
         weights: Weights,
+        seen: ForwardWeights,
     ) -> Result<(), ObservationError> {
-        self.world.set_weights(spec, weights).await
+        self.world.set_weights(spec, weights, seen).await
     }
 
     async fn canary_health(&self, spec: &RolloutSpec) -> Observed<TargetHealth> {
@@ -100,6 +101,8 @@ async fn a_hanging_load_balancer_call_does_not_hold_up_other_rollouts() {
         tls_key_file: None,
         database_url: url,
         specs_dir: None,
+        specs_removal_scans: 3,
+        specs_removal_grace: rollout_spec::Duration::from_secs(60),
         reconcile_interval: rollout_spec::Duration::from_secs(1),
         lease_ttl: rollout_spec::Duration::from_secs(15),
         replica: "test".into(),

@@ -253,6 +253,8 @@ async fn main() -> anyhow::Result<()> {
         tls_key_file: None,
         database_url: url.clone(),
         specs_dir: None,
+        specs_removal_scans: 3,
+        specs_removal_grace: rollout_spec::Duration::from_secs(60),
         reconcile_interval: rollout_spec::Duration::from_secs(10),
         lease_ttl: rollout_spec::Duration::from_secs(15),
         replica: "bench".into(),

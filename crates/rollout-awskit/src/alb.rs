@@ -214,6 +214,64 @@ impl Aws {
         Ok(())
     }
 
+    /// One more target group in the service's VPC (not part of any
+    /// rollout), with one target.
+    pub async fn extra_target_group(
+        &self,
+        name: &str,
+        network: &(String, Vec<String>),
+    ) -> anyhow::Result<String> {
+        let tg = self
+            .elb
+            .create_target_group()
+            .name(name)
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+            .port(80)
+            .vpc_id(&network.0)
+            .target_type(TargetTypeEnum::Ip)
+            .send()
+            .await
+            .context("CreateTargetGroup")?;
+        let arn = tg
+            .target_groups()
+            .first()
+            .and_then(|t| t.target_group_arn())
+            .ok_or_else(|| anyhow!("no target group ARN"))?
+            .to_string();
+        self.register(&arn, "10.0.1.30").await?;
+        Ok(arn)
+    }
+
+    /// Sets the listener's default action to forward to these target groups
+    /// with these weights, as a person (or Terraform) would.
+    pub async fn set_forward(&self, svc: &Service, groups: &[(&str, i32)]) -> anyhow::Result<()> {
+        let tuples: Vec<TargetGroupTuple> = groups
+            .iter()
+            .map(|(arn, w)| {
+                TargetGroupTuple::builder()
+                    .target_group_arn(*arn)
+                    .weight(*w)
+                    .build()
+            })
+            .collect();
+        let action = Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .forward_config(
+                ForwardActionConfig::builder()
+                    .set_target_groups(Some(tuples))
+                    .build(),
+            )
+            .build();
+        self.elb
+            .modify_listener()
+            .listener_arn(&svc.listener)
+            .default_actions(action)
+            .send()
+            .await
+            .context("ModifyListener")?;
+        Ok(())
+    }
+
     /// Registers one IP target.
     pub async fn register(&self, tg: &str, ip: &str) -> anyhow::Result<()> {
         self.elb

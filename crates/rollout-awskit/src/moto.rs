@@ -34,8 +34,13 @@ fn has_moto(venv: &Path) -> bool {
 }
 
 /// Makes the venv unless it is already there. Several test processes may
-/// race here: each builds in its own directory and renames it into place.
+/// race here: each builds in its own directory and renames it into place;
+/// the tests of one process take turns (they would share the directory).
 pub fn ensure_venv() -> anyhow::Result<PathBuf> {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = BUILDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let venv = venv_dir();
     if has_moto(&venv) {
         return Ok(venv);

@@ -466,8 +466,10 @@ impl Reconcile<'_> {
             t.passes = 0;
         }
         if revert && fw.other == 0 {
-            self.st.message =
-                format!("{what}; onDrift is revert: writing stable {} / canary {} back", expected.stable, expected.canary);
+            self.st.message = format!(
+                "{what}; onDrift is revert: writing stable {} / canary {} back",
+                expected.stable, expected.canary
+            );
             let m = self.st.message.clone();
             self.event(EventKind::WeightDrift, m, None);
             return;
@@ -599,7 +601,10 @@ impl Reconcile<'_> {
                 .unwrap_or_default();
             if let Err(refusal) = check(&self.st, c.kind) {
                 let what = format!("{} by {}", c.kind.verb(), c.actor);
-                match ignored.iter_mut().find(|(w, r, _)| *w == what && *r == refusal) {
+                match ignored
+                    .iter_mut()
+                    .find(|(w, r, _)| *w == what && *r == refusal)
+                {
                     Some(entry) => entry.2 += 1,
                     None => ignored.push((what, refusal, 1)),
                 }
@@ -1271,7 +1276,9 @@ impl Reconcile<'_> {
         });
         if matches!(
             self.st.pause,
-            Some(PauseReason::Manual { .. } | PauseReason::Inconclusive | PauseReason::Drift { .. })
+            Some(
+                PauseReason::Manual { .. } | PauseReason::Inconclusive | PauseReason::Drift { .. }
+            )
         ) {
             return;
         }

@@ -44,7 +44,9 @@ impl<T> Observed<T> {
 
 /// The weights of the forward action as the load balancer holds them (raw
 /// ALB weights, 0–999 each, not percentages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ForwardWeights {
     /// The stable target group's weight (0 when absent).

@@ -188,7 +188,8 @@ fn new_uid() -> String {
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {
-            d.code().is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
+            d.code()
+                .is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
                 || d.message().contains("UNIQUE constraint failed")
         }
         _ => false,
@@ -528,15 +529,14 @@ impl Store {
             // directory and every replica: checked here for a clear answer,
             // and held by the unique index on `traffic_target` against
             // concurrent applies.
-            let owner: Option<String> = sqlx::query(
-                "SELECT name FROM rollouts WHERE traffic_target = $1 AND name <> $2",
-            )
-            .bind(&target)
-            .bind(&name)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| row.try_get(0))
-            .transpose()?;
+            let owner: Option<String> =
+                sqlx::query("SELECT name FROM rollouts WHERE traffic_target = $1 AND name <> $2")
+                    .bind(&target)
+                    .bind(&name)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| row.try_get(0))
+                    .transpose()?;
             if let Some(owner) = owner {
                 tx.rollback().await?;
                 return Err(StoreError::Owned {
@@ -706,17 +706,17 @@ impl Store {
                 .as_ref()
                 .is_some_and(RolloutStatus::holds_canary_traffic);
             if holds && !orphan {
-                let queued = stored
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| s.deleting.is_some());
+                let queued = stored.status.as_ref().is_some_and(|s| s.deleting.is_some());
                 if !queued {
                     self.enqueue_command(name, CommandKind::Delete, actor, None, now)
                         .await?;
                 }
                 return Ok(Deleted::HandingBack);
             }
-            if self.delete_rollout_at(name, &stored.uid, stored.version).await? {
+            if self
+                .delete_rollout_at(name, &stored.uid, stored.version)
+                .await?
+            {
                 return Ok(Deleted::Gone);
             }
             // The status moved (a reconcile wrote): look again.
@@ -794,8 +794,7 @@ impl Store {
         lease: &Lease,
         now: Time,
     ) -> Result<i64> {
-        let json =
-            serde_json::to_string(write.status).map_err(|e| corrupt("status", name, e))?;
+        let json = serde_json::to_string(write.status).map_err(|e| corrupt("status", name, e))?;
         self.statements.write(
             1 + write.events.len().div_ceil(EVENTS_PER_STATEMENT) as u64
                 + u64::from(write.applied_commands),

@@ -425,8 +425,7 @@ async fn concurrent_writers_exactly_one_wins(store: Store) {
         .expect("write");
     let mut tasks = Vec::new();
     for i in 0..8 {
-        let (store, name, lease, uid) =
-            (store.clone(), name.clone(), lease.clone(), uid.clone());
+        let (store, name, lease, uid) = (store.clone(), name.clone(), lease.clone(), uid.clone());
         let mut status = status.clone();
         status.message = format!("writer {i}");
         tasks.push(tokio::spawn(async move {
@@ -492,8 +491,15 @@ fn other_rollout(name: &str, rule: Option<&str>) -> rollout_spec::SpecSet {
 async fn a_second_rollout_on_an_owned_target_is_refused(store: Store) {
     seeded(&store).await;
     for dry_run in [true, false] {
-        match store.apply(&other_rollout("intruder", None), "api", T0, dry_run).await {
-            Err(StoreError::Owned { rollout, owner, target }) => {
+        match store
+            .apply(&other_rollout("intruder", None), "api", T0, dry_run)
+            .await
+        {
+            Err(StoreError::Owned {
+                rollout,
+                owner,
+                target,
+            }) => {
                 assert_eq!(rollout, "intruder");
                 assert_eq!(owner, "checkout-api");
                 assert!(target.contains("default action of listener"), "{target}");
@@ -504,7 +510,12 @@ async fn a_second_rollout_on_an_owned_target_is_refused(store: Store) {
     assert!(store.rollout("intruder").await.expect("read").is_none());
     // A rule of the same listener is another target.
     store
-        .apply(&other_rollout("on-a-rule", Some("9f8e7d6c5b4a3210")), "api", T0, false)
+        .apply(
+            &other_rollout("on-a-rule", Some("9f8e7d6c5b4a3210")),
+            "api",
+            T0,
+            false,
+        )
         .await
         .expect("a rule is its own target");
     // Once the owner is gone, the target is free.
@@ -569,7 +580,12 @@ async fn lease_expiry_is_judged_by_the_database_clock(store: Store) {
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert!(!store.lease_valid(&short, T0, 0).await.expect("check"));
     let b = store
-        .acquire_lease("other", "b", Time::from_millis(T0.millis() - 3_600_000), 15_000)
+        .acquire_lease(
+            "other",
+            "b",
+            Time::from_millis(T0.millis() - 3_600_000),
+            15_000,
+        )
         .await
         .expect("lease")
         .expect("expired by the database's clock");

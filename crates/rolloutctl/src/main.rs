@@ -99,10 +99,17 @@ enum Command {
     Resume(Override),
     /// Start an aborted, rolled-back or failed run again from step 0.
     Retry(Override),
-    /// Stop managing a rollout (traffic is left as it is).
+    /// Stop managing a rollout. A run holding canary traffic first returns
+    /// it to stable; this waits until the rollout is gone.
     Delete {
         /// The rollout.
         name: String,
+        /// Delete at once and leave the load balancer's weights as they are.
+        #[arg(long)]
+        orphan: bool,
+        /// Do not wait for the traffic to be returned.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Print a shell completion script.
     Completions {
@@ -156,7 +163,11 @@ fn main() -> ExitCode {
         Command::Retry(ref o) => {
             remote::command(&client(), "retry", &o.name, o.reason.as_deref(), false)
         }
-        Command::Delete { ref name } => remote::delete(&client(), name),
+        Command::Delete {
+            ref name,
+            orphan,
+            no_wait,
+        } => remote::delete(&client(), name, orphan, no_wait),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -509,14 +509,43 @@ pub fn command(
     }
 }
 
-/// `rolloutctl delete NAME`.
-pub fn delete(client: &Client, name: &str) -> ExitCode {
-    match client.call("DELETE", &format!("/api/v1/rollouts/{name}"), None) {
-        Ok(_) => {
-            println!("rollout/{name} deleted (no longer managed; traffic left as it is)");
-            ExitCode::SUCCESS
+/// `rolloutctl delete NAME [--orphan] [--no-wait]`: a rollout whose run
+/// holds canary traffic first returns it to stable; unless `no_wait`, this
+/// waits (up to five minutes) until the server has removed it.
+pub fn delete(client: &Client, name: &str, orphan: bool, no_wait: bool) -> ExitCode {
+    let query = if orphan { "?orphan=true" } else { "" };
+    let body = match client.call("DELETE", &format!("/api/v1/rollouts/{name}{query}"), None) {
+        Ok(b) => b,
+        Err(f) => return f.report(),
+    };
+    let message = body["message"].as_str().unwrap_or("deleted");
+    if body["pending"] != Value::Bool(true) {
+        println!("rollout/{name} deleted: {message}");
+        return ExitCode::SUCCESS;
+    }
+    println!("rollout/{name}: {message}");
+    if no_wait {
+        return ExitCode::SUCCESS;
+    }
+    let started = std::time::Instant::now();
+    loop {
+        match client.call("GET", &format!("/api/v1/rollouts/{name}"), None) {
+            Err(Failure::Refused(404, ..)) => {
+                println!("rollout/{name} deleted: stable carries all traffic");
+                return ExitCode::SUCCESS;
+            }
+            Err(f) => return f.report(),
+            Ok(r) => {
+                if started.elapsed() > Duration::from_secs(300) {
+                    eprintln!(
+                        "rolloutctl: rollout/{name} is still returning its traffic after 5 minutes: {}",
+                        r["status"]["message"].as_str().unwrap_or_default()
+                    );
+                    return ExitCode::from(1);
+                }
+            }
         }
-        Err(f) => f.report(),
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

@@ -108,3 +108,35 @@ fn usage_errors_exit_two() {
     let out = rolloutctl().args(["frobnicate"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_spec_with_thousands_of_steps_is_refused_where_the_steps_are() {
+    let dir = scratch("steps");
+    let file = dir.join("many.yaml");
+    let base = std::fs::read_to_string(repo().join("crates/rollout-spec/tests/valid-base.yaml"))
+        .expect("base");
+    let steps: String = (0..4_000)
+        .map(|i| format!("        - setWeight: {}\n", 1 + i % 99))
+        .collect::<String>()
+        + "        - setWeight: 100\n";
+    let text = base.replace(
+        "        - setWeight: 5\n        - pause: {duration: 5m}\n        - setWeight: 100\n",
+        &steps,
+    );
+    assert!(text.len() > base.len(), "the steps were replaced");
+    std::fs::write(&file, text).expect("write");
+    let out = rolloutctl()
+        .args(["validate", "-f"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "{}:17:7: 4001 steps: at most 100 are allowed",
+            file.display()
+        )),
+        "{stdout}"
+    );
+}

@@ -233,10 +233,11 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
 
     fn held(&self, name: &str) -> Option<Lease> {
         let now = tokio::time::Instant::now();
-        self.leases
-            .lock()
-            .ok()
-            .and_then(|l| l.get(name).filter(|(_, until)| *until > now).map(|(l, _)| l.clone()))
+        self.leases.lock().ok().and_then(|l| {
+            l.get(name)
+                .filter(|(_, until)| *until > now)
+                .map(|(l, _)| l.clone())
+        })
     }
 
     fn forget_lease(&self, name: &str) {
@@ -404,7 +405,10 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                 .await?
             {
                 self.forget_lease(name);
-                info!(rollout = name, "deleted: stable carries all traffic; no longer managed");
+                info!(
+                    rollout = name,
+                    "deleted: stable carries all traffic; no longer managed"
+                );
                 return Ok(Outcome::Gone);
             }
             return Ok(Outcome::Requeue(StdDuration::from_millis(200), true));
@@ -421,7 +425,11 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                     {
                         self.counters.fenced_writes.with_label_values(&[name]).inc();
                         self.forget_lease(name);
-                        warn!(rollout = name, token = lease.token, "lease no longer good by the database's clock; weights not written");
+                        warn!(
+                            rollout = name,
+                            token = lease.token,
+                            "lease no longer good by the database's clock; weights not written"
+                        );
                         return Ok(Outcome::Requeue(StdDuration::from_millis(200), false));
                     }
                     match self.router.set_weights(spec, *weights, *seen).await {

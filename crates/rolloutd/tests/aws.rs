@@ -12,15 +12,16 @@
 //! rate; the latency path (Average, percentiles, spread) is unit-tested in
 //! `rollout-aws`.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rollout_awskit::alb::{env_for, Aws, Behaviour, Publisher, Seen, Service, Traffic};
+use rollout_awskit::alb::{Aws, Behaviour, Publisher, Seen, Service, Traffic};
 use rollout_awskit::gateway::Gateway;
 use rollout_awskit::moto::Moto;
-use serde_json::Value;
+use support::{get, metrics_text, phase, start_daemon, tail, work_dir, Daemon};
 
 const TEMPLATE: &str = "apiVersion: rolloutd.dev/v1alpha1
 kind: AnalysisTemplate
@@ -93,85 +94,6 @@ spec:
     )
 }
 
-struct Daemon {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn start_daemon(dir: &Path, endpoint: &str) -> Daemon {
-    let port = free_port();
-    let log = dir.join("rolloutd.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolloutd"));
-    cmd.arg("serve")
-        .arg("--database-url")
-        .arg(format!("sqlite://{}", dir.join("state.db").display()))
-        .arg("--specs-dir")
-        .arg(dir.join("specs"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--reconcile-interval", "1s"])
-        .env("ROLLOUTD_LOG", "info,aws=warn,aws_smithy_runtime=warn")
-        .env_remove("ROLLOUTD_SIMULATE_WORLD")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"));
-    for (k, v) in env_for(endpoint) {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().expect("rolloutd");
-    let d = Daemon {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        log,
-    };
-    let t = Instant::now();
-    while get(&d, "/readyz").0 != 200 {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "rolloutd did not become ready: {}",
-            std::fs::read_to_string(&d.log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    d
-}
-
-fn get(d: &Daemon, path: &str) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    match agent.get(format!("{}{path}", d.base)).call() {
-        Ok(mut r) => {
-            let code = r.status().as_u16();
-            let text = r.body_mut().read_to_string().unwrap_or_default();
-            (code, serde_json::from_str(&text).unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    }
-}
-
-fn phase(d: &Daemon, name: &str) -> String {
-    get(d, &format!("/api/v1/rollouts/{name}")).1["status"]["phase"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
 /// Waits until every named rollout is in a final phase; their phases.
 async fn wait_final(d: &Daemon, names: &[&str], limit: Duration) -> BTreeMap<String, String> {
     let t = Instant::now();
@@ -191,19 +113,6 @@ async fn wait_final(d: &Daemon, names: &[&str], limit: Duration) -> BTreeMap<Str
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn work_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rolloutd-aws-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("specs")).expect("dir");
-    dir
 }
 
 const GOOD: Behaviour = Behaviour {
@@ -436,19 +345,6 @@ async fn first_readings(p: &Publisher, services: usize) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn metrics_text(d: &Daemon) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    agent
-        .get(format!("{}/metrics", d.base))
-        .call()
-        .ok()
-        .and_then(|mut r| r.body_mut().read_to_string().ok())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

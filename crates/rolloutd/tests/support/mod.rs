@@ -1,0 +1,173 @@
+//! What the tests that run the real `rolloutd` binary against moto share:
+//! starting it, talking to its API, reading its log.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rollout_awskit::alb::env_for;
+use serde_json::Value;
+
+/// A running `rolloutd serve`, killed when dropped.
+pub struct Daemon {
+    /// The process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free local port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts `rolloutd serve` on SQLite in `dir` with `dir/specs` as its specs
+/// directory, reaching AWS at `endpoint`, reconciling every second.
+pub fn start_daemon(dir: &Path, endpoint: &str) -> Daemon {
+    let db = format!("sqlite://{}", dir.join("state.db").display());
+    start_with(
+        dir,
+        endpoint,
+        &db,
+        &["--specs-dir", &dir.join("specs").display().to_string()],
+        "rolloutd.log",
+    )
+}
+
+/// Starts `rolloutd serve` on `database_url` with `args` besides the
+/// listen address and a 1 s reconcile interval; its log goes to
+/// `dir/log_name`.
+pub fn start_with(
+    dir: &Path,
+    endpoint: &str,
+    database_url: &str,
+    args: &[&str],
+    log_name: &str,
+) -> Daemon {
+    let port = free_port();
+    let log = dir.join(log_name);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolloutd"));
+    cmd.arg("serve")
+        .arg("--database-url")
+        .arg(database_url)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--reconcile-interval", "1s"])
+        .args(args)
+        .env("ROLLOUTD_LOG", "info,aws=warn,aws_smithy_runtime=warn")
+        .env_remove("ROLLOUTD_SIMULATE_WORLD")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
+    for (k, v) in env_for(endpoint) {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("rolloutd");
+    let d = Daemon {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        log,
+    };
+    let t = Instant::now();
+    while get(&d, "/readyz").0 != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "rolloutd did not become ready: {}",
+            std::fs::read_to_string(&d.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into()
+}
+
+fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+    match r {
+        Ok(mut r) => {
+            let code = r.status().as_u16();
+            let text = r.body_mut().read_to_string().unwrap_or_default();
+            (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// `GET path`: the status code (0 when unreachable) and the JSON body.
+pub fn get(d: &Daemon, path: &str) -> (u16, Value) {
+    answer(agent().get(format!("{}{path}", d.base)).call())
+}
+
+/// `POST path` with `body`.
+pub fn post(d: &Daemon, path: &str, body: &str) -> (u16, Value) {
+    answer(agent().post(format!("{}{path}", d.base)).send(body))
+}
+
+/// `DELETE path`.
+pub fn delete(d: &Daemon, path: &str) -> (u16, Value) {
+    answer(agent().delete(format!("{}{path}", d.base)).call())
+}
+
+/// `/metrics` as text.
+pub fn metrics_text(d: &Daemon) -> String {
+    agent()
+        .get(format!("{}/metrics", d.base))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default()
+}
+
+/// The last 40 lines of a log.
+pub fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A fresh work directory with an empty `specs/`.
+pub fn work_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rolloutd-aws-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("specs")).expect("dir");
+    dir
+}
+
+/// A rollout's phase ("" when unknown).
+pub fn phase(d: &Daemon, name: &str) -> String {
+    get(d, &format!("/api/v1/rollouts/{name}")).1["status"]["phase"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Polls `what` every 200 ms until it holds; panics with `why` and the
+/// daemon's log after `limit`.
+pub async fn until(d: &Daemon, limit: Duration, why: &str, mut what: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !what() {
+        assert!(
+            t.elapsed() < limit,
+            "{why}: not within {limit:?}\n{}",
+            tail(&d.log)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -120,7 +120,14 @@ const START: Time = Time::from_millis(1_795_845_590_000);
 
 /// Runs the ticks in order, checking each; returns the final status and every event.
 fn check(steps: &str, failures: u32, ticks: &[Tick]) -> (RolloutStatus, Vec<rollout_core::Event>) {
-    let (mut rollout, templates) = spec(steps, failures);
+    check_rollout(spec(steps, failures), ticks)
+}
+
+/// [`check`] for a rollout already built (to set fields the steps do not).
+fn check_rollout(
+    (mut rollout, templates): (Rollout, BTreeMap<String, AnalysisTemplateSpec>),
+    ticks: &[Tick],
+) -> (RolloutStatus, Vec<rollout_core::Event>) {
     let mut status: Option<RolloutStatus> = None;
     let mut events = Vec::new();
     let mut next_id = 1;
@@ -1064,4 +1071,247 @@ fn target_health_is_read_only_when_a_raise_may_follow() {
         "{}",
         read.status.message
     );
+}
+
+const HOLD_AT_5: &str = "[{setWeight: 5}, {pause: {}}, {setWeight: 100}]";
+
+/// Start, raise to 5%, see it, and wait at the pause step.
+const AT_5: [Tick; 2] = [
+    Tick {
+        desired: 5,
+        write: Some(5),
+        ..T
+    },
+    Tick {
+        at: 10,
+        lb: Some(5),
+        desired: 5,
+        phase: Phase::Paused,
+        ..T
+    },
+];
+
+fn kinds(events: &[rollout_core::Event], kind: EventKind) -> usize {
+    events.iter().filter(|e| e.kind == kind).count()
+}
+
+#[test]
+fn weights_someone_else_wrote_pause_the_run_with_its_hands_off() {
+    let mut ticks = AT_5.to_vec();
+    ticks.extend([
+        // A person sets 100/0: drift; the run pauses and writes nothing.
+        Tick {
+            at: 20,
+            lb: Some(0),
+            desired: 5,
+            phase: Phase::Paused,
+            ..T
+        },
+        Tick {
+            at: 30,
+            lb: Some(0),
+            desired: 5,
+            phase: Phase::Paused,
+            ..T
+        },
+        // Resumed: its weights go back, and it waits at its pause again.
+        Tick {
+            at: 40,
+            lb: Some(0),
+            command: Some(CommandKind::Resume),
+            desired: 5,
+            write: Some(5),
+            phase: Phase::Paused,
+            ..T
+        },
+        Tick {
+            at: 50,
+            lb: Some(5),
+            desired: 5,
+            phase: Phase::Paused,
+            ..T
+        },
+    ]);
+    let (st, events) = check(HOLD_AT_5, 0, &ticks);
+    assert_eq!(kinds(&events, EventKind::WeightDrift), 1);
+    let drift = events
+        .iter()
+        .find(|e| e.kind == EventKind::WeightDrift)
+        .expect("drift");
+    assert!(
+        drift.message.contains("stable 100 / canary 0")
+            && drift.message.contains("stable 95 / canary 5"),
+        "{}",
+        drift.message
+    );
+    assert!(st.weight_verified_at.is_some());
+}
+
+#[test]
+fn on_drift_revert_writes_the_weights_back() {
+    let (mut rollout, templates) = spec(HOLD_AT_5, 0);
+    rollout.spec.on_drift = rollout_spec::OnDrift::Revert;
+    let mut ticks = AT_5.to_vec();
+    ticks.extend([
+        Tick {
+            at: 20,
+            lb: Some(0),
+            desired: 5,
+            write: Some(5),
+            phase: Phase::Paused,
+            ..T
+        },
+        Tick {
+            at: 30,
+            lb: Some(5),
+            desired: 5,
+            phase: Phase::Paused,
+            ..T
+        },
+    ]);
+    let (_, events) = check_rollout((rollout, templates), &ticks);
+    assert_eq!(kinds(&events, EventKind::WeightDrift), 1);
+}
+
+#[test]
+fn target_groups_the_rollout_does_not_name_are_never_written_over() {
+    for policy in [rollout_spec::OnDrift::Pause, rollout_spec::OnDrift::Revert] {
+        let (mut rollout, templates) = spec(HOLD_AT_5, 0);
+        rollout.spec.on_drift = policy;
+        let mut ticks = AT_5.to_vec();
+        ticks.extend([
+            Tick {
+                at: 20,
+                lb: Some(5),
+                other: 10,
+                desired: 5,
+                phase: Phase::Paused,
+                ..T
+            },
+            Tick {
+                at: 30,
+                lb: Some(5),
+                other: 10,
+                desired: 5,
+                phase: Phase::Paused,
+                ..T
+            },
+            // Even an abort does not write over them: it says why.
+            Tick {
+                at: 40,
+                lb: Some(5),
+                other: 10,
+                command: Some(CommandKind::Abort),
+                phase: Phase::Aborted,
+                ..T
+            },
+        ]);
+        let (st, events) = check_rollout((rollout, templates), &ticks);
+        assert_eq!(kinds(&events, EventKind::WeightDrift), 1, "{policy:?}");
+        assert!(st.message.contains("does not name"), "{}", st.message);
+    }
+}
+
+#[test]
+fn delete_returns_traffic_to_stable_then_forgets_the_rollout() {
+    let (rollout, templates) = spec(HOLD_AT_5, 0);
+    let mut ticks = AT_5.to_vec();
+    ticks.push(Tick {
+        at: 20,
+        lb: Some(5),
+        command: Some(CommandKind::Delete),
+        phase: Phase::Aborted,
+        desired: 0,
+        write: Some(0),
+        ..T
+    });
+    let (st, events) = check_rollout((rollout.clone(), templates.clone()), &ticks);
+    assert_eq!(kinds(&events, EventKind::Deleting), 1);
+    assert!(st.deleting.is_some());
+    let ctx = Context {
+        rollout: &rollout,
+        templates: &templates,
+    };
+    let obs = |canary: u32| Observations {
+        traffic: Observed::Ok(ForwardWeights {
+            stable: 100 - canary,
+            canary,
+            other: 0,
+        }),
+        canary_health: Observed::Missing,
+        windows: Vec::new(),
+    };
+    let now = START.plus_ms(30_000);
+    // Still 5% on the canary: not yet.
+    let d = decide(ctx, Some(&st), &obs(5), &[], now);
+    assert!(!d.forget);
+    assert_eq!(d.actions.len(), 1);
+    // Stable carries all: forget it.
+    let d = decide(ctx, Some(&st), &obs(0), &[], now);
+    assert!(d.forget);
+    assert!(d.actions.is_empty());
+    // A new revision applied meanwhile does not start a run.
+    let mut newer = rollout.clone();
+    newer.spec.revision = "r2".into();
+    let ctx = Context {
+        rollout: &newer,
+        templates: &templates,
+    };
+    let d = decide(ctx, Some(&st), &obs(5), &[], now);
+    assert_eq!(d.status.phase, Phase::Aborted);
+    assert_eq!(d.status.canary_weight, 0);
+}
+
+#[test]
+fn thousands_of_queued_commands_are_applied_in_bounded_batches() {
+    let (rollout, templates) = spec(HOLD_AT_5, 0);
+    let (st, _) = check_rollout((rollout.clone(), templates.clone()), &AT_5);
+    let ctx = Context {
+        rollout: &rollout,
+        templates: &templates,
+    };
+    let now = START.plus_ms(20_000);
+    let commands: Vec<Command> = (1..=5_000)
+        .map(|id| Command {
+            id,
+            kind: CommandKind::Abort,
+            actor: "load".into(),
+            reason: None,
+            at: now,
+        })
+        .collect();
+    let obs = Observations {
+        traffic: Observed::Ok(ForwardWeights {
+            stable: 95,
+            canary: 5,
+            other: 0,
+        }),
+        canary_health: Observed::Missing,
+        windows: Vec::new(),
+    };
+    let d = decide(ctx, Some(&st), &obs, &commands, now);
+    assert_eq!(d.status.phase, Phase::Aborted);
+    assert_eq!(
+        d.status.last_command_id,
+        rollout_core::decide::MAX_COMMANDS_PER_DECISION as u64
+    );
+    assert!(d.events.len() <= 4, "{:?}", d.events);
+    assert!(d
+        .events
+        .iter()
+        .any(|e| e.kind == EventKind::CommandIgnored && e.message.contains("(99 times)")));
+    assert!(
+        d.requeue_after_ms.is_some_and(|ms| ms <= 1_000),
+        "the rest soon"
+    );
+    // The next decision takes the next batch, and so on to the end.
+    let mut st = d.status;
+    let mut decisions = 1;
+    while st.last_command_id < 5_000 {
+        let d = decide(ctx, Some(&st), &obs, &commands, now);
+        assert!(d.events.len() <= 2);
+        st = d.status;
+        decisions += 1;
+    }
+    assert_eq!(decisions, 50);
 }

@@ -25,17 +25,48 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use rollout_core::ports::TrafficRouter;
 use rollout_core::{ForwardWeights, ObservationError, Observed, TargetHealth, Weights};
 use rollout_spec::RolloutSpec;
+use std::sync::{Arc, Mutex};
 
+use crate::budget::{Budget, Class};
 use crate::CallObserver;
+use rollout_core::Urgency;
 
 /// The IAM service prefix of ELBv2.
 pub const SERVICE: &str = "elasticloadbalancing";
+
+/// Reads that ask within this long of the first are made in one call.
+const READ_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// At most this many listeners (or rules) are described in one call.
+pub const ARNS_PER_READ: usize = 20;
 
 /// The ALB traffic router.
 #[derive(Clone)]
 pub struct AlbRouter {
     client: Client,
     observer: CallObserver,
+    budget: Arc<Budget>,
+    reads: Arc<Mutex<Waiting>>,
+}
+
+/// Reads waiting to be made together: each with its place, its urgency and
+/// where its answer goes.
+#[derive(Default)]
+struct Waiting {
+    listeners: Vec<Asked>,
+    rules: Vec<Asked>,
+    /// Someone is gathering them (it makes the calls when its window ends).
+    gathering: bool,
+}
+
+/// One read asked for: `None` as the answer means skipped (an optional
+/// read the budget could not spare).
+type Answer = Result<Option<Vec<Action>>, ObservationError>;
+
+struct Asked {
+    arn: String,
+    urgency: Urgency,
+    tx: tokio::sync::oneshot::Sender<Answer>,
 }
 
 /// Where a rollout's forward action lives.
@@ -61,13 +92,20 @@ impl Place<'_> {
 }
 
 impl AlbRouter {
-    /// A router on this client; every call is reported to `observer`.
-    pub fn new(client: Client, observer: CallObserver) -> AlbRouter {
-        AlbRouter { client, observer }
+    /// A router on this client; every call is reported to `observer` and
+    /// paid for from `budget`.
+    pub fn new(client: Client, observer: CallObserver, budget: Arc<Budget>) -> AlbRouter {
+        AlbRouter {
+            client,
+            observer,
+            budget,
+            reads: Arc::default(),
+        }
     }
 
     fn record<T, E>(
         &self,
+        class: Class,
         operation: &str,
         resource: &str,
         result: Result<T, SdkError<E, aws_sdk_elasticloadbalancingv2::config::http::HttpResponse>>,
@@ -77,39 +115,172 @@ impl AlbRouter {
             + std::error::Error
             + 'static,
     {
-        crate::record(&self.observer, SERVICE, operation, resource, result)
+        crate::record(
+            &self.observer,
+            Some((&self.budget, class)),
+            SERVICE,
+            operation,
+            resource,
+            result,
+        )
     }
 
-    /// The action list that holds the forward action.
-    async fn actions(&self, place: &Place<'_>) -> Result<Vec<Action>, ObservationError> {
-        match place {
-            Place::Listener(arn) => {
-                let out = self
-                    .client
-                    .describe_listeners()
-                    .listener_arns(*arn)
-                    .send()
-                    .await;
-                let out = self.record("DescribeListeners", arn, out)?;
-                let listener = out.listeners().first().ok_or_else(|| ObservationError {
-                    fatal: true,
-                    message: format!("{SERVICE}:DescribeListeners: listener {arn} does not exist"),
-                })?;
-                Ok(listener.default_actions().to_vec())
+    /// The action list that holds the forward action, read at `urgency`
+    /// together with the other reads asked within [`READ_WINDOW`]; `None`
+    /// when an optional read was skipped.
+    async fn actions(
+        &self,
+        place: &Place<'_>,
+        urgency: Urgency,
+    ) -> Result<Option<Vec<Action>>, ObservationError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let asked = Asked {
+            arn: place.arn().to_string(),
+            urgency,
+            tx,
+        };
+        let gather = {
+            let mut w = self.reads.lock().map_err(|_| poisoned())?;
+            match place {
+                Place::Listener(_) => w.listeners.push(asked),
+                Place::Rule(_) => w.rules.push(asked),
             }
-            Place::Rule(arn) => {
-                let out = self.client.describe_rules().rule_arns(*arn).send().await;
-                let out = self.record("DescribeRules", arn, out)?;
-                let rule = out.rules().first().ok_or_else(|| ObservationError {
-                    fatal: true,
-                    message: format!("{SERVICE}:DescribeRules: listener rule {arn} does not exist"),
-                })?;
-                Ok(rule.actions().to_vec())
+            !std::mem::replace(&mut w.gathering, true)
+        };
+        if gather {
+            tokio::time::sleep(READ_WINDOW).await;
+            let (listeners, rules) = {
+                let mut w = self.reads.lock().map_err(|_| poisoned())?;
+                w.gathering = false;
+                (
+                    std::mem::take(&mut w.listeners),
+                    std::mem::take(&mut w.rules),
+                )
+            };
+            for chunk in chunks(listeners) {
+                self.describe(true, chunk).await;
+            }
+            for chunk in chunks(rules) {
+                self.describe(false, chunk).await;
+            }
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(ObservationError {
+                fatal: false,
+                message: format!("the read of {} was cancelled", place.arn()),
+            })
+        })
+    }
+
+    /// One `DescribeListeners` (or `DescribeRules`) call for up to
+    /// [`ARNS_PER_READ`] places, paid at the most urgent of their urgencies;
+    /// answers each. When the call says one of them does not exist, each is
+    /// read alone to find which.
+    async fn describe(&self, listeners: bool, asked: Vec<Asked>) {
+        let urgency = asked.iter().map(|a| a.urgency).max().unwrap_or_default();
+        if !self.budget.acquire(Class::ElbRead, urgency).await {
+            for a in asked {
+                let _ = a.tx.send(Ok(None));
+            }
+            return;
+        }
+        let mut arns: Vec<String> = asked.iter().map(|a| a.arn.clone()).collect();
+        arns.dedup();
+        let resource = arns.join(", ");
+        let found: Result<Vec<(String, Vec<Action>)>, ObservationError> = if listeners {
+            let out = self
+                .client
+                .describe_listeners()
+                .set_listener_arns(Some(arns.clone()))
+                .send()
+                .await;
+            self.record(Class::ElbRead, "DescribeListeners", &resource, out)
+                .map(|o| {
+                    o.listeners()
+                        .iter()
+                        .map(|l| {
+                            (
+                                l.listener_arn().unwrap_or_default().to_string(),
+                                l.default_actions().to_vec(),
+                            )
+                        })
+                        .collect()
+                })
+        } else {
+            let out = self
+                .client
+                .describe_rules()
+                .set_rule_arns(Some(arns.clone()))
+                .send()
+                .await;
+            self.record(Class::ElbRead, "DescribeRules", &resource, out)
+                .map(|o| {
+                    o.rules()
+                        .iter()
+                        .map(|r| {
+                            (
+                                r.rule_arn().unwrap_or_default().to_string(),
+                                r.actions().to_vec(),
+                            )
+                        })
+                        .collect()
+                })
+        };
+        match found {
+            Err(e) if e.fatal && arns.len() > 1 => {
+                // One of them is missing (or denied): each on its own.
+                for a in asked {
+                    Box::pin(self.describe(listeners, vec![a])).await;
+                }
+            }
+            Err(e) => {
+                for a in asked {
+                    let _ = a.tx.send(Err(e.clone()));
+                }
+            }
+            Ok(found) => {
+                let (what, op) = if listeners {
+                    ("listener", "DescribeListeners")
+                } else {
+                    ("listener rule", "DescribeRules")
+                };
+                for a in asked {
+                    let answer = found
+                        .iter()
+                        .find(|(arn, _)| *arn == a.arn)
+                        .map(|(_, actions)| Some(actions.clone()))
+                        .ok_or_else(|| ObservationError {
+                            fatal: true,
+                            message: format!("{SERVICE}:{op}: {what} {} does not exist", a.arn),
+                        });
+                    let _ = a.tx.send(answer);
+                }
             }
         }
     }
 
-    async fn write(&self, place: &Place<'_>, actions: Vec<Action>) -> Result<(), ObservationError> {
+    /// The action list, read for a decision that needs it.
+    async fn actions_needed(
+        &self,
+        place: &Place<'_>,
+        urgency: Urgency,
+    ) -> Result<Vec<Action>, ObservationError> {
+        let urgency = urgency.max(Urgency::Routine);
+        self.actions(place, urgency)
+            .await?
+            .ok_or_else(|| ObservationError {
+                fatal: false,
+                message: format!("the read of {} was skipped", place.arn()),
+            })
+    }
+
+    async fn write(
+        &self,
+        place: &Place<'_>,
+        actions: Vec<Action>,
+        urgency: Urgency,
+    ) -> Result<(), ObservationError> {
+        self.budget.acquire(Class::ElbWrite, urgency).await;
         match place {
             Place::Listener(arn) => {
                 let out = self
@@ -119,7 +290,8 @@ impl AlbRouter {
                     .set_default_actions(Some(actions))
                     .send()
                     .await;
-                self.record("ModifyListener", arn, out).map(|_| ())
+                self.record(Class::ElbWrite, "ModifyListener", arn, out)
+                    .map(|_| ())
             }
             Place::Rule(arn) => {
                 let out = self
@@ -129,9 +301,31 @@ impl AlbRouter {
                     .set_actions(Some(actions))
                     .send()
                     .await;
-                self.record("ModifyRule", arn, out).map(|_| ())
+                self.record(Class::ElbWrite, "ModifyRule", arn, out)
+                    .map(|_| ())
             }
         }
+    }
+}
+
+/// Reads in calls of at most [`ARNS_PER_READ`] places, the most urgent
+/// first.
+fn chunks(mut asked: Vec<Asked>) -> Vec<Vec<Asked>> {
+    asked.sort_by_key(|a| std::cmp::Reverse(a.urgency));
+    let mut out: Vec<Vec<Asked>> = Vec::new();
+    for a in asked {
+        match out.last_mut() {
+            Some(last) if last.len() < ARNS_PER_READ => last.push(a),
+            _ => out.push(vec![a]),
+        }
+    }
+    out
+}
+
+fn poisoned() -> ObservationError {
+    ObservationError {
+        fatal: false,
+        message: "the ELBv2 read queue's lock is poisoned".into(),
     }
 }
 
@@ -300,19 +494,27 @@ fn holds(w: &ForwardWeights, weights: Weights) -> bool {
 }
 
 impl TrafficRouter for AlbRouter {
-    async fn forward_weights(&self, spec: &RolloutSpec) -> Observed<ForwardWeights> {
+    async fn forward_weights(
+        &self,
+        spec: &RolloutSpec,
+        urgency: Urgency,
+    ) -> Observed<ForwardWeights> {
         let place = Place::of(spec);
         let read = async {
-            let actions = self.actions(&place).await?;
+            let Some(actions) = self.actions(&place, urgency).await? else {
+                return Ok(None);
+            };
             read_forward(
                 &actions,
                 spec.stable.target_group_arn.as_str(),
                 spec.canary.target_group_arn.as_str(),
                 place.arn(),
             )
+            .map(Some)
         };
         match read.await {
-            Ok(w) => Observed::Ok(w),
+            Ok(Some(w)) => Observed::Ok(w),
+            Ok(None) => Observed::Missing,
             Err(e) => Observed::Err(e),
         }
     }
@@ -328,7 +530,17 @@ impl TrafficRouter for AlbRouter {
             spec.stable.target_group_arn.as_str(),
             spec.canary.target_group_arn.as_str(),
         );
-        let actions = self.actions(&place).await?;
+        // Returning traffic to stable goes before everything else in the
+        // API budget; a raise's write and read-back before routine reads.
+        let lowering = u64::from(weights.canary) * u64::from(seen.stable.max(1))
+            < u64::from(seen.canary) * u64::from(weights.stable.max(1))
+            || weights.canary == 0;
+        let urgency = if lowering {
+            Urgency::Rollback
+        } else {
+            Urgency::ReadBack
+        };
+        let actions = self.actions_needed(&place, urgency).await?;
         let now = read_forward(&actions, stable, canary, place.arn())?;
         if holds(&now, weights) {
             return Ok(());
@@ -336,8 +548,8 @@ impl TrafficRouter for AlbRouter {
         refuse_foreign(&actions, stable, canary, place.arn())?;
         now.may_write(&seen, place.arn())?;
         let new = with_weights(&actions, stable, canary, weights, place.arn())?;
-        self.write(&place, new.clone()).await?;
-        let read = self.actions(&place).await?;
+        self.write(&place, new.clone(), urgency).await?;
+        let read = self.actions_needed(&place, urgency).await?;
         let back = read_forward(&read, stable, canary, place.arn())?;
         if !same_but_weights(&read, &new) {
             return Err(ObservationError {
@@ -368,13 +580,16 @@ impl TrafficRouter for AlbRouter {
 
     async fn canary_health(&self, spec: &RolloutSpec) -> Observed<TargetHealth> {
         let arn = spec.canary.target_group_arn.as_str();
+        self.budget
+            .acquire(Class::ElbRead, Urgency::BeforeRaise)
+            .await;
         let out = self
             .client
             .describe_target_health()
             .target_group_arn(arn)
             .send()
             .await;
-        match self.record("DescribeTargetHealth", arn, out) {
+        match self.record(Class::ElbRead, "DescribeTargetHealth", arn, out) {
             Ok(out) => {
                 let all = out.target_health_descriptions();
                 let healthy = all

@@ -54,6 +54,7 @@ pub const NAMESPACE: &str = "AWS/ApplicationELB";
 pub struct CloudWatchSource {
     client: Client,
     observer: CallObserver,
+    budget: std::sync::Arc<crate::budget::Budget>,
 }
 
 /// Which arm.
@@ -425,8 +426,16 @@ impl Arm {
 
 impl CloudWatchSource {
     /// A source on this client; every call is reported to `observer`.
-    pub fn new(client: Client, observer: CallObserver) -> CloudWatchSource {
-        CloudWatchSource { client, observer }
+    pub fn new(
+        client: Client,
+        observer: CallObserver,
+        budget: std::sync::Arc<crate::budget::Budget>,
+    ) -> CloudWatchSource {
+        CloudWatchSource {
+            client,
+            observer,
+            budget,
+        }
     }
 
     /// One batch, every page: the datapoints of each query.
@@ -444,6 +453,12 @@ impl CloudWatchSource {
         let mut token: Option<String> = None;
         let resource = format!("{} CloudWatch metric series", batch.wants.len());
         loop {
+            self.budget
+                .acquire(
+                    crate::budget::Class::CloudWatch,
+                    rollout_core::Urgency::Routine,
+                )
+                .await;
             let out = self
                 .client
                 .get_metric_data()
@@ -454,7 +469,14 @@ impl CloudWatchSource {
                 .set_next_token(token.take())
                 .send()
                 .await;
-            let out = crate::record(&self.observer, SERVICE, "GetMetricData", &resource, out)?;
+            let out = crate::record(
+                &self.observer,
+                Some((&self.budget, crate::budget::Class::CloudWatch)),
+                SERVICE,
+                "GetMetricData",
+                &resource,
+                out,
+            )?;
             for r in out.metric_data_results() {
                 let Some(&i) = r.id().and_then(|id| ids.get(id)) else {
                     continue;

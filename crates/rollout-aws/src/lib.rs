@@ -26,6 +26,7 @@ use rollout_core::ObservationError;
 
 pub mod alb;
 pub mod batch;
+pub mod budget;
 pub mod cloudwatch;
 
 pub use alb::AlbRouter;
@@ -90,17 +91,20 @@ pub async fn load_config() -> aws_config::SdkConfig {
         .await
 }
 
-/// Both adapters on one configuration.
+/// Both adapters on one configuration, paying for their calls from one
+/// budget.
 pub fn adapters(
     config: &aws_config::SdkConfig,
     observer: CallObserver,
+    budget: Arc<budget::Budget>,
 ) -> (AlbRouter, CloudWatchSource) {
     (
         AlbRouter::new(
             aws_sdk_elasticloadbalancingv2::Client::new(config),
             Arc::clone(&observer),
+            Arc::clone(&budget),
         ),
-        CloudWatchSource::new(aws_sdk_cloudwatch::Client::new(config), observer),
+        CloudWatchSource::new(aws_sdk_cloudwatch::Client::new(config), observer, budget),
     )
 }
 
@@ -159,6 +163,7 @@ pub fn classify(code: Option<&str>, http_status: Option<u16>) -> Outcome {
 /// permission is missing, the IAM action.
 pub(crate) fn record<T, E>(
     observer: &CallObserver,
+    budget: Option<(&budget::Budget, budget::Class)>,
     service: &str,
     operation: &str,
     resource: &str,
@@ -175,6 +180,9 @@ where
         Err(e) => {
             let (outcome, err) = sdk_failure(&e, service, operation, resource);
             observer(service, operation, outcome);
+            if let (Outcome::Throttled, Some((budget, class))) = (outcome, budget) {
+                budget.throttled(class);
+            }
             tracing::warn!(service, operation, resource, error = %err.message, "AWS call failed");
             Err(err)
         }

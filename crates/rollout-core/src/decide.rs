@@ -24,7 +24,7 @@ use rollout_spec::{AnalysisTemplateSpec, CanaryStep, Rollout};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{check, Command, CommandKind};
-use crate::observe::{ObservationPlan, Observations, Observed, WindowRequest};
+use crate::observe::{ObservationPlan, Observations, Observed, Urgency, WindowRequest};
 use crate::status::{
     BlueGreenStage, BlueGreenStatus, JudgedInterval, PauseReason, Phase, RolloutStatus, RunRecord,
     Weights, HISTORY_LIMIT, HISTORY_WINDOWS,
@@ -152,23 +152,92 @@ pub struct Decision {
     pub forget: bool,
 }
 
-/// What to observe before deciding for a rollout in `status` at `now`.
+/// When the load balancer was last read for a rollout, and how often a
+/// run that holds its weight checks it for drift.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reads {
+    /// The last successful read of the forward weights (none: never, or
+    /// not known).
+    pub last_traffic: Option<Time>,
+    /// A holding run reads the load balancer at least this often (drift);
+    /// between those reads only when the API budget has tokens to spare.
+    pub drift_check_ms: u64,
+}
+
+/// What to observe before deciding for a rollout in `status` at `now`
+/// (reading the load balancer whenever a decision could use it).
 pub fn plan(ctx: Context<'_>, status: Option<&RolloutStatus>, now: Time) -> ObservationPlan {
+    plan_reads(ctx, status, now, Reads::default())
+}
+
+/// [`plan`], knowing when the load balancer was last read: it is read when
+/// a decision needs it (before a run starts, while a weight waits to be
+/// seen, before a raise, to return traffic), as a drift check once
+/// `reads.drift_check_ms` has passed, and otherwise only optionally (when
+/// the API budget has tokens to spare).
+pub fn plan_reads(
+    ctx: Context<'_>,
+    status: Option<&RolloutStatus>,
+    now: Time,
+    reads: Reads,
+) -> ObservationPlan {
     let windows = status
         .map(|st| due_windows(ctx, st, now))
         .unwrap_or_default();
+    let health = status.is_none_or(|st| health_may_matter(ctx, st, now));
+    let (traffic, urgency) = match status {
+        None => (true, Urgency::BeforeRaise),
+        Some(st) => match traffic_urgency(ctx, st, now, health, reads) {
+            Some(u) => (true, u),
+            None => (false, Urgency::Optional),
+        },
+    };
+    ObservationPlan {
+        traffic,
+        urgency,
+        canary_health: health,
+        windows,
+    }
+}
+
+/// How much reading the forward weights matters now; `None`: not at all.
+fn traffic_urgency(
+    ctx: Context<'_>,
+    st: &RolloutStatus,
+    now: Time,
+    health_matters: bool,
+    reads: Reads,
+) -> Option<Urgency> {
+    let new_revision = st.revision != ctx.rollout.spec.revision;
+    let settled = st.weight_verified_at.is_some();
     // A run of the current revision that has ended needs nothing from the
     // world once its final weights were seen: rolloutd leaves the traffic
     // alone from then on, and reading it would only cost AWS calls (most
     // rollouts are idle most of the time). A new revision reads again.
-    let ended =
-        status.is_some_and(|st| st.phase.is_terminal() && st.revision == ctx.rollout.spec.revision);
-    let settled = status.is_some_and(|st| st.weight_verified_at.is_some());
-    ObservationPlan {
-        traffic: !(ended && settled),
-        canary_health: status.is_none_or(|st| health_may_matter(ctx, st, now)),
-        windows,
+    if st.phase.is_terminal() && !new_revision && settled {
+        return None;
     }
+    let returning = st.deleting.is_some()
+        || st.returning_from.is_some()
+        || matches!(st.phase, Phase::Aborted | Phase::RolledBack | Phase::Failed);
+    if st.owns_traffic() && !settled {
+        return Some(if returning || st.canary_weight == 0 {
+            Urgency::Rollback
+        } else {
+            Urgency::ReadBack
+        });
+    }
+    if new_revision || st.phase == Phase::Pending || health_matters {
+        return Some(Urgency::BeforeRaise);
+    }
+    let due = reads
+        .last_traffic
+        .is_none_or(|last| now.since(last) >= reads.drift_check_ms);
+    Some(if due {
+        Urgency::Routine
+    } else {
+        Urgency::Optional
+    })
 }
 
 /// Whether the canary's target health can matter to the next decision: it
@@ -1400,6 +1469,15 @@ impl Reconcile<'_> {
     fn start_switch(&mut self) {
         if let Err(why) = self.healthy_canary() {
             self.st.message = format!("switch: {why}");
+            return;
+        }
+        if !self.settled() {
+            // After drift, the preview's weights are written back first.
+            self.st.message = format!(
+                "switch: waiting for the load balancer to show canary {}%",
+                self.st.canary_weight
+            );
+            self.requeue = Some(VERIFY_REQUEUE_MS);
             return;
         }
         self.st.phase = Phase::Progressing;

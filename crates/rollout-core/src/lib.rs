@@ -20,10 +20,10 @@ pub mod status;
 pub mod time;
 
 pub use command::{check as check_command, Command, CommandKind};
-pub use decide::{decide, plan, Action, Context, Decision, Event, EventKind};
+pub use decide::{decide, plan, plan_reads, Action, Context, Decision, Event, EventKind, Reads};
 pub use observe::{
     ForwardWeights, ObservationError, ObservationPlan, Observations, Observed, TargetHealth,
-    WindowRequest, WindowResult,
+    Urgency, WindowRequest, WindowResult,
 };
 pub use status::{Phase, RolloutStatus, Weights};
 pub use time::Time;

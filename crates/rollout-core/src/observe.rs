@@ -160,12 +160,51 @@ pub struct WindowResult {
     pub metrics: Result<WindowMetrics, ObservationError>,
 }
 
+/// How much a read of the load balancer matters, highest last: an AWS API
+/// budget serves the more urgent first, and an [`Urgency::Optional`] read is
+/// made only when the budget has tokens to spare.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Urgency {
+    /// Worth doing only when it costs nobody anything (a drift check before
+    /// its cadence is due).
+    #[default]
+    Optional,
+    /// Routine: the drift check at its cadence.
+    Routine,
+    /// Before a raise (the weights and the canary's health), or before a
+    /// run starts.
+    BeforeRaise,
+    /// A raise's write and its read-back.
+    ReadBack,
+    /// Returning traffic to stable (rollback, abort, a superseded or deleted
+    /// run): never waits behind anything.
+    Rollback,
+}
+
+impl Urgency {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Urgency::Optional => "optional",
+            Urgency::Routine => "routine",
+            Urgency::BeforeRaise => "beforeRaise",
+            Urgency::ReadBack => "readBack",
+            Urgency::Rollback => "rollback",
+        }
+    }
+}
+
 /// What the core needs looked at for its next decision.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObservationPlan {
-    /// The load balancer's forward weights (always wanted).
+    /// The load balancer's forward weights: read them (at `urgency`).
     pub traffic: bool,
+    /// How much that read matters (an optional read may be skipped).
+    pub urgency: Urgency,
     /// The canary target group's health.
     pub canary_health: bool,
     /// Analysis intervals that are due.

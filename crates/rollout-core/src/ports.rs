@@ -9,16 +9,21 @@ use std::sync::Arc;
 use rollout_analysis::WindowMetrics;
 use rollout_spec::{AnalysisTemplateSpec, RolloutSpec};
 
-use crate::observe::{ForwardWeights, ObservationError, Observed, TargetHealth, WindowRequest};
+use crate::observe::{
+    ForwardWeights, ObservationError, Observed, TargetHealth, Urgency, WindowRequest,
+};
 use crate::status::Weights;
 
 /// The load balancer: reads and writes the weights of a rollout's forward
 /// action, and reads the canary target group's health.
 pub trait TrafficRouter: Send + Sync + 'static {
-    /// The forward action's weights for the rollout's two target groups.
+    /// The forward action's weights for the rollout's two target groups. A
+    /// router with an API budget serves reads by `urgency`, and may answer
+    /// [`Observed::Missing`] to an [`Urgency::Optional`] one.
     fn forward_weights(
         &self,
         spec: &RolloutSpec,
+        urgency: Urgency,
     ) -> impl Future<Output = Observed<ForwardWeights>> + Send;
 
     /// Sets the weights (stable and canary; everything else in the action
@@ -35,7 +40,7 @@ pub trait TrafficRouter: Send + Sync + 'static {
         seen: ForwardWeights,
     ) -> impl Future<Output = Result<(), ObservationError>> + Send;
 
-    /// The canary target group's health.
+    /// The canary target group's health (read before a raise).
     fn canary_health(
         &self,
         spec: &RolloutSpec,
@@ -67,8 +72,9 @@ impl<T: TrafficRouter> TrafficRouter for Arc<T> {
     fn forward_weights(
         &self,
         spec: &RolloutSpec,
+        urgency: Urgency,
     ) -> impl Future<Output = Observed<ForwardWeights>> + Send {
-        (**self).forward_weights(spec)
+        (**self).forward_weights(spec, urgency)
     }
 
     fn set_weights(

@@ -1315,3 +1315,66 @@ fn thousands_of_queued_commands_are_applied_in_bounded_batches() {
     }
     assert_eq!(decisions, 50);
 }
+
+#[test]
+fn the_load_balancer_is_read_as_urgently_as_the_decision_needs() {
+    use rollout_core::{plan_reads, Reads, Urgency};
+    let (rollout, templates) = spec(HOLD_AT_5, 0);
+    let ctx = Context {
+        rollout: &rollout,
+        templates: &templates,
+    };
+    let reads = |last: Option<i64>| Reads {
+        last_traffic: last.map(|s| START.plus_ms(s as u64 * 1000)),
+        drift_check_ms: 60_000,
+    };
+    let at = |s: u64| START.plus_ms(s * 1000);
+    let urgency = |st: Option<&RolloutStatus>, now: Time, last: Option<i64>| {
+        let p = plan_reads(ctx, st, now, reads(last));
+        p.traffic.then_some(p.urgency)
+    };
+    // Never seen: read before a run may start.
+    assert_eq!(urgency(None, at(0), None), Some(Urgency::BeforeRaise));
+    // A raise written, not yet seen: its read-back.
+    let mut ticks = AT_5.to_vec();
+    ticks.truncate(1);
+    let (raising, _) = check(HOLD_AT_5, 0, &ticks);
+    assert_eq!(
+        urgency(Some(&raising), at(1), Some(0)),
+        Some(Urgency::ReadBack)
+    );
+    // Holding at a pause: a drift check at its cadence, optional before.
+    let (holding, _) = check(HOLD_AT_5, 0, &AT_5);
+    assert_eq!(
+        urgency(Some(&holding), at(30), Some(10)),
+        Some(Urgency::Optional)
+    );
+    assert_eq!(
+        urgency(Some(&holding), at(71), Some(10)),
+        Some(Urgency::Routine)
+    );
+    // Aborted: returning traffic goes first.
+    let mut ticks = AT_5.to_vec();
+    ticks.push(Tick {
+        at: 20,
+        lb: Some(5),
+        command: Some(CommandKind::Abort),
+        phase: Phase::Aborted,
+        write: Some(0),
+        ..T
+    });
+    let (aborted, _) = check(HOLD_AT_5, 0, &ticks);
+    assert_eq!(
+        urgency(Some(&aborted), at(21), Some(20)),
+        Some(Urgency::Rollback)
+    );
+    // Once its weights were seen, an ended run reads nothing.
+    ticks.push(Tick {
+        at: 30,
+        lb: Some(0),
+        phase: Phase::Aborted,
+        ..T
+    });
+    let (ended, _) = check(HOLD_AT_5, 0, &ticks);
+    assert_eq!(urgency(Some(&ended), at(100), Some(30)), None);
+}

@@ -109,7 +109,11 @@ impl MemoryWorld {
 }
 
 impl TrafficRouter for MemoryWorld {
-    async fn forward_weights(&self, spec: &RolloutSpec) -> Observed<ForwardWeights> {
+    async fn forward_weights(
+        &self,
+        spec: &RolloutSpec,
+        _urgency: rollout_core::Urgency,
+    ) -> Observed<ForwardWeights> {
         match self.routes.lock() {
             Ok(mut routes) => Observed::Ok(
                 routes

@@ -1091,6 +1091,20 @@ impl Store {
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
+    /// How many replicas hold unexpired leases now (by the lease clock).
+    pub async fn live_holders(&self, now: Time) -> Result<usize> {
+        self.statements.read(1);
+        let clock = self.clock_sql("$1");
+        let n: i64 = sqlx::query(&format!(
+            "SELECT CAST(COUNT(DISTINCT holder) AS BIGINT) FROM leases WHERE expires_at > {clock}"
+        ))
+        .bind(now.millis())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// Hands back every lease of `holder` (at shutdown), so another replica
     /// takes over at once instead of after the lease time.
     pub async fn release_leases(&self, holder: &str) -> Result<u64> {

@@ -45,6 +45,16 @@ pub struct Config {
     pub replica: String,
     /// How many reconciles run at once.
     pub concurrency: usize,
+    /// A run that holds its weight reads the load balancer at least this
+    /// often to notice drift (more often only when the AWS budget has
+    /// tokens to spare).
+    pub drift_check_interval: Duration,
+    /// The fleet's AWS API budget: ELBv2 reads per second (burst: twice).
+    pub aws_elb_reads_per_second: f64,
+    /// ELBv2 writes per second (burst: twice).
+    pub aws_elb_writes_per_second: f64,
+    /// CloudWatch `GetMetricData` calls per second (burst: twice).
+    pub aws_get_metric_data_per_second: f64,
     /// A database holding a simulated ALB and CloudWatch instead of AWS.
     pub simulate_world: Option<String>,
     /// `text` or `json` logs.
@@ -76,6 +86,10 @@ struct FileConfig {
     lease_ttl: Option<Duration>,
     replica: Option<String>,
     concurrency: Option<u32>,
+    drift_check_interval: Option<Duration>,
+    aws_elb_reads_per_second: Option<f64>,
+    aws_elb_writes_per_second: Option<f64>,
+    aws_get_metric_data_per_second: Option<f64>,
     simulate_world: Option<String>,
     log_format: Option<String>,
 }
@@ -98,6 +112,10 @@ impl Decode for FileConfig {
                 "leaseTtl",
                 "replica",
                 "concurrency",
+                "driftCheckInterval",
+                "awsElbReadsPerSecond",
+                "awsElbWritesPerSecond",
+                "awsGetMetricDataPerSecond",
                 "simulateWorld",
                 "logFormat",
             ],
@@ -116,6 +134,10 @@ impl Decode for FileConfig {
             lease_ttl: f.opt(cx, "leaseTtl").ok()?,
             replica: f.opt(cx, "replica").ok()?,
             concurrency: f.opt(cx, "concurrency").ok()?,
+            drift_check_interval: f.opt(cx, "driftCheckInterval").ok()?,
+            aws_elb_reads_per_second: f.opt(cx, "awsElbReadsPerSecond").ok()?,
+            aws_elb_writes_per_second: f.opt(cx, "awsElbWritesPerSecond").ok()?,
+            aws_get_metric_data_per_second: f.opt(cx, "awsGetMetricDataPerSecond").ok()?,
             simulate_world: f.opt(cx, "simulateWorld").ok()?,
             log_format: f.opt(cx, "logFormat").ok()?,
         })
@@ -151,6 +173,14 @@ pub struct Overrides {
     pub replica: Option<String>,
     /// `--concurrency` / `ROLLOUTD_CONCURRENCY`.
     pub concurrency: Option<usize>,
+    /// `--drift-check-interval` / `ROLLOUTD_DRIFT_CHECK_INTERVAL`.
+    pub drift_check_interval: Option<Duration>,
+    /// `--aws-elb-reads-per-second` / `ROLLOUTD_AWS_ELB_READS_PER_SECOND`.
+    pub aws_elb_reads_per_second: Option<f64>,
+    /// `--aws-elb-writes-per-second` / `ROLLOUTD_AWS_ELB_WRITES_PER_SECOND`.
+    pub aws_elb_writes_per_second: Option<f64>,
+    /// `--aws-get-metric-data-per-second` / `ROLLOUTD_AWS_GET_METRIC_DATA_PER_SECOND`.
+    pub aws_get_metric_data_per_second: Option<f64>,
     /// `--simulate-world` / `ROLLOUTD_SIMULATE_WORLD`.
     pub simulate_world: Option<String>,
     /// `--log-format` / `ROLLOUTD_LOG_FORMAT`.
@@ -235,6 +265,22 @@ impl Config {
                 .concurrency
                 .or(from_file.concurrency.map(|c| c as usize))
                 .unwrap_or(DEFAULT_CONCURRENCY),
+            drift_check_interval: over
+                .drift_check_interval
+                .or(from_file.drift_check_interval)
+                .unwrap_or(Duration::from_secs(60)),
+            aws_elb_reads_per_second: over
+                .aws_elb_reads_per_second
+                .or(from_file.aws_elb_reads_per_second)
+                .unwrap_or(4.0),
+            aws_elb_writes_per_second: over
+                .aws_elb_writes_per_second
+                .or(from_file.aws_elb_writes_per_second)
+                .unwrap_or(2.0),
+            aws_get_metric_data_per_second: over
+                .aws_get_metric_data_per_second
+                .or(from_file.aws_get_metric_data_per_second)
+                .unwrap_or(5.0),
             simulate_world: over.simulate_world.or(from_file.simulate_world),
             log_format,
         };
@@ -255,6 +301,18 @@ impl Config {
                 "lease TTL {} is too short; use at least 1s",
                 config.lease_ttl
             ));
+        }
+        for (name, rate) in [
+            ("awsElbReadsPerSecond", config.aws_elb_reads_per_second),
+            ("awsElbWritesPerSecond", config.aws_elb_writes_per_second),
+            (
+                "awsGetMetricDataPerSecond",
+                config.aws_get_metric_data_per_second,
+            ),
+        ] {
+            if !(rate.is_finite() && rate >= 0.1) {
+                errors.push(format!("{name} {rate}: use at least 0.1 calls per second"));
+            }
         }
         if config.concurrency == 0 {
             errors.push("concurrency must be at least 1".into());
@@ -358,6 +416,10 @@ mod tests {
             "leaseTtl",
             "replica",
             "concurrency",
+            "driftCheckInterval",
+            "awsElbReadsPerSecond",
+            "awsElbWritesPerSecond",
+            "awsGetMetricDataPerSecond",
             "simulateWorld",
             "logFormat",
         ] {

@@ -32,7 +32,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use rollout_core::ports::{MetricQuery, MetricSource, TrafficRouter};
-use rollout_core::{decide, plan, Action, Context, Observations, Observed, Time, WindowResult};
+use rollout_core::{
+    decide, plan_reads, Action, Context, Observations, Observed, Reads, Time, WindowResult,
+};
 use rollout_store::{Lease, StatusWrite, Store, StoreError};
 use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, info, warn, Instrument};
@@ -95,6 +97,9 @@ pub struct Daemon<R, M> {
     /// it runs out, by this process's monotonic clock).
     leases: Mutex<HashMap<String, (Lease, tokio::time::Instant)>>,
     wake: Mutex<HashMap<String, Arc<Notify>>>,
+    /// When each rollout's forward weights were last read (the drift check's
+    /// cadence; forgotten on restart, which only means an early check).
+    last_read: Mutex<HashMap<String, Time>>,
     permits: Semaphore,
     observer: Option<Observer>,
     counters: Arc<Metrics>,
@@ -142,6 +147,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             config,
             leases: Mutex::new(HashMap::new()),
             wake: Mutex::new(HashMap::new()),
+            last_read: Mutex::new(HashMap::new()),
             permits,
             observer,
             counters,
@@ -287,7 +293,15 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             rollout: &stored.rollout,
             templates: &templates,
         };
-        let wanted = plan(ctx, stored.status.as_ref(), now);
+        let reads = Reads {
+            last_traffic: self
+                .last_read
+                .lock()
+                .ok()
+                .and_then(|m| m.get(name).copied()),
+            drift_check_ms: self.config.drift_check_interval.as_millis(),
+        };
+        let wanted = plan_reads(ctx, stored.status.as_ref(), now, reads);
         let queries: Vec<MetricQuery<'_>> = wanted
             .windows
             .iter()
@@ -313,7 +327,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         let (traffic, canary_health, results) = tokio::join!(
             async {
                 if wanted.traffic {
-                    self.router.forward_weights(spec).await
+                    self.router.forward_weights(spec, wanted.urgency).await
                 } else {
                     Observed::Missing
                 }
@@ -343,6 +357,11 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             }
         }
         *outside += observing.elapsed();
+        if matches!(traffic, Observed::Ok(_)) {
+            if let Ok(mut m) = self.last_read.lock() {
+                m.insert(name.to_string(), now);
+            }
+        }
         let windows = queries
             .iter()
             .zip(results)
@@ -590,6 +609,11 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                         _ = stop.changed() => break,
                     }
                     let asked = tokio::time::Instant::now();
+                    // The AWS budget is the fleet's: each replica takes its
+                    // share, by the replicas holding leases now.
+                    if let Ok(n) = d.store.live_holders(now()).await {
+                        d.counters.set_budget_share(n.max(1));
+                    }
                     match d.store.renew_leases(&d.holder, now(), d.ttl_ms()).await {
                         Ok(held) => {
                             // A set, built before taking the lock every

@@ -78,6 +78,21 @@ enum Command {
         /// How many reconciles run at once (default 12; the database pool matches it).
         #[arg(long, env = "ROLLOUTD_CONCURRENCY")]
         concurrency: Option<usize>,
+        /// A holding run reads the load balancer at least this often for
+        /// drift; more often only when the AWS budget has tokens to spare
+        /// (default 60s).
+        #[arg(long, env = "ROLLOUTD_DRIFT_CHECK_INTERVAL")]
+        drift_check_interval: Option<Duration>,
+        /// The fleet's budget of ELBv2 reads per second (default 4; AWS's
+        /// shared bucket refills 10 a second).
+        #[arg(long, env = "ROLLOUTD_AWS_ELB_READS_PER_SECOND")]
+        aws_elb_reads_per_second: Option<f64>,
+        /// The fleet's budget of ELBv2 writes per second (default 2).
+        #[arg(long, env = "ROLLOUTD_AWS_ELB_WRITES_PER_SECOND")]
+        aws_elb_writes_per_second: Option<f64>,
+        /// The fleet's budget of CloudWatch GetMetricData calls per second (default 5).
+        #[arg(long, env = "ROLLOUTD_AWS_GET_METRIC_DATA_PER_SECOND")]
+        aws_get_metric_data_per_second: Option<f64>,
         /// Run against a simulated ALB and CloudWatch kept in this database
         /// (simulated: no AWS calls).
         #[arg(long, env = "ROLLOUTD_SIMULATE_WORLD")]
@@ -168,8 +183,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             lease_ttl,
             replica,
             concurrency,
+            drift_check_interval,
+            aws_elb_reads_per_second,
+            aws_elb_writes_per_second,
+            aws_get_metric_data_per_second,
             simulate_world,
         } => {
+            over.drift_check_interval = drift_check_interval;
+            over.aws_elb_reads_per_second = aws_elb_reads_per_second;
+            over.aws_elb_writes_per_second = aws_elb_writes_per_second;
+            over.aws_get_metric_data_per_second = aws_get_metric_data_per_second;
             over.specs_removal_scans = specs_removal_scans;
             over.specs_removal_grace = specs_removal_grace;
             over.listen = listen;
@@ -289,7 +312,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .inc();
                 })
             };
-            let (router, source) = rollout_aws::adapters(&aws, observer);
+            let rate = |per_second: f64| rollout_aws::budget::Rate {
+                per_second,
+                burst: (per_second * 2.0).max(1.0),
+            };
+            let budget = Arc::new(rollout_aws::budget::Budget::new(
+                rollout_aws::budget::BudgetConfig {
+                    elb_read: rate(config.aws_elb_reads_per_second),
+                    elb_write: rate(config.aws_elb_writes_per_second),
+                    cloudwatch: rate(config.aws_get_metric_data_per_second),
+                },
+            ));
+            counters.show_budget(Arc::clone(&budget));
+            info!(
+                elb_reads_per_second = config.aws_elb_reads_per_second,
+                elb_writes_per_second = config.aws_elb_writes_per_second,
+                get_metric_data_per_second = config.aws_get_metric_data_per_second,
+                "AWS API budget (the fleet's; each replica takes its share)"
+            );
+            let (router, source) = rollout_aws::adapters(&aws, observer, budget);
             // Intervals of different rollouts that fall due together are
             // read in one GetMetricData call (500 queries a call).
             let source = rollout_aws::Coalescing::new(source, std::time::Duration::from_secs(5));

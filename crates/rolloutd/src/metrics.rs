@@ -38,6 +38,9 @@ pub struct Metrics {
     /// `rolloutd_specs_scan_ok`: 1 when the last scan of the specs directory
     /// was complete, 0 when it failed.
     pub specs_scan_ok: IntGauge,
+    /// The AWS API budget, when the daemon talks to AWS
+    /// (`rolloutd_aws_budget_*{class}`, rendered at scrape time).
+    budget: std::sync::OnceLock<std::sync::Arc<rollout_aws::budget::Budget>>,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -119,6 +122,7 @@ impl Metrics {
         );
         let _ = registry.register(Box::new(reconcile_seconds.clone()));
         Metrics {
+            budget: std::sync::OnceLock::new(),
             drift,
             fenced_writes,
             specs_scan_failures,
@@ -130,6 +134,18 @@ impl Metrics {
             aws_requests,
             leases_held,
             queue_depth,
+        }
+    }
+
+    /// Shows `budget` in `/metrics` (once).
+    pub fn show_budget(&self, budget: std::sync::Arc<rollout_aws::budget::Budget>) {
+        let _ = self.budget.set(budget);
+    }
+
+    /// This replica's share of the fleet's AWS budget: one of `replicas`.
+    pub fn set_budget_share(&self, replicas: usize) {
+        if let Some(b) = self.budget.get() {
+            b.set_share(replicas);
         }
     }
 
@@ -204,6 +220,66 @@ impl Metrics {
                         value.with_label_values(&[name, &m.metric, "canary"]).set(v);
                     }
                 }
+            }
+        }
+        if let Some(budget) = self.budget.get() {
+            let config = budget.config();
+            let configured = gauge(
+                "rolloutd_aws_budget_configured_per_second",
+                "The fleet's AWS API budget per class of call, calls per second.",
+                &["class"],
+            );
+            let rate = gauge(
+                "rolloutd_aws_budget_rate_per_second",
+                "This replica's AWS API rate in force per class: its share of the fleet's, after any throttling back-off.",
+                &["class"],
+            );
+            let queued = gauge(
+                "rolloutd_aws_budget_queued",
+                "AWS calls waiting for a token now, per class.",
+                &["class"],
+            );
+            let count = |name: &str, help: &str| {
+                let c = prometheus::CounterVec::new(Opts::new(name, help), &["class"])
+                    .unwrap_or_else(|e| panic!("counter {name}: {e}"));
+                let _ = state.register(Box::new(c.clone()));
+                c
+            };
+            let used = count(
+                "rolloutd_aws_budget_tokens_used_total",
+                "Tokens taken (AWS calls made) per class.",
+            );
+            let waits = count(
+                "rolloutd_aws_budget_waits_total",
+                "AWS calls that waited for a token, per class.",
+            );
+            let waited = count(
+                "rolloutd_aws_budget_wait_seconds_total",
+                "Seconds AWS calls spent waiting for a token, per class.",
+            );
+            let skipped = count(
+                "rolloutd_aws_budget_skipped_total",
+                "Optional reads (drift checks before their cadence) skipped for want of spare tokens, per class.",
+            );
+            let throttled = count(
+                "rolloutd_aws_budget_throttled_total",
+                "Throttling answers from AWS per class (each halves the rate for a while).",
+            );
+            for (class, s) in budget.stats() {
+                let c = [class.as_str()];
+                let conf = match class {
+                    rollout_aws::budget::Class::ElbRead => config.elb_read,
+                    rollout_aws::budget::Class::ElbWrite => config.elb_write,
+                    rollout_aws::budget::Class::CloudWatch => config.cloudwatch,
+                };
+                configured.with_label_values(&c).set(conf.per_second);
+                rate.with_label_values(&c).set(s.rate);
+                queued.with_label_values(&c).set(s.queued as f64);
+                used.with_label_values(&c).inc_by(s.used as f64);
+                waits.with_label_values(&c).inc_by(s.waits as f64);
+                waited.with_label_values(&c).inc_by(s.wait_seconds);
+                skipped.with_label_values(&c).inc_by(s.skipped as f64);
+                throttled.with_label_values(&c).inc_by(s.throttled as f64);
             }
         }
         let mut families = state.gather();

@@ -163,7 +163,11 @@ impl World {
 }
 
 impl TrafficRouter for World {
-    async fn forward_weights(&self, spec: &RolloutSpec) -> Observed<ForwardWeights> {
+    async fn forward_weights(
+        &self,
+        spec: &RolloutSpec,
+        _urgency: rollout_core::Urgency,
+    ) -> Observed<ForwardWeights> {
         match self.weights(&route_key(spec)).await {
             Ok(w) => Observed::Ok(w),
             Err(e) => Observed::Err(transient(&e)),

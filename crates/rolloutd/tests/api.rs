@@ -64,6 +64,10 @@ fn start_with(token: Option<&str>, read_token: Option<&str>) -> Server {
                 lease_ttl: rollout_spec::Duration::from_secs(3),
                 replica: "api-test".into(),
                 concurrency: 4,
+                drift_check_interval: rollout_spec::Duration::from_secs(60),
+                aws_elb_reads_per_second: 4.0,
+                aws_elb_writes_per_second: 2.0,
+                aws_get_metric_data_per_second: 5.0,
                 simulate_world: None,
                 log_format: LogFormat::Text,
             };

@@ -29,9 +29,13 @@ impl OneHangs {
 }
 
 impl TrafficRouter for OneHangs {
-    async fn forward_weights(&self, spec: &RolloutSpec) -> Observed<ForwardWeights> {
+    async fn forward_weights(
+        &self,
+        spec: &RolloutSpec,
+        urgency: rollout_core::Urgency,
+    ) -> Observed<ForwardWeights> {
         self.maybe_hang(spec).await;
-        self.world.forward_weights(spec).await
+        self.world.forward_weights(spec, urgency).await
     }
 
     async fn set_weights(
@@ -107,6 +111,10 @@ async fn a_hanging_load_balancer_call_does_not_hold_up_other_rollouts() {
         lease_ttl: rollout_spec::Duration::from_secs(15),
         replica: "test".into(),
         concurrency: 1,
+        drift_check_interval: rollout_spec::Duration::from_secs(60),
+        aws_elb_reads_per_second: 4.0,
+        aws_elb_writes_per_second: 2.0,
+        aws_get_metric_data_per_second: 5.0,
         simulate_world: None,
         log_format: LogFormat::Text,
     };

@@ -259,6 +259,10 @@ async fn main() -> anyhow::Result<()> {
         lease_ttl: rollout_spec::Duration::from_secs(15),
         replica: "bench".into(),
         concurrency,
+        drift_check_interval: rollout_spec::Duration::from_secs(60),
+        aws_elb_reads_per_second: 4.0,
+        aws_elb_writes_per_second: 2.0,
+        aws_get_metric_data_per_second: 5.0,
         simulate_world: None,
         log_format: LogFormat::Text,
     };

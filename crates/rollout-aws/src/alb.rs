@@ -34,8 +34,21 @@ use rollout_core::Urgency;
 /// The IAM service prefix of ELBv2.
 pub const SERVICE: &str = "elasticloadbalancing";
 
-/// Reads that ask within this long of the first are made in one call.
-const READ_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long a read waits for others to be made in one call with them: a
+/// routine drift check a second (they come from rollouts' own timers, so a
+/// second gathers many), a read before a raise 100 ms, a read-back 20 ms.
+fn read_window(urgency: Urgency) -> std::time::Duration {
+    std::time::Duration::from_millis(match urgency {
+        Urgency::Optional | Urgency::Routine => 1_000,
+        Urgency::BeforeRaise => 100,
+        Urgency::ReadBack | Urgency::Rollback => 20,
+    })
+}
+
+/// A write uses the action list a decision read this recently instead of
+/// reading it again (it still checks that the weights are those the
+/// decision saw).
+const FRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// At most this many listeners (or rules) are described in one call.
 pub const ARNS_PER_READ: usize = 20;
@@ -47,7 +60,14 @@ pub struct AlbRouter {
     observer: CallObserver,
     budget: Arc<Budget>,
     reads: Arc<Mutex<Waiting>>,
+    /// The last action list read per listener or rule, and when.
+    recent: Arc<Mutex<std::collections::HashMap<String, (tokio::time::Instant, Vec<Action>)>>>,
+    /// Target health reads in flight, per target group: concurrent asks
+    /// for the same group share one call.
+    health: Arc<tokio::sync::Mutex<std::collections::HashMap<String, HealthRead>>>,
 }
+
+type HealthRead = tokio::sync::watch::Receiver<Option<Observed<TargetHealth>>>;
 
 /// Reads waiting to be made together: each with its place, its urgency and
 /// where its answer goes.
@@ -57,6 +77,8 @@ struct Waiting {
     rules: Vec<Asked>,
     /// Someone is gathering them (it makes the calls when its window ends).
     gathering: bool,
+    /// When the gathered reads are due: the earliest of their windows.
+    due: Option<tokio::time::Instant>,
 }
 
 /// One read asked for: `None` as the answer means skipped (an optional
@@ -100,6 +122,8 @@ impl AlbRouter {
             observer,
             budget,
             reads: Arc::default(),
+            recent: Arc::default(),
+            health: Arc::default(),
         }
     }
 
@@ -145,13 +169,33 @@ impl AlbRouter {
                 Place::Listener(_) => w.listeners.push(asked),
                 Place::Rule(_) => w.rules.push(asked),
             }
+            let mine = tokio::time::Instant::now() + read_window(urgency);
+            w.due = Some(w.due.map_or(mine, |d| d.min(mine)));
             !std::mem::replace(&mut w.gathering, true)
         };
         if gather {
-            tokio::time::sleep(READ_WINDOW).await;
+            // Until the earliest window ends (a more urgent read arriving
+            // meanwhile brings it forward).
+            loop {
+                let due = self
+                    .reads
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .due
+                    .unwrap_or_else(tokio::time::Instant::now);
+                if tokio::time::Instant::now() >= due {
+                    break;
+                }
+                tokio::time::sleep(
+                    due.saturating_duration_since(tokio::time::Instant::now())
+                        .min(std::time::Duration::from_millis(20)),
+                )
+                .await;
+            }
             let (listeners, rules) = {
                 let mut w = self.reads.lock().map_err(|_| poisoned())?;
                 w.gathering = false;
+                w.due = None;
                 (
                     std::mem::take(&mut w.listeners),
                     std::mem::take(&mut w.rules),
@@ -239,6 +283,13 @@ impl AlbRouter {
                 }
             }
             Ok(found) => {
+                if let Ok(mut recent) = self.recent.lock() {
+                    let now = tokio::time::Instant::now();
+                    recent.retain(|_, (at, _)| now.saturating_duration_since(*at) < FRESH);
+                    for (arn, actions) in &found {
+                        recent.insert(arn.clone(), (now, actions.clone()));
+                    }
+                }
                 let (what, op) = if listeners {
                     ("listener", "DescribeListeners")
                 } else {
@@ -540,7 +591,16 @@ impl TrafficRouter for AlbRouter {
         } else {
             Urgency::ReadBack
         };
-        let actions = self.actions_needed(&place, urgency).await?;
+        // The list the decision just read, when it is fresh; else read it.
+        let cached = self.recent.lock().ok().and_then(|r| {
+            r.get(place.arn())
+                .filter(|(at, _)| at.elapsed() < FRESH)
+                .map(|(_, a)| a.clone())
+        });
+        let actions = match cached {
+            Some(a) => a,
+            None => self.actions_needed(&place, urgency).await?,
+        };
         let now = read_forward(&actions, stable, canary, place.arn())?;
         if holds(&now, weights) {
             return Ok(());
@@ -580,6 +640,34 @@ impl TrafficRouter for AlbRouter {
 
     async fn canary_health(&self, spec: &RolloutSpec) -> Observed<TargetHealth> {
         let arn = spec.canary.target_group_arn.as_str();
+        // Rollouts that share a canary target group and ask at the same
+        // time share one call.
+        let (mut rx, leader) = {
+            let mut inflight = self.health.lock().await;
+            match inflight.get(arn) {
+                Some(rx) => (rx.clone(), None),
+                None => {
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    inflight.insert(arn.to_string(), rx.clone());
+                    (rx, Some(tx))
+                }
+            }
+        };
+        let Some(tx) = leader else {
+            return match rx.wait_for(Option::is_some).await {
+                Ok(v) => v.clone().unwrap_or(Observed::Missing),
+                Err(_) => Observed::Missing,
+            };
+        };
+        let answer = self.read_health(arn).await;
+        self.health.lock().await.remove(arn);
+        let _ = tx.send(Some(answer.clone()));
+        answer
+    }
+}
+
+impl AlbRouter {
+    async fn read_health(&self, arn: &str) -> Observed<TargetHealth> {
         self.budget
             .acquire(Class::ElbRead, Urgency::BeforeRaise)
             .await;

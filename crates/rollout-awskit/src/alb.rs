@@ -272,6 +272,32 @@ impl Aws {
         Ok(())
     }
 
+    /// Adds a rule at `priority` (path `/p{priority}/*`) forwarding to the
+    /// service's stable target group; returns its ARN.
+    pub async fn rule_at(&self, svc: &Service, priority: i32) -> anyhow::Result<String> {
+        let out = self
+            .elb
+            .create_rule()
+            .listener_arn(&svc.listener)
+            .priority(priority)
+            .conditions(
+                RuleCondition::builder()
+                    .field("path-pattern")
+                    .values(format!("/p{priority}/*"))
+                    .build(),
+            )
+            .actions(forward_to(&svc.stable))
+            .send()
+            .await
+            .context("CreateRule")?;
+        Ok(out
+            .rules()
+            .first()
+            .and_then(|r| r.rule_arn())
+            .ok_or_else(|| anyhow!("no rule ARN"))?
+            .to_string())
+    }
+
     /// Registers one IP target.
     pub async fn register(&self, tg: &str, ip: &str) -> anyhow::Result<()> {
         self.elb

@@ -43,6 +43,11 @@ struct State {
     moto: String,
     agent: ureq::Agent,
     fault_permille: AtomicU32,
+    /// Throttle this share of ELBv2 calls (and nothing else).
+    elb_throttle_permille: AtomicU32,
+    /// Every call's time (since the gateway started), service and operation.
+    log: Mutex<Vec<(f64, String, String)>>,
+    started: std::time::Instant,
     injected: AtomicU64,
     calls: Mutex<BTreeMap<(String, String), u64>>,
     rng: Mutex<Rng>,
@@ -74,6 +79,9 @@ impl Gateway {
             moto: moto.trim_end_matches('/').to_string(),
             agent,
             fault_permille: AtomicU32::new(0),
+            elb_throttle_permille: AtomicU32::new(0),
+            log: Mutex::new(Vec::new()),
+            started: std::time::Instant::now(),
             injected: AtomicU64::new(0),
             calls: Mutex::new(BTreeMap::new()),
             rng: Mutex::new(Rng::new(seed)),
@@ -97,6 +105,26 @@ impl Gateway {
     pub fn set_fault_rate(&self, rate: f64) {
         let permille = (rate.clamp(0.0, 1.0) * 1000.0).round() as u32;
         self.state.fault_permille.store(permille, Ordering::SeqCst);
+    }
+
+    /// Answers this share of ELBv2 calls with `Throttling` (AWS's answer when
+    /// the account's bucket is empty), from now on.
+    pub fn set_elb_throttle_rate(&self, rate: f64) {
+        let permille = (rate.clamp(0.0, 1.0) * 1000.0).round() as u32;
+        self.state
+            .elb_throttle_permille
+            .store(permille, Ordering::SeqCst);
+    }
+
+    /// Every call so far: seconds since the gateway started, service,
+    /// operation (throttled ones included).
+    pub fn log(&self) -> Vec<(f64, String, String)> {
+        self.state.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Seconds since the gateway started (the clock of [`Gateway::log`]).
+    pub fn elapsed(&self) -> f64 {
+        self.state.started.elapsed().as_secs_f64()
     }
 
     /// The calls so far.
@@ -175,13 +203,26 @@ async fn handle(
     if let Ok(mut c) = state.calls.lock() {
         *c.entry((service.clone(), op.clone())).or_default() += 1;
     }
+    if let Ok(mut l) = state.log.lock() {
+        l.push((
+            state.started.elapsed().as_secs_f64(),
+            service.clone(),
+            op.clone(),
+        ));
+    }
     let fault = {
         let permille = state.fault_permille.load(Ordering::SeqCst);
+        let throttle = state.elb_throttle_permille.load(Ordering::SeqCst);
         let mut rng = match state.rng.lock() {
             Ok(r) => r,
             Err(p) => p.into_inner(),
         };
-        if permille > 0 && (rng.next_u64() % 1000) < u64::from(permille) {
+        if throttle > 0
+            && service == "elasticloadbalancing"
+            && (rng.next_u64() % 1000) < u64::from(throttle)
+        {
+            Some(Fault::Throttle)
+        } else if permille > 0 && (rng.next_u64() % 1000) < u64::from(permille) {
             Some(match rng.next_u64() % 3 {
                 0 => Fault::Throttle,
                 1 => Fault::Unavailable,

@@ -38,6 +38,9 @@ pub const MAX_WINDOWS_PER_TICK: u32 = 10;
 /// While a weight change waits to be seen on the load balancer, look again this soon.
 pub const VERIFY_REQUEUE_MS: u64 = 2_000;
 
+/// After a weight write, look again this soon (to see it applied).
+pub const WRITTEN_REQUEUE_MS: u64 = 200;
+
 /// How many queued commands one decision applies (the oldest first); the
 /// rest wait for the next reconcile, which comes at once. A decision's
 /// events stay bounded however many commands were queued.
@@ -162,6 +165,9 @@ pub struct Reads {
     /// A holding run reads the load balancer at least this often (drift);
     /// between those reads only when the API budget has tokens to spare.
     pub drift_check_ms: u64,
+    /// Commands are queued: one may return traffic to stable (abort,
+    /// delete), so the load balancer is read first, at that urgency.
+    pub commands_queued: bool,
 }
 
 /// What to observe before deciding for a rollout in `status` at `now`
@@ -187,6 +193,7 @@ pub fn plan_reads(
     let health = status.is_none_or(|st| health_may_matter(ctx, st, now));
     let (traffic, urgency) = match status {
         None => (true, Urgency::BeforeRaise),
+        Some(_) if reads.commands_queued => (true, Urgency::Rollback),
         Some(st) => match traffic_urgency(ctx, st, now, health, reads) {
             Some(u) => (true, u),
             None => (false, Urgency::Optional),
@@ -385,6 +392,18 @@ pub fn decide(
     r.explain_foreign_traffic();
     let actions = r.traffic_actions();
     let forget = r.st.deleting.is_some() && !r.st.holds_canary_traffic();
+    let unseen = r.st.owns_traffic() && !r.settled();
+    if !actions.is_empty() {
+        // Written now: look again soon to see it applied.
+        r.requeue = Some(
+            r.requeue
+                .map_or(WRITTEN_REQUEUE_MS, |q| q.min(WRITTEN_REQUEUE_MS)),
+        );
+    } else if unseen && matches!(obs.traffic, Observed::Missing) {
+        // Weights to write (a rollback, an abort), but the load balancer
+        // was not read for this decision: read it at once.
+        r.requeue = Some(1);
+    }
 
     let Reconcile {
         mut st,

@@ -1327,6 +1327,7 @@ fn the_load_balancer_is_read_as_urgently_as_the_decision_needs() {
     let reads = |last: Option<i64>| Reads {
         last_traffic: last.map(|s| START.plus_ms(s as u64 * 1000)),
         drift_check_ms: 60_000,
+        commands_queued: false,
     };
     let at = |s: u64| START.plus_ms(s * 1000);
     let urgency = |st: Option<&RolloutStatus>, now: Time, last: Option<i64>| {

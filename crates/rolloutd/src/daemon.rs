@@ -300,6 +300,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                 .ok()
                 .and_then(|m| m.get(name).copied()),
             drift_check_ms: self.config.drift_check_interval.as_millis(),
+            commands_queued: !commands.is_empty(),
         };
         let wanted = plan_reads(ctx, stored.status.as_ref(), now, reads);
         let queries: Vec<MetricQuery<'_>> = wanted

@@ -137,24 +137,7 @@ impl Aws {
             .to_string();
         let mut tgs = Vec::new();
         for arm in ["blue", "green"] {
-            let tg = self
-                .elb
-                .create_target_group()
-                .name(format!("{name}-{arm}"))
-                .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
-                .port(80)
-                .vpc_id(&network.0)
-                .target_type(TargetTypeEnum::Ip)
-                .send()
-                .await
-                .context("CreateTargetGroup")?;
-            tgs.push(
-                tg.target_groups()
-                    .first()
-                    .and_then(|t| t.target_group_arn())
-                    .ok_or_else(|| anyhow!("no target group ARN"))?
-                    .to_string(),
-            );
+            tgs.push(self.target_group(&format!("{name}-{arm}"), network).await?);
         }
         let (stable, canary) = (tgs[0].clone(), tgs[1].clone());
         self.register(&stable, "10.0.1.10").await?;
@@ -214,9 +197,8 @@ impl Aws {
         Ok(())
     }
 
-    /// One more target group in the service's VPC (not part of any
-    /// rollout), with one target.
-    pub async fn extra_target_group(
+    /// An empty IP target group for HTTP on port 80 in the VPC; its ARN.
+    async fn target_group(
         &self,
         name: &str,
         network: &(String, Vec<String>),
@@ -232,12 +214,22 @@ impl Aws {
             .send()
             .await
             .context("CreateTargetGroup")?;
-        let arn = tg
+        Ok(tg
             .target_groups()
             .first()
             .and_then(|t| t.target_group_arn())
             .ok_or_else(|| anyhow!("no target group ARN"))?
-            .to_string();
+            .to_string())
+    }
+
+    /// One more target group in the service's VPC (not part of any
+    /// rollout), with one target.
+    pub async fn extra_target_group(
+        &self,
+        name: &str,
+        network: &(String, Vec<String>),
+    ) -> anyhow::Result<String> {
+        let arn = self.target_group(name, network).await?;
         self.register(&arn, "10.0.1.30").await?;
         Ok(arn)
     }

@@ -101,6 +101,19 @@ fn w<'a>(
     }
 }
 
+/// The base documents applied, and the lease on their rollout taken by
+/// replica `a`: (name, a new status, its identity, the lease).
+async fn leased(store: &Store) -> (String, RolloutStatus, String, rollout_store::Lease) {
+    let (name, status) = seeded(store).await;
+    let uid = uid_of(store, &name).await;
+    let lease = store
+        .acquire_lease(&name, "a", T0, 15_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    (name, status, uid, lease)
+}
+
 async fn uid_of(store: &Store, name: &str) -> String {
     store
         .rollout(name)
@@ -178,13 +191,7 @@ async fn apply_is_idempotent_and_a_dry_run_changes_nothing(store: Store) {
 }
 
 async fn status_writes_are_optimistic(store: Store) {
-    let (name, mut status) = seeded(&store).await;
-    let uid = uid_of(&store, &name).await;
-    let lease = store
-        .acquire_lease(&name, "a", T0, 15_000)
-        .await
-        .expect("lease")
-        .expect("free");
+    let (name, mut status, uid, lease) = leased(&store).await;
     let v1 = store
         .write_status(&name, w(&uid, 0, &status, &[]), &lease, T0)
         .await
@@ -351,13 +358,7 @@ async fn commands_clear_with_the_status_that_applied_them(store: Store) {
 }
 
 async fn events_are_kept_in_order_and_outlive_the_rollout(store: Store) {
-    let (name, status) = seeded(&store).await;
-    let uid = uid_of(&store, &name).await;
-    let lease = store
-        .acquire_lease(&name, "a", T0, 15_000)
-        .await
-        .expect("lease")
-        .expect("free");
+    let (name, status, uid, lease) = leased(&store).await;
     let events: Vec<Event> = (0..3)
         .map(|i| Event {
             at: T0.plus_ms(i),
@@ -412,13 +413,7 @@ async fn events_are_kept_in_order_and_outlive_the_rollout(store: Store) {
 }
 
 async fn concurrent_writers_exactly_one_wins(store: Store) {
-    let (name, status) = seeded(&store).await;
-    let uid = uid_of(&store, &name).await;
-    let lease = store
-        .acquire_lease(&name, "a", T0, 15_000)
-        .await
-        .expect("lease")
-        .expect("free");
+    let (name, status, uid, lease) = leased(&store).await;
     store
         .write_status(&name, w(&uid, 0, &status, &[]), &lease, T0)
         .await
@@ -593,13 +588,7 @@ async fn lease_expiry_is_judged_by_the_database_clock(store: Store) {
 }
 
 async fn thousands_of_events_are_written_in_chunks(store: Store) {
-    let (name, status) = seeded(&store).await;
-    let uid = uid_of(&store, &name).await;
-    let lease = store
-        .acquire_lease(&name, "a", T0, 15_000)
-        .await
-        .expect("lease")
-        .expect("free");
+    let (name, status, uid, lease) = leased(&store).await;
     // More than either database binds in one statement (9 parameters an
     // event: 81,000 > 65,535 and > SQLite's 32,766).
     let events: Vec<Event> = (0..9_000)
@@ -641,13 +630,7 @@ async fn commands_are_read_in_bounded_batches(store: Store) {
 }
 
 async fn delete_hands_traffic_back_first(store: Store) {
-    let (name, mut status) = seeded(&store).await;
-    let uid = uid_of(&store, &name).await;
-    let lease = store
-        .acquire_lease(&name, "a", T0, 15_000)
-        .await
-        .expect("lease")
-        .expect("free");
+    let (name, mut status, uid, lease) = leased(&store).await;
     status.phase = Phase::Progressing;
     status.started_at = Some(T0);
     status.canary_weight = 5;

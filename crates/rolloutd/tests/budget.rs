@@ -30,7 +30,10 @@ async fn holding_rollouts_stay_within_the_elbv2_read_budget() {
     // 24 rollouts, each on its own load balancer, reconciled every second.
     let mut specs = String::new();
     for i in 0..24 {
-        let svc = aws.service(&format!("b{i}"), &net, true).await.expect("svc");
+        let svc = aws
+            .service(&format!("b{i}"), &net, true)
+            .await
+            .expect("svc");
         specs.push_str(&format!(
             "---
 apiVersion: rolloutd.dev/v1alpha1
@@ -48,9 +51,12 @@ spec:
     }
     std::fs::write(dir.join("specs/all.yaml"), specs).expect("specs");
     let d = start_daemon(&dir, &gateway.url);
-    until(&d, Duration::from_secs(90), "every rollout holds at 5%", || {
-        (0..24).all(|i| phase(&d, &format!("r{i}")) == "Paused")
-    })
+    until(
+        &d,
+        Duration::from_secs(90),
+        "every rollout holds at 5%",
+        || (0..24).all(|i| phase(&d, &format!("r{i}")) == "Paused"),
+    )
     .await;
 
     // Holding, every rollout reconciles every second; the reads stay
@@ -68,7 +74,12 @@ spec:
         .collect();
     let per_second = reads.len() as f64 / (to - from);
     let busiest = (0..reads.len())
-        .map(|i| reads[i..].iter().take_while(|t| **t < reads[i] + 1.0).count())
+        .map(|i| {
+            reads[i..]
+                .iter()
+                .take_while(|t| **t < reads[i] + 1.0)
+                .count()
+        })
         .max()
         .unwrap_or(0);
     println!("holding: {per_second:.2} ELBv2 reads/s, busiest second {busiest}");
@@ -79,8 +90,14 @@ spec:
     gateway.set_elb_throttle_rate(0.5);
     until(&d, Duration::from_secs(30), "the rate backs off", || {
         let m = metrics_text(&d);
-        gauge(&m, "rolloutd_aws_budget_rate_per_second{class=\"elbv2_read\"} ") < 4.0
-            && gauge(&m, "rolloutd_aws_budget_throttled_total{class=\"elbv2_read\"} ") > 0.0
+        gauge(
+            &m,
+            "rolloutd_aws_budget_rate_per_second{class=\"elbv2_read\"} ",
+        ) < 4.0
+            && gauge(
+                &m,
+                "rolloutd_aws_budget_throttled_total{class=\"elbv2_read\"} ",
+            ) > 0.0
     })
     .await;
     gateway.set_elb_throttle_rate(0.0);

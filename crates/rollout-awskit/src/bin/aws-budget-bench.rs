@@ -22,11 +22,10 @@
 //! ```
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rollout_awskit::alb::{env_for, Aws, Service};
+use rollout_awskit::alb::{Aws, Service};
 use rollout_awskit::gateway::Gateway;
 use rollout_awskit::moto::Moto;
 use rollout_core::Time;
@@ -234,24 +233,7 @@ async fn run(n: usize, rolloutd: &PathBuf) -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
     std::fs::write(dir.join("specs/template.yaml"), TEMPLATE)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut cmd = Command::new(rolloutd);
-    cmd.arg("serve")
-        .arg("--database-url")
-        .arg(format!("sqlite://{}", dir.join("state.db").display()))
-        .arg("--specs-dir")
-        .arg(dir.join("specs"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("ROLLOUTD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("rolloutd.log"))?);
-    for (k, v) in env_for(&gateway.url) {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().context("rolloutd")?;
+    let (mut child, base) = rollout_awskit::spawn_rolloutd(rolloutd, &dir, &gateway.url)?;
     if throttle > 0.0 {
         gateway.set_elb_throttle_rate(throttle);
     }

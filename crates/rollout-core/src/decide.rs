@@ -190,7 +190,7 @@ pub fn plan_reads(
     let windows = status
         .map(|st| due_windows(ctx, st, now))
         .unwrap_or_default();
-    let health = status.is_none_or(|st| health_may_matter(ctx, st, now));
+    let health = status.is_none_or(|st| health_may_matter(ctx, st, now, !windows.is_empty()));
     let (traffic, urgency) = match status {
         None => (true, Urgency::BeforeRaise),
         Some(_) if reads.commands_queued => (true, Urgency::Rollback),
@@ -234,12 +234,22 @@ fn traffic_urgency(
             Urgency::ReadBack
         });
     }
-    if new_revision || st.phase == Phase::Pending || health_matters {
-        return Some(Urgency::BeforeRaise);
-    }
     let due = reads
         .last_traffic
         .is_none_or(|last| now.since(last) >= reads.drift_check_ms);
+    if new_revision || (health_matters && st.phase != Phase::Pending) {
+        return Some(Urgency::BeforeRaise);
+    }
+    // A run waiting for stable to carry all traffic looks at the drift
+    // check's cadence (and whenever tokens are to spare); a new revision
+    // looks at once (above).
+    if st.phase == Phase::Pending {
+        return Some(if due {
+            Urgency::BeforeRaise
+        } else {
+            Urgency::Optional
+        });
+    }
     Some(if due {
         Urgency::Routine
     } else {
@@ -254,7 +264,7 @@ fn traffic_urgency(
 /// canary run holds at a pause, nor after a run of the current revision
 /// ended. When it was not read and a raise wants it, the decision waits for
 /// it and asks to be looked at again shortly.
-fn health_may_matter(ctx: Context<'_>, st: &RolloutStatus, now: Time) -> bool {
+fn health_may_matter(ctx: Context<'_>, st: &RolloutStatus, now: Time, windows_due: bool) -> bool {
     if st.revision != ctx.rollout.spec.revision {
         return true;
     }
@@ -267,12 +277,24 @@ fn health_may_matter(ctx: Context<'_>, st: &RolloutStatus, now: Time) -> bool {
     match st.phase {
         Phase::Pending => true,
         Phase::Progressing | Phase::Paused => {
-            match canary.steps.get(st.current_step_index as usize) {
-                Some(CanaryStep::SetWeight(w)) => w.get() > st.canary_weight,
+            let raise_may_follow = |i: usize| match canary.steps.get(i) {
+                Some(CanaryStep::SetWeight(w)) => {
+                    w.get() > st.canary_weight
+                        && (windows_due
+                            || st.weight_verified_at.is_none()
+                            || analysis_gate_open(ctx, st))
+                }
+                _ => true,
+            };
+            let i = st.current_step_index as usize;
+            match canary.steps.get(i) {
+                Some(CanaryStep::SetWeight(_)) => raise_may_follow(i),
                 Some(CanaryStep::Pause(p)) => match p.duration {
-                    Some(d) => st
-                        .step_started_at
-                        .is_none_or(|started| now >= started.plus_ms(d.as_millis())),
+                    Some(d) => {
+                        st.step_started_at
+                            .is_none_or(|started| now >= started.plus_ms(d.as_millis()))
+                            && raise_may_follow(i + 1)
+                    }
                     None => false,
                 },
                 None => true,
@@ -280,6 +302,23 @@ fn health_may_matter(ctx: Context<'_>, st: &RolloutStatus, now: Time) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether the analysis lets the weight go up now (as `analysis_passed`
+/// decides): no analysis, a person promoted the step, the canary has no
+/// traffic yet, or every template passed an interval at this weight. While
+/// it is closed, nothing is read for a raise: it cannot happen before the
+/// next interval is judged.
+fn analysis_gate_open(ctx: Context<'_>, st: &RolloutStatus) -> bool {
+    let Some(analysis) = &ctx.rollout.spec.analysis else {
+        return true;
+    };
+    st.step_promoted
+        || st.canary_weight == 0
+        || analysis
+            .templates
+            .iter()
+            .all(|t| st.analysis.templates.get(t).is_some_and(|s| s.passes > 0))
 }
 
 /// The analysis in force: interval, templates, and how many intervals the
@@ -1338,10 +1377,12 @@ impl Reconcile<'_> {
                 self.st.canary_weight
             ));
         }
-        self.healthy_canary()?;
+        // The analysis first: while it has not passed, health does not
+        // matter yet (and is not read).
         if self.st.canary_weight > 0 {
             self.analysis_passed()?;
         }
+        self.healthy_canary()?;
         Ok(())
     }
 

@@ -531,6 +531,46 @@ async fn one_replica_name_two_processes_and_a_stopped_replica() {
     .await;
     assert_eq!(writes(&gateway), 4, "one raise per rollout, by one process");
 
+    // Two rollouts naming one listener, applied at the same moment through
+    // the two replicas: exactly one owns it, the other gets 409.
+    let contested = aws.service("contested", &net, true).await.expect("svc");
+    let (one, two) = (
+        holding("left", &contested, None),
+        holding("right", &contested, None),
+    );
+    let (ba, bb) = (a.base.clone(), b.base.clone());
+    let left = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .post(format!("{ba}/api/v1/apply"))
+            .send(one)
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    });
+    let right = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .post(format!("{bb}/api/v1/apply"))
+            .send(two)
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    });
+    let mut codes = [left.join().expect("left"), right.join().expect("right")];
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 409], "exactly one owner across replicas");
+    let winner = if get(&a, "/api/v1/rollouts/left").0 == 200 {
+        "left"
+    } else {
+        "right"
+    };
+    at_five(&a, &aws, &contested, winner).await;
+
     // Stop the replica holding r0 past its lease; the other takes over and
     // moves r0 on; the stopped one, continued, writes nothing.
     let owner = |d: &support::Daemon| {

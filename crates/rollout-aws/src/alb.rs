@@ -50,6 +50,9 @@ fn read_window(urgency: Urgency) -> std::time::Duration {
 /// decision saw).
 const FRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A read-back reuses a read (the write's own read-back) this recent.
+const JUST_READ: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// At most this many listeners (or rules) are described in one call.
 pub const ARNS_PER_READ: usize = 20;
 
@@ -552,8 +555,23 @@ impl TrafficRouter for AlbRouter {
     ) -> Observed<ForwardWeights> {
         let place = Place::of(spec);
         let read = async {
-            let Some(actions) = self.actions(&place, urgency).await? else {
-                return Ok(None);
+            // Seeing a write applied: the read-back the write itself made
+            // moments ago is that read (no second call for it).
+            let just_read = (urgency >= Urgency::ReadBack)
+                .then(|| {
+                    self.recent.lock().ok().and_then(|r| {
+                        r.get(place.arn())
+                            .filter(|(at, _)| at.elapsed() < JUST_READ)
+                            .map(|(_, a)| a.clone())
+                    })
+                })
+                .flatten();
+            let actions = match just_read {
+                Some(a) => a,
+                None => match self.actions(&place, urgency).await? {
+                    Some(a) => a,
+                    None => return Ok(None),
+                },
             };
             read_forward(
                 &actions,

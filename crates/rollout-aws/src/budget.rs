@@ -15,8 +15,8 @@
 //!   only when nobody waits and at least half the burst is left; otherwise
 //!   it is skipped.
 //! - **Adaptive.** A throttling answer halves the class's rate (at most once
-//!   a second); it recovers by a twentieth of the configured rate each
-//!   second without throttling.
+//!   a second, never below a quarter of it); it recovers by a twentieth of
+//!   the configured rate each second without throttling.
 //!
 //! Time is the tokio clock, so tests run it paused.
 
@@ -26,6 +26,10 @@ use std::time::Duration;
 
 use rollout_core::Urgency;
 use tokio::time::Instant;
+
+/// Throttling never takes a class below this share of its configured rate
+/// (AWS's bucket refills; a floor keeps every run moving meanwhile).
+const MIN_FACTOR: f64 = 0.25;
 
 /// A class of AWS calls with its own bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -250,7 +254,7 @@ impl Budget {
                 .last_throttle
                 .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1));
             if !recent {
-                b.factor = (b.factor * 0.5).max(0.05);
+                b.factor = (b.factor * 0.5).max(MIN_FACTOR);
                 b.last_throttle = Some(now);
             }
         }
@@ -435,9 +439,15 @@ mod tests {
         b.throttled(Class::ElbRead);
         let r = b.stats()[0].1.rate;
         assert!(r < 1.3, "{r}");
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(1_100)).await;
+            b.throttled(Class::ElbRead);
+        }
+        let r = b.stats()[0].1.rate;
+        assert!((r - 1.0).abs() < 0.1, "never below a quarter: {r}");
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert!((b.stats()[0].1.rate - 4.0).abs() < 1e-9, "recovered");
-        assert_eq!(b.stats()[0].1.throttled, 3);
+        assert_eq!(b.stats()[0].1.throttled, 13);
         // A fleet of four: a quarter each.
         b.set_share(4);
         assert!((b.stats()[0].1.rate - 1.0).abs() < 1e-9);

@@ -257,7 +257,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
     /// One reconcile of one rollout.
     pub async fn reconcile(&self, name: &str) -> Result<Outcome, ReconcileError> {
         let mut outside = StdDuration::ZERO;
-        self.reconcile_inner(name, None, &mut outside).await
+        self.reconcile_inner(name, None, &mut outside, None).await
     }
 
     /// One reconcile, holding a concurrency slot when `permit` is given; the
@@ -273,6 +273,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         name: &str,
         mut permit: Option<tokio::sync::SemaphorePermit<'_>>,
         outside: &mut StdDuration,
+        wake: Option<&Notify>,
     ) -> Result<Outcome, ReconcileError> {
         let now = now();
         let Some(lease) = self.lease(name, now).await? else {
@@ -325,29 +326,44 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         let held = if reads_the_world { permit.take() } else { None };
         let slot_given_back = held.is_some();
         drop(held);
-        let (traffic, canary_health, results) = tokio::join!(
-            async {
-                if wanted.traffic {
-                    self.router.forward_weights(spec, wanted.urgency).await
-                } else {
-                    Observed::Missing
+        let reading = async {
+            tokio::join!(
+                async {
+                    if wanted.traffic {
+                        self.router.forward_weights(spec, wanted.urgency).await
+                    } else {
+                        Observed::Missing
+                    }
+                },
+                async {
+                    if wanted.canary_health {
+                        self.router.canary_health(spec).await
+                    } else {
+                        Observed::Missing
+                    }
+                },
+                async {
+                    if queries.is_empty() {
+                        Vec::new()
+                    } else {
+                        self.metrics.windows(&queries).await
+                    }
+                },
+            )
+        };
+        // A command (an abort) or an apply arriving while the reads wait for
+        // the AWS budget starts the reconcile over at once, with what it
+        // asks: it never waits behind this rollout's routine reads.
+        let (traffic, canary_health, results) = match wake {
+            Some(wake) => tokio::select! {
+                r = reading => r,
+                _ = wake.notified() => {
+                    *outside += observing.elapsed();
+                    return Ok(Outcome::Requeue(StdDuration::ZERO, false));
                 }
             },
-            async {
-                if wanted.canary_health {
-                    self.router.canary_health(spec).await
-                } else {
-                    Observed::Missing
-                }
-            },
-            async {
-                if queries.is_empty() {
-                    Vec::new()
-                } else {
-                    self.metrics.windows(&queries).await
-                }
-            },
-        );
+            None => reading.await,
+        };
         if slot_given_back {
             self.counters.queue_depth.inc();
             let again = self.permits.acquire().await;
@@ -545,7 +561,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             let started = tokio::time::Instant::now();
             let mut outside = StdDuration::ZERO;
             let outcome = self
-                .reconcile_inner(&name, Some(permit), &mut outside)
+                .reconcile_inner(&name, Some(permit), &mut outside, Some(&wake))
                 .instrument(tracing::info_span!("reconcile", rollout = %name))
                 .await;
             // rolloutd's own time: without the waits for AWS (or the

@@ -134,7 +134,7 @@ fn a_spec_with_thousands_of_steps_is_refused_where_the_steps_are() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(&format!(
-            "{}:17:7: 4001 steps: at most 100 are allowed",
+            "{}:18:9: spec.strategy.canary.steps: 4001 steps: at most 100 are allowed",
             file.display()
         )),
         "{stdout}"

@@ -253,6 +253,7 @@ pub async fn sync(
 
     // First parse everything; apply only when the scan is complete.
     let mut parsed = Vec::new();
+    let mut broken: Option<String> = None;
     let mut seen = BTreeMap::new();
     let mut report = BTreeMap::new();
     for p in &paths {
@@ -277,21 +278,19 @@ pub async fn sync(
                     warn!(file = %name, "{d}");
                 }
                 let before = state.files.get(p).cloned();
-                if before.as_ref().is_some_and(|b| !b.1.is_empty()) {
+                let managed = before.as_ref().map(|b| b.1.clone()).unwrap_or_default();
+                if !managed.is_empty() && broken.is_none() {
                     // It parsed before: perhaps half-written. The whole scan
                     // waits for it.
                     let first = diags.first().map(ToString::to_string).unwrap_or_default();
-                    return failed(
-                        state,
-                        format!("{name} no longer parses (it did before): {first}"),
-                    );
+                    broken = Some(format!("{name} no longer parses (it did before): {first}"));
                 }
                 report.insert(
                     p.clone(),
                     Source {
                         file: name.clone(),
                         valid: false,
-                        rollouts: Vec::new(),
+                        rollouts: managed,
                         errors: diags
                             .iter()
                             .map(|d| {
@@ -307,6 +306,16 @@ pub async fn sync(
                 );
             }
         }
+    }
+
+    if let Some(why) = broken {
+        // Nothing applied; each file's problems shown with their places.
+        for (p, source) in report {
+            if !source.valid {
+                state.report.insert(p, source);
+            }
+        }
+        return failed(state, why);
     }
 
     // Complete: apply.

@@ -404,7 +404,10 @@ fn a_whole_run_through_the_api() {
         // The canary gets about 50 requests in a 1 s interval at 5%:
         // exactly the default minRequests, so on a loaded machine intervals
         // came out inconclusive and the run paused. 20 keeps it judged.
-        .replace("period: 60s", "period: 1s\n    delay: 1s\n    minRequests: 20");
+        .replace(
+            "period: 60s",
+            "period: 1s\n    delay: 1s\n    minRequests: 20",
+        );
     let (code, body) = post(&s, "/api/v1/apply", &fast, None);
     assert_eq!(code, 200, "{body}");
     let r = wait_for(&s, "checkout-api", |r| r["status"]["phase"] == "Succeeded");

@@ -36,6 +36,7 @@ fn start(dir: &Path) -> Daemon {
         // A long interval: every change below must be picked up by watching
         // the directory, not by the periodic re-read.
         .args(["--listen", "127.0.0.1:0", "--reconcile-interval", "60s"])
+        .args(["--specs-removal-scans", "1", "--specs-removal-grace", "0s"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -146,14 +147,23 @@ fn the_directory_is_the_desired_state() {
         revision(&d, "alpha").as_deref() == Some("2")
     });
 
-    // Made invalid: not applied, reported with its place, and the other file
-    // still applies.
+    // Made invalid: not applied, reported with its place; and since it
+    // parsed before (a half-written checkout?), the scan changes nothing at
+    // all until it parses again: the other file's change waits.
     let broken = rollout("alpha", "3", 1).replace("setWeight: 10", "setWeight: 110");
     std::fs::write(specs.join("a.yaml"), broken).expect("write");
     std::fs::write(specs.join("team-b/b.yml"), rollout("beta", "2", 2)).expect("write");
-    until("beta at revision 2", || {
-        revision(&d, "beta").as_deref() == Some("2")
+    until("the failed scan is reported", || {
+        get(&d, "/api/v1/sources").1["scan"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no longer parses (it did before)"))
     });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        revision(&d, "beta").as_deref(),
+        Some("1"),
+        "a scan that failed applied something"
+    );
     let expected = format!(
         "{}:13:27: spec.strategy.canary.steps[0].setWeight: weight 110 is outside 0–100",
         specs.join("a.yaml").display()
@@ -198,17 +208,21 @@ fn the_directory_is_the_desired_state() {
         "spec.strategy.canary.steps[0].setWeight"
     );
 
-    // Fixed.
+    // Fixed: both apply.
     std::fs::write(specs.join("a.yaml"), rollout("alpha", "3", 1)).expect("write");
     until("alpha at revision 3", || {
         revision(&d, "alpha").as_deref() == Some("3")
+    });
+    until("beta at revision 2", || {
+        revision(&d, "beta").as_deref() == Some("2")
     });
     let (_, sources) = get(&d, "/api/v1/sources");
     assert!(sources["items"]
         .as_array()
         .is_some_and(|items| items.len() == 2 && items.iter().all(|s| s["valid"] == true)));
 
-    // Removed: no longer managed, traffic left as it is.
+    // Removed: after the removal grace (here: the first complete scan without it), its
+    // traffic goes back to stable and it is deleted.
     std::fs::remove_file(specs.join("team-b/b.yml")).expect("remove");
     until("beta gone", || get(&d, "/api/v1/rollouts/beta").0 == 404);
     assert!(d
@@ -216,7 +230,7 @@ fn the_directory_is_the_desired_state() {
         .lock()
         .map(|l| l
             .iter()
-            .any(|line| line.contains("document removed: no longer managed")))
+            .any(|line| line.contains("document removed from the specs directory")))
         .unwrap_or(false));
     assert_eq!(revision(&d, "alpha").as_deref(), Some("3"));
 }

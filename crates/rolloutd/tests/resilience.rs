@@ -219,8 +219,9 @@ async fn three_replicas_share_fifty_rollouts_and_fail_over() {
     let held_by = |replica: &'static str| {
         let leases = leases.clone();
         async move {
-            sqlx::query("SELECT rollout FROM leases WHERE holder = $1 AND expires_at > $2")
-                .bind(replica)
+            // A process holds leases as `--replica` plus a random suffix.
+            sqlx::query("SELECT rollout FROM leases WHERE holder LIKE $1 AND expires_at > $2")
+                .bind(format!("{replica}~%"))
                 .bind(now_ms())
                 .fetch_all(&leases)
                 .await
@@ -246,8 +247,8 @@ async fn three_replicas_share_fifty_rollouts_and_fail_over() {
     }
     // Its leases run out (3s) and the others take them over.
     let orphaned = |_: ()| async {
-        sqlx::query("SELECT COUNT(*) FROM rollouts r WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.rollout = r.name AND l.holder <> $1 AND l.expires_at > $2)")
-            .bind(names[victim])
+        sqlx::query("SELECT COUNT(*) FROM rollouts r WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.rollout = r.name AND l.holder NOT LIKE $1 AND l.expires_at > $2)")
+            .bind(format!("{}~%", names[victim]))
             .bind(now_ms())
             .fetch_one(&leases)
             .await

@@ -64,11 +64,14 @@ pub struct AlbRouter {
     budget: Arc<Budget>,
     reads: Arc<Mutex<Waiting>>,
     /// The last action list read per listener or rule, and when.
-    recent: Arc<Mutex<std::collections::HashMap<String, (tokio::time::Instant, Vec<Action>)>>>,
+    recent: Arc<Mutex<Recent>>,
     /// Target health reads in flight, per target group: concurrent asks
     /// for the same group share one call.
     health: Arc<tokio::sync::Mutex<std::collections::HashMap<String, HealthRead>>>,
 }
+
+/// The last action list read per listener or rule, with when.
+type Recent = std::collections::HashMap<String, (tokio::time::Instant, Vec<Action>)>;
 
 type HealthRead = tokio::sync::watch::Receiver<Option<Observed<TargetHealth>>>;
 

@@ -189,7 +189,7 @@ fn lags(events: &[Value], pause_s: u64) -> (Vec<f64>, bool, bool) {
     (out, verified + 1 >= set, monotonic)
 }
 
-async fn run(n: usize, rolloutd: &PathBuf) -> anyhow::Result<()> {
+async fn run(n: usize, rolloutd: &std::path::Path) -> anyhow::Result<()> {
     let seconds: u64 = num("--seconds", 360)?;
     let pause_s: u64 = num("--pause-seconds", 300)?;
     let spread_s: u64 = num("--spread-seconds", 300)?;

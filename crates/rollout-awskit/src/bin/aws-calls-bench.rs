@@ -85,7 +85,12 @@ fn holding(base: &str, n: usize) -> usize {
     at5.min(n)
 }
 
-async fn run(n: usize, intervals: u64, interval_s: u64, rolloutd: &std::path::Path) -> anyhow::Result<()> {
+async fn run(
+    n: usize,
+    intervals: u64,
+    interval_s: u64,
+    rolloutd: &std::path::Path,
+) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("rolloutd-aws-bench-{n}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("specs"))?;

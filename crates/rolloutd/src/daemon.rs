@@ -604,6 +604,11 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         if let Ok(mut w) = self.wake.lock() {
             w.remove(&name);
         }
+        // A rollout that is gone keeps no read time (a name applied again
+        // is a new rollout, read at once).
+        if let Ok(mut m) = self.last_read.lock() {
+            m.remove(&name);
+        }
     }
 
     /// Runs until `shutdown` resolves: applies the specs directory, keeps one

@@ -9,7 +9,7 @@ n=${1:-1000}
 secs=${2:-20}
 scripts/ensure-postgres.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/rolloutd-target}
-cargo build -q --release --bin rolloutd
+cargo build -q --release --bin rolloutd --features rolloutd/simulated-world
 work=$(mktemp -d)
 db="rolloutd_apibench_$$"
 psql -q -h 127.0.0.1 -U postgres -c "CREATE DATABASE $db"

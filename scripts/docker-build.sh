@@ -26,10 +26,20 @@ mkdir -p "$out/src/docs" && cp -rp docs/examples "$out/src/docs/"
 target=${CARGO_TARGET_DIR:-$out/target}
 (cd "$out/src" && CARGO_TARGET_DIR="$target" \
   cargo build --release --locked --bin rolloutd --bin rolloutctl)
+# The Dockerfile's strip step, with target/release where the build put it.
+(cd "$out/src" && ln -sfn "$target" target && \
+  mkdir -p out && for b in rolloutd rolloutctl; do objcopy --only-keep-debug target/release/$b out/$b.debug && objcopy --strip-all --add-gnu-debuglink=out/$b.debug target/release/$b out/$b; done)
 
 # --- runtime stage -----------------------------------------------------------
-install -m 0755 "$target/release/rolloutd" "$target/release/rolloutctl" "$out/rootfs/usr/local/bin/"
+install -m 0755 "$out/src/out/rolloutd" "$out/src/out/rolloutctl" "$out/rootfs/usr/local/bin/"
 echo "rootfs: $out/rootfs ($(du -sh "$out/rootfs" | cut -f1))"
+# Shipped without symbols or line tables; those are kept apart.
+# (.debug_gdb_scripts is an allocated section Rust adds, not debug info.)
+if readelf -S -W "$out/rootfs/usr/local/bin/rolloutd" | grep -qE '\.debug_(info|line|str|abbrev)|\.symtab'; then
+  echo "the image's rolloutd is not stripped" >&2
+  exit 1
+fi
+echo "stripped: rolloutd $(du -h "$out/rootfs/usr/local/bin/rolloutd" | cut -f1), symbols apart: $(du -h "$out/src/out/rolloutd.debug" | cut -f1)"
 
 # USER rolloutd (uid 10001) ; WORKDIR /var/lib/rolloutd ; ENV ; CMD ["serve"]
 as_user=()
@@ -39,11 +49,26 @@ if [ "$(id -u)" = 0 ]; then
 fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "${as_user[@]}" "$out/rootfs/usr/local/bin/rolloutctl" --version
+
+# The image listens on 0.0.0.0 (here on a free port): without its token
+# secret it refuses to start.
+mkdir -p "$out/secrets"
+if env -i PATH=/usr/bin:/bin HOME=/var/lib/rolloutd ROLLOUTD_LISTEN="0.0.0.0:$port" \
+    ROLLOUTD_DATABASE_URL="sqlite://$out/rootfs/var/lib/rolloutd/refused.db" \
+    "$out/rootfs/usr/local/bin/rolloutd" serve > "$out/refused.log" 2>&1; then
+  echo "serve started on 0.0.0.0 without an API token" >&2
+  exit 1
+fi
+grep -q -- "--api-token-file" "$out/refused.log"
+echo "refused without a token: $(tail -1 "$out/refused.log" | cut -c1-80)…"
+# ENV ROLLOUTD_API_TOKEN_FILE=/run/secrets/rolloutd-api-token: the mounted secret.
+head -c 32 /dev/urandom | base64 > "$out/secrets/rolloutd-api-token"
+if [ "$(id -u)" = 0 ]; then chown -R 10001:10001 "$out/secrets"; fi
 (
   cd "$out/rootfs/var/lib/rolloutd"
-  # The image listens on 0.0.0.0:8080; here a free local port.
   exec env -i PATH=/usr/bin:/bin HOME=/var/lib/rolloutd \
-    ROLLOUTD_LISTEN="127.0.0.1:$port" \
+    ROLLOUTD_LISTEN="0.0.0.0:$port" \
+    ROLLOUTD_API_TOKEN_FILE="$out/secrets/rolloutd-api-token" \
     ROLLOUTD_DATABASE_URL="sqlite://$out/rootfs/var/lib/rolloutd/rolloutd.db" \
     AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \
     "${as_user[@]}" "$out/rootfs/usr/local/bin/rolloutd" serve

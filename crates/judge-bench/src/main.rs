@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 
 use rollout_analysis::stats::{lognormal_cv, normal_pdf, wilson};
-use rollout_analysis::{judge, ArmSample, Verdict, WindowMetrics};
+use rollout_analysis::{judge, ArmSample, IntervalMetrics, Verdict};
 use rollout_sim::Rng;
 use rollout_spec::{
     AlbAnalysis, AnalysisTemplateSpec, Duration, ErrorRateCheck, JudgeKind, LatencyCheck,
@@ -315,7 +315,7 @@ fn simulate(
 }
 
 /// The seed's rule exactly as written: 5xx *counts* and mean latency.
-fn seed_counts(w: &WindowMetrics) -> Verdict {
+fn seed_counts(w: &IntervalMetrics) -> Verdict {
     let (Some(ns), Some(nc)) = (w.stable.requests, w.canary.requests) else {
         return Verdict::Inconclusive;
     };
@@ -353,7 +353,7 @@ fn decide(name: JudgeName, run: &[[(ArmSample, f64); 2]], p99: bool) -> Option<u
         _ => JudgeKind::Sequential,
     };
     let spec = template(kind, p99);
-    let history: Vec<WindowMetrics> = run
+    let history: Vec<IntervalMetrics> = run
         .iter()
         .map(|[(s, sp), (c, cp)]| {
             let pick = |a: &ArmSample, p: f64| ArmSample {
@@ -364,7 +364,7 @@ fn decide(name: JudgeName, run: &[[(ArmSample, f64); 2]], p99: bool) -> Option<u
                 },
                 ..*a
             };
-            WindowMetrics {
+            IntervalMetrics {
                 stable: pick(s, *sp),
                 canary: pick(c, *cp),
                 custom: Vec::new(),
@@ -431,6 +431,9 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
+/// (judge, scenario index, showable) -> tally
+type Tallies = BTreeMap<(JudgeName, usize, bool), Tally>;
+
 fn main() -> std::process::ExitCode {
     let a = match args() {
         Ok(a) => a,
@@ -439,8 +442,30 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    // (judge, scenario index, showable) -> tally
-    let mut tallies: BTreeMap<(JudgeName, usize, bool), Tally> = BTreeMap::new();
+    let tallies = run_all(&a);
+    println!(
+        "judge-bench --runs {} --seed {} --minutes {} --error-cv {}: {} runs per scenario ({} traffic levels × {} canary shares × {}), α = 1%, maxIncrease 50% (5xx) and 10% (latency), minRequests 50, failureLimit 0\n",
+        a.runs,
+        a.seed,
+        a.minutes,
+        a.error_cv,
+        a.runs * (TRAFFIC.len() * SHARES.len()) as u64,
+        TRAFFIC.len(),
+        SHARES.len(),
+        a.runs
+    );
+    for name in JudgeName::ALL {
+        println!("### {}\n", name.title());
+        print_good(&tallies, name);
+        print_bad(&tallies, name);
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+/// Every scenario at every traffic level and canary share, `a.runs` times,
+/// judged by every judge.
+fn run_all(a: &Args) -> Tallies {
+    let mut tallies: Tallies = BTreeMap::new();
     let mut rng = Rng::new(a.seed);
     for (si, s) in SCENARIOS.iter().enumerate() {
         for &rps in &TRAFFIC {
@@ -471,92 +496,86 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
-    println!(
-        "judge-bench --runs {} --seed {} --minutes {} --error-cv {}: {} runs per scenario ({} traffic levels × {} canary shares × {}), α = 1%, maxIncrease 50% (5xx) and 10% (latency), minRequests 50, failureLimit 0\n",
-        a.runs,
-        a.seed,
-        a.minutes,
-        a.error_cv,
-        a.runs * (TRAFFIC.len() * SHARES.len()) as u64,
-        TRAFFIC.len(),
-        SHARES.len(),
-        a.runs
-    );
-    for name in JudgeName::ALL {
-        println!("### {}\n", name.title());
-        println!("| scenario | runs | false rollbacks (95% CI) |");
-        println!("|---|---|---|");
-        let mut good_all = (0u64, 0u64);
-        for (si, s) in SCENARIOS.iter().enumerate().filter(|(_, s)| s.good) {
-            let mut t = Tally::default();
-            for showable in [false, true] {
-                if let Some(x) = tallies.get(&(name, si, showable)) {
-                    t.runs += x.runs;
-                    t.rolled_back += x.rolled_back;
-                }
+    tallies
+}
+
+/// The false-rollback table of one judge.
+fn print_good(tallies: &Tallies, name: JudgeName) {
+    println!("| scenario | runs | false rollbacks (95% CI) |");
+    println!("|---|---|---|");
+    let mut good_all = (0u64, 0u64);
+    for (si, s) in SCENARIOS.iter().enumerate().filter(|(_, s)| s.good) {
+        let mut t = Tally::default();
+        for showable in [false, true] {
+            if let Some(x) = tallies.get(&(name, si, showable)) {
+                t.runs += x.runs;
+                t.rolled_back += x.rolled_back;
             }
-            good_all.0 += t.rolled_back;
-            good_all.1 += t.runs;
-            let (lo, hi) = wilson(t.rolled_back, t.runs);
-            println!(
-                "| {} | {} | {:.2}% ({:.2}–{:.2}%) |",
-                s.name,
-                t.runs,
-                100.0 * t.rolled_back as f64 / t.runs.max(1) as f64,
-                lo * 100.0,
-                hi * 100.0
-            );
         }
-        let (lo, hi) = wilson(good_all.0, good_all.1);
+        good_all.0 += t.rolled_back;
+        good_all.1 += t.runs;
+        let (lo, hi) = wilson(t.rolled_back, t.runs);
         println!(
-            "| **all good canaries** | {} | **{:.2}%** ({:.2}–{:.2}%) |\n",
-            good_all.1,
-            100.0 * good_all.0 as f64 / good_all.1.max(1) as f64,
-            lo * 100.0,
-            hi * 100.0
-        );
-        println!("| regression | runs (canary ≥ 100 req/min) | detected | median / p90 minutes to detect | median canary requests before rollback | detected, all traffic levels | rolled back before it began |");
-        println!("|---|---|---|---|---|---|---|");
-        let mut bad_show = (0u64, 0u64);
-        let mut all_minutes: Vec<u32> = Vec::new();
-        for (si, s) in SCENARIOS.iter().enumerate().filter(|(_, s)| !s.good) {
-            let show = tallies.get(&(name, si, true)).cloned().unwrap_or_default();
-            let low = tallies.get(&(name, si, false)).cloned().unwrap_or_default();
-            let mut minutes = show.minutes.clone();
-            let mut exposed = show.exposed.clone();
-            let blind = s.name.contains("cannot see it");
-            if !blind {
-                bad_show.0 += show.rolled_back;
-                bad_show.1 += show.runs;
-                all_minutes.extend(&show.minutes);
-            }
-            let med = percentile(&mut minutes, 0.5).map_or("-".into(), |m| m.to_string());
-            let p90 = percentile(&mut minutes, 0.9).map_or("-".into(), |m| m.to_string());
-            let exp = median_f(&mut exposed).map_or("-".into(), |e| format!("{e:.0}"));
-            let early = if s.from > 0 {
-                format!("{}", show.early + low.early)
-            } else {
-                "-".into()
-            };
-            println!(
-                "| {} | {} | {:.1}% | {med} / {p90} | {exp} | {:.1}% | {early} |",
-                s.name,
-                show.runs,
-                100.0 * show.rolled_back as f64 / show.runs.max(1) as f64,
-                100.0 * (show.rolled_back + low.rolled_back) as f64
-                    / (show.runs + low.runs).max(1) as f64,
-            );
-        }
-        let (lo, hi) = wilson(bad_show.0, bad_show.1);
-        let med = percentile(&mut all_minutes, 0.5).map_or("-".into(), |m| m.to_string());
-        let p90 = percentile(&mut all_minutes, 0.9).map_or("-".into(), |m| m.to_string());
-        println!(
-            "| **all regressions the data can show** | {} | **{:.1}%** ({:.1}–{:.1}%) | **{med} / {p90}** | | |\n",
-            bad_show.1,
-            100.0 * bad_show.0 as f64 / bad_show.1.max(1) as f64,
+            "| {} | {} | {:.2}% ({:.2}–{:.2}%) |",
+            s.name,
+            t.runs,
+            100.0 * t.rolled_back as f64 / t.runs.max(1) as f64,
             lo * 100.0,
             hi * 100.0
         );
     }
-    std::process::ExitCode::SUCCESS
+    let (lo, hi) = wilson(good_all.0, good_all.1);
+    println!(
+        "| **all good canaries** | {} | **{:.2}%** ({:.2}–{:.2}%) |\n",
+        good_all.1,
+        100.0 * good_all.0 as f64 / good_all.1.max(1) as f64,
+        lo * 100.0,
+        hi * 100.0
+    );
+}
+
+/// The detection table of one judge.
+fn print_bad(tallies: &Tallies, name: JudgeName) {
+    println!("| regression | runs (canary ≥ 100 req/min) | detected | median / p90 minutes to detect | median canary requests before rollback | detected, all traffic levels | rolled back before it began |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut bad_show = (0u64, 0u64);
+    let mut all_minutes: Vec<u32> = Vec::new();
+    for (si, s) in SCENARIOS.iter().enumerate().filter(|(_, s)| !s.good) {
+        let show = tallies.get(&(name, si, true)).cloned().unwrap_or_default();
+        let low = tallies.get(&(name, si, false)).cloned().unwrap_or_default();
+        let mut minutes = show.minutes.clone();
+        let mut exposed = show.exposed.clone();
+        let blind = s.name.contains("cannot see it");
+        if !blind {
+            bad_show.0 += show.rolled_back;
+            bad_show.1 += show.runs;
+            all_minutes.extend(&show.minutes);
+        }
+        let med = percentile(&mut minutes, 0.5).map_or("-".into(), |m| m.to_string());
+        let p90 = percentile(&mut minutes, 0.9).map_or("-".into(), |m| m.to_string());
+        let exp = median_f(&mut exposed).map_or("-".into(), |e| format!("{e:.0}"));
+        let early = if s.from > 0 {
+            format!("{}", show.early + low.early)
+        } else {
+            "-".into()
+        };
+        println!(
+            "| {} | {} | {:.1}% | {med} / {p90} | {exp} | {:.1}% | {early} |",
+            s.name,
+            show.runs,
+            100.0 * show.rolled_back as f64 / show.runs.max(1) as f64,
+            100.0 * (show.rolled_back + low.rolled_back) as f64
+                / (show.runs + low.runs).max(1) as f64,
+        );
+    }
+    let (lo, hi) = wilson(bad_show.0, bad_show.1);
+    let med = percentile(&mut all_minutes, 0.5).map_or("-".into(), |m| m.to_string());
+    let p90 = percentile(&mut all_minutes, 0.9).map_or("-".into(), |m| m.to_string());
+    println!(
+        "| **all regressions the data can show** | {} | **{:.1}%** ({:.1}–{:.1}%) | **{med} / {p90}** | | |\n",
+        bad_show.1,
+        100.0 * bad_show.0 as f64 / bad_show.1.max(1) as f64,
+        lo * 100.0,
+        hi * 100.0
+    );
 }

@@ -20,7 +20,7 @@
 
 use rollout_spec::{AlbAnalysis, AnalysisTemplateSpec, CustomMetric, ErrorRateCheck};
 
-use crate::{ArmSample, MetricVerdict, Verdict, WindowMetrics};
+use crate::{ArmSample, IntervalMetrics, MetricVerdict, Verdict};
 
 /// A value for a reason line: at most four significant digits.
 fn num(v: f64) -> String {
@@ -75,7 +75,7 @@ pub fn is_rate(m: &CustomMetric) -> bool {
 pub fn judge(
     spec: &AnalysisTemplateSpec,
     alpha: f64,
-    history: &[WindowMetrics],
+    history: &[IntervalMetrics],
 ) -> Vec<MetricVerdict> {
     let Some(current) = history.last() else {
         return Vec::new();
@@ -109,7 +109,7 @@ fn as_rate(
     spec: &AnalysisTemplateSpec,
     m: &CustomMetric,
     alpha: f64,
-    history: &[WindowMetrics],
+    history: &[IntervalMetrics],
 ) -> MetricVerdict {
     let name = m.name.as_str();
     let arm = |sample: &ArmSample, count: Option<f64>| ArmSample {
@@ -124,11 +124,11 @@ fn as_rate(
         latency: None,
         latency_cv: None,
     };
-    let rates: Vec<WindowMetrics> = history
+    let rates: Vec<IntervalMetrics> = history
         .iter()
         .map(|w| {
             let (s, c) = w.custom(name);
-            WindowMetrics {
+            IntervalMetrics {
                 stable: arm(&w.stable, s),
                 canary: arm(&w.canary, c),
                 custom: Vec::new(),
@@ -157,7 +157,7 @@ fn as_rate(
     v
 }
 
-fn judge_one(alb: &AlbAnalysis, m: &CustomMetric, w: &WindowMetrics) -> MetricVerdict {
+fn judge_one(alb: &AlbAnalysis, m: &CustomMetric, w: &IntervalMetrics) -> MetricVerdict {
     let name = m.name.as_str();
     let (raw_s, raw_c) = w.custom(name);
     let mut v = MetricVerdict::new(name);
@@ -251,8 +251,8 @@ mod tests {
         }
     }
 
-    fn window(stable: Option<f64>, canary: Option<f64>, requests: (f64, f64)) -> WindowMetrics {
-        WindowMetrics {
+    fn window(stable: Option<f64>, canary: Option<f64>, requests: (f64, f64)) -> IntervalMetrics {
+        IntervalMetrics {
             stable: ArmSample {
                 requests: Some(requests.0),
                 ..ArmSample::default()

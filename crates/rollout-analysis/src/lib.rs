@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 /// Judges the last interval of `history` (the run's intervals so far, oldest
 /// first, the current one last) with the template's judge. An empty history
 /// is inconclusive.
-pub fn judge(spec: &AnalysisTemplateSpec, history: &[WindowMetrics]) -> IntervalVerdict {
+pub fn judge(spec: &AnalysisTemplateSpec, history: &[IntervalMetrics]) -> IntervalVerdict {
     if history.is_empty() {
         return IntervalVerdict::combine(Vec::new());
     }
@@ -50,7 +50,7 @@ fn builtin_judge(
     kind: JudgeKind,
     alb: &rollout_spec::AlbAnalysis,
     alpha: f64,
-    history: &[WindowMetrics],
+    history: &[IntervalMetrics],
 ) -> IntervalVerdict {
     match (kind, history.last()) {
         (_, None) => IntervalVerdict::combine(Vec::new()),
@@ -105,7 +105,7 @@ impl ArmSample {
 
 /// Both arms over the same interval.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct WindowMetrics {
+pub struct IntervalMetrics {
     /// The baseline.
     pub stable: ArmSample,
     /// The new revision.
@@ -116,7 +116,7 @@ pub struct WindowMetrics {
     pub custom: Vec<CustomValue>,
 }
 
-impl WindowMetrics {
+impl IntervalMetrics {
     /// Both arms' values of the custom metric `name` (no data when absent).
     pub fn custom(&self, name: &str) -> (Option<f64>, Option<f64>) {
         self.custom

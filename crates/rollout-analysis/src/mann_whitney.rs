@@ -12,7 +12,7 @@
 use rollout_spec::AlbAnalysis;
 
 use crate::stats::normal_cdf;
-use crate::{ArmSample, IntervalVerdict, MetricVerdict, Verdict, WindowMetrics};
+use crate::{ArmSample, IntervalMetrics, IntervalVerdict, MetricVerdict, Verdict};
 
 /// Intervals each arm needs before the test is run.
 pub const MIN_INTERVALS: usize = 3;
@@ -77,7 +77,7 @@ fn lat(a: &ArmSample) -> Option<f64> {
 }
 
 /// Judges the last interval of `history` given all of it.
-pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[WindowMetrics]) -> IntervalVerdict {
+pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[IntervalMetrics]) -> IntervalVerdict {
     let Some(current) = history.last() else {
         return IntervalVerdict::combine(Vec::new());
     };
@@ -112,75 +112,118 @@ pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[WindowMetrics]) -> Interv
     ];
     for (name, factor, ceiling, pick) in specs {
         let Some(factor) = factor else { continue };
-        let mut m = MetricVerdict {
-            stable_requests: ns,
-            canary_requests: nc,
-            threshold: Some(alpha_check),
-            ..MetricVerdict::new(name)
-        };
-        m.stable = pick(&current.stable);
-        m.canary = pick(&current.canary);
-        let pairs: Vec<(f64, f64)> = history
-            .iter()
-            .filter_map(|w| Some((pick(&w.stable)?, pick(&w.canary)?)))
-            .collect();
-        let stable_scaled: Vec<f64> = pairs.iter().map(|p| p.0 * factor).collect();
-        let canary: Vec<f64> = pairs.iter().map(|p| p.1).collect();
-        if factor.is_finite() && pairs.len() >= MIN_INTERVALS {
-            m.statistic = p_greater(&canary, &stable_scaled);
-            let (ms, mc) = (
-                pairs.iter().map(|p| p.0).sum::<f64>() / pairs.len() as f64,
-                pairs.iter().map(|p| p.1).sum::<f64>() / pairs.len() as f64,
-            );
-            if ms > 0.0 {
-                m.effect = Some(mc / ms);
-            }
-        }
-        m.limit = match (
-            m.stable.map(|s| s * factor).filter(|l| l.is_finite()),
+        let check = Check {
+            name,
+            factor,
             ceiling,
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+            pick,
         };
-        let over_ceiling = matches!((m.canary, ceiling), (Some(c), Some(max)) if c > max);
-        let rejected = m.statistic.is_some_and(|p| p < alpha_check);
-        if rejected || over_ceiling {
-            m.verdict = Verdict::Fail;
-            m.reason = if over_ceiling {
-                format!(
-                    "{name}: canary {:.4} is above the ceiling {:.4}",
-                    m.canary.unwrap_or_default(),
-                    ceiling.unwrap_or_default()
-                )
-            } else {
-                format!(
-                    "{name}: Mann-Whitney over {} intervals: canary above stable × {factor:.2} (p = {:.2e} < {alpha_check:.2e})",
-                    pairs.len(),
-                    m.statistic.unwrap_or_default()
-                )
-            };
-        } else if enough && m.canary.is_some() && m.stable.is_some() {
-            m.verdict = Verdict::Pass;
-            m.reason = match m.statistic {
-                Some(p) => format!(
-                    "{name}: Mann-Whitney over {} intervals: p = {p:.3}",
-                    pairs.len()
-                ),
-                None => format!(
-                    "{name}: {} interval(s) so far; the test needs {MIN_INTERVALS}",
-                    pairs.len()
-                ),
-            };
-        } else {
-            m.reason = format!(
-                "{name}: too little data in this interval (minRequests {})",
-                alb.min_requests
-            );
-        }
-        metrics.push(m);
+        metrics.push(judge_check(
+            &check,
+            history,
+            alpha_check,
+            enough,
+            alb.min_requests,
+        ));
     }
     IntervalVerdict::combine(metrics)
+}
+
+/// One metric's test: its name, the tolerated factor over stable, the
+/// absolute ceiling, and how to read it off an arm.
+struct Check {
+    name: &'static str,
+    factor: f64,
+    ceiling: Option<f64>,
+    pick: fn(&ArmSample) -> Option<f64>,
+}
+
+/// The U test of one metric over the run's intervals, and the ceiling on
+/// the last one.
+fn judge_check(
+    check: &Check,
+    history: &[IntervalMetrics],
+    alpha_check: f64,
+    enough: bool,
+    min_requests: u64,
+) -> MetricVerdict {
+    let Check {
+        name,
+        factor,
+        ceiling,
+        pick,
+    } = *check;
+    let Some(current) = history.last() else {
+        return MetricVerdict::new(name);
+    };
+    let (ns, nc) = (current.stable.requests, current.canary.requests);
+    let mut m = MetricVerdict {
+        stable_requests: ns,
+        canary_requests: nc,
+        threshold: Some(alpha_check),
+        ..MetricVerdict::new(name)
+    };
+    m.stable = pick(&current.stable);
+    m.canary = pick(&current.canary);
+    let pairs: Vec<(f64, f64)> = history
+        .iter()
+        .filter_map(|w| Some((pick(&w.stable)?, pick(&w.canary)?)))
+        .collect();
+    let stable_scaled: Vec<f64> = pairs.iter().map(|p| p.0 * factor).collect();
+    let canary: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+    if factor.is_finite() && pairs.len() >= MIN_INTERVALS {
+        m.statistic = p_greater(&canary, &stable_scaled);
+        let (ms, mc) = (
+            pairs.iter().map(|p| p.0).sum::<f64>() / pairs.len() as f64,
+            pairs.iter().map(|p| p.1).sum::<f64>() / pairs.len() as f64,
+        );
+        if ms > 0.0 {
+            m.effect = Some(mc / ms);
+        }
+    }
+    m.limit = match (
+        m.stable.map(|s| s * factor).filter(|l| l.is_finite()),
+        ceiling,
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let over_ceiling = matches!((m.canary, ceiling), (Some(c), Some(max)) if c > max);
+    let rejected = m.statistic.is_some_and(|p| p < alpha_check);
+    if rejected || over_ceiling {
+        m.verdict = Verdict::Fail;
+        m.reason = if over_ceiling {
+            format!(
+                "{name}: canary {:.4} is above the ceiling {:.4}",
+                m.canary.unwrap_or_default(),
+                ceiling.unwrap_or_default()
+            )
+        } else {
+            format!(
+                "{name}: Mann-Whitney over {} intervals: canary above stable × {factor:.2} (p = {:.2e} < {alpha_check:.2e})",
+                pairs.len(),
+                m.statistic.unwrap_or_default()
+            )
+        };
+    } else if enough && m.canary.is_some() && m.stable.is_some() {
+        m.verdict = Verdict::Pass;
+        m.reason = match m.statistic {
+            Some(p) => format!(
+                "{name}: Mann-Whitney over {} intervals: p = {p:.3}",
+                pairs.len()
+            ),
+            None => format!(
+                "{name}: {} interval(s) so far; the test needs {MIN_INTERVALS}",
+                pairs.len()
+            ),
+        };
+    } else {
+        m.reason = format!(
+            "{name}: too little data in this interval (minRequests {})",
+            min_requests
+        );
+    }
+    m
 }
 
 #[cfg(test)]

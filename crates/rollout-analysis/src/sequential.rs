@@ -47,10 +47,10 @@
 //! inconclusive, so the rollout holds its weight while evidence gathers.
 //! Thin or missing data is inconclusive, never a pass.
 
-use rollout_spec::{AlbAnalysis, LatencyStatistic};
+use rollout_spec::{AlbAnalysis, ErrorRateCheck, LatencyCheck, LatencyStatistic};
 
 use crate::stats::{ln_beta, ln_gamma, normal_pdf, normal_quantile};
-use crate::{ArmSample, IntervalVerdict, MetricVerdict, Verdict, WindowMetrics};
+use crate::{ArmSample, IntervalMetrics, IntervalVerdict, MetricVerdict, Verdict};
 
 /// Alternatives for the error rate, as multiples of the tolerated rate.
 const ERROR_RATIOS: [f64; 4] = [2.0, 4.0, 8.0, 16.0];
@@ -188,8 +188,32 @@ fn fmt_e(e: f64) -> String {
     }
 }
 
+/// What every check of one interval shares: its request counts, whether
+/// there are enough to pass, why not, and each check's share of `α`.
+struct Interval<'h> {
+    history: &'h [IntervalMetrics],
+    current: &'h IntervalMetrics,
+    ns: Option<f64>,
+    nc: Option<f64>,
+    enough: bool,
+    thin: String,
+    alpha_check: f64,
+}
+
+impl Interval<'_> {
+    /// A verdict of the named check with this interval's counts and bound.
+    fn verdict(&self, name: &str) -> MetricVerdict {
+        MetricVerdict {
+            stable_requests: self.ns,
+            canary_requests: self.nc,
+            threshold: Some(1.0 / self.alpha_check),
+            ..MetricVerdict::new(name)
+        }
+    }
+}
+
 /// Judges the last interval of `history` given all of it.
-pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[WindowMetrics]) -> IntervalVerdict {
+pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[IntervalMetrics]) -> IntervalVerdict {
     let Some(current) = history.last() else {
         return IntervalVerdict::combine(Vec::new());
     };
@@ -198,10 +222,8 @@ pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[WindowMetrics]) -> Interv
     }) + alb.latency.as_ref().map_or(0, |c| {
         usize::from(c.max_increase.is_some()) + usize::from(c.max.is_some())
     });
-    let alpha_check = alpha / checks.max(1) as f64;
     let (ns, nc) = (current.stable.requests(), current.canary.requests());
     let min = alb.min_requests as f64;
-    let enough = matches!((ns, nc), (Some(s), Some(c)) if s >= min && c >= min);
     let thin = match (ns, nc) {
         (None, _) | (_, None) => format!(
             "no request datapoint for the {} arm",
@@ -212,283 +234,373 @@ pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[WindowMetrics]) -> Interv
             alb.min_requests
         ),
     };
+    let interval = Interval {
+        history,
+        current,
+        ns,
+        nc,
+        enough: matches!((ns, nc), (Some(s), Some(c)) if s >= min && c >= min),
+        thin,
+        alpha_check: alpha / checks.max(1) as f64,
+    };
     let mut metrics = Vec::new();
     if let Some(check) = &alb.error_rate {
-        let mut m = MetricVerdict {
-            stable_requests: ns,
-            canary_requests: nc,
-            threshold: Some(1.0 / alpha_check),
-            ..MetricVerdict::new("errorRate")
-        };
-        let (es, ec) = (current.stable.errors(), current.canary.errors());
-        if let (Some(s), Some(c), Some(es), Some(ec)) = (ns, nc, es, ec) {
-            if s > 0.0 && c > 0.0 {
-                m.stable = Some(es / s);
-                m.canary = Some(ec / c);
-                let relative = check.max_increase.map(|d| es / s * (1.0 + d.fraction()));
-                let absolute = check.max_rate.map(|r| r.fraction());
-                m.limit = match (relative, absolute) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-        }
-        let mut rel = check
-            .max_increase
-            .map(|_| EProcess::new(ERROR_RATIOS.len(), alpha_check));
-        let mut abs = check
-            .max_rate
-            .map(|_| EProcess::new(ERROR_RATIOS.len() - 1, alpha_check));
-        let (mut sum_es, mut sum_ns, mut sum_ec, mut sum_nc) = (0.0, 0.0, 0.0, 0.0);
-        for w in history {
-            let (Some(s), Some(c)) = (w.stable.requests(), w.canary.requests()) else {
-                continue;
-            };
-            let (Some(es), Some(ec)) = (w.stable.errors(), w.canary.errors()) else {
-                continue;
-            };
-            let ec = ec.min(c);
-            let es = es.min(s);
-            if s > 0.0 && c > 0.0 {
-                sum_es += es;
-                sum_ns += s;
-                sum_ec += ec;
-                sum_nc += c;
-            }
-            if let (Some(e), Some(delta)) = (&mut rel, check.max_increase) {
-                let total = es + ec;
-                if s > 0.0 && c > 0.0 && total > 0.0 {
-                    let a = c * (1.0 + delta.fraction());
-                    let p0 = a / (a + s);
-                    // Both arms' rates wander by ERROR_RATE_CV: the share's
-                    // logit varies by 2·CV², a beta of this concentration.
-                    let cv2 = ERROR_RATE_CV * ERROR_RATE_CV;
-                    let nu = (1.0 / (p0 * (1.0 - p0) * 2.0 * cv2) - 1.0).max(1.0);
-                    let null = ln_beta_binomial(ec, total, p0, nu);
-                    e.push(ERROR_RATIOS.iter().map(|rho| {
-                        let p1 = a * rho / (a * rho + s);
-                        ln_beta_binomial(ec, total, p1, nu) - null
-                    }));
-                }
-            }
-            if let (Some(e), Some(rate)) = (&mut abs, check.max_rate) {
-                let r0 = rate.fraction();
-                if c > 0.0 && r0 > 0.0 {
-                    let shape = 1.0 / (ERROR_RATE_CV * ERROR_RATE_CV);
-                    let null = ln_negative_binomial(ec, r0 * c, shape);
-                    e.push(ERROR_RATIOS[..3].iter().map(|mult| {
-                        let r1 = (r0 * mult).min(1.0);
-                        ln_negative_binomial(ec, r1 * c, shape) - null
-                    }));
-                }
-            }
-        }
-        if sum_ns > 0.0 && sum_nc > 0.0 {
-            let rs = sum_es / sum_ns;
-            let rc = sum_ec / sum_nc;
-            if rs > 0.0 {
-                m.effect = Some(rc / rs);
-                if sum_ec > 0.0 {
-                    let se = (1.0 / sum_ec + 1.0 / sum_es).sqrt();
-                    let l = (rc / rs).ln();
-                    m.effect_interval = Some(((l - 1.96 * se).exp(), (l + 1.96 * se).exp()));
-                }
-            }
-        }
-        let e_rel = rel.as_ref().map_or(0.0, EProcess::value);
-        let e_abs = abs.as_ref().map_or(0.0, EProcess::value);
-        let e = e_rel.max(e_abs);
-        let suspicious = [&rel, &abs]
-            .into_iter()
-            .flatten()
-            .any(|p| p.last_suspicious(alpha_check));
-        m.statistic = Some(e);
-        let bound = 1.0 / alpha_check;
-        let effect = match (m.effect, m.effect_interval) {
-            (Some(r), Some((lo, hi))) => {
-                format!(" (canary/stable {r:.2}×, 95% CI {lo:.2}–{hi:.2}×)")
-            }
-            (Some(r), None) => format!(" (canary/stable {r:.2}×)"),
-            _ => String::new(),
-        };
-        let pct = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.3}%", v * 100.0));
-        if e >= bound {
-            m.verdict = Verdict::Fail;
-            m.reason = if e_abs >= bound {
-                format!(
-                    "error rate: canary {} is above the ceiling {}{effect}; evidence {} ≥ {}",
-                    pct(m.canary),
-                    check.max_rate.map(|r| r.to_string()).unwrap_or_default(),
-                    fmt_e(e),
-                    fmt_e(bound)
-                )
-            } else {
-                format!(
-                    "error rate: canary {} vs stable {}{effect} is worse than stable + {}; evidence {} ≥ {}",
-                    pct(m.canary),
-                    pct(m.stable),
-                    check.max_increase.map(|r| r.to_string()).unwrap_or_default(),
-                    fmt_e(e),
-                    fmt_e(bound)
-                )
-            };
-        } else if e >= bound.sqrt() || suspicious {
-            m.reason = format!(
-                "error rate: canary {} vs stable {}{effect} looks worse; evidence {} is gathering (fails at {})",
-                pct(m.canary),
-                pct(m.stable),
-                fmt_e(e),
-                fmt_e(bound)
-            );
-        } else if enough && m.canary.is_some() {
-            m.verdict = Verdict::Pass;
-            m.reason = format!(
-                "error rate: canary {} vs stable {}{effect}; evidence {} < {}",
-                pct(m.canary),
-                pct(m.stable),
-                fmt_e(e),
-                fmt_e(bound)
-            );
-        } else {
-            m.reason = format!("error rate: {thin}");
-        }
-        metrics.push(m);
+        metrics.push(error_rate(check, &interval));
     }
     if let Some(check) = &alb.latency {
-        let stat = check.statistic;
-        let mut m = MetricVerdict {
-            stable_requests: ns,
-            canary_requests: nc,
-            threshold: Some(1.0 / alpha_check),
-            ..MetricVerdict::new("latency")
-        };
-        m.stable = latency(&current.stable);
-        m.canary = latency(&current.canary);
-        let relative = check
-            .max_increase
-            .and_then(|d| m.stable.map(|l| l * (1.0 + d.fraction())));
-        let absolute = check.max.map(|d| d.as_millis() as f64 / 1000.0);
-        m.limit = match (relative, absolute) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let mut rel = check
-            .max_increase
-            .map(|_| EProcess::new(LATENCY_EFFECTS.len(), alpha_check));
-        let mut abs = check
-            .max
-            .map(|_| EProcess::new(LATENCY_EFFECTS.len(), alpha_check));
-        let (mut sum_d, mut sum_var, mut count) = (0.0, 0.0, 0.0);
-        for w in history {
-            let (Some(s), Some(c)) = (w.stable.requests(), w.canary.requests()) else {
-                continue;
+        metrics.push(latency_check(check, &interval));
+    }
+    IntervalVerdict::combine(metrics)
+}
+
+/// The e-processes of one check (relative to stable, absolute ceiling):
+/// the larger value is the evidence; either may hold the weight.
+struct Evidence {
+    e: f64,
+    e_abs: f64,
+    suspicious: bool,
+}
+
+impl Evidence {
+    fn of(rel: &Option<EProcess>, abs: &Option<EProcess>, alpha_check: f64) -> Evidence {
+        let e_rel = rel.as_ref().map_or(0.0, EProcess::value);
+        let e_abs = abs.as_ref().map_or(0.0, EProcess::value);
+        Evidence {
+            e: e_rel.max(e_abs),
+            e_abs,
+            suspicious: [rel, abs]
+                .into_iter()
+                .flatten()
+                .any(|p| p.last_suspicious(alpha_check)),
+        }
+    }
+}
+
+/// The 5xx check: the canary's share of each interval's errors against
+/// the share the tolerated rate allows, and its absolute ceiling.
+fn error_rate(check: &ErrorRateCheck, iv: &Interval<'_>) -> MetricVerdict {
+    let mut m = iv.verdict("errorRate");
+    let (es, ec) = (iv.current.stable.errors(), iv.current.canary.errors());
+    if let (Some(s), Some(c), Some(es), Some(ec)) = (iv.ns, iv.nc, es, ec) {
+        if s > 0.0 && c > 0.0 {
+            m.stable = Some(es / s);
+            m.canary = Some(ec / c);
+            let relative = check.max_increase.map(|d| es / s * (1.0 + d.fraction()));
+            let absolute = check.max_rate.map(|r| r.fraction());
+            m.limit = match (relative, absolute) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
-            let (Some(ls), Some(lc)) = (latency(&w.stable), latency(&w.canary)) else {
-                continue;
-            };
-            if s <= 0.0 || c <= 0.0 {
-                continue;
+        }
+    }
+    let (rel, abs, effect) = error_evidence(check, iv.history, iv.alpha_check);
+    if let Some((r, interval)) = effect {
+        m.effect = Some(r);
+        m.effect_interval = interval;
+    }
+    let ev = Evidence::of(&rel, &abs, iv.alpha_check);
+    m.statistic = Some(ev.e);
+    error_rate_reason(&mut m, check, iv, &ev);
+    m
+}
+
+/// The 5xx e-processes over the run's intervals, and the effect
+/// (canary/stable rate over the run, with its 95% interval when the canary
+/// had errors).
+#[allow(clippy::type_complexity)]
+fn error_evidence(
+    check: &ErrorRateCheck,
+    history: &[IntervalMetrics],
+    alpha_check: f64,
+) -> (
+    Option<EProcess>,
+    Option<EProcess>,
+    Option<(f64, Option<(f64, f64)>)>,
+) {
+    let mut rel = check
+        .max_increase
+        .map(|_| EProcess::new(ERROR_RATIOS.len(), alpha_check));
+    let mut abs = check
+        .max_rate
+        .map(|_| EProcess::new(ERROR_RATIOS.len() - 1, alpha_check));
+    let (mut sum_es, mut sum_ns, mut sum_ec, mut sum_nc) = (0.0, 0.0, 0.0, 0.0);
+    for w in history {
+        let (Some(s), Some(c)) = (w.stable.requests(), w.canary.requests()) else {
+            continue;
+        };
+        let (Some(es), Some(ec)) = (w.stable.errors(), w.canary.errors()) else {
+            continue;
+        };
+        let ec = ec.min(c);
+        let es = es.min(s);
+        if s > 0.0 && c > 0.0 {
+            sum_es += es;
+            sum_ns += s;
+            sum_ec += ec;
+            sum_nc += c;
+        }
+        if let (Some(e), Some(delta)) = (&mut rel, check.max_increase) {
+            let total = es + ec;
+            if s > 0.0 && c > 0.0 && total > 0.0 {
+                let a = c * (1.0 + delta.fraction());
+                let p0 = a / (a + s);
+                // Both arms' rates wander by ERROR_RATE_CV: the share's
+                // logit varies by 2·CV², a beta of this concentration.
+                let cv2 = ERROR_RATE_CV * ERROR_RATE_CV;
+                let nu = (1.0 / (p0 * (1.0 - p0) * 2.0 * cv2) - 1.0).max(1.0);
+                let null = ln_beta_binomial(ec, total, p0, nu);
+                e.push(ERROR_RATIOS.iter().map(|rho| {
+                    let p1 = a * rho / (a * rho + s);
+                    ln_beta_binomial(ec, total, p1, nu) - null
+                }));
             }
-            let se_c = log_se(&w.canary, c, stat);
-            let se_s = log_se(&w.stable, s, stat);
-            if let (Some(e), Some(delta)) = (&mut rel, check.max_increase) {
-                let d = (lc / ls).ln() - (1.0 + delta.fraction()).ln();
-                let var = se_c * se_c + se_s * se_s + LATENCY_FLOOR * LATENCY_FLOOR;
+        }
+        if let (Some(e), Some(rate)) = (&mut abs, check.max_rate) {
+            let r0 = rate.fraction();
+            if c > 0.0 && r0 > 0.0 {
+                let shape = 1.0 / (ERROR_RATE_CV * ERROR_RATE_CV);
+                let null = ln_negative_binomial(ec, r0 * c, shape);
+                e.push(ERROR_RATIOS[..3].iter().map(|mult| {
+                    let r1 = (r0 * mult).min(1.0);
+                    ln_negative_binomial(ec, r1 * c, shape) - null
+                }));
+            }
+        }
+    }
+    let mut effect = None;
+    if sum_ns > 0.0 && sum_nc > 0.0 {
+        let rs = sum_es / sum_ns;
+        let rc = sum_ec / sum_nc;
+        if rs > 0.0 {
+            let mut interval = None;
+            if sum_ec > 0.0 {
+                let se = (1.0 / sum_ec + 1.0 / sum_es).sqrt();
+                let l = (rc / rs).ln();
+                interval = Some(((l - 1.96 * se).exp(), (l + 1.96 * se).exp()));
+            }
+            effect = Some((rc / rs, interval));
+        }
+    }
+    (rel, abs, effect)
+}
+
+/// The 5xx check's verdict and its reason, from the evidence.
+fn error_rate_reason(
+    m: &mut MetricVerdict,
+    check: &ErrorRateCheck,
+    iv: &Interval<'_>,
+    ev: &Evidence,
+) {
+    let (e, bound) = (ev.e, 1.0 / iv.alpha_check);
+    let effect = match (m.effect, m.effect_interval) {
+        (Some(r), Some((lo, hi))) => {
+            format!(" (canary/stable {r:.2}×, 95% CI {lo:.2}–{hi:.2}×)")
+        }
+        (Some(r), None) => format!(" (canary/stable {r:.2}×)"),
+        _ => String::new(),
+    };
+    let pct = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.3}%", v * 100.0));
+    if e >= bound {
+        m.verdict = Verdict::Fail;
+        m.reason = if ev.e_abs >= bound {
+            format!(
+                "error rate: canary {} is above the ceiling {}{effect}; evidence {} ≥ {}",
+                pct(m.canary),
+                check.max_rate.map(|r| r.to_string()).unwrap_or_default(),
+                fmt_e(e),
+                fmt_e(bound)
+            )
+        } else {
+            format!(
+                "error rate: canary {} vs stable {}{effect} is worse than stable + {}; evidence {} ≥ {}",
+                pct(m.canary),
+                pct(m.stable),
+                check.max_increase.map(|r| r.to_string()).unwrap_or_default(),
+                fmt_e(e),
+                fmt_e(bound)
+            )
+        };
+    } else if e >= bound.sqrt() || ev.suspicious {
+        m.reason = format!(
+            "error rate: canary {} vs stable {}{effect} looks worse; evidence {} is gathering (fails at {})",
+            pct(m.canary),
+            pct(m.stable),
+            fmt_e(e),
+            fmt_e(bound)
+        );
+    } else if iv.enough && m.canary.is_some() {
+        m.verdict = Verdict::Pass;
+        m.reason = format!(
+            "error rate: canary {} vs stable {}{effect}; evidence {} < {}",
+            pct(m.canary),
+            pct(m.stable),
+            fmt_e(e),
+            fmt_e(bound)
+        );
+    } else {
+        m.reason = format!("error rate: {}", iv.thin);
+    }
+}
+
+/// The latency check: the log ratio of the arms over the same minute
+/// against the tolerated increase, and the absolute ceiling.
+fn latency_check(check: &LatencyCheck, iv: &Interval<'_>) -> MetricVerdict {
+    let mut m = iv.verdict("latency");
+    m.stable = latency(&iv.current.stable);
+    m.canary = latency(&iv.current.canary);
+    let relative = check
+        .max_increase
+        .and_then(|d| m.stable.map(|l| l * (1.0 + d.fraction())));
+    let absolute = check.max.map(|d| d.as_millis() as f64 / 1000.0);
+    m.limit = match (relative, absolute) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let (rel, abs, effect) = latency_evidence(check, absolute, iv.history, iv.alpha_check);
+    if let Some((r, interval)) = effect {
+        m.effect = Some(r);
+        m.effect_interval = Some(interval);
+    }
+    let ev = Evidence::of(&rel, &abs, iv.alpha_check);
+    m.statistic = Some(ev.e);
+    latency_reason(&mut m, check, absolute, iv, &ev);
+    m
+}
+
+/// The latency e-processes over the run's intervals, and the effect (the
+/// mean canary/stable ratio with its 95% interval).
+#[allow(clippy::type_complexity)]
+fn latency_evidence(
+    check: &LatencyCheck,
+    absolute: Option<f64>,
+    history: &[IntervalMetrics],
+    alpha_check: f64,
+) -> (
+    Option<EProcess>,
+    Option<EProcess>,
+    Option<(f64, (f64, f64))>,
+) {
+    let stat = check.statistic;
+    let mut rel = check
+        .max_increase
+        .map(|_| EProcess::new(LATENCY_EFFECTS.len(), alpha_check));
+    let mut abs = check
+        .max
+        .map(|_| EProcess::new(LATENCY_EFFECTS.len(), alpha_check));
+    let (mut sum_d, mut sum_var, mut count) = (0.0, 0.0, 0.0);
+    for w in history {
+        let (Some(s), Some(c)) = (w.stable.requests(), w.canary.requests()) else {
+            continue;
+        };
+        let (Some(ls), Some(lc)) = (latency(&w.stable), latency(&w.canary)) else {
+            continue;
+        };
+        if s <= 0.0 || c <= 0.0 {
+            continue;
+        }
+        let se_c = log_se(&w.canary, c, stat);
+        let se_s = log_se(&w.stable, s, stat);
+        if let (Some(e), Some(delta)) = (&mut rel, check.max_increase) {
+            let d = (lc / ls).ln() - (1.0 + delta.fraction()).ln();
+            let var = se_c * se_c + se_s * se_s + LATENCY_FLOOR * LATENCY_FLOOR;
+            e.push(
+                LATENCY_EFFECTS
+                    .iter()
+                    .map(|mu| (mu * d - mu * mu / 2.0) / var),
+            );
+            sum_d += (lc / ls).ln();
+            sum_var += var;
+            count += 1.0;
+        }
+        if let (Some(e), Some(max)) = (&mut abs, absolute) {
+            if max > 0.0 {
+                let d = (lc / max).ln();
+                let var = se_c * se_c + LATENCY_FLOOR * LATENCY_FLOOR;
                 e.push(
                     LATENCY_EFFECTS
                         .iter()
                         .map(|mu| (mu * d - mu * mu / 2.0) / var),
                 );
-                sum_d += (lc / ls).ln();
-                sum_var += var;
-                count += 1.0;
-            }
-            if let (Some(e), Some(max)) = (&mut abs, absolute) {
-                if max > 0.0 {
-                    let d = (lc / max).ln();
-                    let var = se_c * se_c + LATENCY_FLOOR * LATENCY_FLOOR;
-                    e.push(
-                        LATENCY_EFFECTS
-                            .iter()
-                            .map(|mu| (mu * d - mu * mu / 2.0) / var),
-                    );
-                }
             }
         }
-        if count > 0.0 {
-            let mean = sum_d / count;
-            let se = sum_var.sqrt() / count;
-            m.effect = Some(mean.exp());
-            m.effect_interval = Some(((mean - 1.96 * se).exp(), (mean + 1.96 * se).exp()));
-        }
-        let e_rel = rel.as_ref().map_or(0.0, EProcess::value);
-        let e_abs = abs.as_ref().map_or(0.0, EProcess::value);
-        let e = e_rel.max(e_abs);
-        let suspicious = [&rel, &abs]
-            .into_iter()
-            .flatten()
-            .any(|p| p.last_suspicious(alpha_check));
-        m.statistic = Some(e);
-        let bound = 1.0 / alpha_check;
-        let ms = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.1}ms", v * 1000.0));
-        let effect = match (m.effect, m.effect_interval) {
-            (Some(r), Some((lo, hi))) => {
-                format!(" (canary/stable {r:.3}×, 95% CI {lo:.3}–{hi:.3}×)")
-            }
-            _ => String::new(),
-        };
-        if e >= bound {
-            m.verdict = Verdict::Fail;
-            m.reason = if e_abs >= bound {
-                format!(
-                    "latency {stat}: canary {} is above the ceiling {}; evidence {} ≥ {}",
-                    ms(m.canary),
-                    ms(absolute),
-                    fmt_e(e),
-                    fmt_e(bound)
-                )
-            } else {
-                format!(
-                    "latency {stat}: canary {} vs stable {}{effect} is slower than stable + {}; evidence {} ≥ {}",
-                    ms(m.canary),
-                    ms(m.stable),
-                    check.max_increase.map(|r| r.to_string()).unwrap_or_default(),
-                    fmt_e(e),
-                    fmt_e(bound)
-                )
-            };
-        } else if e >= bound.sqrt() || suspicious {
-            m.reason = format!(
-                "latency {stat}: canary {} vs stable {}{effect} looks slower; evidence {} is gathering (fails at {})",
-                ms(m.canary),
-                ms(m.stable),
-                fmt_e(e),
-                fmt_e(bound)
-            );
-        } else if enough && m.canary.is_some() && m.stable.is_some() {
-            m.verdict = Verdict::Pass;
-            m.reason = format!(
-                "latency {stat}: canary {} vs stable {}{effect}; evidence {} < {}",
-                ms(m.canary),
-                ms(m.stable),
-                fmt_e(e),
-                fmt_e(bound)
-            );
-        } else if !enough {
-            m.reason = format!("latency {stat}: {thin}");
-        } else {
-            m.reason = format!(
-                "latency {stat}: no datapoint for the {} arm",
-                if m.stable.is_none() {
-                    "stable"
-                } else {
-                    "canary"
-                }
-            );
-        }
-        metrics.push(m);
     }
-    IntervalVerdict::combine(metrics)
+    let effect = (count > 0.0).then(|| {
+        let mean = sum_d / count;
+        let se = sum_var.sqrt() / count;
+        (
+            mean.exp(),
+            ((mean - 1.96 * se).exp(), (mean + 1.96 * se).exp()),
+        )
+    });
+    (rel, abs, effect)
+}
+
+/// The latency check's verdict and its reason, from the evidence.
+fn latency_reason(
+    m: &mut MetricVerdict,
+    check: &LatencyCheck,
+    absolute: Option<f64>,
+    iv: &Interval<'_>,
+    ev: &Evidence,
+) {
+    let stat = check.statistic;
+    let (e, bound) = (ev.e, 1.0 / iv.alpha_check);
+    let ms = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.1}ms", v * 1000.0));
+    let effect = match (m.effect, m.effect_interval) {
+        (Some(r), Some((lo, hi))) => {
+            format!(" (canary/stable {r:.3}×, 95% CI {lo:.3}–{hi:.3}×)")
+        }
+        _ => String::new(),
+    };
+    if e >= bound {
+        m.verdict = Verdict::Fail;
+        m.reason = if ev.e_abs >= bound {
+            format!(
+                "latency {stat}: canary {} is above the ceiling {}; evidence {} ≥ {}",
+                ms(m.canary),
+                ms(absolute),
+                fmt_e(e),
+                fmt_e(bound)
+            )
+        } else {
+            format!(
+                "latency {stat}: canary {} vs stable {}{effect} is slower than stable + {}; evidence {} ≥ {}",
+                ms(m.canary),
+                ms(m.stable),
+                check.max_increase.map(|r| r.to_string()).unwrap_or_default(),
+                fmt_e(e),
+                fmt_e(bound)
+            )
+        };
+    } else if e >= bound.sqrt() || ev.suspicious {
+        m.reason = format!(
+            "latency {stat}: canary {} vs stable {}{effect} looks slower; evidence {} is gathering (fails at {})",
+            ms(m.canary),
+            ms(m.stable),
+            fmt_e(e),
+            fmt_e(bound)
+        );
+    } else if iv.enough && m.canary.is_some() && m.stable.is_some() {
+        m.verdict = Verdict::Pass;
+        m.reason = format!(
+            "latency {stat}: canary {} vs stable {}{effect}; evidence {} < {}",
+            ms(m.canary),
+            ms(m.stable),
+            fmt_e(e),
+            fmt_e(bound)
+        );
+    } else if !iv.enough {
+        m.reason = format!("latency {stat}: {}", iv.thin);
+    } else {
+        m.reason = format!(
+            "latency {stat}: no datapoint for the {} arm",
+            if m.stable.is_none() {
+                "stable"
+            } else {
+                "canary"
+            }
+        );
+    }
 }
 
 #[cfg(test)]
@@ -522,8 +634,8 @@ mod tests {
         }
     }
 
-    fn w(s: ArmSample, c: ArmSample) -> WindowMetrics {
-        WindowMetrics {
+    fn w(s: ArmSample, c: ArmSample) -> IntervalMetrics {
+        IntervalMetrics {
             stable: s,
             canary: c,
             custom: Vec::new(),
@@ -594,7 +706,7 @@ mod tests {
     #[test]
     fn shared_incidents_cancel() {
         // Both arms' error rates jump 50× for three intervals: no evidence.
-        let h: Vec<WindowMetrics> = (0..3)
+        let h: Vec<IntervalMetrics> = (0..3)
             .map(|_| w(arm(9000.0, 900.0, 0.5), arm(1000.0, 100.0, 0.5)))
             .collect();
         let v = judge(&template(), 0.01, &h);
@@ -604,7 +716,7 @@ mod tests {
 
     #[test]
     fn latency_regressions_accumulate_evidence() {
-        let h: Vec<WindowMetrics> = (0..3)
+        let h: Vec<IntervalMetrics> = (0..3)
             .map(|_| w(arm(6000.0, 0.0, 0.100), arm(600.0, 0.0, 0.160)))
             .collect();
         let v = judge(&template(), 0.01, &h);
@@ -612,7 +724,7 @@ mod tests {
         let effect = v.metrics[1].effect.expect("effect");
         assert!((effect - 1.6).abs() < 1e-9);
         // Within tolerance (5% slower, 10% allowed): passes.
-        let ok: Vec<WindowMetrics> = (0..30)
+        let ok: Vec<IntervalMetrics> = (0..30)
             .map(|_| w(arm(6000.0, 0.0, 0.100), arm(600.0, 0.0, 0.105)))
             .collect();
         assert_eq!(

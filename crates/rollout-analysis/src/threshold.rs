@@ -6,9 +6,9 @@
 //! interval where stable had none fails the error rate. It is the baseline the
 //! better judges are measured against.
 
-use rollout_spec::AlbAnalysis;
+use rollout_spec::{AlbAnalysis, ErrorRateCheck, LatencyCheck};
 
-use crate::{IntervalVerdict, MetricVerdict, Verdict, WindowMetrics};
+use crate::{IntervalMetrics, IntervalVerdict, MetricVerdict, Verdict};
 
 fn pct(rate: f64) -> String {
     format!("{:.3}%", rate * 100.0)
@@ -19,7 +19,7 @@ fn ms(seconds: f64) -> String {
 }
 
 /// Judges one interval.
-pub fn judge(alb: &AlbAnalysis, w: &WindowMetrics) -> IntervalVerdict {
+pub fn judge(alb: &AlbAnalysis, w: &IntervalMetrics) -> IntervalVerdict {
     let mut metrics = Vec::new();
     let (ns, nc) = (w.stable.requests(), w.canary.requests());
     let min = alb.min_requests as f64;
@@ -39,114 +39,135 @@ pub fn judge(alb: &AlbAnalysis, w: &WindowMetrics) -> IntervalVerdict {
         canary_requests: nc,
         ..MetricVerdict::new(metric)
     };
-
     if let Some(check) = &alb.error_rate {
-        let mut m = base("errorRate");
-        let rates = match (ns, nc, w.stable.errors(), w.canary.errors()) {
-            (Some(s), Some(c), Some(es), Some(ec)) if s > 0.0 && c > 0.0 => {
-                Some((es / s, ec / c, ec))
-            }
-            _ => None,
-        };
-        match (&too_little, rates) {
-            (Some(why), rates) => {
-                if let Some((rs, rc, _)) = rates {
-                    m.stable = Some(rs);
-                    m.canary = Some(rc);
-                }
-                m.reason = format!("error rate: {why}");
-            }
-            (None, None) => m.reason = "error rate: the error counts are unusable".into(),
-            (None, Some((rs, rc, ec))) => {
-                m.stable = Some(rs);
-                m.canary = Some(rc);
-                let relative = check.max_increase.map(|inc| rs * (1.0 + inc.fraction()));
-                let absolute = check.max_rate.map(|r| r.fraction());
-                let limit = match (relative, absolute) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                m.limit = limit;
-                let over_relative = relative.is_some_and(|l| rc > l && ec > 0.0);
-                let over_absolute = absolute.is_some_and(|l| rc > l);
-                if over_relative || over_absolute {
-                    m.verdict = Verdict::Fail;
-                    m.reason = if over_absolute {
-                        format!(
-                            "error rate: canary {} is above the ceiling {} (stable {})",
-                            pct(rc),
-                            pct(absolute.unwrap_or_default()),
-                            pct(rs)
-                        )
-                    } else {
-                        format!(
-                            "error rate: canary {} is above stable {} + {}",
-                            pct(rc),
-                            pct(rs),
-                            check
-                                .max_increase
-                                .map(|p| p.to_string())
-                                .unwrap_or_default()
-                        )
-                    };
-                } else {
-                    m.verdict = Verdict::Pass;
-                    m.reason = format!(
-                        "error rate: canary {} within limit {} (stable {})",
-                        pct(rc),
-                        limit.map(pct).unwrap_or_else(|| "-".into()),
-                        pct(rs)
-                    );
-                }
-            }
-        }
-        metrics.push(m);
+        metrics.push(error_rate(
+            check,
+            w,
+            base("errorRate"),
+            too_little.as_deref(),
+        ));
     }
-
     if let Some(check) = &alb.latency {
-        let mut m = base("latency");
-        let (ls, lc) = (w.stable.latency(), w.canary.latency());
-        m.stable = ls;
-        m.canary = lc;
-        let stat = check.statistic.to_string();
-        match (&too_little, ls, lc) {
-            (Some(why), _, _) => m.reason = format!("latency {stat}: {why}"),
-            (None, Some(ls), Some(lc)) => {
-                let relative = check.max_increase.map(|inc| ls * (1.0 + inc.fraction()));
-                let absolute = check.max.map(|d| d.as_millis() as f64 / 1000.0);
-                let limit = match (relative, absolute) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                m.limit = limit;
-                if limit.is_some_and(|l| lc > l) {
-                    m.verdict = Verdict::Fail;
-                    m.reason = format!(
-                        "latency {stat}: canary {} is above the limit {} (stable {})",
-                        ms(lc),
-                        ms(limit.unwrap_or_default()),
-                        ms(ls)
-                    );
-                } else {
-                    m.verdict = Verdict::Pass;
-                    m.reason = format!(
-                        "latency {stat}: canary {} within limit {} (stable {})",
-                        ms(lc),
-                        limit.map(ms).unwrap_or_else(|| "-".into()),
-                        ms(ls)
-                    );
-                }
-            }
-            (None, _, _) => {
-                m.reason = format!(
-                    "latency {stat}: no datapoint for the {} arm",
-                    if ls.is_none() { "stable" } else { "canary" }
-                )
-            }
-        }
-        metrics.push(m);
+        metrics.push(latency(check, w, base("latency"), too_little.as_deref()));
     }
     IntervalVerdict::combine(metrics)
+}
+
+/// The 5xx rate against stable's × (1 + maxIncrease) and the ceiling.
+fn error_rate(
+    check: &ErrorRateCheck,
+    w: &IntervalMetrics,
+    mut m: MetricVerdict,
+    too_little: Option<&str>,
+) -> MetricVerdict {
+    let (ns, nc) = (w.stable.requests(), w.canary.requests());
+    let rates = match (ns, nc, w.stable.errors(), w.canary.errors()) {
+        (Some(s), Some(c), Some(es), Some(ec)) if s > 0.0 && c > 0.0 => Some((es / s, ec / c, ec)),
+        _ => None,
+    };
+    match (too_little, rates) {
+        (Some(why), rates) => {
+            if let Some((rs, rc, _)) = rates {
+                m.stable = Some(rs);
+                m.canary = Some(rc);
+            }
+            m.reason = format!("error rate: {why}");
+        }
+        (None, None) => m.reason = "error rate: the error counts are unusable".into(),
+        (None, Some((rs, rc, ec))) => {
+            m.stable = Some(rs);
+            m.canary = Some(rc);
+            let relative = check.max_increase.map(|inc| rs * (1.0 + inc.fraction()));
+            let absolute = check.max_rate.map(|r| r.fraction());
+            let limit = match (relative, absolute) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            m.limit = limit;
+            let over_relative = relative.is_some_and(|l| rc > l && ec > 0.0);
+            let over_absolute = absolute.is_some_and(|l| rc > l);
+            if over_relative || over_absolute {
+                m.verdict = Verdict::Fail;
+                m.reason = if over_absolute {
+                    format!(
+                        "error rate: canary {} is above the ceiling {} (stable {})",
+                        pct(rc),
+                        pct(absolute.unwrap_or_default()),
+                        pct(rs)
+                    )
+                } else {
+                    format!(
+                        "error rate: canary {} is above stable {} + {}",
+                        pct(rc),
+                        pct(rs),
+                        check
+                            .max_increase
+                            .map(|p| p.to_string())
+                            .unwrap_or_default()
+                    )
+                };
+            } else {
+                m.verdict = Verdict::Pass;
+                m.reason = format!(
+                    "error rate: canary {} within limit {} (stable {})",
+                    pct(rc),
+                    limit.map(pct).unwrap_or_else(|| "-".into()),
+                    pct(rs)
+                );
+            }
+        }
+    }
+    m
+}
+
+/// The latency statistic against stable's × (1 + maxIncrease) and the
+/// ceiling.
+fn latency(
+    check: &LatencyCheck,
+    w: &IntervalMetrics,
+    mut m: MetricVerdict,
+    too_little: Option<&str>,
+) -> MetricVerdict {
+    let (ls, lc) = (w.stable.latency(), w.canary.latency());
+    m.stable = ls;
+    m.canary = lc;
+    let stat = check.statistic.to_string();
+    match (too_little, ls, lc) {
+        (Some(why), _, _) => m.reason = format!("latency {stat}: {why}"),
+        (None, Some(ls), Some(lc)) => {
+            let relative = check.max_increase.map(|inc| ls * (1.0 + inc.fraction()));
+            let absolute = check.max.map(|d| d.as_millis() as f64 / 1000.0);
+            let limit = match (relative, absolute) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            m.limit = limit;
+            if limit.is_some_and(|l| lc > l) {
+                m.verdict = Verdict::Fail;
+                m.reason = format!(
+                    "latency {stat}: canary {} is above the limit {} (stable {})",
+                    ms(lc),
+                    ms(limit.unwrap_or_default()),
+                    ms(ls)
+                );
+            } else {
+                m.verdict = Verdict::Pass;
+                m.reason = format!(
+                    "latency {stat}: canary {} within limit {} (stable {})",
+                    ms(lc),
+                    limit.map(ms).unwrap_or_else(|| "-".into()),
+                    ms(ls)
+                );
+            }
+        }
+        (None, _, _) => {
+            m.reason = format!(
+                "latency {stat}: no datapoint for the {} arm",
+                if ls.is_none() { "stable" } else { "canary" }
+            )
+        }
+    }
+    m
 }
 
 #[cfg(test)]
@@ -186,7 +207,7 @@ mod tests {
     fn check(stable: ArmSample, canary: ArmSample) -> (Verdict, Verdict, Verdict) {
         let v = judge(
             &template(),
-            &WindowMetrics {
+            &IntervalMetrics {
                 stable,
                 canary,
                 custom: Vec::new(),
@@ -233,7 +254,7 @@ mod tests {
         let none = ArmSample::default();
         let v = judge(
             &template(),
-            &WindowMetrics {
+            &IntervalMetrics {
                 stable: arm(1000.0, 0.0, 0.05),
                 canary: none,
                 custom: Vec::new(),
@@ -271,7 +292,7 @@ mod tests {
         });
         let v = judge(
             &t,
-            &WindowMetrics {
+            &IntervalMetrics {
                 stable: arm(1000.0, 50.0, 0.9),
                 canary: arm(1000.0, 11.0, 0.4),
                 custom: Vec::new(),
@@ -292,7 +313,7 @@ mod tests {
         };
         let v = judge(
             &template(),
-            &WindowMetrics {
+            &IntervalMetrics {
                 stable: bad,
                 canary: bad,
                 custom: Vec::new(),

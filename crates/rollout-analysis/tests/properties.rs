@@ -6,7 +6,7 @@
 //! - no input (zeros, NaN, infinities, missing datapoints) panics.
 
 use proptest::prelude::*;
-use rollout_analysis::{judge, ArmSample, CustomValue, Verdict, WindowMetrics};
+use rollout_analysis::{judge, ArmSample, CustomValue, IntervalMetrics, Verdict};
 use rollout_spec::{
     AlbAnalysis, AnalysisTemplateSpec, CustomMetric, Duration, ErrorRateCheck, JudgeKind,
     LatencyCheck, LatencyStatistic, MetricStatistic, Percent,
@@ -92,16 +92,16 @@ fn arm(n: f64, rate: f64, latency: f64) -> ArmSample {
     }
 }
 
-fn regression(i: &Interval) -> WindowMetrics {
-    WindowMetrics {
+fn regression(i: &Interval) -> IntervalMetrics {
+    IntervalMetrics {
         stable: arm(i.ns, i.rate, i.latency),
         canary: arm(i.nc, (i.rate * i.r).min(1.0), i.latency * i.q),
         custom: Vec::new(),
     }
 }
 
-fn swapped(w: &WindowMetrics) -> WindowMetrics {
-    WindowMetrics {
+fn swapped(w: &IntervalMetrics) -> IntervalMetrics {
+    IntervalMetrics {
         stable: w.canary,
         canary: w.stable,
         custom: Vec::new(),
@@ -165,7 +165,7 @@ proptest! {
         spec.alb.error_rate = None;
         spec.alb.latency = None;
         spec.metrics.push(custom_metric(shape));
-        let w = WindowMetrics {
+        let w = IntervalMetrics {
             stable: ArmSample { requests: Some(requests), ..ArmSample::default() },
             canary: ArmSample { requests: Some(requests), ..ArmSample::default() },
             custom: vec![CustomValue { name: "declines".into(), stable: Some(stable), canary: Some(stable * ratio) }],
@@ -177,8 +177,8 @@ proptest! {
     #[test]
     fn a_better_canary_never_fails(kind in judges(), st in stat(), intervals in proptest::collection::vec(interval(), 1..40)) {
         let spec = spec(kind, st);
-        let history: Vec<WindowMetrics> = intervals.iter().map(regression).collect();
-        let better: Vec<WindowMetrics> = history.iter().map(swapped).collect();
+        let history: Vec<IntervalMetrics> = intervals.iter().map(regression).collect();
+        let better: Vec<IntervalMetrics> = history.iter().map(swapped).collect();
         for end in 1..=better.len() {
             let v = judge(&spec, &better[..end]);
             prop_assert_ne!(v.verdict, Verdict::Fail, "{}", v.summary());
@@ -193,13 +193,13 @@ proptest! {
         k in 1.0f64..100.0,
     ) {
         let spec = spec(kind, st);
-        let same = |i: &Interval, k: f64| WindowMetrics {
+        let same = |i: &Interval, k: f64| IntervalMetrics {
             stable: arm(i.ns * k, i.rate, i.latency),
             canary: arm(i.nc * k, i.rate, i.latency),
             custom: Vec::new(),
         };
-        let base: Vec<WindowMetrics> = intervals.iter().map(|i| same(i, 1.0)).collect();
-        let scaled: Vec<WindowMetrics> = intervals.iter().map(|i| same(i, k)).collect();
+        let base: Vec<IntervalMetrics> = intervals.iter().map(|i| same(i, 1.0)).collect();
+        let scaled: Vec<IntervalMetrics> = intervals.iter().map(|i| same(i, k)).collect();
         let (a, b) = (judge(&spec, &base), judge(&spec, &scaled));
         prop_assert_eq!(a.verdict, b.verdict, "{} / {}", a.summary(), b.summary());
         prop_assert_eq!(a.verdict, Verdict::Pass);
@@ -214,9 +214,9 @@ proptest! {
     ) {
         let mut spec = spec(kind, st);
         spec.metrics.push(custom_metric(shape));
-        let history: Vec<WindowMetrics> = arms
+        let history: Vec<IntervalMetrics> = arms
             .into_iter()
-            .map(|(stable, canary, cs, cc)| WindowMetrics {
+            .map(|(stable, canary, cs, cc)| IntervalMetrics {
                 stable,
                 canary,
                 custom: vec![CustomValue { name: "declines".into(), stable: cs, canary: cc }],

@@ -23,9 +23,15 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 use aws_sdk_elasticloadbalancingv2::Client;
 use rollout_core::ports::TrafficRouter;
+use rollout_core::sync::lock;
 use rollout_core::{ForwardWeights, ObservationError, Observed, TargetHealth, Weights};
 use rollout_spec::RolloutSpec;
 use std::sync::{Arc, Mutex};
+
+mod actions;
+
+use actions::{holds, refuse_foreign, same_but_weights};
+pub use actions::{read_forward, with_weights};
 
 use crate::budget::{Budget, Class};
 use crate::CallObserver;
@@ -36,12 +42,16 @@ pub const SERVICE: &str = "elasticloadbalancing";
 
 /// How long a read waits for others to be made in one call with them: a
 /// routine drift check a second (they come from rollouts' own timers, so a
-/// second gathers many), a read before a raise 100 ms, a read-back 20 ms.
+/// second gathers many), a read before a raise 100 ms, a raise's read
+/// before its write and its read-back 500 ms (writes are spaced by the
+/// write budget, 2 a second by default: the read-back of one write and the
+/// read before the next go in one call), a rollback's reads 20 ms.
 fn read_window(urgency: Urgency) -> std::time::Duration {
     std::time::Duration::from_millis(match urgency {
         Urgency::Optional | Urgency::Routine => 1_000,
         Urgency::BeforeRaise => 100,
-        Urgency::ReadBack | Urgency::Rollback => 20,
+        Urgency::ReadBack => 500,
+        Urgency::Rollback => 20,
     })
 }
 
@@ -59,7 +69,8 @@ pub const ARNS_PER_READ: usize = 20;
 /// The ALB traffic router.
 #[derive(Clone)]
 pub struct AlbRouter {
-    client: Client,
+    /// A client per region: each call goes to the region its ARN names.
+    client: Arc<crate::regional::Regional<Client>>,
     observer: CallObserver,
     budget: Arc<Budget>,
     reads: Arc<Mutex<Waiting>>,
@@ -68,6 +79,10 @@ pub struct AlbRouter {
     /// Target health reads in flight, per target group: concurrent asks
     /// for the same group share one call.
     health: Arc<tokio::sync::Mutex<std::collections::HashMap<String, HealthRead>>>,
+    /// Read the canary's health from CloudWatch's `HealthyHostCount` first
+    /// (`--canary-health-source cloudwatch`); `DescribeTargetHealth` when it
+    /// has no recent datapoint.
+    health_from_cloudwatch: Option<crate::cloudwatch::CloudWatchSource>,
 }
 
 /// The last action list read per listener or rule, with when.
@@ -83,7 +98,7 @@ struct Waiting {
     rules: Vec<Asked>,
     /// Someone is gathering them (it makes the calls when its window ends).
     gathering: bool,
-    /// When the gathered reads are due: the earliest of their windows.
+    /// When the gathered reads are due: the earliest of their intervals.
     due: Option<tokio::time::Instant>,
 }
 
@@ -122,15 +137,27 @@ impl Place<'_> {
 impl AlbRouter {
     /// A router on this client; every call is reported to `observer` and
     /// paid for from `budget`.
-    pub fn new(client: Client, observer: CallObserver, budget: Arc<Budget>) -> AlbRouter {
+    pub fn new(
+        client: Client,
+        accounts: crate::regional::Accounts,
+        observer: CallObserver,
+        budget: Arc<Budget>,
+    ) -> AlbRouter {
         AlbRouter {
-            client,
+            client: crate::regional::elb(client, accounts),
             observer,
             budget,
             reads: Arc::default(),
             recent: Arc::default(),
             health: Arc::default(),
+            health_from_cloudwatch: None,
         }
+    }
+
+    /// The same router, reading the canary's health from CloudWatch first.
+    pub fn with_cloudwatch_health(mut self, source: crate::cloudwatch::CloudWatchSource) -> Self {
+        self.health_from_cloudwatch = Some(source);
+        self
     }
 
     fn record<T, E>(
@@ -145,9 +172,11 @@ impl AlbRouter {
             + std::error::Error
             + 'static,
     {
+        // The scope of the (first) ARN the call names.
+        let scope = crate::budget::scope_of(resource.split(", ").next().unwrap_or(""));
         crate::record(
             &self.observer,
-            Some((&self.budget, class)),
+            Some((&self.budget, class, &scope)),
             SERVICE,
             operation,
             resource,
@@ -170,7 +199,7 @@ impl AlbRouter {
             tx,
         };
         let gather = {
-            let mut w = self.reads.lock().map_err(|_| poisoned())?;
+            let mut w = lock(&self.reads);
             match place {
                 Place::Listener(_) => w.listeners.push(asked),
                 Place::Rule(_) => w.rules.push(asked),
@@ -180,39 +209,12 @@ impl AlbRouter {
             !std::mem::replace(&mut w.gathering, true)
         };
         if gather {
-            // Until the earliest window ends (a more urgent read arriving
-            // meanwhile brings it forward).
-            loop {
-                let due = self
-                    .reads
-                    .lock()
-                    .map_err(|_| poisoned())?
-                    .due
-                    .unwrap_or_else(tokio::time::Instant::now);
-                if tokio::time::Instant::now() >= due {
-                    break;
-                }
-                tokio::time::sleep(
-                    due.saturating_duration_since(tokio::time::Instant::now())
-                        .min(std::time::Duration::from_millis(20)),
-                )
-                .await;
-            }
-            let (listeners, rules) = {
-                let mut w = self.reads.lock().map_err(|_| poisoned())?;
-                w.gathering = false;
-                w.due = None;
-                (
-                    std::mem::take(&mut w.listeners),
-                    std::mem::take(&mut w.rules),
-                )
-            };
-            for chunk in chunks(listeners) {
-                self.describe(true, chunk).await;
-            }
-            for chunk in chunks(rules) {
-                self.describe(false, chunk).await;
-            }
+            // The gathering runs as a task of its own: the reconcile that
+            // started it may be cancelled meanwhile (a command interrupts a
+            // reconcile waiting for AWS), and the reads of everyone else in
+            // the batch must still be made.
+            let router = self.clone();
+            tokio::spawn(async move { router.gather().await });
         }
         rx.await.unwrap_or_else(|_| {
             Err(ObservationError {
@@ -222,13 +224,51 @@ impl AlbRouter {
         })
     }
 
+    /// Waits until the earliest window of the reads asked ends (a more
+    /// urgent read arriving meanwhile brings it forward), then makes them.
+    async fn gather(&self) {
+        loop {
+            let due = lock(&self.reads)
+                .due
+                .unwrap_or_else(tokio::time::Instant::now);
+            if tokio::time::Instant::now() >= due {
+                break;
+            }
+            tokio::time::sleep(
+                due.saturating_duration_since(tokio::time::Instant::now())
+                    .min(std::time::Duration::from_millis(20)),
+            )
+            .await;
+        }
+        let (listeners, rules) = {
+            let mut w = lock(&self.reads);
+            w.gathering = false;
+            w.due = None;
+            (
+                std::mem::take(&mut w.listeners),
+                std::mem::take(&mut w.rules),
+            )
+        };
+        for chunk in chunks(listeners) {
+            self.describe(true, chunk).await;
+        }
+        for chunk in chunks(rules) {
+            self.describe(false, chunk).await;
+        }
+    }
+
     /// One `DescribeListeners` (or `DescribeRules`) call for up to
     /// [`ARNS_PER_READ`] places, paid at the most urgent of their urgencies;
     /// answers each. When the call says one of them does not exist, each is
     /// read alone to find which.
     async fn describe(&self, listeners: bool, asked: Vec<Asked>) {
         let urgency = asked.iter().map(|a| a.urgency).max().unwrap_or_default();
-        if !self.budget.acquire(Class::ElbRead, urgency).await {
+        let scope = crate::budget::scope_of(asked.first().map_or("", |a| a.arn.as_str()));
+        if !self
+            .budget
+            .acquire_in(&scope, Class::ElbRead, urgency)
+            .await
+        {
             for a in asked {
                 let _ = a.tx.send(Ok(None));
             }
@@ -237,9 +277,18 @@ impl AlbRouter {
         let mut arns: Vec<String> = asked.iter().map(|a| a.arn.clone()).collect();
         arns.dedup();
         let resource = arns.join(", ");
+        // One account and region per call (see `chunks`).
+        let client = match self.client.for_arn(arns.first().map_or("", String::as_str)) {
+            Ok(c) => c,
+            Err(e) => {
+                for a in asked {
+                    let _ = a.tx.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
         let found: Result<Vec<(String, Vec<Action>)>, ObservationError> = if listeners {
-            let out = self
-                .client
+            let out = client
                 .describe_listeners()
                 .set_listener_arns(Some(arns.clone()))
                 .send()
@@ -257,8 +306,7 @@ impl AlbRouter {
                         .collect()
                 })
         } else {
-            let out = self
-                .client
+            let out = client
                 .describe_rules()
                 .set_rule_arns(Some(arns.clone()))
                 .send()
@@ -288,31 +336,36 @@ impl AlbRouter {
                     let _ = a.tx.send(Err(e.clone()));
                 }
             }
-            Ok(found) => {
-                if let Ok(mut recent) = self.recent.lock() {
-                    let now = tokio::time::Instant::now();
-                    recent.retain(|_, (at, _)| now.saturating_duration_since(*at) < FRESH);
-                    for (arn, actions) in &found {
-                        recent.insert(arn.clone(), (now, actions.clone()));
-                    }
-                }
-                let (what, op) = if listeners {
-                    ("listener", "DescribeListeners")
-                } else {
-                    ("listener rule", "DescribeRules")
-                };
-                for a in asked {
-                    let answer = found
-                        .iter()
-                        .find(|(arn, _)| *arn == a.arn)
-                        .map(|(_, actions)| Some(actions.clone()))
-                        .ok_or_else(|| ObservationError {
-                            fatal: true,
-                            message: format!("{SERVICE}:{op}: {what} {} does not exist", a.arn),
-                        });
-                    let _ = a.tx.send(answer);
-                }
+            Ok(found) => self.answer(listeners, asked, &found),
+        }
+    }
+
+    /// Keeps what a read found (a write reuses it for a moment) and answers
+    /// each place asked: its action list, or that it does not exist.
+    fn answer(&self, listeners: bool, asked: Vec<Asked>, found: &[(String, Vec<Action>)]) {
+        {
+            let mut recent = lock(&self.recent);
+            let now = tokio::time::Instant::now();
+            recent.retain(|_, (at, _)| now.saturating_duration_since(*at) < FRESH);
+            for (arn, actions) in found {
+                recent.insert(arn.clone(), (now, actions.clone()));
             }
+        }
+        let (what, op) = if listeners {
+            ("listener", "DescribeListeners")
+        } else {
+            ("listener rule", "DescribeRules")
+        };
+        for a in asked {
+            let answer = found
+                .iter()
+                .find(|(arn, _)| *arn == a.arn)
+                .map(|(_, actions)| Some(actions.clone()))
+                .ok_or_else(|| ObservationError {
+                    fatal: true,
+                    message: format!("{SERVICE}:{op}: {what} {} does not exist", a.arn),
+                });
+            let _ = a.tx.send(answer);
         }
     }
 
@@ -331,17 +384,13 @@ impl AlbRouter {
             })
     }
 
-    async fn write(
-        &self,
-        place: &Place<'_>,
-        actions: Vec<Action>,
-        urgency: Urgency,
-    ) -> Result<(), ObservationError> {
-        self.budget.acquire(Class::ElbWrite, urgency).await;
+    /// Writes the action list (its budget token already taken).
+    async fn write(&self, place: &Place<'_>, actions: Vec<Action>) -> Result<(), ObservationError> {
         match place {
             Place::Listener(arn) => {
                 let out = self
                     .client
+                    .for_arn(arn)?
                     .modify_listener()
                     .listener_arn(*arn)
                     .set_default_actions(Some(actions))
@@ -353,6 +402,7 @@ impl AlbRouter {
             Place::Rule(arn) => {
                 let out = self
                     .client
+                    .for_arn(arn)?
                     .modify_rule()
                     .rule_arn(*arn)
                     .set_actions(Some(actions))
@@ -365,25 +415,23 @@ impl AlbRouter {
     }
 }
 
-/// Reads in calls of at most [`ARNS_PER_READ`] places, the most urgent
-/// first.
+/// Reads in calls of at most [`ARNS_PER_READ`] places of one account and
+/// region (a call goes to one), the most urgent first.
 fn chunks(mut asked: Vec<Asked>) -> Vec<Vec<Asked>> {
     asked.sort_by_key(|a| std::cmp::Reverse(a.urgency));
+    let scope = crate::budget::scope_of;
     let mut out: Vec<Vec<Asked>> = Vec::new();
     for a in asked {
-        match out.last_mut() {
-            Some(last) if last.len() < ARNS_PER_READ => last.push(a),
-            _ => out.push(vec![a]),
+        let here = scope(&a.arn);
+        match out
+            .iter_mut()
+            .find(|c| c.len() < ARNS_PER_READ && scope(&c[0].arn) == here)
+        {
+            Some(chunk) => chunk.push(a),
+            None => out.push(vec![a]),
         }
     }
     out
-}
-
-fn poisoned() -> ObservationError {
-    ObservationError {
-        fatal: false,
-        message: "the ELBv2 read queue's lock is poisoned".into(),
-    }
 }
 
 fn fatal(message: String) -> ObservationError {
@@ -391,163 +439,6 @@ fn fatal(message: String) -> ObservationError {
         fatal: true,
         message,
     }
-}
-
-/// The forward action of a list (an ALB list has at most one).
-fn forward_action(actions: &[Action]) -> Option<usize> {
-    actions
-        .iter()
-        .position(|a| a.r#type() == Some(&ActionTypeEnum::Forward))
-}
-
-/// The target groups and weights of a forward action.
-fn tuples(action: &Action) -> Vec<(String, u32)> {
-    let weight = |w: Option<i32>| w.map_or(1, |w| u32::try_from(w).unwrap_or(0));
-    match action.forward_config() {
-        Some(fc) if !fc.target_groups().is_empty() => fc
-            .target_groups()
-            .iter()
-            .filter_map(|t| Some((t.target_group_arn()?.to_string(), weight(t.weight()))))
-            .collect(),
-        _ => action
-            .target_group_arn()
-            .map(|arn| vec![(arn.to_string(), 1)])
-            .unwrap_or_default(),
-    }
-}
-
-/// The weights a forward action gives the two arms (and everything else).
-pub fn read_forward(
-    actions: &[Action],
-    stable: &str,
-    canary: &str,
-    place: &str,
-) -> Result<ForwardWeights, ObservationError> {
-    let i = forward_action(actions)
-        .ok_or_else(|| fatal(format!("{place} has no forward action to shift")))?;
-    let mut w = ForwardWeights::default();
-    for (arn, weight) in tuples(&actions[i]) {
-        if arn == stable {
-            w.stable += weight;
-        } else if arn == canary {
-            w.canary += weight;
-        } else {
-            w.other += weight;
-        }
-    }
-    Ok(w)
-}
-
-/// The action list with the forward action's weights for the two arms set
-/// to `weights`; everything else as it was.
-pub fn with_weights(
-    actions: &[Action],
-    stable: &str,
-    canary: &str,
-    weights: Weights,
-    place: &str,
-) -> Result<Vec<Action>, ObservationError> {
-    let i = forward_action(actions)
-        .ok_or_else(|| fatal(format!("{place} has no forward action to shift")))?;
-    let old = &actions[i];
-    let mut groups: Vec<TargetGroupTuple> = Vec::new();
-    let (mut saw_stable, mut saw_canary) = (false, false);
-    let tuple = |arn: &str, w: u8| {
-        TargetGroupTuple::builder()
-            .target_group_arn(arn)
-            .weight(i32::from(w))
-            .build()
-    };
-    for (arn, weight) in tuples(old) {
-        if arn == stable {
-            saw_stable = true;
-            groups.push(tuple(stable, weights.stable));
-        } else if arn == canary {
-            saw_canary = true;
-            groups.push(tuple(canary, weights.canary));
-        } else {
-            groups.push(
-                TargetGroupTuple::builder()
-                    .target_group_arn(arn)
-                    .weight(i32::try_from(weight).unwrap_or(i32::MAX))
-                    .build(),
-            );
-        }
-    }
-    if !saw_stable {
-        groups.push(tuple(stable, weights.stable));
-    }
-    if !saw_canary {
-        groups.push(tuple(canary, weights.canary));
-    }
-    let forward = ForwardActionConfig::builder()
-        .set_target_groups(Some(groups))
-        .set_target_group_stickiness_config(
-            old.forward_config()
-                .and_then(|f| f.target_group_stickiness_config())
-                .cloned(),
-        )
-        .build();
-    let action = Action::builder()
-        .r#type(ActionTypeEnum::Forward)
-        .set_order(old.order())
-        .forward_config(forward)
-        .build();
-    let mut out = actions.to_vec();
-    out[i] = action;
-    Ok(out)
-}
-
-/// A fatal error naming the target groups the rollout does not name that
-/// carry traffic in the forward action, if any.
-fn refuse_foreign(
-    actions: &[Action],
-    stable: &str,
-    canary: &str,
-    place: &str,
-) -> Result<(), ObservationError> {
-    let Some(i) = forward_action(actions) else {
-        return Ok(());
-    };
-    let foreign: Vec<String> = tuples(&actions[i])
-        .into_iter()
-        .filter(|(arn, w)| *w > 0 && arn != stable && arn != canary)
-        .map(|(arn, w)| format!("{arn} (weight {w})"))
-        .collect();
-    if foreign.is_empty() {
-        return Ok(());
-    }
-    Err(fatal(format!(
-        "{place}: the forward action sends traffic to {}, which the rollout does not name; rolloutd never changes target groups it does not own, so it writes nothing",
-        foreign.join(", ")
-    )))
-}
-
-/// Whether two action lists agree on everything but the weights of their
-/// forward actions (ELBv2 may fill in defaults, so actions are compared by
-/// type, order and, for the forward, the target groups and stickiness).
-fn same_but_weights(a: &[Action], b: &[Action]) -> bool {
-    let key = |act: &Action| {
-        let groups: Vec<String> = tuples(act).into_iter().map(|(arn, _)| arn).collect();
-        (
-            act.r#type().cloned(),
-            act.order(),
-            if act.r#type() == Some(&ActionTypeEnum::Forward) {
-                groups
-            } else {
-                Vec::new()
-            },
-            act.forward_config()
-                .and_then(|f| f.target_group_stickiness_config())
-                .and_then(|s| s.enabled()),
-        )
-    };
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| key(x) == key(y))
-}
-
-/// Whether the load balancer holds exactly these raw weights (nothing to write).
-fn holds(w: &ForwardWeights, weights: Weights) -> bool {
-    w.stable == u32::from(weights.stable) && w.canary == u32::from(weights.canary) && w.other == 0
 }
 
 impl TrafficRouter for AlbRouter {
@@ -562,11 +453,10 @@ impl TrafficRouter for AlbRouter {
             // moments ago is that read (no second call for it).
             let just_read = (urgency >= Urgency::ReadBack)
                 .then(|| {
-                    self.recent.lock().ok().and_then(|r| {
-                        r.get(place.arn())
-                            .filter(|(at, _)| at.elapsed() < JUST_READ)
-                            .map(|(_, a)| a.clone())
-                    })
+                    lock(&self.recent)
+                        .get(place.arn())
+                        .filter(|(at, _)| at.elapsed() < JUST_READ)
+                        .map(|(_, a)| a.clone())
                 })
                 .flatten();
             let actions = match just_read {
@@ -596,28 +486,27 @@ impl TrafficRouter for AlbRouter {
         spec: &RolloutSpec,
         weights: Weights,
         seen: ForwardWeights,
+        urgency: Urgency,
     ) -> Result<(), ObservationError> {
         let place = Place::of(spec);
         let (stable, canary) = (
             spec.stable.target_group_arn.as_str(),
             spec.canary.target_group_arn.as_str(),
         );
-        // Returning traffic to stable goes before everything else in the
-        // API budget; a raise's write and read-back before routine reads.
-        let lowering = u64::from(weights.canary) * u64::from(seen.stable.max(1))
-            < u64::from(seen.canary) * u64::from(weights.stable.max(1))
-            || weights.canary == 0;
-        let urgency = if lowering {
-            Urgency::Rollback
-        } else {
-            Urgency::ReadBack
-        };
+        // The write's token first: the read it is checked against is then
+        // fresh however long the budget made it wait.
+        self.budget
+            .acquire_in(
+                &crate::budget::scope_of(place.arn()),
+                Class::ElbWrite,
+                urgency,
+            )
+            .await;
         // The list the decision just read, when it is fresh; else read it.
-        let cached = self.recent.lock().ok().and_then(|r| {
-            r.get(place.arn())
-                .filter(|(at, _)| at.elapsed() < FRESH)
-                .map(|(_, a)| a.clone())
-        });
+        let cached = lock(&self.recent)
+            .get(place.arn())
+            .filter(|(at, _)| at.elapsed() < FRESH)
+            .map(|(_, a)| a.clone());
         let actions = match cached {
             Some(a) => a,
             None => self.actions_needed(&place, urgency).await?,
@@ -629,7 +518,7 @@ impl TrafficRouter for AlbRouter {
         refuse_foreign(&actions, stable, canary, place.arn())?;
         now.may_write(&seen, place.arn())?;
         let new = with_weights(&actions, stable, canary, weights, place.arn())?;
-        self.write(&place, new.clone(), urgency).await?;
+        self.write(&place, new.clone()).await?;
         let read = self.actions_needed(&place, urgency).await?;
         let back = read_forward(&read, stable, canary, place.arn())?;
         if !same_but_weights(&read, &new) {
@@ -674,15 +563,35 @@ impl TrafficRouter for AlbRouter {
                 }
             }
         };
-        let Some(tx) = leader else {
-            return match rx.wait_for(Option::is_some).await {
-                Ok(v) => v.clone().unwrap_or(Observed::Missing),
-                Err(_) => Observed::Missing,
-            };
+        if let Some(tx) = leader {
+            // A task of its own, so that a cancelled asker (a command
+            // interrupts a reconcile waiting for AWS) leaves no read
+            // half-made that the others wait on forever.
+            let router = self.clone();
+            let spec = spec.clone();
+            let arn = arn.to_string();
+            tokio::spawn(async move {
+                let from_cloudwatch = match &router.health_from_cloudwatch {
+                    Some(cw) => {
+                        let now_s = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+                        cw.canary_health(&spec, now_s).await
+                    }
+                    None => None,
+                };
+                let answer = match from_cloudwatch {
+                    Some(h) => Observed::Ok(h),
+                    None => router.read_health(&arn).await,
+                };
+                router.health.lock().await.remove(&arn);
+                let _ = tx.send(Some(answer));
+            });
+        }
+        let answer = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or(Observed::Missing),
+            Err(_) => Observed::Missing,
         };
-        let answer = self.read_health(arn).await;
-        self.health.lock().await.remove(arn);
-        let _ = tx.send(Some(answer.clone()));
         answer
     }
 }
@@ -690,10 +599,17 @@ impl TrafficRouter for AlbRouter {
 impl AlbRouter {
     async fn read_health(&self, arn: &str) -> Observed<TargetHealth> {
         self.budget
-            .acquire(Class::ElbRead, Urgency::BeforeRaise)
+            .acquire_in(
+                &crate::budget::scope_of(arn),
+                Class::ElbRead,
+                Urgency::BeforeRaise,
+            )
             .await;
-        let out = self
-            .client
+        let client = match self.client.for_arn(arn) {
+            Ok(c) => c,
+            Err(e) => return Observed::Err(e),
+        };
+        let out = client
             .describe_target_health()
             .target_group_arn(arn)
             .send()
@@ -721,6 +637,41 @@ impl AlbRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_are_gathered_per_account_and_region() {
+        let asked = |arn: String| {
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            Asked {
+                arn,
+                urgency: Urgency::Routine,
+                tx,
+            }
+        };
+        let arn = |region: &str, account: &str, i: usize| {
+            format!("arn:aws:elasticloadbalancing:{region}:{account}:listener/app/s{i}/1/2")
+        };
+        let mut all = Vec::new();
+        for i in 0..25 {
+            all.push(asked(arn("us-east-1", "123456789012", i)));
+            all.push(asked(arn("eu-west-1", "123456789012", i)));
+        }
+        all.push(asked(arn("us-east-1", "210987654321", 0)));
+        let got = chunks(all);
+        // 25 + 25 in two regions (20 a call) and 1 in another account.
+        assert_eq!(got.len(), 5);
+        for c in &got {
+            let first = (
+                crate::regional::account_of(&c[0].arn),
+                crate::regional::region_of(&c[0].arn),
+            );
+            assert!(c.len() <= ARNS_PER_READ);
+            assert!(c.iter().all(|a| (
+                crate::regional::account_of(&a.arn),
+                crate::regional::region_of(&a.arn)
+            ) == first));
+        }
+    }
     use aws_sdk_elasticloadbalancingv2::types::{
         AuthenticateOidcActionConfig, TargetGroupStickinessConfig,
     };

@@ -8,29 +8,96 @@
 //! The core wakes a rollout exactly when its next interval falls due, so
 //! rollouts whose intervals fall due together are read together.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rollout_analysis::WindowMetrics;
+use rollout_analysis::IntervalMetrics;
 use rollout_core::ports::{MetricQuery, MetricSource};
-use rollout_core::{ObservationError, WindowRequest};
+use rollout_core::{AlarmState, IntervalRequest, ObservationError, Observed};
 use rollout_spec::{AnalysisTemplateSpec, RolloutSpec};
 use tokio::sync::{mpsc, oneshot};
 
-type Answer = Vec<Result<WindowMetrics, ObservationError>>;
+type Answer = Vec<Result<IntervalMetrics, ObservationError>>;
 
 /// Intervals gathered at most before the batch goes out (several thousand
 /// metric queries: a handful of `GetMetricData` calls).
 pub const MAX_WINDOWS: usize = 2_000;
 
 struct Ask {
-    items: Vec<(Arc<RolloutSpec>, Arc<AnalysisTemplateSpec>, WindowRequest)>,
+    items: Vec<(Arc<RolloutSpec>, Arc<AnalysisTemplateSpec>, IntervalRequest)>,
     reply: oneshot::Sender<Answer>,
+}
+
+/// One rollout's alarm read: `place` is an ARN of the rollout's (its
+/// account and region are where the alarms are).
+struct AlarmAsk {
+    place: String,
+    names: Vec<String>,
+    reply: oneshot::Sender<Observed<Vec<AlarmState>>>,
 }
 
 /// A metric source that batches concurrent asks into one.
 pub struct Coalescing {
     tx: mpsc::UnboundedSender<Ask>,
+    alarm_tx: mpsc::UnboundedSender<AlarmAsk>,
+}
+
+/// Gathers the alarm reads that arrive within `wait` of the first, and
+/// reads each account's and region's names once (the inner source packs
+/// 100 a call).
+fn gather_alarms<M: MetricSource>(
+    inner: Arc<M>,
+    wait: Duration,
+) -> mpsc::UnboundedSender<AlarmAsk> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<AlarmAsk>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut asks = vec![first];
+            loop {
+                tokio::select! {
+                    next = rx.recv() => match next {
+                        Some(a) => asks.push(a),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            let inner = Arc::clone(&inner);
+            tokio::spawn(async move {
+                let key = crate::budget::scope_of;
+                let mut by_place: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+                for a in &asks {
+                    by_place
+                        .entry(key(&a.place))
+                        .or_insert_with(|| (a.place.clone(), BTreeSet::new()))
+                        .1
+                        .extend(a.names.iter().cloned());
+                }
+                let mut read = BTreeMap::new();
+                for (k, (place, names)) in by_place {
+                    let names: Vec<String> = names.into_iter().collect();
+                    let answer = inner.alarms(&place, &names).await;
+                    read.insert(k, answer);
+                }
+                for a in asks {
+                    let mine = match read.get(&key(&a.place)) {
+                        Some(Observed::Ok(all)) => Observed::Ok(
+                            all.iter()
+                                .filter(|s| a.names.contains(&s.name))
+                                .cloned()
+                                .collect(),
+                        ),
+                        Some(other) => other.clone(),
+                        None => Observed::Missing,
+                    };
+                    let _ = a.reply.send(mine);
+                }
+            });
+        }
+    });
+    tx
 }
 
 impl Coalescing {
@@ -40,16 +107,17 @@ impl Coalescing {
     pub fn new<M: MetricSource>(inner: M, wait: Duration) -> Coalescing {
         let (tx, mut rx) = mpsc::unbounded_channel::<Ask>();
         let inner = Arc::new(inner);
+        let alarm_tx = gather_alarms(Arc::clone(&inner), wait.min(Duration::from_millis(200)));
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                let mut windows = first.items.len();
+                let mut intervals = first.items.len();
                 let mut deadline = tokio::time::Instant::now() + patience(&first, wait);
                 let mut asks = vec![first];
-                while windows < MAX_WINDOWS {
+                while intervals < MAX_WINDOWS {
                     tokio::select! {
                         next = rx.recv() => match next {
                             Some(a) => {
-                                windows += a.items.len();
+                                intervals += a.items.len();
                                 deadline = deadline.min(tokio::time::Instant::now() + patience(&a, wait));
                                 asks.push(a);
                             }
@@ -70,7 +138,7 @@ impl Coalescing {
                             })
                         })
                         .collect();
-                    let mut results = inner.windows(&queries).await.into_iter();
+                    let mut results = inner.intervals(&queries).await.into_iter();
                     drop(queries);
                     for a in asks {
                         let mine: Answer = (0..a.items.len())
@@ -90,7 +158,7 @@ impl Coalescing {
                 });
             }
         });
-        Coalescing { tx }
+        Coalescing { tx, alarm_tx }
     }
 }
 
@@ -109,7 +177,7 @@ fn patience(ask: &Ask, wait: Duration) -> Duration {
 }
 
 impl MetricSource for Coalescing {
-    async fn windows(&self, queries: &[MetricQuery<'_>]) -> Answer {
+    async fn intervals(&self, queries: &[MetricQuery<'_>]) -> Answer {
         if queries.is_empty() {
             return Vec::new();
         }
@@ -140,6 +208,28 @@ impl MetricSource for Coalescing {
         }
         answer.await.unwrap_or_else(|_| lost())
     }
+
+    async fn alarms(&self, place: &str, names: &[String]) -> Observed<Vec<AlarmState>> {
+        if names.is_empty() {
+            return Observed::Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        let lost = || {
+            Observed::Err(ObservationError {
+                fatal: false,
+                message: "the alarm batcher stopped".into(),
+            })
+        };
+        let ask = AlarmAsk {
+            place: place.to_string(),
+            names: names.to_vec(),
+            reply,
+        };
+        if self.alarm_tx.send(ask).is_err() {
+            return lost();
+        }
+        answer.await.unwrap_or_else(|_| lost())
+    }
 }
 
 #[cfg(test)]
@@ -151,17 +241,78 @@ mod tests {
     struct Counting(Arc<AtomicUsize>);
 
     impl MetricSource for Counting {
-        async fn windows(&self, queries: &[MetricQuery<'_>]) -> Answer {
+        async fn intervals(&self, queries: &[MetricQuery<'_>]) -> Answer {
             self.0.fetch_add(1, Ordering::SeqCst);
             queries
                 .iter()
                 .map(|q| {
-                    let mut m = WindowMetrics::default();
+                    let mut m = IntervalMetrics::default();
                     m.canary.requests = Some(q.window.end.millis() as f64);
                     Ok(m)
                 })
                 .collect()
         }
+
+        /// Every name exists, in state `OK`, its reason the region.
+        async fn alarms(&self, place: &str, names: &[String]) -> Observed<Vec<AlarmState>> {
+            let region = crate::regional::region_of(place);
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Observed::Ok(
+                names
+                    .iter()
+                    .map(|n| AlarmState {
+                        name: n.clone(),
+                        state: "OK".into(),
+                        reason: region.into(),
+                    })
+                    .collect(),
+            )
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_alarm_reads_go_out_as_one_call_per_region() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = Arc::new(Coalescing::new(
+            Counting(Arc::clone(&calls)),
+            Duration::from_millis(50),
+        ));
+        let ask = |region: &'static str, names: &'static [&'static str]| {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move {
+                let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                let place = format!(
+                    "arn:aws:elasticloadbalancing:{region}:123456789012:listener/app/shop/1/2"
+                );
+                c.alarms(&place, &names).await
+            })
+        };
+        let a = ask("us-east-1", &["api-5xx", "db-cpu"]);
+        let b = ask("us-east-1", &["db-cpu", "queue-depth"]);
+        let e = ask("eu-west-1", &["api-5xx"]);
+        let got = |o: Observed<Vec<AlarmState>>| -> Vec<(String, String)> {
+            o.ok()
+                .map(|v| {
+                    v.iter()
+                        .map(|a| (a.name.clone(), a.reason.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let a = got(a.await.expect("a"));
+        let b = got(b.await.expect("b"));
+        let e = got(e.await.expect("e"));
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "one read per region");
+        assert_eq!(
+            a,
+            [
+                ("api-5xx".to_string(), "us-east-1".to_string()),
+                ("db-cpu".into(), "us-east-1".into())
+            ]
+        );
+        assert_eq!(b.len(), 2);
+        assert!(b.iter().all(|(n, _)| n == "db-cpu" || n == "queue-depth"));
+        assert_eq!(e, [("api-5xx".to_string(), "eu-west-1".to_string())]);
     }
 
     fn spec() -> (RolloutSpec, AnalysisTemplateSpec) {
@@ -188,7 +339,7 @@ mod tests {
         for i in 0..20u64 {
             let (c, spec, template) = (Arc::clone(&c), spec.clone(), template.clone());
             tasks.push(tokio::spawn(async move {
-                let w = |end: i64| WindowRequest {
+                let w = |end: i64| IntervalRequest {
                     template: "t".into(),
                     start: rollout_core::Time::from_millis(0),
                     end: rollout_core::Time::from_millis(end),
@@ -204,7 +355,7 @@ mod tests {
                         window,
                     })
                     .collect();
-                let got = c.windows(&qs).await;
+                let got = c.intervals(&qs).await;
                 let ends: Vec<f64> = got
                     .iter()
                     .map(|r| r.as_ref().expect("ok").canary.requests.expect("requests"))

@@ -20,6 +20,7 @@
 //!
 //! Time is the tokio clock, so tests run it paused.
 
+use rollout_core::sync::lock;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -40,11 +41,18 @@ pub enum Class {
     ElbWrite,
     /// `GetMetricData`.
     CloudWatch,
+    /// `DescribeAlarms` (the rollouts' alarm gates).
+    Alarms,
 }
 
 impl Class {
     /// Every class.
-    pub const ALL: [Class; 3] = [Class::ElbRead, Class::ElbWrite, Class::CloudWatch];
+    pub const ALL: [Class; 4] = [
+        Class::ElbRead,
+        Class::ElbWrite,
+        Class::CloudWatch,
+        Class::Alarms,
+    ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -52,6 +60,7 @@ impl Class {
             Class::ElbRead => "elbv2_read",
             Class::ElbWrite => "elbv2_write",
             Class::CloudWatch => "cloudwatch_get_metric_data",
+            Class::Alarms => "cloudwatch_describe_alarms",
         }
     }
 
@@ -60,6 +69,7 @@ impl Class {
             Class::ElbRead => 0,
             Class::ElbWrite => 1,
             Class::CloudWatch => 2,
+            Class::Alarms => 3,
         }
     }
 }
@@ -86,6 +96,10 @@ pub struct BudgetConfig {
     /// CloudWatch `GetMetricData` (AWS's default quota is 50 per second per
     /// account and region; one call carries 500 queries).
     pub cloudwatch: Rate,
+    /// CloudWatch `DescribeAlarms` (AWS's default quota is 9 per second;
+    /// one call reads 100 alarms, and the reads of every rollout are
+    /// gathered).
+    pub alarms: Rate,
 }
 
 impl Default for BudgetConfig {
@@ -103,6 +117,10 @@ impl Default for BudgetConfig {
                 per_second: 5.0,
                 burst: 10.0,
             },
+            alarms: Rate {
+                per_second: 2.0,
+                burst: 4.0,
+            },
         }
     }
 }
@@ -113,6 +131,7 @@ impl BudgetConfig {
             Class::ElbRead => self.elb_read,
             Class::ElbWrite => self.elb_write,
             Class::CloudWatch => self.cloudwatch,
+            Class::Alarms => self.alarms,
         }
     }
 }
@@ -190,11 +209,28 @@ impl Bucket {
     }
 }
 
-/// The buckets of every class.
+/// The buckets of every class, for each AWS account and region apart (AWS
+/// throttles each account and region on its own): a scope is
+/// `ACCOUNT/REGION` ([`scope_of`]), "" for calls that name none.
 #[derive(Debug)]
 pub struct Budget {
-    buckets: [Mutex<Bucket>; 3],
+    scopes: Mutex<std::collections::HashMap<String, std::sync::Arc<Buckets>>>,
+    /// This replica's share of the fleet's budget.
+    share: Mutex<f64>,
     config: BudgetConfig,
+}
+
+/// One scope's buckets, by class.
+#[derive(Debug)]
+struct Buckets([Mutex<Bucket>; 4]);
+
+/// The budget scope of a resource: the account and region its ARN names.
+pub fn scope_of(arn: &str) -> String {
+    format!(
+        "{}/{}",
+        crate::regional::account_of(arn),
+        crate::regional::region_of(arn)
+    )
 }
 
 /// Called (held) while a call waits for its token: counts it as queued.
@@ -205,20 +241,40 @@ struct Queued<'a> {
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        if let Ok(mut b) = self.bucket.lock() {
+        {
+            let mut b = lock(self.bucket);
             b.queue.remove(&self.key);
         }
     }
 }
 
 impl Budget {
-    /// A budget with `config`'s rates, full buckets.
+    /// A budget with `config`'s rates, full buckets (in every scope).
     pub fn new(config: BudgetConfig) -> Budget {
-        let now = Instant::now();
         Budget {
-            buckets: Class::ALL.map(|c| Mutex::new(Bucket::new(config.rate(c), now))),
+            scopes: Mutex::new(std::collections::HashMap::new()),
+            share: Mutex::new(1.0),
             config,
         }
+    }
+
+    /// The buckets of `scope`, made full on first use.
+    fn scope(&self, scope: &str) -> std::sync::Arc<Buckets> {
+        let share = *lock(&self.share);
+        let config = self.config;
+        std::sync::Arc::clone(
+            lock(&self.scopes)
+                .entry(scope.to_string())
+                .or_insert_with(|| {
+                    let now = Instant::now();
+                    std::sync::Arc::new(Buckets(Class::ALL.map(|c| {
+                        let mut b = Bucket::new(config.rate(c), now);
+                        b.share = share;
+                        b.tokens = b.tokens.min(b.burst());
+                        Mutex::new(b)
+                    })))
+                }),
+        )
     }
 
     /// The configuration.
@@ -226,15 +282,14 @@ impl Budget {
         self.config
     }
 
-    fn bucket(&self, class: Class) -> &Mutex<Bucket> {
-        &self.buckets[class.index()]
-    }
-
     /// This replica's share of the fleet's budget: 1 / the live replicas.
     pub fn set_share(&self, replicas: usize) {
         let share = 1.0 / replicas.max(1) as f64;
-        for b in &self.buckets {
-            if let Ok(mut b) = b.lock() {
+        *lock(&self.share) = share;
+        let scopes: Vec<std::sync::Arc<Buckets>> = lock(&self.scopes).values().cloned().collect();
+        for b in scopes.iter().flat_map(|s| s.0.iter()) {
+            {
+                let mut b = lock(b);
                 let now = Instant::now();
                 b.refill(now);
                 b.share = share;
@@ -243,10 +298,17 @@ impl Budget {
         }
     }
 
-    /// A throttling answer from AWS for `class`: halve its rate (at most
-    /// once a second).
+    /// A throttling answer from AWS for `class` (in the scope ""): halve
+    /// its rate (at most once a second).
     pub fn throttled(&self, class: Class) {
-        if let Ok(mut b) = self.bucket(class).lock() {
+        self.throttled_in("", class);
+    }
+
+    /// A throttling answer for `class` in `scope`.
+    pub fn throttled_in(&self, scope: &str, class: Class) {
+        let buckets = self.scope(scope);
+        {
+            let mut b = lock(&buckets.0[class.index()]);
             let now = Instant::now();
             b.refill(now);
             b.stats.throttled += 1;
@@ -260,16 +322,22 @@ impl Budget {
         }
     }
 
-    /// Takes a token for one call of `class`, waiting (most urgent first)
-    /// as long as it takes; `false` only for an [`Urgency::Optional`] call
-    /// that found no tokens to spare (then make no call).
+    /// Takes a token for one call of `class` (in the scope ""), waiting
+    /// (most urgent first) as long as it takes; `false` only for an
+    /// [`Urgency::Optional`] call that found no tokens to spare (then make
+    /// no call).
     pub async fn acquire(&self, class: Class, urgency: Urgency) -> bool {
-        let bucket = self.bucket(class);
+        self.acquire_in("", class, urgency).await
+    }
+
+    /// [`Budget::acquire`] from the buckets of `scope` (an account and
+    /// region, see [`scope_of`]).
+    pub async fn acquire_in(&self, scope: &str, class: Class, urgency: Urgency) -> bool {
+        let buckets = self.scope(scope);
+        let bucket = &buckets.0[class.index()];
         let started = Instant::now();
         let key = {
-            let Ok(mut b) = bucket.lock() else {
-                return true;
-            };
+            let mut b = lock(bucket);
             b.refill(started);
             match urgency {
                 Urgency::Rollback => {
@@ -304,9 +372,7 @@ impl Budget {
         let queued = Queued { bucket, key };
         loop {
             let wait = {
-                let Ok(mut b) = bucket.lock() else {
-                    return true;
-                };
+                let mut b = lock(bucket);
                 let now = Instant::now();
                 b.refill(now);
                 let first = b.queue.first() == Some(&queued.key);
@@ -327,17 +393,36 @@ impl Budget {
         true
     }
 
-    /// Each class's figures.
+    /// Each class's figures, summed over the scopes; the rate is the lowest
+    /// in force in any scope (a throttled account and region shows), the
+    /// configured share when no call was made yet.
     pub fn stats(&self) -> Vec<(Class, ClassStats)> {
+        let scopes: Vec<std::sync::Arc<Buckets>> = lock(&self.scopes).values().cloned().collect();
+        let share = *lock(&self.share);
         Class::ALL
             .iter()
-            .filter_map(|c| {
-                let mut b = self.bucket(*c).lock().ok()?;
-                b.refill(Instant::now());
-                let mut s = b.stats;
-                s.rate = b.rate();
-                s.queued = b.queue.len();
-                Some((*c, s))
+            .map(|c| {
+                let mut sum = ClassStats {
+                    rate: self.config.rate(*c).per_second * share,
+                    ..ClassStats::default()
+                };
+                let mut lowest: Option<f64> = None;
+                for scope in &scopes {
+                    let mut b = lock(&scope.0[c.index()]);
+                    b.refill(Instant::now());
+                    let s = b.stats;
+                    sum.used += s.used;
+                    sum.waits += s.waits;
+                    sum.wait_seconds += s.wait_seconds;
+                    sum.skipped += s.skipped;
+                    sum.throttled += s.throttled;
+                    sum.queued += b.queue.len();
+                    lowest = Some(lowest.map_or(b.rate(), |l: f64| l.min(b.rate())));
+                }
+                if let Some(l) = lowest {
+                    sum.rate = l;
+                }
+                (*c, sum)
             })
             .collect()
     }
@@ -354,6 +439,7 @@ mod tests {
             elb_read: r,
             elb_write: r,
             cloudwatch: r,
+            alarms: r,
         })
     }
 
@@ -382,6 +468,39 @@ mod tests {
             let within = at[i..].iter().take_while(|u| **u < t + 1.0).count();
             assert!(within <= 12, "{within} calls in the second after {t}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_account_and_region_has_its_own_buckets() {
+        let b = Arc::new(one(1.0, 1.0));
+        let us = scope_of("arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/a/1/2");
+        let eu = scope_of("arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/a/1/2");
+        let other =
+            scope_of("arn:aws:elasticloadbalancing:us-east-1:210987654321:listener/app/a/1/2");
+        assert_eq!(us, "123456789012/us-east-1");
+        let t = Instant::now();
+        assert!(b.acquire_in(&us, Class::ElbRead, Urgency::Routine).await);
+        // us-east-1's only token is gone; the others still have theirs.
+        assert!(b.acquire_in(&eu, Class::ElbRead, Urgency::Routine).await);
+        assert!(b.acquire_in(&other, Class::ElbRead, Urgency::Routine).await);
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        assert!(b.acquire_in(&us, Class::ElbRead, Urgency::Routine).await);
+        assert!(
+            t.elapsed() >= Duration::from_millis(990),
+            "{:?}",
+            t.elapsed()
+        );
+        // Throttling in one scope slows that scope only; stats show the
+        // lowest rate and sum the calls.
+        b.throttled_in(&eu, Class::ElbRead);
+        let stats = b.stats();
+        let reads = stats
+            .iter()
+            .find(|(c, _)| *c == Class::ElbRead)
+            .map(|(_, s)| *s);
+        let reads = reads.expect("reads");
+        assert_eq!(reads.used, 4);
+        assert!((reads.rate - 0.5).abs() < 1e-9, "{}", reads.rate);
     }
 
     #[tokio::test(start_paused = true)]

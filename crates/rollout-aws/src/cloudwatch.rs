@@ -2,7 +2,7 @@
 //! through `GetMetricData`.
 //!
 //! Every interval due in one tick, across every rollout handed to
-//! [`MetricSource::windows`] at once, becomes a handful of metric queries per
+//! [`MetricSource::intervals`] at once, becomes a handful of metric queries per
 //! arm (`RequestCount` Sum, `HTTPCode_Target_5XX_Count` Sum and, when the
 //! template checks latency, `TargetResponseTime` with its statistic plus the
 //! Average and p99 that estimate the latency spread), and one per custom
@@ -33,15 +33,28 @@ use aws_sdk_cloudwatch::types::{
     Dimension, Metric, MetricDataQuery, MetricStat, ScanBy, StatusCode,
 };
 use aws_sdk_cloudwatch::Client;
-use rollout_analysis::{stats, ArmSample, CustomValue, WindowMetrics};
+use rollout_analysis::{stats, ArmSample, CustomValue, IntervalMetrics};
 use rollout_core::ports::{MetricQuery, MetricSource};
-use rollout_core::ObservationError;
+use rollout_core::{AlarmState, ObservationError, Observed};
 use rollout_spec::{AnalysisTemplateSpec, CustomMetric, Duration, MetricStatistic};
 
 use crate::CallObserver;
 
+/// The most `GetMetricData` pages read for one batch. A batch's intervals
+/// need one page (at most 100,800 datapoints a call); a service that kept
+/// answering with a `NextToken` must not hold a reconcile (and the budget)
+/// forever.
+pub const MAX_PAGES: usize = 20;
+
+/// How old (seconds since the end of its minute) a `HealthyHostCount`
+/// datapoint may be to stand for the canary's health before a raise; ALB
+/// publishes every minute, so the latest is usually one to two minutes old.
+pub const HEALTH_MAX_AGE_S: i64 = 180;
+
 /// The IAM service prefix of CloudWatch.
 pub const SERVICE: &str = "cloudwatch";
+/// Alarm names one `DescribeAlarms` call may carry.
+pub const MAX_ALARMS: usize = 100;
 /// Metric queries one `GetMetricData` call may carry.
 pub const MAX_QUERIES: usize = 500;
 /// Datapoints one `GetMetricData` call may return.
@@ -49,10 +62,13 @@ pub const MAX_DATAPOINTS: u64 = 100_800;
 /// The namespace of the ALB metrics.
 pub const NAMESPACE: &str = "AWS/ApplicationELB";
 
+mod alarms;
+
 /// The CloudWatch metric source.
 #[derive(Clone)]
 pub struct CloudWatchSource {
-    client: Client,
+    /// A client per region: GetMetricData is regional, and so are alarms.
+    client: std::sync::Arc<crate::regional::Regional<Client>>,
     observer: CallObserver,
     budget: std::sync::Arc<crate::budget::Budget>,
 }
@@ -88,6 +104,11 @@ pub enum Field {
 pub struct Want {
     /// The index of the interval among those asked for.
     pub window: usize,
+    /// The region of the rollout's load balancer (GetMetricData is
+    /// regional).
+    pub region: String,
+    /// Its account (its metrics are read with that account's credentials).
+    pub account: String,
     /// The arm.
     pub arm: Arm,
     /// The field.
@@ -111,6 +132,10 @@ pub struct Want {
 /// One `GetMetricData` call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
+    /// The region it is sent to.
+    pub region: String,
+    /// The account whose metrics it reads.
+    pub account: String,
     /// The period of all its queries, in seconds.
     pub period: i64,
     /// `StartTime` (epoch seconds).
@@ -185,6 +210,8 @@ pub fn wants(queries: &[MetricQuery<'_>]) -> Vec<Want> {
     let mut out = Vec::new();
     for (i, q) in queries.iter().enumerate() {
         let load_balancer = &q.spec.traffic_routing.alb.listener_arn.load_balancer;
+        let region = &q.spec.traffic_routing.alb.listener_arn.parts.region;
+        let account = &q.spec.traffic_routing.alb.listener_arn.parts.account;
         let series = series(q.template);
         let arms = [
             (
@@ -216,6 +243,8 @@ pub fn wants(queries: &[MetricQuery<'_>]) -> Vec<Want> {
                 };
                 out.push(Want {
                     window: i,
+                    region: region.clone(),
+                    account: account.clone(),
                     arm,
                     field: s.field,
                     namespace: s.namespace.to_string(),
@@ -241,15 +270,19 @@ pub fn aligned(start: i64, end: i64, period_ms: i64) -> (i64, i64) {
     (first / 1000, (first + periods * p) / 1000)
 }
 
-/// Packs the queries into calls: one period per call, at most
-/// [`MAX_QUERIES`] queries and [`MAX_DATAPOINTS`] datapoints each.
+/// Packs the queries into calls: one region and one period per call, at
+/// most [`MAX_QUERIES`] queries and [`MAX_DATAPOINTS`] datapoints each (so
+/// ⌈queries / 500⌉ calls per region and period).
 pub fn batches(mut wants: Vec<Want>) -> Vec<Batch> {
-    let mut by_period: BTreeMap<i64, Vec<Want>> = BTreeMap::new();
+    let mut by_period: BTreeMap<(String, String, i64), Vec<Want>> = BTreeMap::new();
     for w in wants.drain(..) {
-        by_period.entry(w.period.max(1)).or_default().push(w);
+        by_period
+            .entry((w.account.clone(), w.region.clone(), w.period.max(1)))
+            .or_default()
+            .push(w);
     }
     let mut out = Vec::new();
-    for (period, mut ws) in by_period {
+    for ((account, region, period), mut ws) in by_period {
         ws.sort_by_key(|w| (w.start, w.window));
         let mut cur: Option<Batch> = None;
         for w in ws {
@@ -269,6 +302,8 @@ pub fn batches(mut wants: Vec<Want>) -> Vec<Batch> {
                 out.extend(cur.take());
             }
             cur = Some(Batch {
+                region: region.clone(),
+                account: account.clone(),
                 period,
                 start: w.start,
                 end: w.end,
@@ -315,8 +350,8 @@ fn combine_buckets(stat: MetricStatistic, buckets: &BTreeMap<i64, f64>) -> f64 {
 
 /// Both arms' metrics of one interval from its queries' datapoints; `custom`
 /// are the template's custom metrics (queried as [`Field::Custom`]).
-pub fn assemble(parts: &[(&Want, &Points)], custom: &[CustomMetric]) -> WindowMetrics {
-    let mut m = WindowMetrics {
+pub fn assemble(parts: &[(&Want, &Points)], custom: &[CustomMetric]) -> IntervalMetrics {
+    let mut m = IntervalMetrics {
         custom: custom
             .iter()
             .enumerate()
@@ -331,7 +366,7 @@ pub fn assemble(parts: &[(&Want, &Points)], custom: &[CustomMetric]) -> WindowMe
                 }
             })
             .collect(),
-        ..WindowMetrics::default()
+        ..IntervalMetrics::default()
     };
     for arm in [Arm::Stable, Arm::Canary] {
         let get = |f: Field| inside(parts, arm, f);
@@ -428,17 +463,85 @@ impl CloudWatchSource {
     /// A source on this client; every call is reported to `observer`.
     pub fn new(
         client: Client,
+        accounts: crate::regional::Accounts,
         observer: CallObserver,
         budget: std::sync::Arc<crate::budget::Budget>,
     ) -> CloudWatchSource {
         CloudWatchSource {
-            client,
+            client: crate::regional::cloudwatch(client, accounts),
             observer,
             budget,
         }
     }
 
-    /// One batch, every page: the datapoints of each query.
+    /// The canary target group's health as CloudWatch last saw it: the
+    /// Minimum of `HealthyHostCount` and the Maximum of
+    /// `UnHealthyHostCount` in the latest minute with a datapoint, when that
+    /// minute ended at most [`HEALTH_MAX_AGE_S`] before `now_s` (epoch
+    /// seconds). `None`: no datapoint that recent (the caller falls back to
+    /// `DescribeTargetHealth`), or the call failed.
+    pub async fn canary_health(
+        &self,
+        spec: &rollout_spec::RolloutSpec,
+        now_s: i64,
+    ) -> Option<rollout_core::TargetHealth> {
+        let dims = vec![
+            (
+                "LoadBalancer".to_string(),
+                spec.traffic_routing.alb.listener_arn.load_balancer.clone(),
+            ),
+            (
+                "TargetGroup".to_string(),
+                spec.canary.target_group_arn.dimension.clone(),
+            ),
+        ];
+        let end = now_s - now_s.rem_euclid(60) + 60;
+        let start = end - HEALTH_MAX_AGE_S - 60;
+        let region = spec.canary.target_group_arn.parts.region.clone();
+        let account = spec.canary.target_group_arn.parts.account.clone();
+        let want = |metric: &str, stat: &str| Want {
+            window: 0,
+            region: region.clone(),
+            account: account.clone(),
+            arm: Arm::Canary,
+            field: Field::Requests,
+            namespace: NAMESPACE.into(),
+            metric: metric.into(),
+            stat: stat.into(),
+            dimensions: dims.clone(),
+            period: 60,
+            start,
+            end,
+        };
+        let batch = Batch {
+            region: region.clone(),
+            account: account.clone(),
+            period: 60,
+            start,
+            end,
+            wants: vec![
+                want("HealthyHostCount", "Minimum"),
+                want("UnHealthyHostCount", "Maximum"),
+            ],
+        };
+        let points = self.fetch(&batch).await.ok()?;
+        let (at, healthy) = points.first()?.iter().copied().max_by_key(|(t, _)| *t)?;
+        if now_s - (at + 60) > HEALTH_MAX_AGE_S {
+            return None;
+        }
+        let unhealthy = points
+            .get(1)
+            .and_then(|p| p.iter().find(|(t, _)| *t == at).map(|(_, v)| *v))
+            .unwrap_or(0.0);
+        let count = |v: f64| v.max(0.0).round().min(f64::from(u32::MAX)) as u32;
+        Some(rollout_core::TargetHealth {
+            healthy: count(healthy),
+            total: count(healthy) + count(unhealthy),
+        })
+    }
+
+    /// One batch, every page (at most [`MAX_PAGES`]): the datapoints of
+    /// each query.
     async fn fetch(&self, batch: &Batch) -> Result<Vec<Points>, ObservationError> {
         let queries = batch
             .wants
@@ -452,15 +555,28 @@ impl CloudWatchSource {
         let mut points: Vec<Points> = vec![Vec::new(); batch.wants.len()];
         let mut token: Option<String> = None;
         let resource = format!("{} CloudWatch metric series", batch.wants.len());
+        let scope = format!("{}/{}", batch.account, batch.region);
+        let mut pages = 0;
         loop {
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(ObservationError {
+                    fatal: false,
+                    message: format!(
+                        "{SERVICE}:GetMetricData kept answering with a NextToken after {MAX_PAGES} pages for {resource}; these intervals are not judged this time"
+                    ),
+                });
+            }
             self.budget
-                .acquire(
+                .acquire_in(
+                    &scope,
                     crate::budget::Class::CloudWatch,
                     rollout_core::Urgency::Routine,
                 )
                 .await;
             let out = self
                 .client
+                .at(&batch.account, &batch.region, &resource)?
                 .get_metric_data()
                 .set_metric_data_queries(Some(queries.clone()))
                 .start_time(DateTime::from_secs(batch.start))
@@ -471,7 +587,7 @@ impl CloudWatchSource {
                 .await;
             let out = crate::record(
                 &self.observer,
-                Some((&self.budget, crate::budget::Class::CloudWatch)),
+                Some((&self.budget, crate::budget::Class::CloudWatch, &scope)),
                 SERVICE,
                 "GetMetricData",
                 &resource,
@@ -514,10 +630,10 @@ impl CloudWatchSource {
 }
 
 impl MetricSource for CloudWatchSource {
-    async fn windows(
+    async fn intervals(
         &self,
         queries: &[MetricQuery<'_>],
-    ) -> Vec<Result<WindowMetrics, ObservationError>> {
+    ) -> Vec<Result<IntervalMetrics, ObservationError>> {
         let batches = batches(wants(queries));
         let mut parts: Vec<Vec<(Want, Points)>> = vec![Vec::new(); queries.len()];
         let mut failed: Vec<Option<ObservationError>> = vec![None; queries.len()];
@@ -548,12 +664,33 @@ impl MetricSource for CloudWatchSource {
             })
             .collect()
     }
+
+    async fn alarms(&self, place: &str, names: &[String]) -> Observed<Vec<AlarmState>> {
+        self.describe_alarms(place, names).await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rollout_core::{Time, WindowRequest};
+    use rollout_core::{IntervalRequest, Time};
+
+    #[test]
+    fn each_region_gets_its_own_calls() {
+        // 700 queries in us-east-1 and 300 in eu-west-1, one period: two
+        // calls there, one here (GetMetricData is regional).
+        let mut ws: Vec<Want> = (0..700).map(|i| want(i, 0, 60)).collect();
+        ws.extend((700..1000).map(|i| Want {
+            region: "eu-west-1".into(),
+            ..want(i, 0, 60)
+        }));
+        let b = batches(ws);
+        let per = |r: &str| b.iter().filter(|b| b.region == r).count();
+        assert_eq!((per("us-east-1"), per("eu-west-1"), b.len()), (2, 1, 3));
+        assert!(b
+            .iter()
+            .all(|b| b.wants.iter().all(|w| w.region == b.region)));
+    }
 
     #[test]
     fn intervals_align_to_the_period() {
@@ -568,6 +705,8 @@ mod tests {
     fn want(window: usize, start: i64, end: i64) -> Want {
         Want {
             window,
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
             arm: Arm::Canary,
             field: Field::Requests,
             namespace: NAMESPACE.into(),
@@ -667,7 +806,7 @@ spec:
     fn custom_metrics_are_queried_per_arm_with_their_dimensions() {
         let set = rollout_spec::load([("s.yaml", SPECS)], &[]).expect("valid");
         let (spec, template) = (&set.rollouts[0].value.spec, &set.templates[0].value.spec);
-        let window = WindowRequest {
+        let window = IntervalRequest {
             template: "custom".into(),
             start: Time::from_millis(600_000),
             end: Time::from_millis(900_000),

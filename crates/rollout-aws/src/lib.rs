@@ -28,18 +28,19 @@ pub mod alb;
 pub mod batch;
 pub mod budget;
 pub mod cloudwatch;
+pub mod regional;
 
 pub use alb::AlbRouter;
 pub use batch::Coalescing;
 pub use cloudwatch::CloudWatchSource;
 
 /// Told of every AWS call: service (`elasticloadbalancing`, `cloudwatch`),
-/// operation (`DescribeListeners`) and outcome (see [`Outcome`]).
-pub type CallObserver = Arc<dyn Fn(&str, &str, Outcome) + Send + Sync>;
+/// operation (`DescribeListeners`) and outcome (see [`CallOutcome`]).
+pub type CallObserver = Arc<dyn Fn(&str, &str, CallOutcome) + Send + Sync>;
 
 /// How one AWS call ended (after the SDK's own retries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum CallOutcome {
     /// It succeeded.
     Success,
     /// AWS throttled it (`Throttling`, `ThrottlingException`, …).
@@ -54,22 +55,22 @@ pub enum Outcome {
     Error,
 }
 
-impl Outcome {
+impl CallOutcome {
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Success => "success",
-            Outcome::Throttled => "throttled",
-            Outcome::Transient => "transient",
-            Outcome::Denied => "denied",
-            Outcome::NotFound => "not_found",
-            Outcome::Error => "error",
+            CallOutcome::Success => "success",
+            CallOutcome::Throttled => "throttled",
+            CallOutcome::Transient => "transient",
+            CallOutcome::Denied => "denied",
+            CallOutcome::NotFound => "not_found",
+            CallOutcome::Error => "error",
         }
     }
 
     /// Whether retrying later can help.
     pub fn is_transient(self) -> bool {
-        matches!(self, Outcome::Throttled | Outcome::Transient)
+        matches!(self, CallOutcome::Throttled | CallOutcome::Transient)
     }
 }
 
@@ -95,16 +96,23 @@ pub async fn load_config() -> aws_config::SdkConfig {
 /// budget.
 pub fn adapters(
     config: &aws_config::SdkConfig,
+    accounts: regional::Accounts,
     observer: CallObserver,
     budget: Arc<budget::Budget>,
 ) -> (AlbRouter, CloudWatchSource) {
     (
         AlbRouter::new(
             aws_sdk_elasticloadbalancingv2::Client::new(config),
+            accounts.clone(),
             Arc::clone(&observer),
             Arc::clone(&budget),
         ),
-        CloudWatchSource::new(aws_sdk_cloudwatch::Client::new(config), observer, budget),
+        CloudWatchSource::new(
+            aws_sdk_cloudwatch::Client::new(config),
+            accounts,
+            observer,
+            budget,
+        ),
     )
 }
 
@@ -142,20 +150,33 @@ const THROTTLED: &[&str] = &[
     "SlowDown",
 ];
 
-/// Sorts an AWS error code and HTTP status into an [`Outcome`].
-pub fn classify(code: Option<&str>, http_status: Option<u16>) -> Outcome {
+/// Sorts an AWS error code and HTTP status into an [`CallOutcome`].
+pub fn classify(code: Option<&str>, http_status: Option<u16>) -> CallOutcome {
     match code {
-        Some(c) if DENIED.contains(&c) => Outcome::Denied,
-        Some(c) if NOT_FOUND.contains(&c) => Outcome::NotFound,
-        Some(c) if THROTTLED.contains(&c) => Outcome::Throttled,
+        Some(c) if DENIED.contains(&c) => CallOutcome::Denied,
+        Some(c) if NOT_FOUND.contains(&c) => CallOutcome::NotFound,
+        Some(c) if THROTTLED.contains(&c) => CallOutcome::Throttled,
         _ => match http_status {
-            Some(429) => Outcome::Throttled,
-            Some(403) => Outcome::Denied,
-            Some(s) if s >= 500 => Outcome::Transient,
-            None => Outcome::Transient,
-            Some(_) => Outcome::Error,
+            Some(429) => CallOutcome::Throttled,
+            Some(403) => CallOutcome::Denied,
+            Some(s) if s >= 500 => CallOutcome::Transient,
+            None => CallOutcome::Transient,
+            Some(_) => CallOutcome::Error,
         },
     }
+}
+
+/// Whether a dispatch failure is the SDK finding no credentials (or no
+/// identity) to sign the call with.
+fn unsigned<E, R>(err: &SdkError<E, R>) -> bool
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let text = aws_sdk_elasticloadbalancingv2::error::DisplayErrorContext(err)
+        .to_string()
+        .to_lowercase();
+    text.contains("credential") || text.contains("identity resolver")
 }
 
 /// One call's result, told to the observer (and logged when it failed):
@@ -163,7 +184,7 @@ pub fn classify(code: Option<&str>, http_status: Option<u16>) -> Outcome {
 /// permission is missing, the IAM action.
 pub(crate) fn record<T, E>(
     observer: &CallObserver,
-    budget: Option<(&budget::Budget, budget::Class)>,
+    budget: Option<(&budget::Budget, budget::Class, &str)>,
     service: &str,
     operation: &str,
     resource: &str,
@@ -174,14 +195,14 @@ where
 {
     match result {
         Ok(v) => {
-            observer(service, operation, Outcome::Success);
+            observer(service, operation, CallOutcome::Success);
             Ok(v)
         }
         Err(e) => {
             let (outcome, err) = sdk_failure(&e, service, operation, resource);
             observer(service, operation, outcome);
-            if let (Outcome::Throttled, Some((budget, class))) = (outcome, budget) {
-                budget.throttled(class);
+            if let (CallOutcome::Throttled, Some((budget, class, scope))) = (outcome, budget) {
+                budget.throttled_in(scope, class);
             }
             tracing::warn!(service, operation, resource, error = %err.message, "AWS call failed");
             Err(err)
@@ -196,7 +217,7 @@ fn sdk_failure<E>(
     service: &str,
     operation: &str,
     resource: &str,
-) -> (Outcome, ObservationError)
+) -> (CallOutcome, ObservationError)
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -207,7 +228,31 @@ where
             Some(s.raw().status().as_u16()),
         ),
         SdkError::TimeoutError(_) => (None, Some("timed out".to_string()), None),
-        SdkError::DispatchFailure(d) => (None, Some(format!("could not send: {d:?}")), None),
+        // Not a network failure: the call could not be signed (no
+        // credentials for it): retrying cannot help. (Only when the SDK
+        // says so: other connector errors stay transient.)
+        SdkError::DispatchFailure(d) if d.is_other() && unsigned(err) => {
+            let region = regional::region_of(resource.split(", ").next().unwrap_or(""));
+            let ctx = aws_sdk_elasticloadbalancingv2::error::DisplayErrorContext(err);
+            let message = format!(
+                "{service}:{operation} on {resource}: no AWS credentials to sign it with in region {region} ({ctx}); give the daemon credentials for that region (or a role for that account in `accounts`)"
+            );
+            return (
+                CallOutcome::Denied,
+                ObservationError {
+                    fatal: true,
+                    message,
+                },
+            );
+        }
+        SdkError::DispatchFailure(d) => {
+            let region = regional::region_of(resource.split(", ").next().unwrap_or(""));
+            (
+                None,
+                Some(format!("could not reach region {region}: {d:?}")),
+                None,
+            )
+        }
         SdkError::ResponseError(_) => (None, Some("unreadable response".to_string()), None),
         other => (None, Some(other.to_string()), None),
     };
@@ -219,18 +264,18 @@ where
         (None, None) => "unknown error".to_string(),
     };
     let message = match outcome {
-        Outcome::Denied => format!(
+        CallOutcome::Denied => format!(
             "{service}:{operation} on {resource} was denied ({what}); the role needs `{service}:{operation}` (see deploy/iam-policy.json)"
         ),
-        Outcome::NotFound => format!("{service}:{operation}: {resource} does not exist ({what})"),
-        Outcome::Throttled => format!("{service}:{operation} on {resource} was throttled, retries exhausted ({what})"),
-        Outcome::Transient => format!("{service}:{operation} on {resource} failed, retries exhausted ({what})"),
-        Outcome::Error | Outcome::Success => format!("{service}:{operation} on {resource} failed ({what})"),
+        CallOutcome::NotFound => format!("{service}:{operation}: {resource} does not exist ({what})"),
+        CallOutcome::Throttled => format!("{service}:{operation} on {resource} was throttled, retries exhausted ({what})"),
+        CallOutcome::Transient => format!("{service}:{operation} on {resource} failed, retries exhausted ({what})"),
+        CallOutcome::Error | CallOutcome::Success => format!("{service}:{operation} on {resource} failed ({what})"),
     };
     (
         outcome,
         ObservationError {
-            fatal: matches!(outcome, Outcome::Denied | Outcome::NotFound),
+            fatal: matches!(outcome, CallOutcome::Denied | CallOutcome::NotFound),
             message,
         },
     )
@@ -240,19 +285,90 @@ where
 mod tests {
     use super::*;
 
+    const NOWHERE: &str =
+        "arn:aws:elasticloadbalancing:eu-west-3:123456789012:listener/app/shop/1/2";
+
+    /// `DescribeListeners` of [`NOWHERE`] sent where nothing listens, with
+    /// credentials or without any, as [`record`] reports it.
+    async fn describe_nowhere(credentials: bool) -> ObservationError {
+        use aws_sdk_elasticloadbalancingv2::config;
+        let mut conf = config::Config::builder()
+            .behavior_version(config::BehaviorVersion::latest())
+            .region(config::Region::new("eu-west-3"))
+            .endpoint_url("http://127.0.0.1:1")
+            .retry_config(config::retry::RetryConfig::disabled());
+        if credentials {
+            conf =
+                conf.credentials_provider(config::Credentials::new("k", "s", None, None, "test"));
+        }
+        let client = aws_sdk_elasticloadbalancingv2::Client::from_conf(conf.build());
+        let out = client
+            .describe_listeners()
+            .listener_arns(NOWHERE)
+            .send()
+            .await;
+        let observer: CallObserver = Arc::new(|_, _, _| {});
+        record(
+            &observer,
+            None,
+            "elasticloadbalancing",
+            "DescribeListeners",
+            NOWHERE,
+            out,
+        )
+        .expect_err("nothing answers there")
+    }
+
+    /// A region that cannot be reached stays a transient error (a network
+    /// blip must not fail a run), and says which region.
+    #[tokio::test]
+    async fn an_unreachable_region_is_retried_and_named() {
+        let e = describe_nowhere(true).await;
+        assert!(!e.fatal, "{}", e.message);
+        assert!(
+            e.message.contains("could not reach region eu-west-3"),
+            "{}",
+            e.message
+        );
+    }
+
+    /// A call that cannot be signed (no credentials) is a fatal error
+    /// naming the region and the ARN, not a retry forever.
+    #[tokio::test]
+    async fn no_credentials_is_fatal_and_names_the_region_and_the_arn() {
+        let e = describe_nowhere(false).await;
+        assert!(e.fatal, "{}", e.message);
+        assert!(
+            e.message.contains("no AWS credentials")
+                && e.message.contains("region eu-west-3")
+                && e.message.contains(NOWHERE),
+            "{}",
+            e.message
+        );
+    }
+
     #[test]
     fn outcomes() {
-        assert_eq!(classify(Some("AccessDenied"), Some(403)), Outcome::Denied);
+        assert_eq!(
+            classify(Some("AccessDenied"), Some(403)),
+            CallOutcome::Denied
+        );
         assert_eq!(
             classify(Some("ListenerNotFound"), Some(400)),
-            Outcome::NotFound
+            CallOutcome::NotFound
         );
-        assert_eq!(classify(Some("Throttling"), Some(400)), Outcome::Throttled);
-        assert_eq!(classify(None, Some(503)), Outcome::Transient);
-        assert_eq!(classify(None, None), Outcome::Transient);
-        assert_eq!(classify(Some("ValidationError"), Some(400)), Outcome::Error);
-        assert_eq!(classify(None, Some(429)), Outcome::Throttled);
-        assert!(Outcome::Throttled.is_transient());
-        assert!(!Outcome::Denied.is_transient());
+        assert_eq!(
+            classify(Some("Throttling"), Some(400)),
+            CallOutcome::Throttled
+        );
+        assert_eq!(classify(None, Some(503)), CallOutcome::Transient);
+        assert_eq!(classify(None, None), CallOutcome::Transient);
+        assert_eq!(
+            classify(Some("ValidationError"), Some(400)),
+            CallOutcome::Error
+        );
+        assert_eq!(classify(None, Some(429)), CallOutcome::Throttled);
+        assert!(CallOutcome::Throttled.is_transient());
+        assert!(!CallOutcome::Denied.is_transient());
     }
 }

@@ -5,13 +5,37 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// `client.some_operation(` in the source, as `Service:SomeOperation`.
+/// `client.some_operation(` in the source, as `Service:SomeOperation`:
+/// a client (`self.client`, or a local `client`) possibly narrowed to a
+/// region and account first (`.for_arn(…)?`, `.at(…)?`).
 fn called(service: &str, source: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut rest = source;
-    while let Some(at) = rest.find(".client") {
-        rest = &rest[at + ".client".len()..];
-        let after = rest.trim_start();
+    while let Some(at) = rest.find("client") {
+        let before = rest[..at].chars().last();
+        rest = &rest[at + "client".len()..];
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let mut after = rest.trim_start();
+        for narrow in [".for_arn(", ".at("] {
+            if let Some(args) = after.strip_prefix(narrow) {
+                let mut depth = 1;
+                let end = args.char_indices().find_map(|(i, c)| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    (depth == 0).then_some(i)
+                });
+                if let Some(end) = end {
+                    after = args[end + 1..].trim_start();
+                    after = after.strip_prefix('?').unwrap_or(after).trim_start();
+                }
+                break;
+            }
+        }
         let Some(after) = after.strip_prefix('.') else {
             continue;
         };
@@ -37,7 +61,14 @@ fn called(service: &str, source: &str) -> BTreeSet<String> {
 }
 
 fn policy_actions() -> BTreeSet<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/iam-policy.json");
+    actions_of("iam-policy.json")
+}
+
+/// The actions a policy under deploy/ allows.
+fn actions_of(file: &str) -> BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy")
+        .join(file);
     let text = std::fs::read_to_string(&path).expect("deploy/iam-policy.json");
     let doc: serde_json::Value = serde_json::from_str(&text).expect("the policy is JSON");
     assert_eq!(doc["Version"], "2012-10-17");
@@ -66,15 +97,18 @@ fn the_policy_allows_exactly_what_the_code_calls() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let read = |f: &str| std::fs::read_to_string(src.join(f)).expect("source");
     let mut code = called(rollout_aws::alb::SERVICE, &read("alb.rs"));
-    code.extend(called(
-        rollout_aws::cloudwatch::SERVICE,
-        &read("cloudwatch.rs"),
-    ));
+    for f in ["cloudwatch.rs", "cloudwatch/alarms.rs"] {
+        code.extend(called(rollout_aws::cloudwatch::SERVICE, &read(f)));
+    }
     assert!(
         code.contains("elasticloadbalancing:ModifyListener")
             && code.contains("cloudwatch:GetMetricData"),
         "the scan finds the calls: {code:?}"
     );
+    // Roles in other accounts are assumed through the SDK's provider.
+    if read("regional.rs").contains("AssumeRoleProvider") {
+        code.insert("sts:AssumeRole".to_string());
+    }
     let policy = policy_actions();
     let missing: Vec<_> = code.difference(&policy).collect();
     assert!(
@@ -99,4 +133,20 @@ fn the_scan_sees_calls_across_lines() {
             "elasticloadbalancing:ModifyRule".to_string()
         ]
     );
+}
+
+/// The role rolloutd assumes in another account allows what it does there:
+/// everything the daemon's own policy allows but assuming further roles.
+#[test]
+fn the_target_account_role_allows_the_same_calls() {
+    let mut own = policy_actions();
+    own.remove("sts:AssumeRole");
+    assert_eq!(actions_of("iam-target-account-policy.json"), own);
+    let trust = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/iam-target-account-trust.json"),
+    )
+    .expect("trust policy");
+    let trust: serde_json::Value = serde_json::from_str(&trust).expect("JSON");
+    assert_eq!(trust["Statement"][0]["Action"], "sts:AssumeRole");
+    assert!(trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"].is_string());
 }

@@ -3,11 +3,8 @@
 //! reads the weights the load balancer holds at that moment, splits the
 //! service's requests between the two target groups by them, and publishes
 //! `RequestCount`, `HTTPCode_Target_5XX_Count` (only when non-zero, as ALB
-//! does) and `TargetResponseTime` per target group with `PutMetricData`.
-
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+//! does) and `TargetResponseTime` per target group with `PutMetricData`
+//! (the publisher lives in [`crate::publisher`]).
 
 use anyhow::{anyhow, Context};
 use aws_sdk_cloudwatch::primitives::DateTime;
@@ -16,7 +13,6 @@ use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, ForwardActionConfig, RuleCondition, TargetDescription,
     TargetGroupTuple, TargetTypeEnum,
 };
-use rollout_sim::Rng;
 
 /// SDK clients pointed at one endpoint, with test credentials.
 #[derive(Clone)]
@@ -26,6 +22,10 @@ pub struct Aws {
     /// CloudWatch.
     pub cw: aws_sdk_cloudwatch::Client,
     endpoint: String,
+    region: String,
+    /// The access key the raw EC2 calls are signed with (moto tells the
+    /// account from it).
+    access_key: String,
 }
 
 /// The environment a process needs to reach `endpoint` the standard way.
@@ -40,11 +40,55 @@ pub fn env_for(endpoint: &str) -> Vec<(&'static str, String)> {
 }
 
 impl Aws {
-    /// Clients for `endpoint` (moto, or a gateway in front of it).
+    /// Clients for `endpoint` (moto, or a gateway in front of it), in
+    /// us-east-1.
     pub async fn new(endpoint: &str) -> Aws {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        Aws::in_region(endpoint, "us-east-1").await
+    }
+
+    /// Clients for `endpoint` in `region` (moto keeps each region apart,
+    /// as AWS does).
+    pub async fn in_region(endpoint: &str, region: &str) -> Aws {
+        let config = Aws::base(endpoint, region).await;
+        Aws {
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+            cw: aws_sdk_cloudwatch::Client::new(&config),
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            region: region.to_string(),
+            access_key: "testing".into(),
+        }
+    }
+
+    /// Clients acting in another account through `role_arn` (STS
+    /// `AssumeRole`, as rolloutd does; moto keeps accounts apart).
+    pub async fn in_account(endpoint: &str, region: &str, role_arn: &str) -> anyhow::Result<Aws> {
+        use aws_sdk_cloudwatch::config::ProvideCredentials;
+        let base = Aws::base(endpoint, region).await;
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+            .session_name("rolloutd-tests")
+            .configure(&base)
+            .build()
+            .await;
+        let creds = provider.provide_credentials().await.context("AssumeRole")?;
+        let config = base
+            .to_builder()
+            .credentials_provider(aws_sdk_cloudwatch::config::SharedCredentialsProvider::new(
+                provider,
+            ))
+            .build();
+        Ok(Aws {
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+            cw: aws_sdk_cloudwatch::Client::new(&config),
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            region: region.to_string(),
+            access_key: creds.access_key_id().to_string(),
+        })
+    }
+
+    async fn base(endpoint: &str, region: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(endpoint)
-            .region(aws_config::Region::new("us-east-1"))
+            .region(aws_config::Region::new(region.to_string()))
             .credentials_provider(aws_sdk_cloudwatch::config::Credentials::new(
                 "testing",
                 "testing",
@@ -53,12 +97,7 @@ impl Aws {
                 "rolloutd-tests",
             ))
             .load()
-            .await;
-        Aws {
-            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
-            cw: aws_sdk_cloudwatch::Client::new(&config),
-            endpoint: endpoint.trim_end_matches('/').to_string(),
-        }
+            .await
     }
 
     /// One EC2 query-protocol call (the tests need a VPC and subnets, and
@@ -72,7 +111,10 @@ impl Aws {
             .header("content-type", "application/x-www-form-urlencoded")
             .header(
                 "authorization",
-                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0",
+                &format!(
+                    "AWS4-HMAC-SHA256 Credential={}/20260101/{}/ec2/aws4_request, SignedHeaders=host, Signature=0",
+                    self.access_key, self.region
+                ),
             )
             .send(body.as_bytes())
             .context("EC2 call")?
@@ -99,13 +141,17 @@ impl Aws {
             "vpcId",
         )?;
         let mut subnets = Vec::new();
-        for (i, zone) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
+        for (i, zone) in ["a", "b"]
+            .iter()
+            .map(|z| format!("{}{z}", self.region))
+            .enumerate()
+        {
             let cidr = format!("10.0.{}.0/24", i + 1);
             let xml = self.ec2(&[
                 ("Action", "CreateSubnet"),
                 ("VpcId", &vpc),
                 ("CidrBlock", &cidr),
-                ("AvailabilityZone", zone),
+                ("AvailabilityZone", &zone),
             ])?;
             subnets.push(tag(&xml, "subnetId")?);
         }
@@ -290,6 +336,48 @@ impl Aws {
             .to_string())
     }
 
+    /// Publishes the canary target group's `HealthyHostCount` and
+    /// `UnHealthyHostCount` for the minute that holds `second` (epoch
+    /// seconds), as ALB does every minute.
+    pub async fn publish_canary_health(
+        &self,
+        svc: &Service,
+        second: i64,
+        healthy: u32,
+        unhealthy: u32,
+    ) -> anyhow::Result<()> {
+        let dims = vec![
+            Dimension::builder()
+                .name("LoadBalancer")
+                .value(svc.lb_dimension())
+                .build(),
+            Dimension::builder()
+                .name("TargetGroup")
+                .value(tg_dimension(&svc.canary))
+                .build(),
+        ];
+        let datum = |name: &str, value: u32| {
+            MetricDatum::builder()
+                .metric_name(name)
+                .set_dimensions(Some(dims.clone()))
+                .timestamp(DateTime::from_secs(second - second.rem_euclid(60)))
+                .value(f64::from(value))
+                .unit(StandardUnit::Count)
+                .build()
+        };
+        self.cw
+            .put_metric_data()
+            .namespace("AWS/ApplicationELB")
+            .set_metric_data(Some(vec![
+                datum("HealthyHostCount", healthy),
+                datum("UnHealthyHostCount", unhealthy),
+            ]))
+            .send()
+            .await
+            .context("PutMetricData (health)")?;
+        Ok(())
+    }
+
     /// Registers one IP target.
     pub async fn register(&self, tg: &str, ip: &str) -> anyhow::Result<()> {
         self.elb
@@ -299,6 +387,47 @@ impl Aws {
             .send()
             .await
             .context("RegisterTargets")?;
+        Ok(())
+    }
+
+    /// Creates a CloudWatch alarm `name` on the service's 5xx count (its
+    /// state is then set by hand with [`Aws::set_alarm`], as
+    /// `aws cloudwatch set-alarm-state` does).
+    pub async fn put_alarm(&self, name: &str, svc: &Service) -> anyhow::Result<()> {
+        self.cw
+            .put_metric_alarm()
+            .alarm_name(name)
+            .namespace("AWS/ApplicationELB")
+            .metric_name("HTTPCode_Target_5XX_Count")
+            .dimensions(
+                Dimension::builder()
+                    .name("LoadBalancer")
+                    .value(svc.lb_dimension())
+                    .build(),
+            )
+            .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+            .period(60)
+            .evaluation_periods(1)
+            .threshold(100.0)
+            .comparison_operator(
+                aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold,
+            )
+            .send()
+            .await
+            .context("PutMetricAlarm")?;
+        Ok(())
+    }
+
+    /// Sets an alarm's state (`OK`, `ALARM`, `INSUFFICIENT_DATA`).
+    pub async fn set_alarm(&self, name: &str, state: &str, reason: &str) -> anyhow::Result<()> {
+        self.cw
+            .set_alarm_state()
+            .alarm_name(name)
+            .state_value(aws_sdk_cloudwatch::types::StateValue::from(state))
+            .state_reason(reason)
+            .send()
+            .await
+            .context("SetAlarmState")?;
         Ok(())
     }
 
@@ -410,193 +539,4 @@ pub fn tg_dimension(arn: &str) -> String {
         .map_or_else(String::new, |(_, d)| d.to_string())
 }
 
-/// How one arm's targets answer.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Behaviour {
-    /// The share of requests answered 5xx.
-    pub error_rate: f64,
-    /// Mean response time, seconds.
-    pub latency: f64,
-    /// The share of requests the application counts as a declined payment,
-    /// published as the custom metric [`DECLINES`] (`Sum`, dimension
-    /// `TargetGroup`) when either arm's share is above zero.
-    pub declines: f64,
-}
-
-/// The custom metric the publisher plays the application for: namespace and
-/// metric name.
-pub const DECLINES: (&str, &str) = ("Shop/Payments", "Declines");
-
-/// The traffic of one service.
-#[derive(Debug, Clone)]
-pub struct Traffic {
-    /// The service.
-    pub service: Service,
-    /// Follow the rule's weights (true) or the default action's.
-    pub via_rule: bool,
-    /// Requests per second.
-    pub rps: f64,
-    /// The stable target group's behaviour.
-    pub stable: Behaviour,
-    /// The canary target group's behaviour.
-    pub canary: Behaviour,
-}
-
-/// The weights the publisher read, per service: (second, stable, canary, other).
-pub type Seen = BTreeMap<String, Vec<(i64, u32, u32, u32)>>;
-
-/// The running publisher.
-pub struct Publisher {
-    seen: Arc<Mutex<Seen>>,
-    errors: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Publisher {
-    /// Publishes every second until dropped.
-    pub fn start(aws: Aws, traffic: Vec<Traffic>, seed: u64) -> Publisher {
-        let seen: Arc<Mutex<Seen>> = Arc::default();
-        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
-        let task = tokio::spawn({
-            let seen = Arc::clone(&seen);
-            let errors = Arc::clone(&errors);
-            async move {
-                let mut rng = Rng::new(seed);
-                loop {
-                    // Wake just after each wall-clock second.
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default();
-                    let wait = 1_000 - (now.as_millis() % 1_000) as u64 + 20;
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
-                    let second = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs() as i64
-                        - 1;
-                    for t in &traffic {
-                        if let Err(e) = publish(&aws, t, second, &mut rng, &seen).await {
-                            if let Ok(mut errs) = errors.lock() {
-                                errs.push(format!("{}: {e:#}", t.service.name));
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Publisher { seen, errors, task }
-    }
-
-    /// The weights seen so far.
-    pub fn seen(&self) -> Seen {
-        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Publishing errors so far.
-    pub fn errors(&self) -> Vec<String> {
-        self.errors.lock().map(|e| e.clone()).unwrap_or_default()
-    }
-}
-
-async fn publish(
-    aws: &Aws,
-    t: &Traffic,
-    second: i64,
-    rng: &mut Rng,
-    seen: &Mutex<Seen>,
-) -> anyhow::Result<()> {
-    let (ws, wc, wo) = aws.weights(&t.service, t.via_rule).await?;
-    if let Ok(mut s) = seen.lock() {
-        s.entry(t.service.name.clone())
-            .or_default()
-            .push((second, ws, wc, wo));
-    }
-    let total = f64::from(ws + wc + wo);
-    if total == 0.0 {
-        return Ok(());
-    }
-    let lb = t.service.lb_dimension();
-    let mut data = Vec::new();
-    let mut custom = Vec::new();
-    for (tg, weight, b) in [
-        (&t.service.stable, ws, t.stable),
-        (&t.service.canary, wc, t.canary),
-    ] {
-        let requests = rng.poisson(t.rps * f64::from(weight) / total);
-        if requests == 0 {
-            continue;
-        }
-        let errors = rng.poisson(requests as f64 * b.error_rate).min(requests);
-        let latency = (b.latency * (1.0 + 0.05 * rng.normal())).max(0.000_1);
-        let dims = vec![
-            Dimension::builder().name("LoadBalancer").value(&lb).build(),
-            Dimension::builder()
-                .name("TargetGroup")
-                .value(tg_dimension(tg))
-                .build(),
-        ];
-        let datum = |name: &str, value: f64, unit: StandardUnit| {
-            MetricDatum::builder()
-                .metric_name(name)
-                .set_dimensions(Some(dims.clone()))
-                .timestamp(DateTime::from_secs(second))
-                .value(value)
-                .unit(unit)
-                .storage_resolution(1)
-                .build()
-        };
-        data.push(datum("RequestCount", requests as f64, StandardUnit::Count));
-        if errors > 0 {
-            data.push(datum(
-                "HTTPCode_Target_5XX_Count",
-                errors as f64,
-                StandardUnit::Count,
-            ));
-        }
-        data.push(datum("TargetResponseTime", latency, StandardUnit::Seconds));
-        if t.stable.declines > 0.0 || t.canary.declines > 0.0 {
-            let declines = rng.poisson(requests as f64 * b.declines).min(requests);
-            custom.push(
-                MetricDatum::builder()
-                    .metric_name(DECLINES.1)
-                    .dimensions(
-                        Dimension::builder()
-                            .name("TargetGroup")
-                            .value(tg_dimension(tg))
-                            .build(),
-                    )
-                    .timestamp(DateTime::from_secs(second))
-                    .value(declines as f64)
-                    .unit(StandardUnit::Count)
-                    .storage_resolution(1)
-                    .build(),
-            );
-        }
-    }
-    if !custom.is_empty() {
-        aws.cw
-            .put_metric_data()
-            .namespace(DECLINES.0)
-            .set_metric_data(Some(custom))
-            .send()
-            .await
-            .context("PutMetricData (custom)")?;
-    }
-    if data.is_empty() {
-        return Ok(());
-    }
-    aws.cw
-        .put_metric_data()
-        .namespace("AWS/ApplicationELB")
-        .set_metric_data(Some(data))
-        .send()
-        .await
-        .context("PutMetricData")?;
-    Ok(())
-}
+pub use crate::publisher::{Behaviour, Publisher, Seen, Traffic, DECLINES};

@@ -8,7 +8,9 @@
 //! decoder insists on the right major type. [`output_shape`] holds the
 //! output shapes of the operations the adapters and tests call, copied from
 //! the CloudWatch service model (`GetMetricDataOutput`, `MetricDataResult`,
-//! `MessageData`, `PutMetricData`'s unit output); members the table does not
+//! `MessageData`, `DescribeAlarmsOutput` with the members of `MetricAlarm`
+//! and `CompositeAlarm` that are not strings, the unit outputs of
+//! `PutMetricData`, `PutMetricAlarm` and `SetAlarmState`); members the table does not
 //! name pass through with the type JSON gives them.
 
 use ciborium::value::Value as Cbor;
@@ -45,12 +47,38 @@ static GET_METRIC_DATA_OUTPUT: Shape = Shape::Struct(&[
     ("Messages", &MESSAGES),
 ]);
 static UNIT: Shape = Shape::Struct(&[]);
+static DIMENSION: Shape = Shape::Struct(&[("Name", &Shape::Str), ("Value", &Shape::Str)]);
+static METRIC_ALARM: Shape = Shape::Struct(&[
+    ("AlarmName", &Shape::Str),
+    ("StateValue", &Shape::Str),
+    ("StateReason", &Shape::Str),
+    ("AlarmConfigurationUpdatedTimestamp", &Shape::Timestamp),
+    ("StateUpdatedTimestamp", &Shape::Timestamp),
+    ("StateTransitionedTimestamp", &Shape::Timestamp),
+    ("Threshold", &Shape::Double),
+    ("Dimensions", &Shape::List(&DIMENSION)),
+]);
+static COMPOSITE_ALARM: Shape = Shape::Struct(&[
+    ("AlarmName", &Shape::Str),
+    ("StateValue", &Shape::Str),
+    ("StateReason", &Shape::Str),
+    ("AlarmConfigurationUpdatedTimestamp", &Shape::Timestamp),
+    ("StateUpdatedTimestamp", &Shape::Timestamp),
+    ("StateTransitionedTimestamp", &Shape::Timestamp),
+    ("ActionsSuppressedByReason", &Shape::Str),
+]);
+static DESCRIBE_ALARMS_OUTPUT: Shape = Shape::Struct(&[
+    ("MetricAlarms", &Shape::List(&METRIC_ALARM)),
+    ("CompositeAlarms", &Shape::List(&COMPOSITE_ALARM)),
+    ("NextToken", &Shape::Str),
+]);
 
 /// The output shape of an operation this gateway translates.
 pub fn output_shape(operation: &str) -> Option<&'static Shape> {
     match operation {
         "GetMetricData" => Some(&GET_METRIC_DATA_OUTPUT),
-        "PutMetricData" => Some(&UNIT),
+        "PutMetricData" | "PutMetricAlarm" | "SetAlarmState" => Some(&UNIT),
+        "DescribeAlarms" => Some(&DESCRIBE_ALARMS_OUTPUT),
         _ => None,
     }
 }

@@ -27,6 +27,9 @@ pub struct Calls {
     pub by_operation: BTreeMap<(String, String), u64>,
     /// Requests failed on purpose.
     pub injected: u64,
+    /// Requests by `(region, service, operation)`, from the SigV4
+    /// credential scope (the region the client signed for).
+    pub by_region: BTreeMap<(String, String, String), u64>,
 }
 
 impl Calls {
@@ -50,7 +53,11 @@ struct State {
     started: std::time::Instant,
     injected: AtomicU64,
     calls: Mutex<BTreeMap<(String, String), u64>>,
+    regions: Mutex<BTreeMap<(String, String, String), u64>>,
     rng: Mutex<Rng>,
+    /// Every `GetMetricData` answer carries a `NextToken` (a misbehaving
+    /// service that never ends its pages).
+    endless_pages: std::sync::atomic::AtomicBool,
 }
 
 /// A running gateway.
@@ -84,7 +91,9 @@ impl Gateway {
             started: std::time::Instant::now(),
             injected: AtomicU64::new(0),
             calls: Mutex::new(BTreeMap::new()),
+            regions: Mutex::new(BTreeMap::new()),
             rng: Mutex::new(Rng::new(seed)),
+            endless_pages: std::sync::atomic::AtomicBool::new(false),
         });
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -105,6 +114,12 @@ impl Gateway {
     pub fn set_fault_rate(&self, rate: f64) {
         let permille = (rate.clamp(0.0, 1.0) * 1000.0).round() as u32;
         self.state.fault_permille.store(permille, Ordering::SeqCst);
+    }
+
+    /// From now on, every `GetMetricData` answer says there is another
+    /// page (`NextToken`), or again behaves.
+    pub fn set_endless_metric_pages(&self, on: bool) {
+        self.state.endless_pages.store(on, Ordering::SeqCst);
     }
 
     /// Answers this share of ELBv2 calls with `Throttling` (AWS's answer when
@@ -137,12 +152,21 @@ impl Gateway {
                 .map(|c| c.clone())
                 .unwrap_or_default(),
             injected: self.state.injected.load(Ordering::SeqCst),
+            by_region: self
+                .state
+                .regions
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_default(),
         }
     }
 
     /// Forgets the calls so far.
     pub fn reset_calls(&self) {
         if let Ok(mut c) = self.state.calls.lock() {
+            c.clear();
+        }
+        if let Ok(mut c) = self.state.regions.lock() {
             c.clear();
         }
         self.state.injected.store(0, Ordering::SeqCst);
@@ -157,16 +181,20 @@ enum Protocol {
     Query(String),
 }
 
-fn service_of(headers: &HeaderMap) -> String {
-    // The SigV4 credential scope names the service: …/REGION/SERVICE/aws4_request.
+/// A part of the SigV4 credential scope: KEY/DATE/REGION/SERVICE/aws4_request.
+fn scope_part(headers: &HeaderMap, index: usize) -> String {
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|a| a.split("Credential=").nth(1))
         .and_then(|c| c.split(',').next())
-        .and_then(|c| c.split('/').nth(3))
+        .and_then(|c| c.split('/').nth(index))
         .unwrap_or("unknown")
         .to_string()
+}
+
+fn service_of(headers: &HeaderMap) -> String {
+    scope_part(headers, 3)
 }
 
 fn protocol(uri: &Uri, body: &[u8]) -> Option<Protocol> {
@@ -202,6 +230,10 @@ async fn handle(
     };
     if let Ok(mut c) = state.calls.lock() {
         *c.entry((service.clone(), op.clone())).or_default() += 1;
+    }
+    if let Ok(mut c) = state.regions.lock() {
+        *c.entry((scope_part(&headers, 2), service.clone(), op.clone()))
+            .or_default() += 1;
     }
     if let Ok(mut l) = state.log.lock() {
         l.push((
@@ -409,6 +441,12 @@ fn forward_cbor(state: &State, op: &str, headers: &HeaderMap, body: &[u8]) -> Re
     if status >= 300 {
         let (code, message) = cbor::json_error(&parsed);
         return cbor_response(status, cbor::error_to_cbor(&code, &message));
+    }
+    let mut parsed = parsed;
+    if op == "GetMetricData" && state.endless_pages.load(Ordering::SeqCst) {
+        if let serde_json::Value::Object(map) = &mut parsed {
+            map.insert("NextToken".into(), serde_json::json!("one-more-page"));
+        }
     }
     match cbor::response_to_cbor(&parsed, shape) {
         Ok(b) => cbor_response(200, b),

@@ -8,12 +8,16 @@
 //!   ([`cbor`]), counts calls, and injects throttling and failures.
 //! - [`alb`]: load balancers made through the ELBv2 API, and a publisher that
 //!   plays the ALB's CloudWatch side every second.
+//! - [`receiver::Receiver`]: a local HTTP server for rolloutd's outgoing
+//!   calls (webhooks, notifications).
 //! - [`spawn_rolloutd`]: the benchmarks' way to start the real daemon.
 
 pub mod alb;
 pub mod cbor;
 pub mod gateway;
 pub mod moto;
+pub mod publisher;
+pub mod receiver;
 
 /// Starts `rolloutd serve` (the binary at `rolloutd`) on SQLite in `dir`,
 /// applying `dir/specs`, reaching AWS at `endpoint`, logging warnings to

@@ -17,13 +17,17 @@ pub mod decide;
 pub mod observe;
 pub mod ports;
 pub mod status;
+pub mod sync;
 pub mod time;
 
-pub use command::{check as check_command, Command, CommandKind};
-pub use decide::{decide, plan, plan_reads, Action, Context, Decision, Event, EventKind, Reads};
+pub use command::{check as check_command, Command, CommandKind, Refusal};
+pub use decide::{
+    decide, plan, plan_reads, with_roles, write_urgency, Action, Context, Decision, Event,
+    EventKind, Reads,
+};
 pub use observe::{
-    ForwardWeights, ObservationError, ObservationPlan, Observations, Observed, TargetHealth,
-    Urgency, WindowRequest, WindowResult,
+    AlarmState, ForwardWeights, IntervalRequest, IntervalResult, ObservationError, ObservationPlan,
+    Observations, Observed, TargetHealth, Urgency, WebhookCall, WebhookOutcome,
 };
 pub use status::{Phase, RolloutStatus, Weights};
 pub use time::Time;

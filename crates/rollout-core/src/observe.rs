@@ -3,7 +3,7 @@
 //! daemon fetches it from the load balancer and CloudWatch (or a simulation)
 //! and hands it back as [`Observations`].
 
-use rollout_analysis::WindowMetrics;
+use rollout_analysis::IntervalMetrics;
 use serde::{Deserialize, Serialize};
 
 use crate::status::Weights;
@@ -134,7 +134,7 @@ pub struct TargetHealth {
 /// An analysis interval the core wants judged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WindowRequest {
+pub struct IntervalRequest {
     /// The AnalysisTemplate.
     pub template: String,
     /// The canary arm's interval start (inclusive).
@@ -151,20 +151,31 @@ pub struct WindowRequest {
 /// The metrics of one requested interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WindowResult {
+pub struct IntervalResult {
     /// The template.
     pub template: String,
     /// The interval's end (as requested).
     pub end: Time,
     /// Both arms' metrics, or why they could not be read.
-    pub metrics: Result<WindowMetrics, ObservationError>,
+    pub metrics: Result<IntervalMetrics, ObservationError>,
 }
 
 /// How much a read of the load balancer matters, highest last: an AWS API
 /// budget serves the more urgent first, and an [`Urgency::Optional`] read is
 /// made only when the budget has tokens to spare.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "camelCase")]
 pub enum Urgency {
@@ -197,6 +208,58 @@ impl Urgency {
     }
 }
 
+/// A CloudWatch alarm as read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlarmState {
+    /// The alarm's name.
+    pub name: String,
+    /// `OK`, `ALARM` or `INSUFFICIENT_DATA`.
+    pub state: String,
+    /// CloudWatch's reason for the state.
+    pub reason: String,
+}
+
+/// A webhook step's call, as the core asks for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookCall {
+    /// The step's index.
+    pub step: u32,
+    /// Which attempt this is (1 for the first).
+    pub attempt: u32,
+    /// The JSON body to POST (rollout, revision, run, step, weights, the
+    /// last verdicts).
+    pub body: String,
+    /// The webhook (URL, timeout, secrets), as the spec gives it.
+    pub hook: rollout_spec::Webhook,
+}
+
+/// How a webhook call went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WebhookOutcome {
+    /// A 2xx answer; the body's reason, if any.
+    Passed {
+        /// The HTTP status.
+        status: u16,
+        /// The reason the body gave (its `reason` field, or its start).
+        reason: String,
+    },
+    /// An answer other than 2xx: the hook said no.
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The reason the body gave.
+        reason: String,
+    },
+    /// No answer (timeout, connection refused, a secret file unreadable).
+    NoAnswer {
+        /// What went wrong.
+        message: String,
+    },
+}
+
 /// What the core needs looked at for its next decision.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -208,7 +271,13 @@ pub struct ObservationPlan {
     /// The canary target group's health.
     pub canary_health: bool,
     /// Analysis intervals that are due.
-    pub windows: Vec<WindowRequest>,
+    pub intervals: Vec<IntervalRequest>,
+    /// CloudWatch alarms to read (the rollout's alarm gates).
+    #[serde(default)]
+    pub alarms: Vec<String>,
+    /// A webhook step to call.
+    #[serde(default)]
+    pub webhook: Option<WebhookCall>,
 }
 
 /// What the daemon saw.
@@ -220,7 +289,13 @@ pub struct Observations {
     /// The canary target group's health.
     pub canary_health: Observed<TargetHealth>,
     /// Results for the requested intervals.
-    pub windows: Vec<WindowResult>,
+    pub intervals: Vec<IntervalResult>,
+    /// The alarms asked for (those that exist).
+    #[serde(default)]
+    pub alarms: Observed<Vec<AlarmState>>,
+    /// The webhook call asked for: its step, attempt and outcome.
+    #[serde(default)]
+    pub webhook: Option<(u32, u32, WebhookOutcome)>,
 }
 
 #[cfg(test)]

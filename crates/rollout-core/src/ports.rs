@@ -6,11 +6,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use rollout_analysis::WindowMetrics;
+use rollout_analysis::IntervalMetrics;
 use rollout_spec::{AnalysisTemplateSpec, RolloutSpec};
 
 use crate::observe::{
-    ForwardWeights, ObservationError, Observed, TargetHealth, Urgency, WindowRequest,
+    AlarmState, ForwardWeights, IntervalRequest, ObservationError, Observed, TargetHealth, Urgency,
 };
 use crate::status::Weights;
 
@@ -32,12 +32,14 @@ pub trait TrafficRouter: Send + Sync + 'static {
     /// nothing is written (a transient error; the next reconcile sees what
     /// they wrote). A forward action in which target groups the rollout
     /// does not name carry traffic is never written (a fatal error naming
-    /// them).
+    /// them). A router with an API budget serves the write and its
+    /// read-back by `urgency` (the decision's, [`crate::write_urgency`]).
     fn set_weights(
         &self,
         spec: &RolloutSpec,
         weights: Weights,
         seen: ForwardWeights,
+        urgency: Urgency,
     ) -> impl Future<Output = Result<(), ObservationError>> + Send;
 
     /// The canary target group's health (read before a raise).
@@ -55,16 +57,26 @@ pub struct MetricQuery<'a> {
     /// The template (period, statistic).
     pub template: &'a AnalysisTemplateSpec,
     /// The interval.
-    pub window: &'a WindowRequest,
+    pub window: &'a IntervalRequest,
 }
 
 /// The metric source: both arms' metrics over analysis intervals.
 pub trait MetricSource: Send + Sync + 'static {
     /// One result per query, in order. A source may batch the queries.
-    fn windows(
+    fn intervals(
         &self,
         queries: &[MetricQuery<'_>],
-    ) -> impl Future<Output = Vec<Result<WindowMetrics, ObservationError>>> + Send;
+    ) -> impl Future<Output = Vec<Result<IntervalMetrics, ObservationError>>> + Send;
+
+    /// The named CloudWatch alarms that exist in the account and region of
+    /// `place` (an ARN of the rollout's: its listener), with their states
+    /// (a name that does not exist is left out). A source may batch the
+    /// names of many rollouts into one call.
+    fn alarms(
+        &self,
+        place: &str,
+        names: &[String],
+    ) -> impl Future<Output = Observed<Vec<AlarmState>>> + Send;
 }
 
 /// A shared router is a router (one world can serve as both ports).
@@ -82,8 +94,9 @@ impl<T: TrafficRouter> TrafficRouter for Arc<T> {
         spec: &RolloutSpec,
         weights: Weights,
         seen: ForwardWeights,
+        urgency: Urgency,
     ) -> impl Future<Output = Result<(), ObservationError>> + Send {
-        (**self).set_weights(spec, weights, seen)
+        (**self).set_weights(spec, weights, seen, urgency)
     }
 
     fn canary_health(
@@ -96,10 +109,18 @@ impl<T: TrafficRouter> TrafficRouter for Arc<T> {
 
 /// A shared metric source is a metric source.
 impl<T: MetricSource> MetricSource for Arc<T> {
-    fn windows(
+    fn intervals(
         &self,
         queries: &[MetricQuery<'_>],
-    ) -> impl Future<Output = Vec<Result<WindowMetrics, ObservationError>>> + Send {
-        (**self).windows(queries)
+    ) -> impl Future<Output = Vec<Result<IntervalMetrics, ObservationError>>> + Send {
+        (**self).intervals(queries)
+    }
+
+    fn alarms(
+        &self,
+        place: &str,
+        names: &[String],
+    ) -> impl Future<Output = Observed<Vec<AlarmState>>> + Send {
+        (**self).alarms(place, names)
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rollout_analysis::{IntervalVerdict, WindowMetrics};
+use rollout_analysis::{IntervalMetrics, IntervalVerdict};
 use serde::{Deserialize, Serialize};
 
 use crate::time::Time;
@@ -122,6 +122,9 @@ pub enum PauseReason {
     },
     /// Analysis was inconclusive too many intervals in a row.
     Inconclusive,
+    /// A check failed and `spec.rollback.onFailure` is `freeze`: the
+    /// weights stay as they are until a person resumes or aborts.
+    Frozen,
     /// Blue-green: the preview passed; waiting for `promote`.
     AwaitingPromotion,
     /// The load balancer held weights this run did not write; the run keeps
@@ -174,7 +177,8 @@ pub struct BlueGreenStatus {
 #[serde(rename_all = "camelCase")]
 pub struct TemplateAnalysis {
     /// Intervals judged (or given up on) since the analysis origin.
-    pub windows_done: u32,
+    #[serde(alias = "windowsDone")]
+    pub intervals_done: u32,
     /// Passing intervals since the analysis origin (the current weight).
     pub passes: u32,
     /// Failed intervals in the whole run.
@@ -187,13 +191,13 @@ pub struct TemplateAnalysis {
     pub last: Option<JudgedInterval>,
     /// The metrics of every interval judged in this run, oldest first (the
     /// sequential and Mann-Whitney judges weigh them all); at most
-    /// [`HISTORY_WINDOWS`], the oldest dropped first.
+    /// [`HISTORY_INTERVALS`], the oldest dropped first.
     #[serde(default)]
-    pub history: Vec<WindowMetrics>,
+    pub history: Vec<IntervalMetrics>,
 }
 
 /// How many intervals of metrics a template keeps per run (a day of minutes).
-pub const HISTORY_WINDOWS: usize = 1440;
+pub const HISTORY_INTERVALS: usize = 1440;
 
 /// One judged interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -239,6 +243,23 @@ pub struct RunRecord {
     pub message: String,
 }
 
+/// A webhook step's calls so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookStatus {
+    /// The step's index.
+    pub step: u32,
+    /// Calls made that got no answer.
+    pub attempts: u32,
+    /// The next call is not made before this.
+    pub next_at: Time,
+    /// What the last call said.
+    pub last: Option<String>,
+    /// A blue-green gate answered 2xx (a canary step moves on instead).
+    #[serde(default)]
+    pub passed: bool,
+}
+
 /// How many ended runs are kept in the status.
 pub const HISTORY_LIMIT: usize = 10;
 
@@ -254,6 +275,14 @@ pub struct RolloutStatus {
     pub run: u32,
     /// `canary` or `blueGreen`.
     pub strategy: String,
+    /// The target group that serves the revision running before this run
+    /// (all traffic returns there on a rollback).
+    #[serde(default)]
+    pub stable_target_group_arn: String,
+    /// The target group of this run's revision: where the new version is
+    /// deployed, and where traffic moves step by step.
+    #[serde(default)]
+    pub canary_target_group_arn: String,
     /// The current step.
     pub current_step_index: u32,
     /// The desired canary weight.
@@ -286,6 +315,13 @@ pub struct RolloutStatus {
     pub returning_from: Option<String>,
     /// The analysis.
     pub analysis: AnalysisStatus,
+    /// A canary run's bake after promotion (`strategy.canary.postPromotion`):
+    /// when it began, while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_started_at: Option<Time>,
+    /// The webhook step being called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookStatus>,
     /// The last command applied.
     pub last_command_id: u64,
     /// Set when the rollout is being deleted: its traffic goes back to
@@ -304,6 +340,8 @@ impl RolloutStatus {
             revision: revision.to_string(),
             run: 1,
             strategy: strategy.to_string(),
+            stable_target_group_arn: String::new(),
+            canary_target_group_arn: String::new(),
             current_step_index: 0,
             canary_weight: 0,
             observed_weights: None,
@@ -320,6 +358,8 @@ impl RolloutStatus {
             rollback_step: None,
             returning_from: None,
             analysis: AnalysisStatus::default(),
+            bake_started_at: None,
+            webhook: None,
             last_command_id: 0,
             deleting: None,
             history: Vec::new(),
@@ -346,5 +386,21 @@ impl RolloutStatus {
     /// run's traffic belongs to its revision and is left alone).
     pub fn holds_canary_traffic(&self) -> bool {
         self.owns_traffic() && self.phase != Phase::Succeeded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status stored before `windowsDone` was called `intervalsDone`
+    /// reads back with its count.
+    #[test]
+    fn a_stored_windows_done_still_reads() {
+        let old = r#"{"windowsDone": 3, "passes": 1, "failed": 0, "inconclusiveInARow": 0, "errorsInARow": 0, "last": null}"#;
+        let t: TemplateAnalysis = serde_json::from_str(old).expect("reads");
+        assert_eq!((t.intervals_done, t.passes), (3, 1));
+        let new = serde_json::to_value(&t).expect("writes");
+        assert_eq!(new["intervalsDone"], 3);
     }
 }

@@ -49,6 +49,16 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// The days of a month (1-12) of a proleptic Gregorian year.
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        4 | 6 | 9 | 11 => 30,
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
 /// (year, month, day) to days since the epoch (`days_from_civil`).
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -113,8 +123,12 @@ impl std::str::FromStr for Time {
                 padded[..3].parse::<i64>().map_err(|_| bad())?
             }
         };
-        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        if !(1..=12).contains(&mo) || h > 23 || mi > 59 || sec > 60 {
             return Err(bad());
+        }
+        // A day the month has (no 2026-02-31, no 2026-04-31).
+        if d < 1 || d > i64::from(days_in_month(y, mo as u32)) {
+            return Err(format!("`{s}` names a day its month does not have"));
         }
         let days = days_from_civil(y, mo as u32, d as u32);
         Ok(Time(
@@ -163,6 +177,55 @@ mod tests {
         assert_eq!("2000-02-29T23:59:59.5Z".parse(), Ok(Time(951_868_799_500)));
         assert!("2026-13-01T00:00:00Z".parse::<Time>().is_err());
         assert!("yesterday".parse::<Time>().is_err());
+    }
+
+    #[test]
+    fn days_a_month_does_not_have_are_refused() {
+        for bad in [
+            "2026-02-29T00:00:00Z",
+            "2026-02-31T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2026-01-00T00:00:00Z",
+            "2026-01-32T00:00:00Z",
+        ] {
+            assert!(bad.parse::<Time>().is_err(), "{bad}");
+        }
+        for good in [
+            "2024-02-29T00:00:00Z",
+            "2000-02-29T00:00:00Z",
+            "2026-12-31T23:59:59Z",
+        ] {
+            assert!(good.parse::<Time>().is_ok(), "{good}");
+        }
+    }
+
+    proptest::proptest! {
+        /// A date reads iff its day exists, and then means that day: the
+        /// time printed for it is the text read.
+        #[test]
+        fn a_date_reads_iff_the_calendar_has_it(y in 1i64..=9999, m in 1u32..=12, d in 1u32..=31) {
+            let text = format!("{y:04}-{m:02}-{d:02}T12:00:00.000Z");
+            let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+            let exists = match m {
+                2 => d <= if leap { 29 } else { 28 },
+                4 | 6 | 9 | 11 => d <= 30,
+                _ => true,
+            };
+            match text.parse::<Time>() {
+                Ok(t) => {
+                    proptest::prop_assert!(exists, "{text} was accepted");
+                    proptest::prop_assert_eq!(t.to_string(), text);
+                }
+                Err(_) => proptest::prop_assert!(!exists, "{text} was refused"),
+            }
+        }
+
+        #[test]
+        fn every_instant_round_trips(ms in -62_135_596_800_000i64..253_402_300_799_999) {
+            let t = Time(ms);
+            proptest::prop_assert_eq!(t.to_string().parse::<Time>(), Ok(t));
+        }
     }
 
     #[test]

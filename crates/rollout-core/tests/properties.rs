@@ -12,11 +12,10 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use rollout_analysis::{ArmSample, WindowMetrics};
+use rollout_analysis::{ArmSample, IntervalMetrics};
 use rollout_core::{
-    decide, plan, Action, Command, CommandKind, Context, EventKind, ForwardWeights,
+    decide, plan, Action, Command, CommandKind, Context, EventKind, ForwardWeights, IntervalResult,
     ObservationError, Observations, Observed, Phase, RolloutStatus, TargetHealth, Time,
-    WindowResult,
 };
 use rollout_spec::{load, AnalysisTemplateSpec, Rollout};
 
@@ -264,25 +263,25 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
             templates: &templates,
         };
         let wanted = plan(ctx, status.as_ref(), now);
-        let windows: Vec<WindowResult> = wanted
-            .windows
+        let intervals: Vec<IntervalResult> = wanted
+            .intervals
             .iter()
             .filter(|_| t.answer != Answer::Nothing)
-            .map(|w| WindowResult {
+            .map(|w| IntervalResult {
                 template: w.template.clone(),
                 end: w.end,
                 metrics: match t.answer {
-                    Answer::Good => Ok(WindowMetrics {
+                    Answer::Good => Ok(IntervalMetrics {
                         stable: arm(1000.0, 1.0),
                         canary: arm(1000.0, 1.0),
                         custom: Vec::new(),
                     }),
-                    Answer::Bad => Ok(WindowMetrics {
+                    Answer::Bad => Ok(IntervalMetrics {
                         stable: arm(1000.0, 1.0),
                         canary: arm(1000.0, 90.0),
                         custom: Vec::new(),
                     }),
-                    Answer::Thin => Ok(WindowMetrics {
+                    Answer::Thin => Ok(IntervalMetrics {
                         stable: arm(5.0, 0.0),
                         canary: ArmSample::default(),
                         custom: Vec::new(),
@@ -311,7 +310,8 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
             } else {
                 Observed::Missing
             },
-            windows,
+            intervals,
+            ..Default::default()
         };
         let commands: Vec<Command> = t
             .command

@@ -6,11 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use rollout_analysis::{ArmSample, WindowMetrics};
+use rollout_analysis::{ArmSample, IntervalMetrics};
 use rollout_core::{
-    decide, plan, Action, Command, CommandKind, Context, EventKind, ForwardWeights,
+    decide, plan, Action, Command, CommandKind, Context, EventKind, ForwardWeights, IntervalResult,
     ObservationError, Observations, Observed, Phase, RolloutStatus, TargetHealth, Time,
-    WindowResult,
 };
 use rollout_spec::{load, AnalysisTemplateSpec, Rollout};
 
@@ -141,25 +140,25 @@ fn check_rollout(
             templates: &templates,
         };
         let wanted = plan(ctx, status.as_ref(), now);
-        let windows = wanted
-            .windows
+        let intervals = wanted
+            .intervals
             .iter()
             .filter(|_| t.answer != Answer::Nothing)
-            .map(|w| WindowResult {
+            .map(|w| IntervalResult {
                 template: w.template.clone(),
                 end: w.end,
                 metrics: match t.answer {
-                    Answer::Good => Ok(WindowMetrics {
+                    Answer::Good => Ok(IntervalMetrics {
                         stable: arm(1000.0, 1.0),
                         canary: arm(1000.0, 1.0),
                         custom: Vec::new(),
                     }),
-                    Answer::Bad => Ok(WindowMetrics {
+                    Answer::Bad => Ok(IntervalMetrics {
                         stable: arm(1000.0, 1.0),
                         canary: arm(1000.0, 50.0),
                         custom: Vec::new(),
                     }),
-                    Answer::Thin => Ok(WindowMetrics {
+                    Answer::Thin => Ok(IntervalMetrics {
                         stable: arm(10.0, 0.0),
                         canary: arm(10.0, 0.0),
                         custom: Vec::new(),
@@ -187,7 +186,8 @@ fn check_rollout(
                 healthy: t.healthy,
                 total: 2,
             }),
-            windows,
+            intervals,
+            ..Default::default()
         };
         let commands: Vec<Command> = t
             .command
@@ -910,7 +910,8 @@ fn a_no_op_reconcile_changes_nothing() {
             healthy: 1,
             total: 1,
         }),
-        windows: vec![],
+        intervals: vec![],
+        ..Default::default()
     };
     let first = decide(ctx, None, &obs(0), &[], START);
     let second = decide(ctx, Some(&first.status), &obs(5), &[], START.plus_ms(1000));
@@ -937,7 +938,8 @@ fn analysis_added_to_a_running_rollout_starts_judging() {
             healthy: 1,
             total: 1,
         }),
-        windows: vec![],
+        intervals: vec![],
+        ..Default::default()
     };
     let ctx = Context {
         rollout: &rollout,
@@ -960,7 +962,7 @@ fn analysis_added_to_a_running_rollout_starts_judging() {
     let boundary = START.plus_ms(10_000);
     assert_eq!(d.status.analysis.origin, Some(boundary));
     let due = plan(ctx, Some(&d.status), boundary.plus_ms(120_000));
-    assert_eq!(due.windows.len(), 1);
+    assert_eq!(due.intervals.len(), 1);
 }
 
 #[test]
@@ -1028,7 +1030,8 @@ fn target_health_is_read_only_when_a_raise_may_follow() {
         } else {
             Observed::Missing
         },
-        windows: vec![],
+        intervals: vec![],
+        ..Default::default()
     };
     // Before the run: its first step raises.
     assert!(plan(ctx, None, START).canary_health);
@@ -1059,7 +1062,7 @@ fn target_health_is_read_only_when_a_raise_may_follow() {
     // When an interval falls due (it may pass), health is read with it.
     let due = at.plus_ms(70_000);
     let wanted = plan(ctx, Some(&waiting.status), due);
-    assert!(!wanted.windows.is_empty());
+    assert!(!wanted.intervals.is_empty());
     assert!(wanted.canary_health);
     // A step without analysis raises as soon as its pause ends: health then.
     let (plain, none) = spec(
@@ -1252,7 +1255,8 @@ fn delete_returns_traffic_to_stable_then_forgets_the_rollout() {
             other: 0,
         }),
         canary_health: Observed::Missing,
-        windows: Vec::new(),
+        intervals: Vec::new(),
+        ..Default::default()
     };
     let now = START.plus_ms(30_000);
     // Still 5% on the canary: not yet.
@@ -1300,7 +1304,8 @@ fn thousands_of_queued_commands_are_applied_in_bounded_batches() {
             other: 0,
         }),
         canary_health: Observed::Missing,
-        windows: Vec::new(),
+        intervals: Vec::new(),
+        ..Default::default()
     };
     let d = decide(ctx, Some(&st), &obs, &commands, now);
     assert_eq!(d.status.phase, Phase::Aborted);
@@ -1341,14 +1346,16 @@ fn the_load_balancer_is_read_as_urgently_as_the_decision_needs() {
         last_traffic: last.map(|s| START.plus_ms(s as u64 * 1000)),
         drift_check_ms: 60_000,
         commands_queued: false,
+        ..Reads::default()
     };
     let at = |s: u64| START.plus_ms(s * 1000);
     let urgency = |st: Option<&RolloutStatus>, now: Time, last: Option<i64>| {
         let p = plan_reads(ctx, st, now, reads(last));
         p.traffic.then_some(p.urgency)
     };
-    // Never seen: read before a run may start.
-    assert_eq!(urgency(None, at(0), None), Some(Urgency::BeforeRaise));
+    // Never seen: read before its first run may start, behind the steps of
+    // runs under way.
+    assert_eq!(urgency(None, at(0), None), Some(Urgency::Routine));
     // A raise written, not yet seen: its read-back.
     let mut ticks = AT_5.to_vec();
     ticks.truncate(1);
@@ -1391,4 +1398,677 @@ fn the_load_balancer_is_read_as_urgently_as_the_decision_needs() {
     });
     let (ended, _) = check(HOLD_AT_5, 0, &ticks);
     assert_eq!(urgency(Some(&ended), at(100), Some(30)), None);
+}
+
+#[test]
+fn a_weight_write_takes_its_place_in_the_api_budget_from_the_decision() {
+    use rollout_core::{write_urgency, ForwardWeights, Urgency, Weights};
+    let fw = |stable, canary| ForwardWeights {
+        stable,
+        canary,
+        other: 0,
+    };
+    // A run's first raise waits behind the steps of runs under way.
+    assert_eq!(
+        write_urgency(fw(100, 0), Weights::for_canary(5)),
+        Urgency::Routine
+    );
+    // A raise of a run under way, and its read-back.
+    assert_eq!(
+        write_urgency(fw(95, 5), Weights::for_canary(10)),
+        Urgency::ReadBack
+    );
+    // Raw weights on another scale (1 and 3 is 75%): still a raise.
+    assert_eq!(
+        write_urgency(fw(1, 3), Weights::for_canary(80)),
+        Urgency::ReadBack
+    );
+    // Less canary traffic, or none: returning traffic goes first.
+    assert_eq!(
+        write_urgency(fw(50, 50), Weights::for_canary(25)),
+        Urgency::Rollback
+    );
+    assert_eq!(
+        write_urgency(fw(0, 100), Weights::for_canary(0)),
+        Urgency::Rollback
+    );
+    // The decision carries it: a run's first step.
+    let (rollout, templates) = spec(HOLD_AT_5, 0);
+    let ctx = Context {
+        rollout: &rollout,
+        templates: &templates,
+    };
+    let obs = Observations {
+        traffic: Observed::Ok(fw(100, 0)),
+        canary_health: Observed::Ok(rollout_core::TargetHealth {
+            healthy: 3,
+            total: 3,
+        }),
+        intervals: Vec::new(),
+        ..Default::default()
+    };
+    let d = decide(ctx, None, &obs, &[], START);
+    assert!(
+        matches!(
+            d.actions.first(),
+            Some(Action::SetWeights {
+                urgency: Urgency::Routine,
+                ..
+            })
+        ),
+        "{:?}",
+        d.actions
+    );
+}
+
+/// Every status names the two target groups' roles: where the run's
+/// revision is deployed (canary) and where traffic returns (stable).
+#[test]
+fn every_status_names_the_stable_and_canary_target_groups() {
+    let (st, _) = check(
+        STEPS_5_10_100,
+        0,
+        &[Tick {
+            desired: 5,
+            write: Some(5),
+            ..T
+        }],
+    );
+    assert_eq!(
+        st.stable_target_group_arn,
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/blue/73e2d6bc24d8a067"
+    );
+    assert_eq!(
+        st.canary_target_group_arn,
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/green/0f2a6b1c9d8e7f60"
+    );
+    let json = serde_json::to_value(&st).expect("json");
+    assert!(json["stableTargetGroupArn"]
+        .as_str()
+        .is_some_and(|a| a.ends_with("blue/73e2d6bc24d8a067")));
+    assert!(json["canaryTargetGroupArn"]
+        .as_str()
+        .is_some_and(|a| a.ends_with("green/0f2a6b1c9d8e7f60")));
+}
+
+const BLUE: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/blue/73e2d6bc24d8a067";
+const GREEN: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/green/0f2a6b1c9d8e7f60";
+
+/// A load balancer that knows target groups by ARN (the rule table's knows
+/// only "stable" and "canary", which is what ping-pong changes).
+struct PairLb {
+    weights: BTreeMap<&'static str, u32>,
+}
+
+impl PairLb {
+    fn read(&self, rollout: &Rollout) -> ForwardWeights {
+        let w = |arn: &str| self.weights.get(arn).copied().unwrap_or(0);
+        ForwardWeights {
+            stable: w(rollout.spec.stable.target_group_arn.as_str()),
+            canary: w(rollout.spec.canary.target_group_arn.as_str()),
+            other: 0,
+        }
+    }
+
+    fn carries_all(&self) -> &'static str {
+        self.weights
+            .iter()
+            .find(|(_, w)| **w == 100)
+            .map_or("neither", |(arn, _)| arn)
+    }
+}
+
+/// Reconciles every 10 s, as the daemon does (roles resolved from the
+/// status first), until the run of the spec's revision ends or `limit`
+/// reconciles passed; `bad` makes the canary fail its intervals.
+fn drive(
+    world: &(Rollout, BTreeMap<String, AnalysisTemplateSpec>),
+    status: &mut Option<RolloutStatus>,
+    lb: &mut PairLb,
+    now: &mut Time,
+    bad: bool,
+    limit: usize,
+) -> Vec<rollout_core::Event> {
+    let mut knobs = Knobs {
+        bad: Box::new(move |_| bad),
+        ..Knobs::default()
+    };
+    drive_with(world, status, lb, now, &mut knobs, limit)
+}
+
+/// What the world answers besides the weights: whether the canary is bad
+/// (by reconcile), the alarms that exist, and a webhook's answer (by
+/// attempt); the webhook calls made are recorded.
+struct Knobs {
+    bad: Box<dyn FnMut(usize) -> bool>,
+    alarms: Vec<rollout_core::AlarmState>,
+    hook: Box<dyn FnMut(&rollout_core::WebhookCall) -> rollout_core::WebhookOutcome>,
+    calls: Vec<rollout_core::WebhookCall>,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs {
+            bad: Box::new(|_| false),
+            alarms: Vec::new(),
+            hook: Box::new(|_| rollout_core::WebhookOutcome::Passed {
+                status: 200,
+                reason: String::new(),
+            }),
+            calls: Vec::new(),
+        }
+    }
+}
+
+fn drive_with(
+    (rollout, templates): &(Rollout, BTreeMap<String, AnalysisTemplateSpec>),
+    status: &mut Option<RolloutStatus>,
+    lb: &mut PairLb,
+    now: &mut Time,
+    knobs: &mut Knobs,
+    limit: usize,
+) -> Vec<rollout_core::Event> {
+    let mut events = Vec::new();
+    for tick in 0..limit {
+        let bad = (knobs.bad)(tick);
+        *now = now.plus_ms(10_000);
+        let resolved = rollout_core::with_roles(rollout, status.as_ref());
+        let ctx = Context {
+            rollout: &resolved,
+            templates,
+        };
+        let wanted = plan(ctx, status.as_ref(), *now);
+        let intervals = wanted
+            .intervals
+            .iter()
+            .map(|w| IntervalResult {
+                template: w.template.clone(),
+                end: w.end,
+                metrics: Ok(IntervalMetrics {
+                    stable: arm(1000.0, 1.0),
+                    canary: arm(1000.0, if bad { 50.0 } else { 1.0 }),
+                    custom: Vec::new(),
+                }),
+            })
+            .collect();
+        let obs = Observations {
+            traffic: Observed::Ok(lb.read(&resolved)),
+            canary_health: Observed::Ok(TargetHealth {
+                healthy: 2,
+                total: 2,
+            }),
+            intervals,
+            alarms: if wanted.alarms.is_empty() {
+                Observed::Missing
+            } else {
+                Observed::Ok(knobs.alarms.clone())
+            },
+            webhook: wanted.webhook.clone().map(|call| {
+                knobs.calls.push(call.clone());
+                (call.step, call.attempt, (knobs.hook)(&call))
+            }),
+        };
+        let d = decide(ctx, status.as_ref(), &obs, &[], *now);
+        for a in &d.actions {
+            let Action::SetWeights { weights, .. } = a;
+            let stable = resolved.spec.stable.target_group_arn.as_str();
+            let canary = resolved.spec.canary.target_group_arn.as_str();
+            for (arn, w) in [(stable, weights.stable), (canary, weights.canary)] {
+                let key = if arn == BLUE { BLUE } else { GREEN };
+                lb.weights.insert(key, u32::from(w));
+            }
+        }
+        events.extend(d.events);
+        let ended = d.status.revision == rollout.spec.revision && d.status.phase.is_terminal();
+        *status = Some(d.status);
+        if ended
+            && lb
+                .read(&rollout_core::with_roles(rollout, status.as_ref()))
+                .stable
+                == 100
+        {
+            break;
+        }
+    }
+    events
+}
+
+#[test]
+fn ping_pong_target_groups_take_turns_and_a_rollback_keeps_the_roles() {
+    let (mut rollout, templates) = spec(STEPS_5_10_100, 0);
+    let text = BASE
+        .replace(
+            &format!("  stable: {{targetGroupArn: \"{BLUE}\"}}\n  canary: {{targetGroupArn: \"{GREEN}\"}}\n"),
+            &format!("  targetGroups: [\"{BLUE}\", \"{GREEN}\"]\n"),
+        )
+        .replace("STEPS", STEPS_5_10_100)
+        .replace("FAILURES", "0");
+    let set = load([("pp.yaml", text.as_str())], &[]).unwrap_or_else(|d| panic!("{d:?}"));
+    rollout.spec = set.rollouts[0].value.spec.clone();
+    assert!(rollout.spec.target_groups.is_some());
+    let mut world = (rollout, templates);
+    // First adoption: green carries all traffic, so green is stable and
+    // revision r1 goes into blue, although blue is listed first.
+    let mut lb = PairLb {
+        weights: BTreeMap::from([(BLUE, 0), (GREEN, 100)]),
+    };
+    let mut status = None;
+    let mut now = START;
+    let events = drive(&world, &mut status, &mut lb, &mut now, false, 100);
+    let st = status.clone().expect("status");
+    assert_eq!(kinds(&events, EventKind::RolesSwapped), 1, "{events:#?}");
+    assert_eq!(st.phase, Phase::Succeeded, "{}", st.message);
+    assert_eq!(lb.carries_all(), BLUE, "r1 ends on blue");
+    assert_eq!(st.stable_target_group_arn, BLUE);
+    assert_eq!(
+        st.canary_target_group_arn, GREEN,
+        "the next revision goes into green"
+    );
+    assert_eq!(st.canary_weight, 0);
+    // r2, r3: the roles swap after each success, with no change to the spec
+    // but the revision.
+    for (revision, ends_on) in [("r2", GREEN), ("r3", BLUE)] {
+        world.0.spec.revision = revision.into();
+        drive(&world, &mut status, &mut lb, &mut now, false, 100);
+        let st = status.clone().expect("status");
+        assert_eq!(
+            (st.revision.as_str(), st.phase),
+            (revision, Phase::Succeeded),
+            "{}",
+            st.message
+        );
+        assert_eq!(
+            lb.carries_all(),
+            ends_on,
+            "{revision} ends on its canary group"
+        );
+        assert_eq!(st.stable_target_group_arn, ends_on);
+        assert_ne!(st.canary_target_group_arn, ends_on);
+    }
+    // r4 is rolled back: blue keeps all traffic and the roles stay, so r5
+    // goes into green again.
+    world.0.spec.revision = "r4".into();
+    drive(&world, &mut status, &mut lb, &mut now, true, 100);
+    let st = status.clone().expect("status");
+    assert_eq!(st.phase, Phase::RolledBack, "{}", st.message);
+    assert_eq!(lb.carries_all(), BLUE);
+    assert_eq!(
+        (
+            st.stable_target_group_arn.as_str(),
+            st.canary_target_group_arn.as_str()
+        ),
+        (BLUE, GREEN)
+    );
+    world.0.spec.revision = "r5".into();
+    drive(&world, &mut status, &mut lb, &mut now, false, 100);
+    assert_eq!(lb.carries_all(), GREEN, "r5 ends on green");
+}
+
+#[test]
+fn ping_pong_refuses_to_start_when_neither_group_carries_all_traffic() {
+    let text = BASE
+        .replace(
+            &format!("  stable: {{targetGroupArn: \"{BLUE}\"}}\n  canary: {{targetGroupArn: \"{GREEN}\"}}\n"),
+            &format!("  targetGroups: [\"{BLUE}\", \"{GREEN}\"]\n"),
+        )
+        .replace("STEPS", STEPS_5_10_100)
+        .replace("FAILURES", "0");
+    let set = load([("pp.yaml", text.as_str())], &[]).unwrap_or_else(|d| panic!("{d:?}"));
+    let (_, templates) = spec(STEPS_5_10_100, 0);
+    let world = (set.rollouts[0].value.clone(), templates);
+    let mut lb = PairLb {
+        weights: BTreeMap::from([(BLUE, 60), (GREEN, 40)]),
+    };
+    let (mut status, mut now) = (None, START);
+    drive(&world, &mut status, &mut lb, &mut now, false, 20);
+    let st = status.expect("status");
+    assert_eq!(st.phase, Phase::Pending);
+    assert!(
+        st.message.contains("one of the two must carry all of it"),
+        "{}",
+        st.message
+    );
+    assert_eq!(lb.weights[BLUE], 60, "nothing written");
+}
+
+/// The rule table's rollout with `steps`, `analysis` (a flow mapping) and
+/// `extra` lines under `spec`.
+fn gated(
+    steps: &str,
+    analysis: &str,
+    extra: &str,
+) -> (Rollout, BTreeMap<String, AnalysisTemplateSpec>) {
+    let text = BASE
+        .replace(
+            "  analysis: {interval: 1m, templates: [t]}\n",
+            &format!("  analysis: {analysis}\n{extra}"),
+        )
+        .replace("STEPS", steps)
+        .replace("FAILURES", "0");
+    let set = load([("gated.yaml", text.as_str())], &[]).unwrap_or_else(|d| panic!("{d:?}"));
+    let (_, templates) = spec(steps, 0);
+    (set.rollouts[0].value.clone(), templates)
+}
+
+fn fixed_lb() -> PairLb {
+    PairLb {
+        weights: BTreeMap::from([(BLUE, 100), (GREEN, 0)]),
+    }
+}
+
+fn alarm(state: &str) -> rollout_core::AlarmState {
+    rollout_core::AlarmState {
+        name: "api-5xx".into(),
+        state: state.into(),
+        reason: "Threshold Crossed: 1 datapoint [7.0] was greater than the threshold (5.0)".into(),
+    }
+}
+
+const HOLD_10M: &str = "[{setWeight: 10}, {pause: {duration: 10m}}, {setWeight: 100}]";
+
+#[test]
+fn an_alarm_in_alarm_rolls_the_run_back_and_names_it() {
+    let world = gated(
+        HOLD_10M,
+        "{interval: 1m, templates: [t], alarms: [api-5xx]}",
+        "",
+    );
+    let (mut status, mut lb, mut now) = (None, fixed_lb(), START);
+    let mut knobs = Knobs {
+        alarms: vec![alarm("OK")],
+        ..Knobs::default()
+    };
+    drive_with(&world, &mut status, &mut lb, &mut now, &mut knobs, 6);
+    let st = status.clone().expect("status");
+    assert_eq!(
+        (st.phase, st.canary_weight),
+        (Phase::Progressing, 10),
+        "{}",
+        st.message
+    );
+    knobs.alarms = vec![alarm("ALARM")];
+    // The next reconcile reads it (every reconcile of a run under way,
+    // here every 10 s) and the one after sees the weights back.
+    drive_with(&world, &mut status, &mut lb, &mut now, &mut knobs, 2);
+    let st = status.expect("status");
+    assert_eq!(st.phase, Phase::RolledBack);
+    assert!(
+        st.message
+            .contains("alarm `api-5xx` is in ALARM: Threshold Crossed"),
+        "{}",
+        st.message
+    );
+    assert_eq!(lb.carries_all(), BLUE);
+}
+
+#[test]
+fn an_alarm_that_does_not_exist_fails_the_run() {
+    let world = gated(HOLD_10M, "{alarms: [api-5xx]}", "");
+    let (mut status, mut lb, mut now) = (None, fixed_lb(), START);
+    let mut knobs = Knobs::default();
+    drive_with(&world, &mut status, &mut lb, &mut now, &mut knobs, 6);
+    let st = status.expect("status");
+    assert_eq!(st.phase, Phase::Failed, "{}", st.message);
+    assert!(
+        st.message.contains("`api-5xx` does not exist"),
+        "{}",
+        st.message
+    );
+    assert_eq!(lb.carries_all(), BLUE);
+}
+
+const WEBHOOK_STEPS: &str = "[{setWeight: 10}, {webhook: {name: smoke, url: 'https://ci.example.com/smoke', retries: 2}}, {setWeight: 100}]";
+
+#[test]
+fn a_webhook_step_passes_on_2xx_and_its_body_says_where_the_run_is() {
+    let world = gated(WEBHOOK_STEPS, "{interval: 1m, templates: [t]}", "");
+    let (mut status, mut lb, mut now) = (None, fixed_lb(), START);
+    let mut knobs = Knobs::default();
+    drive_with(&world, &mut status, &mut lb, &mut now, &mut knobs, 30);
+    let st = status.expect("status");
+    assert_eq!(st.phase, Phase::Succeeded, "{}", st.message);
+    assert_eq!(knobs.calls.len(), 1, "called once");
+    let body: serde_json::Value = serde_json::from_str(&knobs.calls[0].body).expect("json");
+    assert_eq!(body["rollout"], "api");
+    assert_eq!(body["revision"], "r1");
+    assert_eq!(body["step"], 2);
+    assert_eq!(body["webhook"], "smoke");
+    assert_eq!(body["weights"]["canary"], 10);
+}
+
+#[test]
+fn a_webhook_refusal_rolls_the_run_back_at_once() {
+    let world = gated(WEBHOOK_STEPS, "{interval: 1m, templates: [t]}", "");
+    let (mut status, mut lb, mut now) = (None, fixed_lb(), START);
+    let mut knobs = Knobs {
+        hook: Box::new(|_| rollout_core::WebhookOutcome::Refused {
+            status: 500,
+            reason: "smoke test: /checkout answered 502".into(),
+        }),
+        ..Knobs::default()
+    };
+    drive_with(&world, &mut status, &mut lb, &mut now, &mut knobs, 30);
+    let st = status.expect("status");
+    assert_eq!(st.phase, Phase::RolledBack, "{}", st.message);
+    assert_eq!(knobs.calls.len(), 1, "a refusal is not retried");
+    assert!(
+        st.message
+            .contains("webhook `smoke` refused with HTTP 500: smoke test: /checkout answered 502"),
+        "{}",
+        st.message
+    );
+    assert_eq!(lb.carries_all(), BLUE);
+}
+
+#[test]
+fn a_webhook_without_an_answer_is_retried_then_fails() {
+    let world = gated(WEBHOOK_STEPS, "{interval: 1m, templates: [t]}", "");
+    // No answer twice, then 200: within the two retries.
+    let (mut status, mut lb, mut now) = (None, fixed_lb(), START);
+    let mut knobs = Knobs {
+        hook: Box::new(|call| {
+            if call.attempt < 3 {
+                rollout_core::WebhookOutcome::NoAnswer {
+                    message: "connection refused".into(),
+                }
+            } else {
+                rollout_core::WebhookOutcome::Passed {
+                    status: 204,
+                    reason: String::new(),
+                }
+            }
+        }),
+        ..Knobs::default()
+    };
+    drive_with(&world, &mut status, &mut lb, &mut now, &mut knobs, 40);
+    let st = status.expect("status");
+    assert_eq!(st.phase, Phase::Succeeded, "{}", st.message);
+    assert_eq!(
+        knobs.calls.iter().map(|c| c.attempt).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    // Never an answer: three attempts, then the run rolls back.
+    let (mut status, mut lb, mut now) = (None, fixed_lb(), START);
+    let mut knobs = Knobs {
+        hook: Box::new(|_| rollout_core::WebhookOutcome::NoAnswer {
+            message: "timed out after 10s".into(),
+        }),
+        ..Knobs::default()
+    };
+    drive_with(&world, &mut status, &mut lb, &mut now, &mut knobs, 40);
+    let st = status.expect("status");
+    assert_eq!(st.phase, Phase::RolledBack, "{}", st.message);
+    assert_eq!(knobs.calls.len(), 3);
+    assert!(
+        st.message
+            .contains("did not answer in 3 attempts: timed out"),
+        "{}",
+        st.message
+    );
+}
+
+#[test]
+fn a_canary_that_turns_bad_during_the_bake_returns_all_traffic() {
+    let mut world = gated(STEPS_5_10_100, "{interval: 1m, templates: [t]}", "");
+    if let Some(c) = world.0.spec.strategy.canary.as_mut() {
+        c.post_promotion = Some(rollout_spec::PostPromotion {
+            duration: "10m".parse().expect("duration"),
+        });
+    }
+    // A good bake: at 100% for 10 minutes, then success.
+    let (mut status, mut lb, mut now) = (None, fixed_lb(), START);
+    let mut baking_since = None;
+    for _ in 0..200 {
+        drive(&world, &mut status, &mut lb, &mut now, false, 1);
+        let st = status.as_ref().expect("status");
+        if st.bake_started_at.is_some() && baking_since.is_none() {
+            baking_since = Some(now);
+            assert_eq!(lb.carries_all(), GREEN, "baking at 100%");
+            let base = st.analysis.baseline.expect("stable's baseline interval");
+            assert!(
+                base.1 <= st.weight_verified_at.expect("verified"),
+                "{base:?}"
+            );
+        }
+        if st.phase.is_terminal() {
+            break;
+        }
+    }
+    let st = status.clone().expect("status");
+    assert_eq!(st.phase, Phase::Succeeded, "{}", st.message);
+    let since = baking_since.expect("a bake");
+    assert!(
+        st.ended_at.expect("ended").since(since) >= 590_000,
+        "baked 10m"
+    );
+    assert!(st.message.contains("baked 10m"), "{}", st.message);
+
+    // A bad one: the canary fails an interval during the bake.
+    let (mut status, mut lb, mut now) = (None, fixed_lb(), START);
+    for _ in 0..200 {
+        let baking = status
+            .as_ref()
+            .is_some_and(|s: &RolloutStatus| s.bake_started_at.is_some());
+        drive(&world, &mut status, &mut lb, &mut now, baking, 1);
+        if status
+            .as_ref()
+            .is_some_and(|s| s.phase.is_terminal() && lb.carries_all() == BLUE)
+        {
+            break;
+        }
+    }
+    let st = status.expect("status");
+    assert_eq!(st.phase, Phase::RolledBack, "{}", st.message);
+    assert_eq!(
+        lb.carries_all(),
+        BLUE,
+        "all traffic back on the previous group"
+    );
+}
+
+#[test]
+fn on_failure_freeze_holds_the_weights_and_waits_for_a_person() {
+    let world = gated(
+        HOLD_10M,
+        "{interval: 1m, templates: [t]}",
+        "  rollback: {onFailure: freeze}\n",
+    );
+    let (mut status, mut lb, mut now) = (None, fixed_lb(), START);
+    let events = drive(&world, &mut status, &mut lb, &mut now, true, 30);
+    let st = status.expect("status");
+    assert_eq!(st.phase, Phase::Paused, "{}", st.message);
+    assert_eq!(st.pause, Some(rollout_core::status::PauseReason::Frozen));
+    assert_eq!(lb.weights[GREEN], 10, "the weights stay");
+    assert!(st.message.contains("onFailure is freeze"), "{}", st.message);
+    assert_eq!(kinds(&events, EventKind::RolledBack), 0);
+    assert_eq!(
+        kinds(&events, EventKind::Paused),
+        1,
+        "paused once, not every interval"
+    );
+}
+
+/// A blue-green rollout with webhook gates before and after the switch.
+fn blue_green_gated() -> (Rollout, BTreeMap<String, AnalysisTemplateSpec>) {
+    let text = BASE
+        .replace(
+            "    canary:\n      steps: STEPS\n",
+            "    blueGreen:\n      prePromotionWebhook: {name: preview-smoke, url: 'https://ci.example.com/pre'}\n      postPromotionWebhook: {name: live-smoke, url: 'https://ci.example.com/post', retries: 0}\n",
+        )
+        .replace("  analysis: {interval: 1m, templates: [t]}\n", "")
+        .replace("FAILURES", "0");
+    let set = load([("bg.yaml", text.as_str())], &[]).unwrap_or_else(|d| panic!("{d:?}"));
+    let (_, templates) = spec(STEPS_5_10_100, 0);
+    (set.rollouts[0].value.clone(), templates)
+}
+
+fn answers(pre: u16, post: u16) -> Knobs {
+    Knobs {
+        hook: Box::new(move |call| {
+            let status = if call.hook.url.ends_with("/pre") {
+                pre
+            } else {
+                post
+            };
+            if status < 300 {
+                rollout_core::WebhookOutcome::Passed {
+                    status,
+                    reason: String::new(),
+                }
+            } else {
+                rollout_core::WebhookOutcome::Refused {
+                    status,
+                    reason: "smoke test failed".into(),
+                }
+            }
+        }),
+        ..Knobs::default()
+    }
+}
+
+#[test]
+fn blue_green_webhook_gates_hold_the_switch_and_the_success() {
+    let world = blue_green_gated();
+    // Both answer 200: preview gate, switch, post gate, success.
+    let (mut status, mut lb, mut now) = (None, fixed_lb(), START);
+    let mut knobs = answers(200, 200);
+    drive_with(&world, &mut status, &mut lb, &mut now, &mut knobs, 30);
+    let st = status.expect("status");
+    assert_eq!(st.phase, Phase::Succeeded, "{}", st.message);
+    assert_eq!(lb.carries_all(), GREEN);
+    let urls: Vec<&str> = knobs.calls.iter().map(|c| c.hook.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        ["https://ci.example.com/pre", "https://ci.example.com/post"]
+    );
+
+    // The preview's smoke test refuses: no production traffic ever moved.
+    let (mut status, mut lb, mut now) = (None, fixed_lb(), START);
+    let mut knobs = answers(500, 200);
+    drive_with(&world, &mut status, &mut lb, &mut now, &mut knobs, 30);
+    let st = status.expect("status");
+    assert_eq!(st.phase, Phase::RolledBack, "{}", st.message);
+    assert!(
+        st.message
+            .contains("webhook `preview-smoke` refused with HTTP 500"),
+        "{}",
+        st.message
+    );
+    assert_eq!(lb.weights[GREEN], 0, "the switch never happened");
+
+    // The live smoke test refuses after the switch: all traffic back.
+    let (mut status, mut lb, mut now) = (None, fixed_lb(), START);
+    let mut knobs = answers(200, 503);
+    drive_with(&world, &mut status, &mut lb, &mut now, &mut knobs, 30);
+    let st = status.expect("status");
+    assert_eq!(st.phase, Phase::RolledBack, "{}", st.message);
+    assert!(
+        st.message
+            .contains("webhook `live-smoke` refused with HTTP 503"),
+        "{}",
+        st.message
+    );
+    assert_eq!(lb.carries_all(), BLUE);
 }

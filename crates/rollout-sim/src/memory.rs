@@ -5,17 +5,49 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use rollout_analysis::WindowMetrics;
+use rollout_analysis::IntervalMetrics;
 use rollout_core::ports::{MetricQuery, MetricSource, TrafficRouter};
-use rollout_core::{ForwardWeights, ObservationError, Observed, TargetHealth, Time, Weights};
+use rollout_core::sync::lock;
+use rollout_core::{
+    AlarmState, ForwardWeights, ObservationError, Observed, TargetHealth, Time, Weights,
+};
 use rollout_spec::RolloutSpec;
 
 use crate::{synth, ArmBehaviour};
 
-#[derive(Debug, Clone)]
+/// One forward action: weights by target group ARN (so ping-pong target
+/// groups, whose roles change between runs, read what they hold), and the
+/// history of writes: (when, the canary ARN written, its percent).
+#[derive(Debug, Clone, Default)]
 struct Route {
-    weights: ForwardWeights,
-    history: Vec<(i64, f64)>,
+    weights: HashMap<String, u32>,
+    other: u32,
+    history: Vec<(i64, String, f64)>,
+}
+
+impl Route {
+    fn read(&self, spec: &RolloutSpec) -> ForwardWeights {
+        let w = |arn: &str| self.weights.get(arn).copied().unwrap_or(0);
+        ForwardWeights {
+            stable: w(spec.stable.target_group_arn.as_str()),
+            canary: w(spec.canary.target_group_arn.as_str()),
+            other: self.other,
+        }
+    }
+
+    /// The history as `spec`'s canary share.
+    fn canary_history(&self, spec: &RolloutSpec) -> Vec<(i64, f64)> {
+        self.history
+            .iter()
+            .map(|(t, arn, pct)| {
+                if arn == spec.canary.target_group_arn.as_str() {
+                    (*t, *pct)
+                } else {
+                    (*t, 100.0 - pct)
+                }
+            })
+            .collect()
+    }
 }
 
 /// How one target group is doing.
@@ -44,6 +76,7 @@ impl Default for Target {
 pub struct MemoryWorld {
     routes: Mutex<HashMap<String, Route>>,
     targets: Mutex<HashMap<String, Target>>,
+    alarms: Mutex<HashMap<String, AlarmState>>,
     rps: f64,
     clock: fn() -> Time,
 }
@@ -71,6 +104,7 @@ impl MemoryWorld {
         MemoryWorld {
             routes: Mutex::new(HashMap::new()),
             targets: Mutex::new(HashMap::new()),
+            alarms: Mutex::new(HashMap::new()),
             rps,
             clock,
         }
@@ -81,6 +115,19 @@ impl MemoryWorld {
         if let Ok(mut t) = self.targets.lock() {
             t.insert(tg.to_string(), target);
         }
+    }
+
+    /// Creates or sets a CloudWatch alarm (`OK`, `ALARM`,
+    /// `INSUFFICIENT_DATA`) with its reason.
+    pub fn set_alarm(&self, name: &str, state: &str, reason: &str) {
+        lock(&self.alarms).insert(
+            name.to_string(),
+            AlarmState {
+                name: name.to_string(),
+                state: state.to_string(),
+                reason: reason.to_string(),
+            },
+        );
     }
 
     fn target(&self, tg: &str) -> Target {
@@ -96,7 +143,7 @@ impl MemoryWorld {
         self.routes
             .lock()
             .ok()
-            .and_then(|r| r.get(&route_key(spec)).map(|r| r.weights))
+            .and_then(|r| r.get(&route_key(spec)).map(|r| r.read(spec)))
             .map_or(0.0, |w| {
                 let t = f64::from(w.stable + w.canary + w.other);
                 if t == 0.0 {
@@ -118,15 +165,11 @@ impl TrafficRouter for MemoryWorld {
             Ok(mut routes) => Observed::Ok(
                 routes
                     .entry(route_key(spec))
-                    .or_insert(Route {
-                        weights: ForwardWeights {
-                            stable: 1,
-                            canary: 0,
-                            other: 0,
-                        },
-                        history: Vec::new(),
+                    .or_insert_with(|| Route {
+                        weights: HashMap::from([(spec.stable.target_group_arn.to_string(), 1)]),
+                        ..Route::default()
                     })
-                    .weights,
+                    .read(spec),
             ),
             Err(_) => Observed::Err(poisoned()),
         }
@@ -137,22 +180,21 @@ impl TrafficRouter for MemoryWorld {
         spec: &RolloutSpec,
         w: Weights,
         seen: ForwardWeights,
+        _urgency: rollout_core::Urgency,
     ) -> Result<(), ObservationError> {
         let now = (self.clock)();
         let mut routes = self.routes.lock().map_err(|_| poisoned())?;
-        let r = routes.entry(route_key(spec)).or_insert(Route {
-            weights: ForwardWeights::default(),
-            history: Vec::new(),
-        });
+        let r = routes.entry(route_key(spec)).or_default();
         // As the ALB router: never over someone else's write, never
         // changing target groups the rollout does not name.
-        r.weights.may_write(&seen, "simulated route")?;
-        r.weights = ForwardWeights {
-            stable: u32::from(w.stable),
-            canary: u32::from(w.canary),
-            other: r.weights.other,
-        };
-        r.history.push((now.millis(), f64::from(w.canary)));
+        r.read(spec).may_write(&seen, "simulated route")?;
+        let canary = spec.canary.target_group_arn.to_string();
+        r.weights.insert(
+            spec.stable.target_group_arn.to_string(),
+            u32::from(w.stable),
+        );
+        r.weights.insert(canary.clone(), u32::from(w.canary));
+        r.history.push((now.millis(), canary, f64::from(w.canary)));
         Ok(())
     }
 
@@ -166,10 +208,10 @@ impl TrafficRouter for MemoryWorld {
 }
 
 impl MetricSource for MemoryWorld {
-    async fn windows(
+    async fn intervals(
         &self,
         queries: &[MetricQuery<'_>],
-    ) -> Vec<Result<WindowMetrics, ObservationError>> {
+    ) -> Vec<Result<IntervalMetrics, ObservationError>> {
         let now = (self.clock)();
         queries
             .iter()
@@ -180,7 +222,7 @@ impl MetricSource for MemoryWorld {
                     .lock()
                     .map_err(|_| poisoned())?
                     .get(&key)
-                    .map(|r| r.history.clone())
+                    .map(|r| r.canary_history(q.spec))
                     .unwrap_or_default();
                 let stable = self
                     .target(q.spec.stable.target_group_arn.as_str())
@@ -198,5 +240,15 @@ impl MetricSource for MemoryWorld {
                 ))
             })
             .collect()
+    }
+
+    async fn alarms(&self, _place: &str, names: &[String]) -> Observed<Vec<AlarmState>> {
+        let alarms = lock(&self.alarms);
+        Observed::Ok(
+            names
+                .iter()
+                .filter_map(|n| alarms.get(n).cloned())
+                .collect(),
+        )
     }
 }

@@ -7,8 +7,8 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use rollout_analysis::{ArmSample, WindowMetrics};
-use rollout_core::{Time, WindowRequest};
+use rollout_analysis::{ArmSample, IntervalMetrics};
+use rollout_core::{IntervalRequest, Time};
 
 use crate::{ArmBehaviour, Rng};
 
@@ -65,10 +65,10 @@ pub fn window(
     history: &[(i64, f64)],
     rps: f64,
     (stable, canary): (ArmBehaviour, ArmBehaviour),
-    window: &WindowRequest,
+    window: &IntervalRequest,
     now: Time,
-) -> WindowMetrics {
-    WindowMetrics {
+) -> IntervalMetrics {
+    IntervalMetrics {
         stable: arm(
             route,
             history,

@@ -109,13 +109,13 @@ impl Ctx {
 
     /// Reports a problem at `pos` for the current path.
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
-        let path = self.path();
+        let path = clip(self.path(), MAX_MESSAGE);
         self.diags.push(Diagnostic {
             file: self.file.clone(),
             line: pos.line,
             column: pos.column,
             path,
-            message: message.into(),
+            message: clip(message.into(), MAX_MESSAGE),
         });
     }
 
@@ -160,6 +160,18 @@ impl Ctx {
                 self.error(key.pos, "mapping keys must be strings");
                 continue;
             };
+            if text.len() > MAX_KEY {
+                self.error(
+                    key.pos,
+                    format!(
+                        "unknown field `{}` (a field name of {} bytes; none is longer than {MAX_KEY})",
+                        shown(text),
+                        text.len()
+                    ),
+                );
+                unknown.push(None);
+                continue;
+            }
             if let Some((first, _)) = seen.get(text.as_str()) {
                 let first = *first;
                 self.at_key(text, |cx| {
@@ -212,7 +224,8 @@ fn render_path(path: &[Seg]) -> String {
 
 /// `unknown field `x``, with a suggestion when a known name is close, else the list.
 pub fn unknown_field_message(name: &str, known: &[&str]) -> String {
-    match closest(name, known) {
+    let name = shown(name);
+    match closest(&name, known) {
         Some(best) => format!("unknown field `{name}`, did you mean `{best}`?"),
         None => format!(
             "unknown field `{name}` (expected one of: {})",
@@ -222,10 +235,19 @@ pub fn unknown_field_message(name: &str, known: &[&str]) -> String {
 }
 
 /// The candidate closest to `name`, when one is close enough to be a typo.
+/// Bounded work whatever the input: a name longer than [`MAX_KEY`] gets no
+/// suggestion, only candidates whose length could be within the allowed
+/// distance are compared, and at most 1,000 of them.
 pub fn closest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    if name.len() > MAX_KEY {
+        return None;
+    }
     let lower = name.to_ascii_lowercase();
+    let allowed = |c: &str| 2.max(c.len() / 4);
     candidates
         .iter()
+        .filter(|c| c.len() <= MAX_KEY && c.len().abs_diff(name.len()) <= allowed(c))
+        .take(1_000)
         .map(|c| {
             let d = strsim::levenshtein(&lower, &c.to_ascii_lowercase());
             (d, *c)
@@ -247,6 +269,12 @@ impl<'n> Fields<'n> {
     /// Where the mapping starts.
     pub fn pos(&self) -> Pos {
         self.pos
+    }
+
+    /// Where the value of field `name` starts (the mapping's start when
+    /// absent).
+    pub fn pos_of(&self, name: &str) -> Pos {
+        self.entries.get(name).map_or(self.pos, |(_, n)| n.pos)
     }
 
     /// Whether the mapping had fields that were reported unknown.
@@ -306,9 +334,60 @@ pub trait Decode: Sized {
     fn decode(node: &Node, cx: &mut Ctx) -> Option<Self>;
 }
 
-/// Reads the text of a scalar, reporting a collection.
+/// The longest scalar value accepted anywhere in a document, in bytes
+/// (fields with a shorter limit of their own check it too). Checked before
+/// anything else looks at the value.
+pub const MAX_SCALAR: usize = 4096;
+
+/// The longest field name worth comparing with the known ones.
+pub const MAX_KEY: usize = 128;
+
+/// The most problems reported for one apply or validation; the rest are
+/// counted.
+pub const MAX_DIAGNOSTICS: usize = 100;
+
+/// The longest message or path kept in a diagnostic (a value quoted in it
+/// is cut first, see [`shown`]).
+pub(crate) const MAX_MESSAGE: usize = 1024;
+
+/// A value as quoted in a message: at most 64 characters, then how long it
+/// was.
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    const KEEP: usize = 64;
+    match s.char_indices().nth(KEEP) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!("{}… ({} bytes)", &s[..cut], s.len())),
+    }
+}
+
+/// `s` cut to `max` bytes (at a character boundary), saying so.
+pub(crate) fn clip(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let len = s.len();
+        s.truncate(cut);
+        s.push_str(&format!("… (cut from {len} bytes)"));
+    }
+    s
+}
+
+/// Reads the text of a scalar, reporting a collection or one longer than
+/// [`MAX_SCALAR`].
 pub fn scalar<'n>(node: &'n Node, cx: &mut Ctx, what: &str) -> Option<(&'n str, bool)> {
     match &node.value {
+        Value::Scalar { text, .. } if text.len() > MAX_SCALAR => {
+            cx.error(
+                node.pos,
+                format!(
+                    "{what} of {} bytes is too long: at most {MAX_SCALAR} are accepted",
+                    text.len()
+                ),
+            );
+            None
+        }
         Value::Scalar { text, plain } if !node.is_null() => Some((text.as_str(), *plain)),
         _ => {
             cx.error(

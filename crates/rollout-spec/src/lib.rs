@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod decode;
+pub mod files;
 pub mod schema;
 pub mod tree;
 pub mod types;
@@ -85,7 +86,24 @@ pub fn parse_source(file: &str, text: &str, set: &mut SpecSet, diags: &mut Vec<D
             return;
         }
     };
-    for doc in docs {
+    let total = docs.len();
+    for (i, doc) in docs.into_iter().enumerate() {
+        // Enough said: the rest is counted, not checked (bounded work and a
+        // bounded answer for any input).
+        if diags.len() >= decode::MAX_DIAGNOSTICS {
+            diags.push(Diagnostic {
+                file: file.to_string(),
+                line: doc.pos.line,
+                column: doc.pos.column,
+                path: String::new(),
+                message: format!(
+                    "checking stopped after {} problems: {} more documents not checked",
+                    decode::MAX_DIAGNOSTICS,
+                    total - i
+                ),
+            });
+            return;
+        }
         let mut cx = Ctx::new(file, doc.pos);
         match document_kind(&doc.root, &mut cx) {
             Some(DocKind::Rollout) => {
@@ -249,5 +267,18 @@ pub fn load<'a>(
         ))
     });
     diags.dedup();
+    if diags.len() > decode::MAX_DIAGNOSTICS + 1 {
+        let more = diags.len() - decode::MAX_DIAGNOSTICS;
+        diags.truncate(decode::MAX_DIAGNOSTICS);
+        let last = diags.last().map(|d| (d.file.clone(), d.line, d.column));
+        let (file, line, column) = last.unwrap_or_default();
+        diags.push(Diagnostic {
+            file,
+            line,
+            column,
+            path: String::new(),
+            message: format!("{more} more problems not shown"),
+        });
+    }
     Err(diags)
 }

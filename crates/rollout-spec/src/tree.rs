@@ -129,6 +129,39 @@ enum Frame {
     Map(Pos, Vec<(Node, Node)>, Option<Node>),
 }
 
+/// A parser's error, with its place.
+fn syntax_error(e: &saphyr_parser::ScanError) -> SyntaxError {
+    SyntaxError {
+        pos: Pos {
+            line: u32::try_from(e.marker().line()).unwrap_or(u32::MAX),
+            column: u32::try_from(e.marker().col())
+                .unwrap_or(u32::MAX)
+                .saturating_add(1),
+        },
+        message: format!("invalid YAML: {}", e.info()),
+    }
+}
+
+/// Puts a finished node where it belongs: into the open sequence, as the
+/// open mapping's key or value, or as a document of its own.
+fn place(done: Node, stack: &mut [Frame], docs: &mut Vec<RawDocument>) {
+    match stack.last_mut() {
+        Some(Frame::Seq(_, items)) => items.push(done),
+        Some(Frame::Map(_, entries, pending)) => match pending.take() {
+            None => *pending = Some(done),
+            Some(key) => entries.push((key, done)),
+        },
+        None => {
+            if !done.is_null() {
+                docs.push(RawDocument {
+                    pos: done.pos,
+                    root: done,
+                });
+            }
+        }
+    }
+}
+
 /// Parses a YAML stream (JSON is YAML too) into its documents. Empty documents
 /// (only comments, or a trailing `---`) are left out.
 pub fn parse_stream(src: &str) -> Result<Vec<RawDocument>, SyntaxError> {
@@ -137,15 +170,7 @@ pub fn parse_stream(src: &str) -> Result<Vec<RawDocument>, SyntaxError> {
     let mut nodes = 0usize;
     let mut last_pos = Pos::new(1, 1);
     for item in Parser::new_from_str(src) {
-        let (event, span) = item.map_err(|e| SyntaxError {
-            pos: Pos {
-                line: u32::try_from(e.marker().line()).unwrap_or(u32::MAX),
-                column: u32::try_from(e.marker().col())
-                    .unwrap_or(u32::MAX)
-                    .saturating_add(1),
-            },
-            message: format!("invalid YAML: {}", e.info()),
-        })?;
+        let (event, span) = item.map_err(|e| syntax_error(&e))?;
         let pos = Pos::from_span(&span);
         last_pos = pos;
         let done = match event {
@@ -208,21 +233,7 @@ pub fn parse_stream(src: &str) -> Result<Vec<RawDocument>, SyntaxError> {
                 message: format!("more than {MAX_NODES} YAML nodes are not accepted"),
             });
         }
-        match stack.last_mut() {
-            Some(Frame::Seq(_, items)) => items.push(done),
-            Some(Frame::Map(_, entries, pending)) => match pending.take() {
-                None => *pending = Some(done),
-                Some(key) => entries.push((key, done)),
-            },
-            None => {
-                if !done.is_null() {
-                    docs.push(RawDocument {
-                        pos: done.pos,
-                        root: done,
-                    });
-                }
-            }
-        }
+        place(done, &mut stack, &mut docs);
     }
     if !stack.is_empty() {
         return Err(SyntaxError {

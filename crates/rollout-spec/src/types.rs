@@ -18,6 +18,11 @@ use crate::values::{
     TargetGroupArn, Weight,
 };
 
+mod strategy;
+mod template;
+pub use strategy::*;
+pub use template::*;
+
 /// The only `apiVersion` this release reads.
 pub const API_VERSION: &str = "rolloutd.dev/v1alpha1";
 
@@ -65,9 +70,18 @@ pub struct Rollout {
     pub spec: RolloutSpec,
 }
 
+/// The longest `spec.revision`, in bytes (a commit SHA is 40, an image
+/// digest 71).
+pub const MAX_REVISION: usize = 253;
+
+// On the wire (YAML, JSON, the JSON Schema) a spec is a
+// `RolloutSpecDocument`: `stable` and `canary`, or `targetGroups`. In memory
+// both forms have a `stable` and a `canary`: for `targetGroups` they are the
+// roles as they stand (`RolloutSpec::with_roles`), the first of the pair
+// stable until a run says otherwise.
 /// What to roll out and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(try_from = "RolloutSpecDocument", into = "RolloutSpecDocument")]
 pub struct RolloutSpec {
     /// Opaque; applying a new value starts a new run.
     pub revision: String,
@@ -77,6 +91,45 @@ pub struct RolloutSpec {
     pub stable: TargetGroupRef,
     /// The target group with the new revision.
     pub canary: TargetGroupRef,
+    /// `targetGroups` as written, when the rollout ping-pongs between two
+    /// target groups (the roles swap after each successful run).
+    pub target_groups: Option<[TargetGroupArn; 2]>,
+    /// How traffic moves from stable to canary.
+    pub strategy: Strategy,
+    /// Background analysis while a canary run progresses.
+    pub analysis: Option<RolloutAnalysis>,
+    /// How traffic returns to stable after a failed analysis.
+    pub rollback: Option<RollbackPolicy>,
+    /// A run that makes no progress for this long fails.
+    pub progress_deadline: Duration,
+    /// What a run does when the load balancer holds weights rolloutd did not write.
+    pub on_drift: OnDrift,
+    /// The daemon's notifiers that hear about this rollout's runs.
+    pub notify: Vec<Name>,
+}
+
+/// What to roll out and how, as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutSpecDocument {
+    /// Opaque; applying a new value starts a new run.
+    pub revision: String,
+    /// Where the traffic is shifted.
+    pub traffic_routing: TrafficRouting,
+    /// The target group that serves production now (with `canary`; or give
+    /// `targetGroups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<TargetGroupRef>,
+    /// The target group with the new revision (with `stable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<TargetGroupRef>,
+    /// Two target groups that take turns (ping-pong), instead of `stable`
+    /// and `canary`: the one holding all traffic when a run starts is
+    /// stable, the other receives the new revision; after a successful run
+    /// the roles swap by themselves, after a rollback they stay.
+    /// `status.canaryTargetGroupArn` names the one to deploy into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_groups: Option<[TargetGroupArn; 2]>,
     /// How traffic moves from stable to canary.
     pub strategy: Strategy,
     /// Background analysis while a canary run progresses.
@@ -93,6 +146,62 @@ pub struct RolloutSpec {
     /// off until resumed) or `revert`.
     #[serde(default, skip_serializing_if = "OnDrift::is_default")]
     pub on_drift: OnDrift,
+    /// Notifiers (defined in the daemon's config file, where their URLs
+    /// and secrets stay out of git) that hear about each run: its start,
+    /// steps, failing verdicts, pauses waiting for a person, its end, drift.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Name>,
+}
+
+impl TryFrom<RolloutSpecDocument> for RolloutSpec {
+    type Error = &'static str;
+
+    fn try_from(d: RolloutSpecDocument) -> Result<Self, Self::Error> {
+        let (stable, canary) = match (d.stable, d.canary, &d.target_groups) {
+            (None, None, Some([a, b])) => (
+                TargetGroupRef {
+                    target_group_arn: a.clone(),
+                },
+                TargetGroupRef {
+                    target_group_arn: b.clone(),
+                },
+            ),
+            (Some(s), Some(c), None) => (s, c),
+            _ => return Err("give `stable` and `canary`, or `targetGroups`"),
+        };
+        Ok(RolloutSpec {
+            revision: d.revision,
+            traffic_routing: d.traffic_routing,
+            stable,
+            canary,
+            target_groups: d.target_groups,
+            strategy: d.strategy,
+            analysis: d.analysis,
+            rollback: d.rollback,
+            progress_deadline: d.progress_deadline,
+            on_drift: d.on_drift,
+            notify: d.notify,
+        })
+    }
+}
+
+impl From<RolloutSpec> for RolloutSpecDocument {
+    fn from(s: RolloutSpec) -> Self {
+        let fixed = s.target_groups.is_none();
+        RolloutSpecDocument {
+            revision: s.revision,
+            traffic_routing: s.traffic_routing,
+            stable: fixed.then_some(s.stable),
+            canary: fixed.then_some(s.canary),
+            target_groups: s.target_groups,
+            strategy: s.strategy,
+            analysis: s.analysis,
+            rollback: s.rollback,
+            progress_deadline: s.progress_deadline,
+            on_drift: s.on_drift,
+            notify: s.notify,
+        }
+    }
 }
 
 /// What a run does about weights it did not write.
@@ -139,6 +248,45 @@ impl Decode for OnDrift {
 }
 
 impl RolloutSpec {
+    /// The spec with the roles of a ping-pong pair as they stand: `stable`
+    /// is the target group named here, `canary` the other. `None` when the
+    /// rollout does not ping-pong or `stable` is not one of its pair (the
+    /// spec is then used as it is).
+    pub fn with_roles(&self, stable: &str) -> Option<RolloutSpec> {
+        let [a, b] = self.target_groups.as_ref()?;
+        let (s, c) = if a.as_str() == stable {
+            (a, b)
+        } else if b.as_str() == stable {
+            (b, a)
+        } else {
+            return None;
+        };
+        let mut spec = self.clone();
+        spec.stable.target_group_arn = s.clone();
+        spec.canary.target_group_arn = c.clone();
+        Some(spec)
+    }
+
+    /// Each target group with the path that names it in the document.
+    pub fn target_group_paths(&self) -> [(String, &TargetGroupArn); 2] {
+        match &self.target_groups {
+            Some([a, b]) => [
+                ("spec.targetGroups[0]".to_string(), a),
+                ("spec.targetGroups[1]".to_string(), b),
+            ],
+            None => [
+                (
+                    "spec.stable.targetGroupArn".to_string(),
+                    &self.stable.target_group_arn,
+                ),
+                (
+                    "spec.canary.targetGroupArn".to_string(),
+                    &self.canary.target_group_arn,
+                ),
+            ],
+        }
+    }
+
     /// `canary` or `blueGreen`, as the API and metrics name the strategy.
     pub fn strategy_name(&self) -> &'static str {
         if self.strategy.blue_green.is_some() {
@@ -173,7 +321,21 @@ fn default_progress_deadline() -> Duration {
 
 impl Decode for Rollout {
     fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["apiVersion", "kind", "metadata", "spec"])?;
+        // `status`, `generation` and `source` are written by the server (a
+        // rollout read from the API): taken and ignored, so what
+        // `rolloutctl get -o yaml` prints applies back.
+        let f = cx.fields(
+            node,
+            &[
+                "apiVersion",
+                "kind",
+                "metadata",
+                "spec",
+                "status",
+                "generation",
+                "source",
+            ],
+        )?;
         let api_version = f.req(cx, "apiVersion");
         let kind = f.req(cx, "kind");
         let metadata = f.req(cx, "metadata");
@@ -196,34 +358,94 @@ impl Decode for RolloutSpec {
                 "trafficRouting",
                 "stable",
                 "canary",
+                "targetGroups",
                 "strategy",
                 "analysis",
                 "rollback",
                 "progressDeadline",
                 "onDrift",
+                "notify",
             ],
         )?;
-        let revision = f.req(cx, "revision");
+        let revision: Option<String> = f.req(cx, "revision");
+        let revision = match revision {
+            Some(r) if r.len() > MAX_REVISION => {
+                cx.at_key("revision", |cx| {
+                    cx.error(
+                        f.pos_of("revision"),
+                        format!(
+                            "a revision of {} bytes is too long: at most {MAX_REVISION} are accepted (it goes into every event, log line and metric label)",
+                            r.len()
+                        ),
+                    )
+                });
+                None
+            }
+            other => other,
+        };
         let traffic_routing = f.req(cx, "trafficRouting");
-        let stable = f.req(cx, "stable");
-        let canary = f.req(cx, "canary");
+        let arms = decode_target_groups(&f, cx);
         let strategy = f.req(cx, "strategy");
         let analysis = f.opt(cx, "analysis");
         let rollback = f.opt(cx, "rollback");
         let progress_deadline = f.or(cx, "progressDeadline", default_progress_deadline());
         let on_drift = f.or(cx, "onDrift", OnDrift::Pause);
+        let notify = f.or(cx, "notify", Vec::new());
+        let (stable, canary, target_groups) = arms?;
         Some(RolloutSpec {
             revision: revision?,
             traffic_routing: traffic_routing?,
-            stable: stable?,
-            canary: canary?,
+            stable,
+            canary,
+            target_groups,
             strategy: strategy?,
             analysis: analysis.ok()?,
             rollback: rollback.ok()?,
             progress_deadline: progress_deadline?,
             on_drift: on_drift?,
+            notify: notify?,
         })
     }
+}
+
+type Arms = (TargetGroupRef, TargetGroupRef, Option<[TargetGroupArn; 2]>);
+
+/// `stable` and `canary`, or `targetGroups: [A, B]` (A stable until a run
+/// says otherwise), never both.
+fn decode_target_groups(f: &crate::decode::Fields<'_>, cx: &mut Ctx) -> Option<Arms> {
+    if f.has("targetGroups") {
+        if f.has("stable") || f.has("canary") {
+            let key = if f.has("stable") { "stable" } else { "canary" };
+            cx.error(
+                f.pos_of(key),
+                "give `targetGroups` (two target groups that take turns) or `stable` and `canary`, not both",
+            );
+            return None;
+        }
+        let pair: Vec<TargetGroupArn> = f.req(cx, "targetGroups")?;
+        let [a, b]: [TargetGroupArn; 2] = match pair.try_into() {
+            Ok(p) => p,
+            Err(pair) => {
+                cx.at_key("targetGroups", |cx| {
+                    cx.error(
+                        f.pos_of("targetGroups"),
+                        format!(
+                            "targetGroups names {} target groups: give exactly two, which take turns as stable and canary",
+                            pair.len()
+                        ),
+                    )
+                });
+                return None;
+            }
+        };
+        let arm = |arn: &TargetGroupArn| TargetGroupRef {
+            target_group_arn: arn.clone(),
+        };
+        return Some((arm(&a), arm(&b), Some([a, b])));
+    }
+    let stable = f.req(cx, "stable");
+    let canary = f.req(cx, "canary");
+    Some((stable?, canary?, None))
 }
 
 /// Where traffic is shifted.
@@ -279,631 +501,6 @@ impl Decode for TargetGroupRef {
         let f = cx.fields(node, &["targetGroupArn"])?;
         Some(TargetGroupRef {
             target_group_arn: f.req(cx, "targetGroupArn")?,
-        })
-    }
-}
-
-/// Exactly one of `canary` or `blueGreen`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Strategy {
-    /// Shift traffic step by step, comparing the arms at every step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub canary: Option<CanaryStrategy>,
-    /// Switch all at once after a preview check.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blue_green: Option<BlueGreenStrategy>,
-}
-
-impl Decode for Strategy {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["canary", "blueGreen"])?;
-        let canary = f.opt(cx, "canary");
-        let blue_green = f.opt(cx, "blueGreen");
-        let (canary, blue_green) = (canary.ok()?, blue_green.ok()?);
-        match (&canary, &blue_green) {
-            (None, None) => {
-                cx.error(f.pos(), "choose a strategy: `canary` or `blueGreen`");
-                return None;
-            }
-            (Some(_), Some(_)) => {
-                let pos = f.node("blueGreen").map_or(f.pos(), |n| n.pos);
-                cx.error(pos, "give either `canary` or `blueGreen`, not both");
-                return None;
-            }
-            _ => {}
-        }
-        Some(Strategy { canary, blue_green })
-    }
-}
-
-/// The canary strategy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CanaryStrategy {
-    /// The steps, in order; the last `setWeight` must be 100.
-    pub steps: Vec<CanaryStep>,
-}
-
-impl Decode for CanaryStrategy {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["steps"])?;
-        Some(CanaryStrategy {
-            steps: f.req(cx, "steps")?,
-        })
-    }
-}
-
-/// One step of a canary run: `{setWeight: N}` or `{pause: {...}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub enum CanaryStep {
-    /// Send this percentage of traffic (0–100) to the canary.
-    SetWeight(Weight),
-    /// Wait: for a duration, or (without one) until promoted.
-    Pause(Pause),
-}
-
-impl Decode for CanaryStep {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["setWeight", "pause"])?;
-        match (f.node("setWeight"), f.node("pause")) {
-            (Some(_), Some(p)) => {
-                cx.error(
-                    p.pos,
-                    "a step is either `setWeight` or `pause`; write them as two steps",
-                );
-                None
-            }
-            (Some(_), None) => f.req(cx, "setWeight").map(CanaryStep::SetWeight),
-            (None, Some(_)) => Some(CanaryStep::Pause(f.or(cx, "pause", Pause::default())?)),
-            (None, None) => {
-                if !f.had_unknown() {
-                    cx.error(f.pos(), "a step needs `setWeight` or `pause`");
-                }
-                None
-            }
-        }
-    }
-}
-
-/// A pause; without a duration it waits for `promote`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Pause {
-    /// How long to wait; absent: until a person promotes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration: Option<Duration>,
-}
-
-impl Decode for Pause {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["duration"])?;
-        Some(Pause {
-            duration: f.opt(cx, "duration").ok()?,
-        })
-    }
-}
-
-/// The blue-green strategy: the new target group gets no production traffic
-/// until the pre-promotion analysis passes (or a person promotes), then all of
-/// it at once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct BlueGreenStrategy {
-    /// A test listener that forwards to the new target group during the
-    /// preview, so the pre-promotion analysis has traffic to judge.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preview_listener_arn: Option<ListenerArn>,
-    /// Promote as soon as the pre-promotion analysis passes (default true);
-    /// false waits for `promote`.
-    #[serde(default = "default_true")]
-    pub auto_promotion: bool,
-    /// Judged before any production traffic moves.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pre_promotion_analysis: Option<PhaseAnalysis>,
-    /// Judged after the switch; a failure switches traffic back.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub post_promotion_analysis: Option<PhaseAnalysis>,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-impl Decode for BlueGreenStrategy {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(
-            node,
-            &[
-                "previewListenerArn",
-                "autoPromotion",
-                "prePromotionAnalysis",
-                "postPromotionAnalysis",
-            ],
-        )?;
-        let preview = f.opt(cx, "previewListenerArn");
-        let auto = f.or(cx, "autoPromotion", true);
-        let pre = f.opt(cx, "prePromotionAnalysis");
-        let post = f.opt(cx, "postPromotionAnalysis");
-        Some(BlueGreenStrategy {
-            preview_listener_arn: preview.ok()?,
-            auto_promotion: auto?,
-            pre_promotion_analysis: pre.ok()?,
-            post_promotion_analysis: post.ok()?,
-        })
-    }
-}
-
-/// An analysis that runs for a fixed time in one phase of a blue-green run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PhaseAnalysis {
-    /// The AnalysisTemplates to run.
-    pub templates: Vec<String>,
-    /// How long the phase is judged (default 5m).
-    #[serde(default = "default_phase_duration")]
-    pub duration: Duration,
-    /// How often the arms are compared (default 1m).
-    #[serde(default = "default_interval")]
-    pub interval: Duration,
-}
-
-fn default_phase_duration() -> Duration {
-    Duration::from_secs(300)
-}
-
-impl Decode for PhaseAnalysis {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["templates", "duration", "interval"])?;
-        let templates = f.req(cx, "templates");
-        let duration = f.or(cx, "duration", default_phase_duration());
-        let interval = f.or(cx, "interval", default_interval());
-        Some(PhaseAnalysis {
-            templates: templates?,
-            duration: duration?,
-            interval: interval?,
-        })
-    }
-}
-
-/// Background analysis of a canary run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RolloutAnalysis {
-    /// How often the arms are compared while the run progresses (default 1m).
-    #[serde(default = "default_interval")]
-    pub interval: Duration,
-    /// The AnalysisTemplates to run.
-    pub templates: Vec<String>,
-}
-
-fn default_interval() -> Duration {
-    Duration::from_secs(60)
-}
-
-impl Decode for RolloutAnalysis {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["interval", "templates"])?;
-        let interval = f.or(cx, "interval", default_interval());
-        let templates = f.req(cx, "templates");
-        Some(RolloutAnalysis {
-            interval: interval?,
-            templates: templates?,
-        })
-    }
-}
-
-/// A gradual return to stable after a failed analysis, for a stable fleet
-/// that cannot take all the traffic at once. `abort` always returns at once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RollbackPolicy {
-    /// Decreasing `setWeight`s with timed pauses between them; the canary
-    /// weight ends at 0 after the last step in any case.
-    pub steps: Vec<CanaryStep>,
-}
-
-impl Decode for RollbackPolicy {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["steps"])?;
-        Some(RollbackPolicy {
-            steps: f.req(cx, "steps")?,
-        })
-    }
-}
-
-/// How two arms are compared.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AnalysisTemplate {
-    /// Always `rolloutd.dev/v1alpha1`.
-    #[schemars(extend("const" = "rolloutd.dev/v1alpha1"))]
-    pub api_version: String,
-    /// Always `AnalysisTemplate`.
-    #[schemars(extend("const" = "AnalysisTemplate"))]
-    pub kind: String,
-    /// Name and labels.
-    pub metadata: ObjectMeta,
-    /// The analysis.
-    pub spec: AnalysisTemplateSpec,
-}
-
-impl Decode for AnalysisTemplate {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["apiVersion", "kind", "metadata", "spec"])?;
-        let api_version = f.req(cx, "apiVersion");
-        let kind = f.req(cx, "kind");
-        let metadata = f.req(cx, "metadata");
-        let spec = f.req(cx, "spec");
-        Some(AnalysisTemplate {
-            api_version: api_version?,
-            kind: kind?,
-            metadata: metadata?,
-            spec: spec?,
-        })
-    }
-}
-
-/// What is measured and how much failure is tolerated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AnalysisTemplateSpec {
-    /// The built-in analysis of the AWS/ApplicationELB metrics of both target
-    /// groups; its `period` and `delay` also place the window of `metrics`.
-    pub alb: AlbAnalysis,
-    /// CloudWatch metrics of your own (any namespace), each read for both
-    /// arms and compared canary vs stable, against an absolute limit, or both.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub metrics: Vec<CustomMetric>,
-    /// Failed intervals tolerated before rolling back (default 0).
-    #[serde(default)]
-    pub failure_limit: u32,
-    /// Inconclusive intervals in a row tolerated before the run holds for a
-    /// person (default 5).
-    #[serde(default = "default_inconclusive_limit")]
-    pub inconclusive_limit: u32,
-    /// Metric-source errors in a row tolerated before the run fails (default 4).
-    #[serde(default = "default_consecutive_error_limit")]
-    pub consecutive_error_limit: u32,
-    /// How the arms are compared (default `sequential`).
-    #[serde(default)]
-    pub judge: JudgeKind,
-    /// The false-rollback rate the judge allows, across all metrics and all
-    /// the times it looks (default 1%; `sequential` and `mannWhitney`).
-    #[serde(default = "default_alpha")]
-    pub alpha: Percent,
-}
-
-/// The canary judges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum JudgeKind {
-    /// Anytime-valid sequential tests: may look every interval without
-    /// inflating false rollbacks; within-interval comparisons cancel drift.
-    #[default]
-    Sequential,
-    /// The canary fails an interval above stable × (1 + maxIncrease) or an
-    /// absolute ceiling; simple, and noisy.
-    Threshold,
-    /// Kayenta-style Mann-Whitney U test over the run's intervals.
-    MannWhitney,
-}
-
-impl Decode for JudgeKind {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let (text, _) = crate::decode::scalar(node, cx, "a judge")?;
-        match text {
-            "sequential" => Some(JudgeKind::Sequential),
-            "threshold" => Some(JudgeKind::Threshold),
-            "mannWhitney" => Some(JudgeKind::MannWhitney),
-            other => {
-                let known = ["sequential", "threshold", "mannWhitney"];
-                let hint = crate::decode::closest(other, &known)
-                    .map(|c| format!(", did you mean `{c}`?"))
-                    .unwrap_or_else(|| ": expected sequential, threshold or mannWhitney".into());
-                cx.error(node.pos, format!("unknown judge `{other}`{hint}"));
-                None
-            }
-        }
-    }
-}
-
-fn default_alpha() -> Percent {
-    Percent::new(1.0).unwrap_or_default()
-}
-
-fn default_inconclusive_limit() -> u32 {
-    5
-}
-fn default_consecutive_error_limit() -> u32 {
-    4
-}
-
-impl Decode for AnalysisTemplateSpec {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(
-            node,
-            &[
-                "alb",
-                "metrics",
-                "failureLimit",
-                "inconclusiveLimit",
-                "consecutiveErrorLimit",
-                "judge",
-                "alpha",
-            ],
-        )?;
-        let alb = f.req(cx, "alb");
-        let metrics = f.or(cx, "metrics", Vec::new());
-        let failure_limit = f.or(cx, "failureLimit", 0);
-        let inconclusive_limit = f.or(cx, "inconclusiveLimit", default_inconclusive_limit());
-        let consecutive_error_limit = f.or(
-            cx,
-            "consecutiveErrorLimit",
-            default_consecutive_error_limit(),
-        );
-        let judge = f.or(cx, "judge", JudgeKind::default());
-        let alpha = f.or(cx, "alpha", default_alpha());
-        Some(AnalysisTemplateSpec {
-            alb: alb?,
-            metrics: metrics?,
-            failure_limit: failure_limit?,
-            inconclusive_limit: inconclusive_limit?,
-            consecutive_error_limit: consecutive_error_limit?,
-            judge: judge?,
-            alpha: alpha?,
-        })
-    }
-}
-
-/// The built-in ALB analysis: 5xx rate and latency, canary vs stable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AlbAnalysis {
-    /// CloudWatch period: 1s, 5s, 10s, 30s or a multiple of 60s (default 60s).
-    #[serde(default = "default_interval")]
-    pub period: Duration,
-    /// The analysis window ends this far behind now (default 60s).
-    #[serde(default = "default_interval")]
-    pub delay: Duration,
-    /// `HTTPCode_Target_5XX_Count / RequestCount`, canary vs stable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_rate: Option<ErrorRateCheck>,
-    /// `TargetResponseTime`, canary vs stable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency: Option<LatencyCheck>,
-    /// Below this many requests per arm an interval is inconclusive (default 50).
-    #[serde(default = "default_min_requests")]
-    pub min_requests: u64,
-}
-
-fn default_min_requests() -> u64 {
-    50
-}
-
-impl Decode for AlbAnalysis {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(
-            node,
-            &["period", "delay", "errorRate", "latency", "minRequests"],
-        )?;
-        let period = f.or(cx, "period", default_interval());
-        let delay = f.or(cx, "delay", default_interval());
-        let error_rate = f.opt(cx, "errorRate");
-        let latency = f.opt(cx, "latency");
-        let min_requests = f.or(cx, "minRequests", default_min_requests());
-        Some(AlbAnalysis {
-            period: period?,
-            delay: delay?,
-            error_rate: error_rate.ok()?,
-            latency: latency.ok()?,
-            min_requests: min_requests?,
-        })
-    }
-}
-
-/// Limits on the canary's 5xx rate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ErrorRateCheck {
-    /// The increase over stable's rate that is tolerated (50% = 1.5 × stable).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_increase: Option<Percent>,
-    /// An absolute ceiling on the canary's rate (e.g. 1%).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_rate: Option<Percent>,
-}
-
-impl Decode for ErrorRateCheck {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["maxIncrease", "maxRate"])?;
-        let max_increase = f.opt(cx, "maxIncrease");
-        let max_rate = f.opt(cx, "maxRate");
-        Some(ErrorRateCheck {
-            max_increase: max_increase.ok()?,
-            max_rate: max_rate.ok()?,
-        })
-    }
-}
-
-/// Limits on the canary's response time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LatencyCheck {
-    /// `Average` (default) or a percentile such as `p99`.
-    #[serde(default)]
-    pub statistic: LatencyStatistic,
-    /// The increase over stable's value that is tolerated (10% = 1.1 × stable).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_increase: Option<Percent>,
-    /// An absolute ceiling on the canary's value (e.g. 500ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<Duration>,
-}
-
-impl Decode for LatencyCheck {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["statistic", "maxIncrease", "max"])?;
-        let statistic = f.or(cx, "statistic", LatencyStatistic::Average);
-        let max_increase = f.opt(cx, "maxIncrease");
-        let max = f.opt(cx, "max");
-        Some(LatencyCheck {
-            statistic: statistic?,
-            max_increase: max_increase.ok()?,
-            max: max.ok()?,
-        })
-    }
-}
-
-/// A CloudWatch metric of your own, read for each arm with the dimensions
-/// given (placeholders filled in per arm) and compared.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CustomMetric {
-    /// What the verdicts, events and Prometheus call it (a lowercase DNS label).
-    pub name: Name,
-    /// The CloudWatch namespace, e.g. `Shop/Payments`.
-    pub namespace: String,
-    /// The CloudWatch metric name, e.g. `DeclinedPayments`.
-    pub metric_name: String,
-    /// The dimensions. A value may contain placeholders, filled in for each
-    /// arm: `${targetGroup}` (the arm's `TargetGroup` dimension,
-    /// `targetgroup/NAME/ID`), `${targetGroupName}` (`NAME`), `${arm}`
-    /// (`stable` or `canary`) and `${loadBalancer}` (`app/NAME/ID`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub dimensions: BTreeMap<String, String>,
-    /// The statistic (default `Average`).
-    #[serde(default)]
-    pub statistic: MetricStatistic,
-    /// The CloudWatch period (default: the template's `alb.period`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub period: Option<Duration>,
-    /// Divide each arm's value by its `RequestCount` over the same interval,
-    /// so that a `Sum` of two arms of different weights can be compared
-    /// (default false).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub per_request: bool,
-    /// Read a missing datapoint as 0 rather than as no data (default false;
-    /// for counters published only when non-zero).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub missing_as_zero: bool,
-    /// The increase over stable's value that is tolerated (20% = 1.2 × stable).
-    /// Higher values are worse.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_increase: Option<Percent>,
-    /// An absolute ceiling on the canary's value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<f64>,
-}
-
-/// The placeholders a custom metric's dimension value may contain.
-pub const DIMENSION_PLACEHOLDERS: [&str; 4] =
-    ["targetGroup", "targetGroupName", "arm", "loadBalancer"];
-
-/// The placeholders that differ between the arms.
-const PER_ARM_PLACEHOLDERS: [&str; 3] = ["targetGroup", "targetGroupName", "arm"];
-
-impl CustomMetric {
-    /// The period in use.
-    pub fn period_or(&self, alb: &AlbAnalysis) -> Duration {
-        self.period.unwrap_or(alb.period)
-    }
-
-    /// Whether any dimension tells the arms apart.
-    pub fn dimensions_differ_by_arm(&self) -> bool {
-        self.dimensions.values().any(|v| {
-            placeholders(v).any(|p| matches!(p, Ok(p) if PER_ARM_PLACEHOLDERS.contains(&p)))
-        })
-    }
-
-    /// The dimensions for one arm: `arm` is `stable` or `canary`, `target_group`
-    /// that arm's target group, `load_balancer` the `LoadBalancer` dimension.
-    pub fn dimensions_for(
-        &self,
-        arm: &str,
-        target_group: &TargetGroupArn,
-        load_balancer: &str,
-    ) -> Vec<(String, String)> {
-        let tg_name = target_group
-            .dimension
-            .split('/')
-            .nth(1)
-            .unwrap_or_default()
-            .to_string();
-        self.dimensions
-            .iter()
-            .map(|(k, v)| {
-                let filled = v
-                    .replace("${targetGroup}", &target_group.dimension)
-                    .replace("${targetGroupName}", &tg_name)
-                    .replace("${arm}", arm)
-                    .replace("${loadBalancer}", load_balancer);
-                (k.clone(), filled)
-            })
-            .collect()
-    }
-}
-
-/// The placeholders of a dimension value, in order: `Ok(name)` for each
-/// `${name}`, `Err(text)` for an unclosed `${`.
-pub fn placeholders(value: &str) -> impl Iterator<Item = Result<&str, &str>> {
-    let mut rest = value;
-    std::iter::from_fn(move || {
-        let i = rest.find("${")?;
-        let after = &rest[i + 2..];
-        match after.find('}') {
-            Some(j) => {
-                rest = &after[j + 1..];
-                Some(Ok(&after[..j]))
-            }
-            None => {
-                let text = &rest[i..];
-                rest = "";
-                Some(Err(text))
-            }
-        }
-    })
-}
-
-impl Decode for CustomMetric {
-    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(
-            node,
-            &[
-                "name",
-                "namespace",
-                "metricName",
-                "dimensions",
-                "statistic",
-                "period",
-                "perRequest",
-                "missingAsZero",
-                "maxIncrease",
-                "max",
-            ],
-        )?;
-        let name = f.req(cx, "name");
-        let namespace = f.req(cx, "namespace");
-        let metric_name = f.req(cx, "metricName");
-        let dimensions = f.or(cx, "dimensions", BTreeMap::new());
-        let statistic = f.or(cx, "statistic", MetricStatistic::Average);
-        let period = f.opt(cx, "period");
-        let per_request = f.or(cx, "perRequest", false);
-        let missing_as_zero = f.or(cx, "missingAsZero", false);
-        let max_increase = f.opt(cx, "maxIncrease");
-        let max = f.opt(cx, "max");
-        Some(CustomMetric {
-            name: name?,
-            namespace: namespace?,
-            metric_name: metric_name?,
-            dimensions: dimensions?,
-            statistic: statistic?,
-            period: period.ok()?,
-            per_request: per_request?,
-            missing_as_zero: missing_as_zero?,
-            max_increase: max_increase.ok()?,
-            max: max.ok()?,
         })
     }
 }

@@ -26,7 +26,7 @@ impl Report<'_> {
             line: pos.line,
             column: pos.column,
             path: path.to_string(),
-            message: message.into(),
+            message: crate::decode::clip(message.into(), crate::decode::MAX_MESSAGE),
         });
     }
 }
@@ -230,31 +230,7 @@ fn check_custom_metrics(metrics: &[CustomMetric], rep: &mut Report<'_>) {
             );
         }
         for (k, v) in &m.dimensions {
-            let path = format!("{base}.dimensions.{k}");
-            if k.is_empty() || k.len() > 255 || v.is_empty() || v.len() > 1024 {
-                rep.at(
-                    &path,
-                    "a dimension name is 1 to 255 characters and its value 1 to 1024",
-                );
-            }
-            for p in placeholders(v) {
-                match p {
-                    Ok(p) if DIMENSION_PLACEHOLDERS.contains(&p) => {}
-                    Ok(p) => {
-                        let hint = crate::decode::closest(p, &DIMENSION_PLACEHOLDERS)
-                            .map(|c| format!("did you mean `${{{c}}}`?"))
-                            .unwrap_or_else(|| {
-                                "known: ${targetGroup}, ${targetGroupName}, ${arm}, ${loadBalancer}"
-                                    .into()
-                            });
-                        rep.at(&path, format!("unknown placeholder `${{{p}}}`; {hint}"));
-                    }
-                    Err(text) => rep.at(
-                        &path,
-                        format!("`{text}` opens a placeholder it never closes"),
-                    ),
-                }
-            }
+            check_dimension(&format!("{base}.dimensions.{k}"), k, v, rep);
         }
         if let Some(period) = m.period {
             check_period(period, &format!("{base}.period"), rep);
@@ -289,6 +265,33 @@ fn check_custom_metrics(metrics: &[CustomMetric], rep: &mut Report<'_>) {
                     format!("a ceiling of {max} is below 0"),
                 );
             }
+        }
+    }
+}
+
+/// One dimension of a custom metric: its lengths and its placeholders.
+fn check_dimension(path: &str, k: &str, v: &str, rep: &mut Report<'_>) {
+    if k.is_empty() || k.len() > 255 || v.is_empty() || v.len() > 1024 {
+        rep.at(
+            path,
+            "a dimension name is 1 to 255 characters and its value 1 to 1024",
+        );
+    }
+    for p in placeholders(v) {
+        match p {
+            Ok(p) if DIMENSION_PLACEHOLDERS.contains(&p) => {}
+            Ok(p) => {
+                let hint = crate::decode::closest(p, &DIMENSION_PLACEHOLDERS)
+                    .map(|c| format!("did you mean `${{{c}}}`?"))
+                    .unwrap_or_else(|| {
+                        "known: ${targetGroup}, ${targetGroupName}, ${arm}, ${loadBalancer}".into()
+                    });
+                rep.at(path, format!("unknown placeholder `${{{p}}}`; {hint}"));
+            }
+            Err(text) => rep.at(
+                path,
+                format!("`{text}` opens a placeholder it never closes"),
+            ),
         }
     }
 }
@@ -330,24 +333,22 @@ fn check_rollout(r: &Rollout, templates: &BTreeMap<&str, Duration>, rep: &mut Re
             );
         }
     }
-    for arm in ["stable", "canary"] {
-        let tg = if arm == "stable" {
-            &spec.stable
-        } else {
-            &spec.canary
-        };
-        if let Some(why) = same_place(&tg.target_group_arn.parts, &listener.parts) {
+    let [(first_path, first), (second_path, second)] = spec.target_group_paths();
+    for (path, tg) in [(&first_path, first), (&second_path, second)] {
+        if let Some(why) = same_place(&tg.parts, &listener.parts) {
             rep.at(
-                &format!("spec.{arm}.targetGroupArn"),
+                path,
                 format!("the target group cannot receive this listener's traffic: {why}"),
             );
         }
     }
-    if spec.stable.target_group_arn == spec.canary.target_group_arn {
-        rep.at(
-            "spec.canary.targetGroupArn",
-            "stable and canary are the same target group; the canary needs its own",
-        );
+    if first == second {
+        let why = if spec.target_groups.is_some() {
+            "the two target groups are the same; ping-pong needs two"
+        } else {
+            "stable and canary are the same target group; the canary needs its own"
+        };
+        rep.at(&second_path, why);
     }
     if spec.progress_deadline.as_millis() < 60_000 {
         rep.at(
@@ -363,7 +364,11 @@ fn check_rollout(r: &Rollout, templates: &BTreeMap<&str, Duration>, rep: &mut Re
     }
     if let Some(bg) = &spec.strategy.blue_green {
         check_blue_green(bg, listener, templates, rep);
-        if spec.analysis.is_some() {
+        if spec
+            .analysis
+            .as_ref()
+            .is_some_and(|a| !a.templates.is_empty())
+        {
             rep.at(
                 "spec.analysis",
                 "background analysis belongs to the canary strategy; a blueGreen run uses strategy.blueGreen.prePromotionAnalysis and postPromotionAnalysis",
@@ -375,6 +380,18 @@ fn check_rollout(r: &Rollout, templates: &BTreeMap<&str, Duration>, rep: &mut Re
     }
     if let Some(rollback) = &spec.rollback {
         check_rollback_steps(&rollback.steps, rep);
+        if rollback.steps.is_empty() && rollback.on_failure == crate::OnFailure::Rollback {
+            rep.at(
+                "spec.rollback",
+                "neither steps nor onFailure: freeze; leave `rollback` out to return all traffic at once",
+            );
+        }
+        if !rollback.steps.is_empty() && rollback.on_failure == crate::OnFailure::Freeze {
+            rep.at(
+                "spec.rollback.steps",
+                "onFailure: freeze holds the weights, so rollback steps would never run; give one or the other",
+            );
+        }
     }
 }
 
@@ -400,7 +417,7 @@ fn check_canary_steps(steps: &[CanaryStep], rep: &mut Report<'_>) {
     }
     let last_weight = steps.iter().enumerate().rev().find_map(|(i, s)| match s {
         CanaryStep::SetWeight(w) => Some((i, *w)),
-        CanaryStep::Pause(_) => None,
+        CanaryStep::Pause(_) | CanaryStep::Webhook(_) => None,
     });
     match last_weight {
         None => rep.at(
@@ -446,13 +463,11 @@ fn check_rollback_steps(steps: &[CanaryStep], rep: &mut Report<'_>) {
                 "a rollback pause needs a duration; a rollback never waits for a person",
             ),
             CanaryStep::Pause(_) => {}
+            CanaryStep::Webhook(_) => rep.at(
+                &format!("spec.rollback.steps[{i}].webhook"),
+                "a rollback never waits for a webhook: it returns traffic whatever a hook would say",
+            ),
         }
-    }
-    if steps.is_empty() {
-        rep.at(
-            "spec.rollback.steps",
-            "no steps: leave `rollback` out to return all traffic at once",
-        );
     }
 }
 
@@ -485,7 +500,10 @@ fn check_template_refs(
                     .unwrap_or_default();
                 rep.at(
                     &path,
-                    format!("AnalysisTemplate `{name}` is not defined in these documents{hint}"),
+                    format!(
+                        "AnalysisTemplate `{}` is not defined in these documents{hint}",
+                        crate::decode::shown(name)
+                    ),
                 );
             }
             Some(period) if *period > interval => rep.at(
@@ -500,7 +518,25 @@ fn check_template_refs(
 }
 
 fn check_analysis(a: &RolloutAnalysis, templates: &BTreeMap<&str, Duration>, rep: &mut Report<'_>) {
-    check_template_refs("spec.analysis", &a.templates, a.interval, templates, rep);
+    if a.templates.is_empty() && !a.alarms.is_empty() {
+        // Alarms alone gate the run; nothing to compare.
+    } else {
+        check_template_refs("spec.analysis", &a.templates, a.interval, templates, rep);
+    }
+    for (i, name) in a.alarms.iter().enumerate() {
+        if name.is_empty() || name.len() > 255 {
+            rep.at(
+                &format!("spec.analysis.alarms[{i}]"),
+                "a CloudWatch alarm name has 1 to 255 characters",
+            );
+        }
+    }
+    if a.alarms.len() > 100 {
+        rep.at(
+            "spec.analysis.alarms",
+            format!("{} alarms: at most 100 are allowed", a.alarms.len()),
+        );
+    }
 }
 
 fn check_blue_green(

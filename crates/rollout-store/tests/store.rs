@@ -80,6 +80,7 @@ both!(
     status_round_trips,
     a_second_rollout_on_an_owned_target_is_refused,
     concurrent_applies_on_one_target_exactly_one_owns_it,
+    concurrent_creates_of_one_name_all_succeed,
     lease_expiry_is_judged_by_the_database_clock,
     thousands_of_events_are_written_in_chunks,
     commands_are_read_in_bounded_batches,
@@ -543,6 +544,32 @@ async fn concurrent_applies_on_one_target_exactly_one_owns_it(store: Store) {
     }
     assert_eq!(owners, 1, "exactly one rollout owns the listener");
     assert_eq!(store.rollout_names().await.expect("names").len(), 1);
+}
+
+/// Several applies creating the same rollout at once (CI retrying, two
+/// replicas' specs directories): one creates it, the others find it; none
+/// fails (on PostgreSQL the losers used to get a unique violation: 503).
+async fn concurrent_creates_of_one_name_all_succeed(store: Store) {
+    for round in 0..5 {
+        let name = format!("same-{round}");
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let store = store.clone();
+            let set = other_rollout(&name, Some(&format!("{round:016x}")));
+            tasks.push(tokio::spawn(async move {
+                store.apply(&set, "api", T0, false).await
+            }));
+        }
+        let mut created = 0;
+        for t in tasks {
+            let applied = t.await.expect("join").unwrap_or_else(|e| panic!("{e}"));
+            created += applied
+                .iter()
+                .filter(|a| a.kind == "Rollout" && a.change == rollout_store::Change::Created)
+                .count();
+        }
+        assert_eq!(created, 1, "round {round}: one apply created it");
+    }
 }
 
 async fn lease_expiry_is_judged_by_the_database_clock(store: Store) {

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod remote;
 mod replay;
 mod validate;
+mod yaml;
 
 /// Progressive delivery for services behind AWS Application Load Balancers.
 #[derive(Debug, Parser)]
@@ -23,6 +24,14 @@ struct Cli {
         global = true
     )]
     server: String,
+    /// A file holding the API token, sent on every request (else the
+    /// `ROLLOUTD_TOKEN` variable).
+    #[arg(long, env = "ROLLOUTD_TOKEN_FILE", global = true)]
+    token_file: Option<std::path::PathBuf>,
+    /// PEM certificates to trust for an `https://` server (else the
+    /// system's roots).
+    #[arg(long, env = "ROLLOUTD_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,6 +92,13 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// The target group the next revision must be deployed into (for CI):
+    /// prints its ARN, or refuses (exit 1) when that group serves all
+    /// traffic, where a deploy would replace production without a canary.
+    Target {
+        /// The rollout.
+        name: String,
+    },
     /// Return all traffic to stable at once; the run ends Aborted.
     Abort(Override),
     /// Skip the current pause (--full: straight to 100%).
@@ -130,12 +146,33 @@ struct Override {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let client = || {
-        remote::Client::new(
-            &cli.server,
-            std::env::var("ROLLOUTD_TOKEN")
+        let token = match &cli.token_file {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+                Ok(_) => {
+                    eprintln!(
+                        "rolloutctl: --token-file {}: the file is empty",
+                        path.display()
+                    );
+                    std::process::exit(2);
+                }
+                Err(e) => {
+                    eprintln!("rolloutctl: --token-file {}: {e}", path.display());
+                    std::process::exit(2);
+                }
+            },
+            None => std::env::var("ROLLOUTD_TOKEN")
                 .ok()
+                .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty()),
-        )
+        };
+        match remote::Client::new(&cli.server, token, cli.ca_file.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("rolloutctl: {e}");
+                std::process::exit(2);
+            }
+        }
     };
     match cli.command {
         Command::Apply { ref paths, dry_run } => remote::apply(&client(), paths, dry_run),
@@ -144,6 +181,7 @@ fn main() -> ExitCode {
             ref output,
         } => remote::get(&client(), name.as_deref(), output),
         Command::Status { ref name, watch } => remote::status(&client(), name, watch),
+        Command::Target { ref name } => remote::target(&client(), name),
         Command::Abort(ref o) => {
             remote::command(&client(), "abort", &o.name, o.reason.as_deref(), false)
         }

@@ -1,6 +1,8 @@
 //! The commands that talk to the daemon: `apply`, `get`, `status`, the
 //! manual overrides and `delete`. The server is `--server` (env
-//! `ROLLOUTD_SERVER`), the token env `ROLLOUTD_TOKEN`. Exit codes: 0 done,
+//! `ROLLOUTD_SERVER`), the token from `--token-file` or env `ROLLOUTD_TOKEN`
+//! (sent on every request), an `https://` server checked against
+//! `--ca-file` or the system's roots. Exit codes: 0 done,
 //! 1 refused or invalid (the server's message on stderr), 3 the server could
 //! not be reached.
 
@@ -8,6 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use rollout_api::{ApplyResult, Deleted, ErrorBody, ErrorDetail, RolloutList, RolloutResource};
+use rollout_core::{Phase, Time};
+use rollout_spec::CanaryStep;
 use serde_json::Value;
 
 use crate::validate::{collect, Input};
@@ -47,25 +52,71 @@ impl Failure {
 }
 
 impl Client {
-    /// A client of `server`.
-    pub fn new(server: &str, token: Option<String>) -> Self {
+    /// A client of `server` (`http://` or `https://`), sending `token` on
+    /// every request. An `https://` server's certificate is checked against
+    /// `ca_file` (PEM) when given, else the system's roots.
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let roots = match ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+                let certs = ureq::tls::parse_pem(&pem)
+                    .filter_map(|item| match item {
+                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+                if certs.is_empty() {
+                    return Err(format!(
+                        "--ca-file {}: no PEM certificate in the file",
+                        path.display()
+                    ));
+                }
+                certs
+            }
+            None => rustls_native_certs::load_native_certs()
+                .certs
+                .into_iter()
+                .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+                .collect(),
+        };
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+            .build();
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
+            .tls_config(tls)
             .build()
             .into();
-        Client {
+        Ok(Client {
             base: server.trim_end_matches('/').to_string(),
             token,
             agent,
-        }
+        })
     }
 
     fn call(&self, method: &str, path: &str, body: Option<(&str, &str)>) -> Result<Value, Failure> {
         let url = format!("{}{path}", self.base);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let result = match (method, body) {
-            ("GET", _) => self.agent.get(&url).call(),
+            ("GET", _) => {
+                let mut r = self.agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
             ("DELETE", _) => {
                 let mut r = self.agent.delete(&url);
                 if let Some(a) = &auth {
@@ -92,14 +143,19 @@ impl Client {
             .map_err(|e| Failure::Unreachable(format!("reading the answer: {e}")))?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if code >= 400 {
-            let message = value["error"]
-                .as_str()
-                .map_or_else(|| value.to_string(), str::to_string);
-            let details = value["details"].as_array().cloned().unwrap_or_default();
-            return Err(Failure::Refused(code, message, details));
+            return Err(match serde_json::from_value::<ErrorBody>(value.clone()) {
+                Ok(e) => Failure::Refused(code, e.error, e.details),
+                Err(_) => Failure::Refused(code, value.to_string(), Vec::new()),
+            });
         }
         Ok(value)
     }
+}
+
+/// An answer read as the API's type for it (`rollout_api`).
+fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Failure> {
+    serde_json::from_value(value)
+        .map_err(|e| Failure::Unreachable(format!("an answer this rolloutctl cannot read: {e}")))
 }
 
 /// `rolloutctl apply -f PATH… [--dry-run]`.
@@ -132,8 +188,11 @@ pub fn apply(client: &Client, paths: &[PathBuf], dry_run: bool) -> ExitCode {
     if unreadable {
         return ExitCode::from(1);
     }
-    let before: Option<Value> = if dry_run {
-        client.call("GET", "/api/v1/rollouts", None).ok()
+    let before: Option<RolloutList<'static>> = if dry_run {
+        client
+            .call("GET", "/api/v1/rollouts", None)
+            .ok()
+            .and_then(|v| typed(v).ok())
     } else {
         None
     };
@@ -144,14 +203,16 @@ pub fn apply(client: &Client, paths: &[PathBuf], dry_run: bool) -> ExitCode {
     };
     match client.call("POST", path, Some(("application/yaml", &body))) {
         Ok(answer) => {
+            let answer: ApplyResult = match typed(answer) {
+                Ok(a) => a,
+                Err(f) => return f.report(),
+            };
             let suffix = if dry_run { " (dry run)" } else { "" };
-            for r in answer["results"].as_array().cloned().unwrap_or_default() {
-                let kind = r["kind"].as_str().unwrap_or_default().to_lowercase();
-                let name = r["name"].as_str().unwrap_or_default();
-                let change = r["change"].as_str().unwrap_or_default();
-                println!("{kind}/{name} {change}{suffix}");
-                if dry_run && change == "configured" && kind == "rollout" {
-                    show_diff(before.as_ref(), name, &body);
+            for r in answer.results {
+                let kind = r.kind.to_lowercase();
+                println!("{kind}/{} {}{suffix}", r.name, r.change);
+                if dry_run && r.change == "configured" && kind == "rollout" {
+                    show_diff(before.as_ref(), &r.name, &body);
                 }
             }
             ExitCode::SUCCESS
@@ -159,25 +220,22 @@ pub fn apply(client: &Client, paths: &[PathBuf], dry_run: bool) -> ExitCode {
         Err(Failure::Refused(422, message, details)) => {
             eprintln!("rolloutctl: {message}");
             for d in details {
-                let line = d["line"].as_u64().unwrap_or(1) as u32;
+                let Ok(d) = serde_json::from_value::<ErrorDetail>(d) else {
+                    continue;
+                };
+                let line = u32::try_from(d.line).unwrap_or(1);
                 let (start, file) = starts
                     .iter()
                     .rev()
                     .find(|(s, _)| *s <= line)
                     .cloned()
                     .unwrap_or((1, "<request>".into()));
-                let path = d["path"].as_str().unwrap_or_default();
-                let msg = d["message"].as_str().unwrap_or_default();
-                let text = if path.is_empty() {
-                    msg.to_string()
+                let text = if d.path.is_empty() {
+                    d.message.clone()
                 } else {
-                    format!("{path}: {msg}")
+                    format!("{}: {}", d.path, d.message)
                 };
-                println!(
-                    "{file}:{}:{}: {text}",
-                    line - start + 1,
-                    d["column"].as_u64().unwrap_or(1)
-                );
+                println!("{file}:{}:{}: {text}", line - start + 1, d.column);
             }
             ExitCode::from(1)
         }
@@ -186,11 +244,10 @@ pub fn apply(client: &Client, paths: &[PathBuf], dry_run: bool) -> ExitCode {
 }
 
 /// Prints the lines of a rollout's spec that a dry run would change.
-fn show_diff(before: Option<&Value>, name: &str, body: &str) {
+fn show_diff(before: Option<&RolloutList<'static>>, name: &str, body: &str) {
     let old = before
-        .and_then(|b| b["items"].as_array())
-        .and_then(|items| items.iter().find(|i| i["metadata"]["name"] == name))
-        .map(|i| serde_json::to_string_pretty(&i["spec"]).unwrap_or_default());
+        .and_then(|b| b.items.iter().find(|i| i.metadata.name.as_str() == name))
+        .map(|i| serde_json::to_string_pretty(&i.spec).unwrap_or_default());
     let new = rollout_spec::load([("<new>", body)], &[])
         .ok()
         .or_else(|| {
@@ -243,15 +300,15 @@ pub fn diff_lines(old: &str, new: &str) -> Vec<String> {
     out
 }
 
-fn age(since: Option<&str>) -> String {
-    let Some(then) = since.and_then(|s| s.parse::<rollout_core::Time>().ok()) else {
+fn age(since: Option<Time>) -> String {
+    let Some(then) = since else {
         return "-".into();
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    let s = rollout_core::Time::from_millis(now).since(then) / 1000;
+    let s = Time::from_millis(now).since(then) / 1000;
     if s < 120 {
         format!("{s}s")
     } else if s < 7200 {
@@ -263,28 +320,32 @@ fn age(since: Option<&str>) -> String {
     }
 }
 
-fn table_row(item: &Value) -> [String; 5] {
-    let st = &item["status"];
-    let steps = item["spec"]["strategy"]["canary"]["steps"]
-        .as_array()
-        .map_or(0, Vec::len);
-    let step = match (st["currentStepIndex"].as_u64(), steps) {
-        (Some(i), n) if n > 0 => format!("{}/{n}", i.min(n as u64)),
+/// The steps of a canary rollout (none for blue-green).
+fn steps<'r>(item: &'r RolloutResource<'_>) -> &'r [CanaryStep] {
+    item.spec
+        .strategy
+        .canary
+        .as_ref()
+        .map_or(&[], |c| c.steps.as_slice())
+}
+
+fn table_row(item: &RolloutResource<'_>) -> [String; 5] {
+    let n = steps(item).len();
+    let st = item.status.as_deref();
+    let step = match (st.map(|s| s.current_step_index), n) {
+        (Some(i), n) if n > 0 => format!("{}/{n}", (i as usize).min(n)),
         (Some(i), _) => i.to_string(),
         _ => "-".into(),
     };
-    let observed = st["observedWeights"]["canary"]
-        .as_u64()
-        .map_or("-".into(), |c| c.to_string());
+    let observed = st
+        .and_then(|s| s.observed_weights)
+        .map_or("-".into(), |w| w.canary.to_string());
     [
-        item["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        st["phase"].as_str().unwrap_or("Pending").to_string(),
+        item.metadata.name.to_string(),
+        st.map_or("Pending", |s| s.phase.as_str()).to_string(),
         step,
-        format!("{}/{}", st["canaryWeight"].as_u64().unwrap_or(0), observed),
-        age(st["startedAt"].as_str().or(st["updatedAt"].as_str())),
+        format!("{}/{}", st.map_or(0, |s| s.canary_weight), observed),
+        age(st.map(|s| s.started_at.unwrap_or(s.updated_at))),
     ]
 }
 
@@ -303,11 +364,15 @@ pub fn get(client: &Client, name: Option<&str>, output: &str) -> ExitCode {
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         ),
-        "yaml" => print!("{}", to_yaml(&value, 0)),
+        "yaml" => print!("{}", crate::yaml::to_yaml(&value, 0)),
         _ => {
-            let items: Vec<Value> = match name {
-                Some(_) => vec![value],
-                None => value["items"].as_array().cloned().unwrap_or_default(),
+            let read = match name {
+                Some(_) => typed(value).map(|i| vec![i]),
+                None => typed::<RolloutList<'static>>(value).map(|l| l.items),
+            };
+            let items: Vec<RolloutResource<'static>> = match read {
+                Ok(items) => items,
+                Err(f) => return f.report(),
             };
             let mut rows = vec![[
                 "NAME".to_string(),
@@ -333,89 +398,29 @@ pub fn get(client: &Client, name: Option<&str>, output: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// JSON as YAML (block style; strings quoted when they need it).
-pub fn to_yaml(v: &Value, indent: usize) -> String {
-    let pad = " ".repeat(indent);
-    let scalar = |v: &Value| match v {
-        Value::Null => "null".to_string(),
-        Value::String(s) => {
-            let plain = !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./@ ".contains(c))
-                && !s.starts_with(' ')
-                && !s.ends_with(' ')
-                && s.parse::<f64>().is_err()
-                && !matches!(
-                    s.as_str(),
-                    "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "~"
-                );
-            if plain {
-                s.clone()
-            } else {
-                serde_json::to_string(s).unwrap_or_default()
-            }
-        }
-        other => other.to_string(),
-    };
+fn view(item: &RolloutResource<'_>) -> String {
     let mut out = String::new();
-    match v {
-        Value::Object(map) if !map.is_empty() => {
-            for (k, val) in map {
-                match val {
-                    Value::Object(m) if !m.is_empty() => {
-                        out.push_str(&format!("{pad}{k}:\n{}", to_yaml(val, indent + 2)))
-                    }
-                    Value::Array(a) if !a.is_empty() => {
-                        out.push_str(&format!("{pad}{k}:\n{}", to_yaml(val, indent + 2)))
-                    }
-                    Value::Object(_) => out.push_str(&format!("{pad}{k}: {{}}\n")),
-                    Value::Array(_) => out.push_str(&format!("{pad}{k}: []\n")),
-                    s => out.push_str(&format!("{pad}{k}: {}\n", scalar(s))),
-                }
-            }
-        }
-        Value::Array(items) if !items.is_empty() => {
-            for item in items {
-                match item {
-                    Value::Object(m) if !m.is_empty() => {
-                        let inner = to_yaml(item, indent + 2);
-                        out.push_str(&format!("{pad}- {}", inner.trim_start()));
-                    }
-                    Value::Array(a) if !a.is_empty() => {
-                        out.push_str(&format!("{pad}-\n{}", to_yaml(item, indent + 2)))
-                    }
-                    s => out.push_str(&format!("{pad}- {}\n", scalar(s))),
-                }
-            }
-        }
-        Value::Object(_) => out.push_str(&format!("{pad}{{}}\n")),
-        Value::Array(_) => out.push_str(&format!("{pad}[]\n")),
-        s => out.push_str(&format!("{pad}{}\n", scalar(s))),
-    }
-    out
-}
-
-fn view(item: &Value) -> String {
-    let st = &item["status"];
-    let mut out = String::new();
-    let name = item["metadata"]["name"].as_str().unwrap_or_default();
+    let name = item.metadata.name.as_str();
+    // Not reconciled yet: no run, nothing seen.
+    let st = item.status.as_deref();
     out.push_str(&format!(
         "{name}  revision {}  run {}  {}\n",
-        st["revision"].as_str().unwrap_or("-"),
-        st["run"].as_u64().unwrap_or(0),
-        st["phase"].as_str().unwrap_or("Pending")
+        st.map_or("-", |s| s.revision.as_str()),
+        st.map_or(0, |s| s.run),
+        st.map_or("Pending", |s| s.phase.as_str())
     ));
-    out.push_str(&format!("  {}\n\n", st["message"].as_str().unwrap_or("")));
-    let weight = st["canaryWeight"].as_u64().unwrap_or(0) as usize;
+    out.push_str(&format!("  {}\n\n", st.map_or("", |s| s.message.as_str())));
+    let weight = usize::from(st.map_or(0, |s| s.canary_weight).min(100));
     let bar = format!("{}{}", "█".repeat(weight / 4), "·".repeat(25 - weight / 4));
-    let seen = st["observedWeights"]["canary"]
-        .as_u64()
-        .map_or("-".into(), |c| c.to_string());
+    let seen = st
+        .and_then(|s| s.observed_weights)
+        .map_or("-".into(), |w| w.canary.to_string());
     out.push_str(&format!(
         "  canary {bar} {weight}% (seen on the load balancer: {seen}%)\n\n"
     ));
-    if let Some(steps) = item["spec"]["strategy"]["canary"]["steps"].as_array() {
-        let current = st["currentStepIndex"].as_u64().unwrap_or(0) as usize;
+    let steps = steps(item);
+    if !steps.is_empty() {
+        let current = st.map_or(0, |s| s.current_step_index) as usize;
         for (i, s) in steps.iter().enumerate() {
             let mark = if i == current {
                 "▶"
@@ -424,45 +429,47 @@ fn view(item: &Value) -> String {
             } else {
                 " "
             };
-            let what = if let Some(w) = s["setWeight"].as_u64() {
-                format!("setWeight {w}")
-            } else {
-                match s["pause"]["duration"].as_str() {
+            let what = match s {
+                CanaryStep::SetWeight(w) => format!("setWeight {w}"),
+                CanaryStep::Pause(p) => match p.duration {
                     Some(d) => format!("pause {d}"),
                     None => "pause until promoted".into(),
-                }
+                },
+                CanaryStep::Webhook(h) => format!("webhook {}", h.name),
             };
             out.push_str(&format!("  {mark} {}. {what}\n", i + 1));
         }
         out.push('\n');
     }
-    if let Some(templates) = st["analysis"]["templates"].as_object() {
-        for (t, a) in templates {
-            for m in a["last"]["result"]["metrics"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-            {
-                let fmt = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.5}"));
-                out.push_str(&format!(
-                    "  {t} {:<10} {:<13} stable {}  canary {}  {}\n",
-                    m["metric"].as_str().unwrap_or_default(),
-                    m["verdict"].as_str().unwrap_or_default(),
-                    fmt(&m["stable"]),
-                    fmt(&m["canary"]),
-                    m["reason"].as_str().unwrap_or_default()
-                ));
-            }
+    let fmt = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.5}"));
+    for (t, a) in st.iter().flat_map(|s| &s.analysis.templates) {
+        for m in a.last.iter().flat_map(|l| &l.result.metrics) {
+            out.push_str(&format!(
+                "  {t} {:<10} {:<13} stable {}  canary {}  {}\n",
+                m.metric,
+                m.verdict.as_str(),
+                fmt(m.stable),
+                fmt(m.canary),
+                m.reason
+            ));
         }
     }
     out
 }
 
-/// `rolloutctl status NAME [--watch]`.
+/// `rolloutctl status NAME [--watch]`. With `--watch` it follows the run of
+/// the revision the spec names now (a run that ended before the spec
+/// changed is not its end) until that run ends, and the exit code says how:
+/// 0 when it succeeded, 1 (with the reason on stderr) when it was rolled
+/// back, aborted or failed: a CI step that waits for a release fails with
+/// it.
 pub fn status(client: &Client, name: &str, watch: bool) -> ExitCode {
     use std::io::IsTerminal;
     loop {
-        let item = match client.call("GET", &format!("/api/v1/rollouts/{name}"), None) {
+        let item: RolloutResource<'static> = match client
+            .call("GET", &format!("/api/v1/rollouts/{name}"), None)
+            .and_then(typed)
+        {
             Ok(v) => v,
             Err(f) => return f.report(),
         };
@@ -470,14 +477,61 @@ pub fn status(client: &Client, name: &str, watch: bool) -> ExitCode {
             print!("\x1b[2J\x1b[H");
         }
         print!("{}", view(&item));
-        let phase = item["status"]["phase"].as_str().unwrap_or("Pending");
-        let ended = matches!(phase, "Succeeded" | "RolledBack" | "Aborted" | "Failed");
-        if !watch || ended {
+        if !watch {
             return ExitCode::SUCCESS;
+        }
+        if let Some(st) = item.status.as_deref() {
+            let current = st.revision == item.spec.revision;
+            match st.phase {
+                Phase::Succeeded if current => return ExitCode::SUCCESS,
+                Phase::RolledBack | Phase::Aborted | Phase::Failed if current => {
+                    eprintln!(
+                        "rolloutctl: rollout/{name}: revision {} ended {}: {}",
+                        st.revision,
+                        st.phase.as_str(),
+                        st.message
+                    );
+                    return ExitCode::from(1);
+                }
+                _ => {}
+            }
         }
         println!();
         std::thread::sleep(Duration::from_secs(2));
     }
+}
+
+/// `rolloutctl target NAME`: where the next revision goes. That is the
+/// canary target group, unless it serves all traffic (the last run of a
+/// rollout with fixed `stable`/`canary` succeeded): deploying there would
+/// replace production with no canary, so this refuses and says what to do.
+/// With ping-pong `targetGroups` the roles have swapped by then, and the
+/// canary group is the idle one.
+pub fn target(client: &Client, name: &str) -> ExitCode {
+    let item: RolloutResource<'static> = match client
+        .call("GET", &format!("/api/v1/rollouts/{name}"), None)
+        .and_then(typed)
+    {
+        Ok(v) => v,
+        Err(f) => return f.report(),
+    };
+    let st = item.status.as_deref();
+    let canary = st
+        .map(|s| s.canary_target_group_arn.clone())
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| item.spec.canary.target_group_arn.to_string());
+    let serves_all = st.is_some_and(|s| {
+        s.phase == Phase::Succeeded && s.observed_weights.is_none_or(|w| w.canary == 100)
+    });
+    if serves_all {
+        eprintln!(
+            "rolloutctl: rollout/{name}: the canary target group {canary} serves all traffic (revision {} succeeded); deploying there would replace production with no canary. Swap stable and canary in the spec first (or name both in spec.targetGroups: rolloutd then swaps them itself after each success).",
+            st.map_or("-", |s| s.revision.as_str())
+        );
+        return ExitCode::from(1);
+    }
+    println!("{canary}");
+    ExitCode::SUCCESS
 }
 
 /// `rolloutctl abort|promote|pause|resume|retry NAME`.
@@ -514,12 +568,15 @@ pub fn command(
 /// waits (up to five minutes) until the server has removed it.
 pub fn delete(client: &Client, name: &str, orphan: bool, no_wait: bool) -> ExitCode {
     let query = if orphan { "?orphan=true" } else { "" };
-    let body = match client.call("DELETE", &format!("/api/v1/rollouts/{name}{query}"), None) {
+    let body: Deleted = match client
+        .call("DELETE", &format!("/api/v1/rollouts/{name}{query}"), None)
+        .and_then(typed)
+    {
         Ok(b) => b,
         Err(f) => return f.report(),
     };
-    let message = body["message"].as_str().unwrap_or("deleted");
-    if body["pending"] != Value::Bool(true) {
+    let message = &body.message;
+    if !body.pending {
         println!("rollout/{name} deleted: {message}");
         return ExitCode::SUCCESS;
     }
@@ -537,9 +594,12 @@ pub fn delete(client: &Client, name: &str, orphan: bool, no_wait: bool) -> ExitC
             Err(f) => return f.report(),
             Ok(r) => {
                 if started.elapsed() > Duration::from_secs(300) {
+                    let message = typed::<RolloutResource<'static>>(r)
+                        .ok()
+                        .and_then(|r| r.status.map(|s| s.message.clone()))
+                        .unwrap_or_default();
                     eprintln!(
-                        "rolloutctl: rollout/{name} is still returning its traffic after 5 minutes: {}",
-                        r["status"]["message"].as_str().unwrap_or_default()
+                        "rolloutctl: rollout/{name} is still returning its traffic after 5 minutes: {message}"
                     );
                     return ExitCode::from(1);
                 }
@@ -558,17 +618,5 @@ mod tests {
         let d = diff_lines("a\nrevision: 1\nc\n", "a\nrevision: 2\nc\n");
         assert_eq!(d, vec!["- revision: 1", "+ revision: 2"]);
         assert!(diff_lines("x\n", "x\n").is_empty());
-    }
-
-    #[test]
-    fn yaml_output() {
-        let v = serde_json::json!({"a": {"b": [1, "two words", "x:y"]}, "c": true, "d": "5"});
-        assert_eq!(
-            to_yaml(&v, 0),
-            "a:\n  b:\n    - 1\n    - two words\n    - \"x:y\"\nc: true\nd: \"5\"\n"
-        );
-        // What it prints is YAML that reads back.
-        let back = rollout_spec::tree::parse_stream(&to_yaml(&v, 0)).expect("valid YAML");
-        assert_eq!(back.len(), 1);
     }
 }

@@ -1,7 +1,7 @@
 //! `rolloutctl replay`: the daemon's judge over recorded metrics.
 //!
 //! Reads the AnalysisTemplate (validated like any spec), reads the CSV into
-//! one [`WindowMetrics`] per interval, and calls `rollout_analysis::judge`
+//! one [`IntervalMetrics`] per interval, and calls `rollout_analysis::judge`
 //! on the growing history, exactly as the daemon does after each interval.
 
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use rollout_analysis::stats::lognormal_cv;
-use rollout_analysis::{judge, ArmSample, CustomValue, IntervalVerdict, Verdict, WindowMetrics};
+use rollout_analysis::{judge, ArmSample, CustomValue, IntervalMetrics, IntervalVerdict, Verdict};
 use rollout_spec::{AnalysisTemplateSpec, LatencyStatistic};
 use serde::Serialize;
 
@@ -56,6 +56,53 @@ fn read_csv(name: &str, text: &str, custom: &[&str]) -> Result<Observations, Str
             HEADER.join(",")
         ));
     };
+    let (cols, extra) = read_header(name, header, custom)?;
+    let mut out: Vec<Interval> = Vec::new();
+    let mut seen: BTreeMap<(i64, bool), usize> = BTreeMap::new();
+    for (i, line) in lines {
+        let line_no = i + 1;
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (t, canary, row) = read_row(name, line_no, line, &cols)?;
+        if let Some(first) = seen.insert((t, canary), line_no) {
+            return Err(format!(
+                "{name}:{line_no}:1: a second {} row for t={t} (first at line {first})",
+                if canary { "canary" } else { "stable" }
+            ));
+        }
+        match out.last_mut() {
+            Some(last) if last.0 == t => {}
+            Some(last) if last.0 > t => {
+                return Err(format!(
+                    "{name}:{line_no}:1: t={t} comes after t={}; rows must be in time order",
+                    last.0
+                ))
+            }
+            _ => out.push((t, None, None)),
+        }
+        if let Some(last) = out.last_mut() {
+            if canary {
+                last.2 = Some(row);
+            } else {
+                last.1 = Some(row);
+            }
+        }
+    }
+    Ok(Observations {
+        custom: extra,
+        intervals: out,
+    })
+}
+
+/// The header: the contract's six columns, then the template's custom
+/// metrics, each once. Returns the columns and the custom ones.
+fn read_header<'h>(
+    name: &str,
+    header: &'h str,
+    custom: &[&str],
+) -> Result<(Vec<&'h str>, Vec<String>), String> {
     let cols: Vec<&str> = header
         .trim_end_matches('\r')
         .split(',')
@@ -89,95 +136,71 @@ fn read_csv(name: &str, text: &str, custom: &[&str]) -> Result<Observations, Str
             return Err(format!("{name}:1:{col}: column `{c}` appears twice"));
         }
     }
-    let mut out: Vec<Interval> = Vec::new();
-    let mut seen: BTreeMap<(i64, bool), usize> = BTreeMap::new();
-    for (i, line) in lines {
-        let line_no = i + 1;
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            continue;
-        }
-        let cells: Vec<&str> = line.split(',').collect();
-        if cells.len() != cols.len() {
-            return Err(format!(
-                "{name}:{line_no}:1: {} fields; expected {} ({})",
-                cells.len(),
-                cols.len(),
-                cols.join(",")
-            ));
-        }
-        let col = |k: usize| cells[..k].iter().map(|c| c.len() + 1).sum::<usize>() + 1;
-        let t: i64 = cells[0].trim().parse().map_err(|_| {
-            format!(
-                "{name}:{line_no}:1: t `{}` is not a whole number of seconds",
-                cells[0]
-            )
-        })?;
-        let canary = match cells[1].trim() {
-            "stable" => false,
-            "canary" => true,
-            other => {
-                return Err(format!(
-                    "{name}:{line_no}:{}: arm `{other}` is neither stable nor canary",
-                    col(1)
-                ))
-            }
-        };
-        let num = |k: usize| -> Result<Option<f64>, String> {
-            let c = cells[k].trim();
-            if c.is_empty() {
-                return Ok(None);
-            }
-            // The ALB's counts and times are never negative; a custom
-            // metric may be.
-            let custom = k >= HEADER.len();
-            match c.parse::<f64>() {
-                Ok(v) if v.is_finite() && (custom || v >= 0.0) => Ok(Some(v)),
-                _ => Err(format!(
-                    "{name}:{line_no}:{}: {} `{c}` is not a {}number",
-                    col(k),
-                    cols[k],
-                    if custom { "" } else { "non-negative " }
-                )),
-            }
-        };
-        let row = Row {
-            requests: num(2)?,
-            errors: num(3)?,
-            avg: num(4)?,
-            p99: num(5)?,
-            custom: (HEADER.len()..cols.len())
-                .map(num)
-                .collect::<Result<_, _>>()?,
-        };
-        if let Some(first) = seen.insert((t, canary), line_no) {
-            return Err(format!(
-                "{name}:{line_no}:1: a second {} row for t={t} (first at line {first})",
-                if canary { "canary" } else { "stable" }
-            ));
-        }
-        match out.last_mut() {
-            Some(last) if last.0 == t => {}
-            Some(last) if last.0 > t => {
-                return Err(format!(
-                    "{name}:{line_no}:1: t={t} comes after t={}; rows must be in time order",
-                    last.0
-                ))
-            }
-            _ => out.push((t, None, None)),
-        }
-        if let Some(last) = out.last_mut() {
-            if canary {
-                last.2 = Some(row);
-            } else {
-                last.1 = Some(row);
-            }
-        }
+    Ok((cols, extra))
+}
+
+/// One row: its time, its arm, and its numbers (an empty cell is no
+/// datapoint).
+fn read_row(
+    name: &str,
+    line_no: usize,
+    line: &str,
+    cols: &[&str],
+) -> Result<(i64, bool, Row), String> {
+    let cells: Vec<&str> = line.split(',').collect();
+    if cells.len() != cols.len() {
+        return Err(format!(
+            "{name}:{line_no}:1: {} fields; expected {} ({})",
+            cells.len(),
+            cols.len(),
+            cols.join(",")
+        ));
     }
-    Ok(Observations {
-        custom: extra,
-        intervals: out,
-    })
+    let col = |k: usize| cells[..k].iter().map(|c| c.len() + 1).sum::<usize>() + 1;
+    let t: i64 = cells[0].trim().parse().map_err(|_| {
+        format!(
+            "{name}:{line_no}:1: t `{}` is not a whole number of seconds",
+            cells[0]
+        )
+    })?;
+    let canary = match cells[1].trim() {
+        "stable" => false,
+        "canary" => true,
+        other => {
+            return Err(format!(
+                "{name}:{line_no}:{}: arm `{other}` is neither stable nor canary",
+                col(1)
+            ))
+        }
+    };
+    let num = |k: usize| -> Result<Option<f64>, String> {
+        let c = cells[k].trim();
+        if c.is_empty() {
+            return Ok(None);
+        }
+        // The ALB's counts and times are never negative; a custom
+        // metric may be.
+        let custom = k >= HEADER.len();
+        match c.parse::<f64>() {
+            Ok(v) if v.is_finite() && (custom || v >= 0.0) => Ok(Some(v)),
+            _ => Err(format!(
+                "{name}:{line_no}:{}: {} `{c}` is not a {}number",
+                col(k),
+                cols[k],
+                if custom { "" } else { "non-negative " }
+            )),
+        }
+    };
+    let row = Row {
+        requests: num(2)?,
+        errors: num(3)?,
+        avg: num(4)?,
+        p99: num(5)?,
+        custom: (HEADER.len()..cols.len())
+            .map(num)
+            .collect::<Result<_, _>>()?,
+    };
+    Ok((t, canary, row))
 }
 
 fn sample(row: Option<&Row>, stat: LatencyStatistic) -> ArmSample {
@@ -280,7 +303,7 @@ pub fn run(template: &Path, observations: &Path, json: bool) -> ExitCode {
     let mut last: Option<(i64, IntervalVerdict)> = None;
     for (t, stable, canary) in obs.intervals {
         let column = |row: &Option<Row>, k: usize| row.as_ref().and_then(|r| r.custom[k]);
-        history.push(WindowMetrics {
+        history.push(IntervalMetrics {
             stable: sample(stable.as_ref(), stat),
             canary: sample(canary.as_ref(), stat),
             custom: obs

@@ -9,19 +9,27 @@ use std::process::ExitCode;
 /// A file to check, or the reason it could not be read.
 pub type Input = (String, Result<String, String>);
 
-fn is_yaml(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e == "yaml" || e == "yml")
-}
-
 /// Reads `path` (a file, or every YAML file under a directory) into `out`.
 pub fn collect(path: &Path, out: &mut Vec<Input>) {
     let shown = path.display().to_string();
+    if path == Path::new("-") {
+        let mut text = String::new();
+        let read = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text);
+        out.push((
+            "<stdin>".into(),
+            read.map(|_| text)
+                .map_err(|e| format!("cannot read standard input: {e}")),
+        ));
+        return;
+    }
     if path.is_dir() {
-        let mut found = Vec::new();
-        walk(path, &mut found);
-        found.sort();
+        let found = match rollout_spec::files::scan_files(path) {
+            Ok(found) => found,
+            Err(e) => {
+                out.push((shown, Err(e)));
+                return;
+            }
+        };
         if found.is_empty() {
             out.push((
                 shown,
@@ -33,27 +41,6 @@ pub fn collect(path: &Path, out: &mut Vec<Input>) {
         }
     } else {
         read(path, out);
-    }
-}
-
-fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let p = entry.path();
-        let hidden = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if p.is_dir() {
-            walk(&p, found);
-        } else if is_yaml(&p) {
-            found.push(p);
-        }
     }
 }
 

@@ -213,3 +213,47 @@ fn every_deploy_file_parses() {
     }
     assert!(parsed >= 7, "{parsed} files");
 }
+
+/// `promtool`, installed (Debian's `prometheus` package) when missing; a
+/// machine where it cannot be had fails this test loudly.
+fn promtool() -> PathBuf {
+    let found = |p: &str| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !found("promtool") {
+        let installed = Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "prometheus"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            installed && found("promtool"),
+            "promtool is missing and `apt-get install -y prometheus` failed: install Debian's prometheus package"
+        );
+    }
+    PathBuf::from("promtool")
+}
+
+#[test]
+fn the_prometheus_rules_and_config_pass_promtool() {
+    let dir = repo().join("deploy/prometheus");
+    for (what, file) in [
+        ("rules", "rolloutd-alerts.yml"),
+        ("config", "prometheus.yml"),
+    ] {
+        let out = Command::new(promtool())
+            .args(["check", what])
+            .arg(dir.join(file))
+            .output()
+            .expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool check {what} {file}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

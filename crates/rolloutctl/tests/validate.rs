@@ -140,3 +140,27 @@ fn a_spec_with_thousands_of_steps_is_refused_where_the_steps_are() {
         "{stdout}"
     );
 }
+
+/// `validate DIR` finds the files the daemon's specs directory would, and
+/// refuses a directory the daemon would refuse (a symlink loop, here)
+/// instead of walking it until paths grow too long.
+#[cfg(unix)]
+#[test]
+fn a_directory_is_read_as_the_daemon_reads_it() {
+    let dir = scratch("symlink-loop");
+    std::fs::copy(
+        repo().join("docs/examples/checkout-canary.yaml"),
+        dir.join("basic.yaml"),
+    )
+    .expect("copy");
+    std::fs::create_dir_all(dir.join("sub")).expect("sub");
+    std::os::unix::fs::symlink("..", dir.join("sub/up")).expect("symlink");
+    let out = rolloutctl()
+        .args(["validate", "-f"])
+        .arg(&dir)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("symlink loop"), "{stdout}");
+}

@@ -13,6 +13,7 @@
 //! they read, marked `"stale": true` (and a `Warning` header), and writes
 //! answer 503: nothing is accepted that cannot be recorded.
 
+use rollout_core::sync::lock;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -27,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::daemon::now;
+use crate::daemon::Clock;
 use crate::metrics::Metrics;
 
 /// Request bodies above this are refused with 413.
@@ -43,7 +44,8 @@ pub struct LastKnown {
 
 impl LastKnown {
     fn keep(&self, key: &str, body: &Bytes) {
-        if let Ok(mut a) = self.answers.lock() {
+        {
+            let mut a = lock(&self.answers);
             match a.get_mut(key) {
                 Some(old) => *old = body.clone(),
                 None => {
@@ -54,15 +56,16 @@ impl LastKnown {
     }
 
     fn stale(&self, key: &str, why: &rollout_store::StoreError) -> Option<Response> {
-        let bytes = self.answers.lock().ok()?.get(key)?.clone();
+        warn!(error = %crate::redact::redact(&why.to_string()), "serving the last state read: the database is unavailable");
+        let bytes = lock(&self.answers).get(key)?.clone();
         let mut v: Value = serde_json::from_slice(&bytes).ok()?;
         if let Value::Object(map) = &mut v {
             map.insert("stale".into(), Value::Bool(true));
             map.insert(
                 "staleReason".into(),
-                Value::String(format!(
-                    "the database is unavailable ({why}); this is the last state read"
-                )),
+                Value::String(
+                    "the database is unavailable; this is the last state read".to_string(),
+                ),
             );
         }
         Some(
@@ -76,6 +79,14 @@ impl LastKnown {
                 .into_response(),
         )
     }
+}
+
+/// The last-known key of the list (no rollout name contains `/`).
+const LIST_KEY: &str = "rollouts/";
+
+/// The last-known key of one rollout: never the list's, whatever its name.
+fn one_key(name: &str) -> String {
+    format!("rollouts/{name}")
 }
 
 /// A JSON answer from bytes already serialized.
@@ -113,6 +124,8 @@ pub struct Api {
     pub last_known: LastKnown,
     /// The specs directory's last sync, when `--specs-dir` is set.
     pub sources: Option<Arc<tokio::sync::Mutex<crate::specs::DirState>>>,
+    /// The daemon's clock: applies, deletes and commands are stamped by it.
+    pub clock: Clock,
 }
 
 /// An error answer.
@@ -145,10 +158,12 @@ impl From<rollout_store::StoreError> for ApiError {
             err.details = vec![json!({"rollout": rollout, "target": target, "owner": owner})];
             return err;
         }
-        warn!(error = %e, "store error while serving a request");
+        // The client gets a stable message; what the database said (which
+        // may name hosts, users or SQL) goes to the log only.
+        warn!(error = %crate::redact::redact(&e.to_string()), "store error while serving a request");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("the database is unavailable or failed: {e}"),
+            "the database is unavailable or failed; nothing was changed by this request (rolloutd's log has the details)",
         )
     }
 }
@@ -168,9 +183,11 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// Constant-time equality of two byte strings (the length is not secret).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether a presented token is the expected one, compared in constant
+/// time (`subtle`; the length is not secret).
+fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.ct_eq(expected).into()
 }
 
 fn bearer(headers: &HeaderMap) -> &str {
@@ -186,12 +203,12 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Result<String, ApiError> {
         return Ok("api".into());
     };
     let given = bearer(headers);
-    if same(given.as_bytes(), token.as_bytes()) {
+    if token_matches(given.as_bytes(), token.as_bytes()) {
         Ok("token".into())
     } else if api
         .read_token
         .as_ref()
-        .is_some_and(|r| same(given.as_bytes(), r.as_bytes()))
+        .is_some_and(|r| token_matches(given.as_bytes(), r.as_bytes()))
     {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -210,11 +227,11 @@ fn authorize_read(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
         return Ok(());
     };
     let given = bearer(headers).as_bytes();
-    let ok = same(given, read.as_bytes())
+    let ok = token_matches(given, read.as_bytes())
         || api
             .token
             .as_ref()
-            .is_some_and(|t| same(given, t.as_bytes()));
+            .is_some_and(|t| token_matches(given, t.as_bytes()));
     if ok {
         Ok(())
     } else {
@@ -226,13 +243,33 @@ fn authorize_read(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// A rollout as the API shows it.
-fn resource(r: &StoredRollout) -> crate::openapi::RolloutResource<'_> {
+/// A rollout as the API shows it. A rollout whose reconcile has been
+/// waiting for AWS (the API budget, or a slow answer) says so in its status
+/// message, as this replica knows it.
+fn resource<'a>(
+    waits: &crate::metrics::Waits,
+    r: &'a StoredRollout,
+) -> crate::openapi::RolloutResource<'a> {
+    let status =
+        r.status
+            .as_ref()
+            .map(|st| match waits.message(r.rollout.metadata.name.as_str()) {
+                Some(waiting) => {
+                    let mut st = st.clone();
+                    st.message = format!("{} ({waiting})", st.message);
+                    std::borrow::Cow::Owned(st)
+                }
+                None => std::borrow::Cow::Borrowed(st),
+            });
+    use std::borrow::Cow::Borrowed;
     crate::openapi::RolloutResource {
-        metadata: &r.rollout.metadata,
-        spec: &r.rollout.spec,
-        status: r.status.as_ref(),
+        api_version: Borrowed(rollout_spec::API_VERSION),
+        kind: Borrowed("Rollout"),
+        metadata: Borrowed(&r.rollout.metadata),
+        spec: Borrowed(&r.rollout.spec),
+        status,
         generation: r.generation,
-        source: &r.source,
+        source: Borrowed(&r.source),
     }
 }
 
@@ -264,9 +301,36 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/sources", get(sources))
         .route("/api/v1/rollouts/{name}", get(one).delete(delete))
         .route("/api/v1/rollouts/{name}/events", get(events))
+        .route("/api/v1/rollouts/{name}/notifications", get(notifications))
         .route("/api/v1/rollouts/{name}/{verb}", post(command))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&api), gate))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)
+}
+
+/// Checks the token before the handler runs, so before a body is read: an
+/// unauthenticated request is answered at once, whatever it says it will
+/// send. Changes under `/api/v1` need the API token; reads there the read
+/// token when one is set. The handlers check again (and learn the actor).
+async fn gate(
+    State(api): State<Arc<Api>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    if path.starts_with("/api/v1/") && path != "/api/v1/openapi.json" {
+        let checked = if req.method() == axum::http::Method::GET
+            || req.method() == axum::http::Method::HEAD
+        {
+            authorize_read(&api, req.headers())
+        } else {
+            authorize(&api, req.headers()).map(|_| ())
+        };
+        if let Err(e) = checked {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn readyz(State(api): State<Arc<Api>>) -> ApiResult {
@@ -277,12 +341,15 @@ async fn readyz(State(api): State<Arc<Api>>) -> ApiResult {
         .into_response()),
         Ok(false) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "migrations are not applied",
+            "migrations are not applied (run `rolloutd migrate`)",
         )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("database unreachable: {e}"),
-        )),
+        Err(e) => {
+            warn!(error = %crate::redact::redact(&e.to_string()), "readiness: the database cannot be reached");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database cannot be reached",
+            ))
+        }
     }
 }
 
@@ -307,6 +374,9 @@ struct ApplyQuery {
     dry_run: bool,
 }
 
+/// Applies parsed at once (each on a blocking thread).
+static PARSING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 async fn apply(
     State(api): State<Arc<Api>>,
     Query(q): Query<ApplyQuery>,
@@ -321,7 +391,27 @@ async fn apply(
         ));
     };
     let known: Vec<String> = api.store.templates().await?.into_keys().collect();
-    let set = match rollout_spec::load([("<request>", text)], &known) {
+    // Parsing and validating is CPU work: off the async workers (which run
+    // the reconciles and lease renewals), and at most two at once.
+    let parsed = {
+        let _slot = PARSING
+            .acquire()
+            .await
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "rolloutd is stopping"))?;
+        let text = text.to_string();
+        tokio::task::spawn_blocking(move || {
+            rollout_spec::load([("<request>", text.as_str())], &known)
+        })
+        .await
+        .map_err(|e| {
+            warn!(error = %e, "parsing an apply failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the documents could not be read",
+            )
+        })?
+    };
+    let set = match parsed {
         Ok(set) => set,
         Err(diags) => {
             let mut e = ApiError::new(
@@ -344,7 +434,10 @@ async fn apply(
             "no documents in the body",
         ));
     }
-    let applied = api.store.apply(&set, &actor, now(), q.dry_run).await?;
+    let applied = api
+        .store
+        .apply(&set, &actor, api.clock.now(), q.dry_run)
+        .await?;
     if !q.dry_run {
         let changed = |a: &&rollout_store::Applied| a.change != rollout_store::Change::Unchanged;
         if applied
@@ -396,12 +489,15 @@ async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult {
     match api.store.rollouts().await {
         Ok(all) => {
             let body = to_bytes(&crate::openapi::RolloutList {
-                items: all.iter().map(resource).collect(),
+                items: {
+                    let waits = api.metrics.waits();
+                    all.iter().map(|r| resource(&waits, r)).collect()
+                },
             })?;
-            api.last_known.keep("list", &body);
+            api.last_known.keep(LIST_KEY, &body);
             Ok(json_bytes(body))
         }
-        Err(e) => api.last_known.stale("list", &e).ok_or_else(|| e.into()),
+        Err(e) => api.last_known.stale(LIST_KEY, &e).ok_or_else(|| e.into()),
     }
 }
 
@@ -420,15 +516,18 @@ async fn one(
     authorize_read(&api, &headers)?;
     match api.store.rollout(&name).await {
         Ok(Some(r)) => {
-            let body = to_bytes(&resource(&r))?;
-            api.last_known.keep(&name, &body);
+            let body = to_bytes(&resource(&api.metrics.waits(), &r))?;
+            api.last_known.keep(&one_key(&name), &body);
             Ok(json_bytes(body))
         }
         Ok(None) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("rollout `{name}` not found"),
         )),
-        Err(e) => api.last_known.stale(&name, &e).ok_or_else(|| e.into()),
+        Err(e) => api
+            .last_known
+            .stale(&one_key(&name), &e)
+            .ok_or_else(|| e.into()),
     }
 }
 
@@ -445,7 +544,7 @@ async fn delete(
     let actor = authorize(&api, &headers)?;
     let outcome = api
         .store
-        .delete_or_hand_back(&name, &actor, q.orphan, now())
+        .delete_or_hand_back(&name, &actor, q.orphan, api.clock.now())
         .await?;
     (api.poke)(&name);
     match outcome {
@@ -496,6 +595,35 @@ async fn events(
     Ok(Json(crate::openapi::EventList { items }).into_response())
 }
 
+async fn notifications(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    authorize_read(&api, &headers)?;
+    if api.store.rollout(&name).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("rollout `{name}` not found"),
+        ));
+    }
+    let items = api
+        .store
+        .notification_cursors(&name, &crate::notify::NOTIFIED)
+        .await?
+        .into_iter()
+        .map(|c| crate::openapi::NotificationState {
+            notifier: c.notifier,
+            delivered: c.delivered,
+            pending: c.pending,
+            attempts: c.attempts,
+            next_attempt_at: (c.attempts > 0).then(|| rollout_core::Time::from_millis(c.next_at)),
+            last_error: c.last_error,
+        })
+        .collect();
+    Ok(Json(crate::openapi::NotificationList { items }).into_response())
+}
+
 use crate::openapi::CommandBody;
 
 async fn command(
@@ -530,7 +658,7 @@ async fn command(
     let r = find(&api, &name).await?;
     let status = r.status.clone().unwrap_or_else(|| {
         let spec = &r.rollout.spec;
-        RolloutStatus::new(&spec.revision, spec.strategy_name(), now())
+        RolloutStatus::new(&spec.revision, spec.strategy_name(), api.clock.now())
     });
     if let Err(why) = check_command(&status, kind) {
         return Err(ApiError::new(
@@ -540,7 +668,13 @@ async fn command(
     }
     let id = api
         .store
-        .enqueue_command(&name, kind, &actor, parsed.reason.as_deref(), now())
+        .enqueue_command(
+            &name,
+            kind,
+            &actor,
+            parsed.reason.as_deref(),
+            api.clock.now(),
+        )
         .await?;
     (api.poke)(&name);
     Ok((
@@ -556,13 +690,23 @@ async fn command(
 
 #[cfg(test)]
 mod tests {
-    use super::same;
+    use super::token_matches;
 
     #[test]
     fn token_comparison() {
-        assert!(same(b"s3cret", b"s3cret"));
-        assert!(!same(b"s3cret", b"s3creT"));
-        assert!(!same(b"s3cret", b"s3cre"));
-        assert!(same(b"", b""));
+        assert!(token_matches(b"s3cret", b"s3cret"));
+        assert!(!token_matches(b"s3cret", b"s3creT"));
+        assert!(!token_matches(b"s3cret", b"s3cre"));
+        assert!(token_matches(b"", b""));
+    }
+
+    use super::{one_key, LIST_KEY};
+
+    /// The last-known answer of a rollout named like the list is its own.
+    #[test]
+    fn a_rollout_named_list_has_its_own_last_known_answer() {
+        for name in ["list", "rollouts", "rollouts-list"] {
+            assert_ne!(one_key(name), LIST_KEY, "{name}");
+        }
     }
 }

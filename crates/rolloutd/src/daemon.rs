@@ -27,21 +27,27 @@
 //! A reconcile that changes nothing writes nothing. Rollouts run as one task
 //! each (a slow one never delays another), at most `concurrency` at once.
 
+use rollout_core::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use rollout_core::ports::{MetricQuery, MetricSource, TrafficRouter};
-use rollout_core::{
-    decide, plan_reads, Action, Context, Observations, Observed, Reads, Time, WindowResult,
-};
-use rollout_store::{Lease, StatusWrite, Store, StoreError};
+use rollout_core::ports::{MetricSource, TrafficRouter};
+use rollout_core::Time;
+use rollout_store::{Lease, Store, StoreError};
 use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::specs;
+
+mod notifications;
+mod reconcile;
+
+/// How long a reconcile waits for AWS before the wait is shown (a call
+/// that waits this long is queued behind the API budget, or AWS is slow).
+pub const WAIT_NOTED_AFTER: StdDuration = StdDuration::from_secs(2);
 
 /// The wall clock, as the core's `Time`.
 pub fn now() -> Time {
@@ -71,13 +77,55 @@ impl ReconcileError {
 
 /// What a reconcile came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Done; look again within this long. `true` when a status was written.
-    Requeue(StdDuration, bool),
+pub enum Reconciled {
+    /// Done; look again within `after`.
+    Requeue {
+        /// When to look again, at the latest.
+        after: StdDuration,
+        /// Whether a status was written.
+        wrote: bool,
+    },
     /// Another replica holds the lease.
     NotMine,
     /// The rollout no longer exists.
     Gone,
+}
+
+/// The daemon's clock: the wall clock, or one that follows tokio's clock
+/// from a given instant (under `tokio::time::pause` it stands still until
+/// the runtime advances it, so a test of pauses, leases or outages runs in
+/// milliseconds).
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    /// The wall clock.
+    System,
+    /// `epoch` when tokio's clock read `start`, running with tokio's clock.
+    Tokio {
+        /// The time at `start`.
+        epoch: Time,
+        /// Tokio's instant at `epoch`.
+        start: tokio::time::Instant,
+    },
+}
+
+impl Clock {
+    /// A clock at `epoch` now, running with tokio's clock.
+    pub fn following_tokio(epoch: Time) -> Clock {
+        Clock::Tokio {
+            epoch,
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The time now.
+    pub fn now(&self) -> Time {
+        match self {
+            Clock::System => now(),
+            Clock::Tokio { epoch, start } => {
+                epoch.plus_ms(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX))
+            }
+        }
+    }
 }
 
 /// Called after every reconcile: the rollout, how long it took, and whether
@@ -88,8 +136,10 @@ pub type Observer = Box<dyn Fn(&str, StdDuration, bool) + Send + Sync>;
 pub struct Daemon<R, M> {
     store: Store,
     router: R,
-    metrics: M,
+    /// The metric source (CloudWatch, or a simulation).
+    source: M,
     config: Config,
+    clock: Clock,
     /// This process's name in leases: `--replica` and a random suffix.
     holder: String,
     /// Leases held, each with the local instant until which it is used
@@ -100,6 +150,12 @@ pub struct Daemon<R, M> {
     /// When each rollout's forward weights were last read (the drift check's
     /// cadence; forgotten on restart, which only means an early check).
     last_read: Mutex<HashMap<String, Time>>,
+    /// When each rollout's alarms were last read.
+    last_alarms: Mutex<HashMap<String, Time>>,
+    /// The client of webhook steps.
+    hooks: crate::hooks::Hooks,
+    /// Notification delivery.
+    notifications: Arc<crate::notify::Delivery>,
     permits: Semaphore,
     observer: Option<Observer>,
     counters: Arc<Metrics>,
@@ -115,39 +171,53 @@ pub struct Daemon<R, M> {
 type Templates = std::collections::BTreeMap<String, rollout_spec::AnalysisTemplateSpec>;
 
 impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
-    /// A daemon over `store`, acting through `router` and `metrics`.
+    /// A daemon over `store`, acting through `router` and reading
+    /// `source`, on the wall clock.
     pub fn new(
         store: Store,
         router: R,
-        metrics: M,
+        source: M,
         config: Config,
         counters: Arc<Metrics>,
     ) -> Arc<Self> {
-        Self::with_observer(store, router, metrics, config, counters, None)
+        Self::with_observer(store, router, source, config, counters, None, Clock::System)
     }
 
-    /// The same, calling `observer` after every reconcile.
+    /// The same, calling `observer` after every reconcile, on `clock`.
     pub fn with_observer(
         store: Store,
         router: R,
-        metrics: M,
+        source: M,
         config: Config,
         counters: Arc<Metrics>,
         observer: Option<Observer>,
+        clock: Clock,
     ) -> Arc<Self> {
         let permits = Semaphore::new(config.concurrency);
+        // One HTTP client (its root certificates read once) for webhooks
+        // and notifications.
+        let hooks = crate::hooks::Hooks::new();
+        let notifications = crate::notify::Delivery::new(
+            config.notifiers.clone(),
+            config.public_url.clone(),
+            hooks.clone(),
+        );
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let holder = format!("{}~{}", config.replica, &suffix[..12]);
         info!(replica = %config.replica, holder = %holder, "lease holder name of this process");
         Arc::new(Daemon {
             store,
             router,
-            metrics,
+            source,
             holder,
             config,
+            clock,
             leases: Mutex::new(HashMap::new()),
             wake: Mutex::new(HashMap::new()),
             last_read: Mutex::new(HashMap::new()),
+            last_alarms: Mutex::new(HashMap::new()),
+            hooks,
+            notifications,
             permits,
             observer,
             counters,
@@ -220,11 +290,14 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             .store
             .acquire_lease(name, &self.holder, now, self.ttl_ms())
             .await?;
-        if let Ok(mut leases) = self.leases.lock() {
+        {
+            let mut leases = lock(&self.leases);
             match &taken {
                 Some(l) => {
                     if leases.get(name).is_none_or(|(old, _)| old.token != l.token) {
                         info!(rollout = name, token = l.token, holder = %self.holder, "took the lease");
+                        // Deliveries a previous holder left undone.
+                        self.notifications.wake(name);
                     }
                     leases.insert(name.to_string(), (l.clone(), self.good_until(asked)));
                 }
@@ -239,281 +312,18 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
 
     fn held(&self, name: &str) -> Option<Lease> {
         let now = tokio::time::Instant::now();
-        self.leases.lock().ok().and_then(|l| {
-            l.get(name)
-                .filter(|(_, until)| *until > now)
-                .map(|(l, _)| l.clone())
-        })
+        lock(&self.leases)
+            .get(name)
+            .filter(|(_, until)| *until > now)
+            .map(|(l, _)| l.clone())
     }
 
     fn forget_lease(&self, name: &str) {
         debug!(rollout = name, "lease forgotten");
-        if let Ok(mut l) = self.leases.lock() {
+        {
+            let mut l = lock(&self.leases);
             l.remove(name);
             self.counters.leases_held.set(l.len() as i64);
-        }
-    }
-
-    /// One reconcile of one rollout.
-    pub async fn reconcile(&self, name: &str) -> Result<Outcome, ReconcileError> {
-        let mut outside = StdDuration::ZERO;
-        self.reconcile_inner(name, None, &mut outside, None).await
-    }
-
-    /// One reconcile, holding a concurrency slot when `permit` is given; the
-    /// slot is handed back while the metric source answers (a reconcile
-    /// waiting for CloudWatch holds no database connection, and the metric
-    /// source gathers the reads of many rollouts into one call, which only
-    /// works when they can all ask). `outside` gets the time spent waiting
-    /// for the world (the load balancer and metric reads, and the slot
-    /// handed back meanwhile): the reconcile-time histogram measures
-    /// rolloutd's own work.
-    async fn reconcile_inner(
-        &self,
-        name: &str,
-        mut permit: Option<tokio::sync::SemaphorePermit<'_>>,
-        outside: &mut StdDuration,
-        wake: Option<&Notify>,
-    ) -> Result<Outcome, ReconcileError> {
-        let now = now();
-        let Some(lease) = self.lease(name, now).await? else {
-            return Ok(Outcome::NotMine);
-        };
-        let Some(stored) = self.store.rollout(name).await? else {
-            return Ok(Outcome::Gone);
-        };
-        let spec = &stored.rollout.spec;
-        let templates = self.templates(&spec.template_names()).await?;
-        // One statement fewer for the many reconciles with nothing queued.
-        let commands = if stored.commands_queued {
-            self.store.commands(name).await?
-        } else {
-            Vec::new()
-        };
-        let ctx = Context {
-            rollout: &stored.rollout,
-            templates: &templates,
-        };
-        let reads = Reads {
-            last_traffic: self
-                .last_read
-                .lock()
-                .ok()
-                .and_then(|m| m.get(name).copied()),
-            drift_check_ms: self.config.drift_check_interval.as_millis(),
-            commands_queued: !commands.is_empty(),
-        };
-        let wanted = plan_reads(ctx, stored.status.as_ref(), now, reads);
-        let queries: Vec<MetricQuery<'_>> = wanted
-            .windows
-            .iter()
-            .filter_map(|w| {
-                templates.get(&w.template).map(|t| MetricQuery {
-                    spec,
-                    template: t,
-                    window: w,
-                })
-            })
-            .collect();
-        // The three reads go out together, and the reconcile slot is handed
-        // back while they are in flight: a reconcile waiting for AWS (a slow
-        // or retried call) holds no slot, so it never delays the others, and
-        // the metric source can gather the reads of every rollout that asks
-        // at the same time into one call, which only works if they all can
-        // ask.
-        let observing = tokio::time::Instant::now();
-        let reads_the_world = wanted.traffic || wanted.canary_health || !queries.is_empty();
-        let held = if reads_the_world { permit.take() } else { None };
-        let slot_given_back = held.is_some();
-        drop(held);
-        let reading = async {
-            tokio::join!(
-                async {
-                    if wanted.traffic {
-                        self.router.forward_weights(spec, wanted.urgency).await
-                    } else {
-                        Observed::Missing
-                    }
-                },
-                async {
-                    if wanted.canary_health {
-                        self.router.canary_health(spec).await
-                    } else {
-                        Observed::Missing
-                    }
-                },
-                async {
-                    if queries.is_empty() {
-                        Vec::new()
-                    } else {
-                        self.metrics.windows(&queries).await
-                    }
-                },
-            )
-        };
-        // A command (an abort) or an apply arriving while the reads wait for
-        // the AWS budget starts the reconcile over at once, with what it
-        // asks: it never waits behind this rollout's routine reads.
-        let (traffic, canary_health, results) = match wake {
-            Some(wake) => tokio::select! {
-                r = reading => r,
-                _ = wake.notified() => {
-                    *outside += observing.elapsed();
-                    return Ok(Outcome::Requeue(StdDuration::ZERO, false));
-                }
-            },
-            None => reading.await,
-        };
-        if slot_given_back {
-            self.counters.queue_depth.inc();
-            let again = self.permits.acquire().await;
-            self.counters.queue_depth.dec();
-            // Closed only while stopping: finish this reconcile without a slot.
-            if let Ok(p) = again {
-                permit.replace(p);
-            }
-        }
-        *outside += observing.elapsed();
-        if matches!(traffic, Observed::Ok(_)) {
-            if let Ok(mut m) = self.last_read.lock() {
-                m.insert(name.to_string(), now);
-            }
-        }
-        let windows = queries
-            .iter()
-            .zip(results)
-            .map(|(q, metrics)| WindowResult {
-                template: q.window.template.clone(),
-                end: q.window.end,
-                metrics,
-            })
-            .collect();
-        let obs = Observations {
-            traffic,
-            canary_health,
-            windows,
-        };
-        // Decide at the time we observed.
-        let decision = decide(ctx, stored.status.as_ref(), &obs, &commands, now);
-        let mut version = stored.version;
-        if decision.changed {
-            let written = self
-                .store
-                .write_status(
-                    name,
-                    StatusWrite {
-                        expected: stored.version,
-                        status: &decision.status,
-                        events: &decision.events,
-                        applied_commands: decision.status.last_command_id
-                            > stored.status.as_ref().map_or(0, |s| s.last_command_id),
-                        uid: &stored.uid,
-                    },
-                    &lease,
-                    now,
-                )
-                .await;
-            match written {
-                Ok(v) => version = v,
-                Err(StoreError::Conflict(_)) => {
-                    // Someone else wrote, or our lease is gone: act on nothing,
-                    // read again.
-                    self.forget_lease(name);
-                    warn!(rollout = name, "status moved or lease lost; not acting");
-                    return Ok(Outcome::Requeue(StdDuration::from_millis(200), false));
-                }
-                Err(e) => return Err(e.into()),
-            }
-            self.count_verdicts(name, stored.status.as_ref(), &decision.status);
-            for e in &decision.events {
-                if e.kind == rollout_core::EventKind::WeightDrift {
-                    self.counters.drift.with_label_values(&[name]).inc();
-                }
-                info!(rollout = name, run = e.run, kind = ?e.kind, actor = e.actor.as_deref(), "{}", e.message);
-            }
-        }
-        if decision.forget {
-            // Deleted, and its traffic is back on stable (or it held none):
-            // removed now, unless its status moved meanwhile.
-            if self
-                .store
-                .delete_rollout_at(name, &stored.uid, version)
-                .await?
-            {
-                self.forget_lease(name);
-                info!(
-                    rollout = name,
-                    "deleted: stable carries all traffic; no longer managed"
-                );
-                return Ok(Outcome::Gone);
-            }
-            return Ok(Outcome::Requeue(StdDuration::from_millis(200), true));
-        }
-        for action in &decision.actions {
-            match action {
-                Action::SetWeights { weights, seen } => {
-                    // Fenced: only while the lease is good, by the
-                    // database's clock, for longer than the margin.
-                    if !self
-                        .store
-                        .lease_valid(&lease, now, self.margin_ms())
-                        .await?
-                    {
-                        self.counters.fenced_writes.with_label_values(&[name]).inc();
-                        self.forget_lease(name);
-                        warn!(
-                            rollout = name,
-                            token = lease.token,
-                            "lease no longer good by the database's clock; weights not written"
-                        );
-                        return Ok(Outcome::Requeue(StdDuration::from_millis(200), false));
-                    }
-                    match self.router.set_weights(spec, *weights, *seen).await {
-                        Err(e) => {
-                            warn!(rollout = name, token = lease.token, stable = weights.stable, canary = weights.canary, fatal = e.fatal, error = %e.message, "weight write not made or not confirmed; the next reconcile looks again")
-                        }
-                        Ok(()) => info!(
-                            rollout = name,
-                            token = lease.token,
-                            holder = %self.holder,
-                            stable = weights.stable,
-                            canary = weights.canary,
-                            "weights written"
-                        ),
-                    }
-                }
-            }
-        }
-        let wait = decision
-            .requeue_after_ms
-            .map_or(self.regular(), StdDuration::from_millis)
-            .min(self.regular());
-        Ok(Outcome::Requeue(wait, decision.changed))
-    }
-
-    /// Counts the verdicts of intervals judged by this reconcile. (After an
-    /// outage a reconcile may judge several intervals; only the last one's
-    /// per-metric verdicts are kept in the status, so those are counted.)
-    fn count_verdicts(
-        &self,
-        name: &str,
-        before: Option<&rollout_core::RolloutStatus>,
-        after: &rollout_core::RolloutStatus,
-    ) {
-        for (template, state) in &after.analysis.templates {
-            let Some(last) = &state.last else { continue };
-            let seen = before
-                .and_then(|b| b.analysis.templates.get(template))
-                .and_then(|t| t.last.as_ref())
-                .is_some_and(|l| l.end == last.end);
-            if !seen {
-                for m in &last.result.metrics {
-                    self.counters
-                        .verdicts
-                        .with_label_values(&[name, &m.metric, m.verdict.as_str()])
-                        .inc();
-                }
-            }
         }
     }
 
@@ -530,9 +340,22 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
 
     /// Wakes a rollout's task now (after an apply or a command).
     pub fn poke(&self, name: &str) {
-        if let Some(n) = self.wake.lock().ok().and_then(|w| w.get(name).cloned()) {
+        if let Some(n) = lock(&self.wake).get(name).cloned() {
             n.notify_one();
         }
+    }
+
+    /// How long a rollout waits before its next reconcile after one that
+    /// failed (`failures` in a row): 200 ms, doubling, at most the
+    /// reconcile interval. The failure is counted and logged.
+    fn error_policy(&self, name: &str, e: &ReconcileError, failures: u32) -> StdDuration {
+        self.counters
+            .reconcile_errors
+            .with_label_values(&[name, e.kind()])
+            .inc();
+        let backoff = StdDuration::from_millis(200u64 << failures.min(6)).min(self.interval());
+        warn!(rollout = %name, kind = e.kind(), error = %e, retry_in_ms = backoff.as_millis() as u64, "reconcile failed");
+        backoff
     }
 
     async fn rollout_task(
@@ -575,89 +398,157 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             // rollout is examined at least every interval, however long the
             // reconcile took.
             let next = match outcome {
-                Ok(Outcome::Requeue(d, wrote)) => {
+                Ok(Reconciled::Requeue { after, wrote }) => {
                     failures = 0;
                     if let Some(observe) = &self.observer {
                         observe(&name, elapsed, wrote);
                     }
-                    d
+                    after
                 }
-                Ok(Outcome::NotMine) => {
+                Ok(Reconciled::NotMine) => {
                     failures = 0;
                     StdDuration::from_millis(self.ttl_ms() / 3).min(self.regular())
                 }
-                Ok(Outcome::Gone) => break,
+                Ok(Reconciled::Gone) => break,
                 Err(e) => {
-                    self.counters
-                        .reconcile_errors
-                        .with_label_values(&[&name, e.kind()])
-                        .inc();
                     failures = failures.saturating_add(1);
-                    let backoff =
-                        StdDuration::from_millis(200u64 << failures.min(6)).min(self.interval());
-                    warn!(rollout = %name, kind = e.kind(), error = %e, retry_in_ms = backoff.as_millis() as u64, "reconcile failed");
-                    backoff
+                    self.error_policy(&name, &e, failures)
                 }
             };
             due = started + next;
         }
-        if let Ok(mut w) = self.wake.lock() {
+        {
+            let mut w = lock(&self.wake);
             w.remove(&name);
         }
+        // A rollout that is gone leaves no series behind.
+        self.counters.forget_rollout(&name);
         // A rollout that is gone keeps no read time (a name applied again
         // is a new rollout, read at once).
-        if let Ok(mut m) = self.last_read.lock() {
+        {
+            let mut m = lock(&self.last_read);
             m.remove(&name);
+        }
+        {
+            let mut m = lock(&self.last_alarms);
+            m.remove(&name);
+        }
+    }
+
+    /// Renews this replica's leases every third of the lease time (and
+    /// takes its share of the fleet's AWS budget by the live replicas).
+    fn spawn_renewer(
+        self: Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let d = self;
+        tokio::spawn(async move {
+            let every = StdDuration::from_millis(d.ttl_ms() / 3);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.changed() => break,
+                }
+                let asked = tokio::time::Instant::now();
+                // The AWS budget is the fleet's: each replica takes its
+                // share, by the replicas holding leases now.
+                if let Ok(n) = d.store.live_holders(d.clock.now()).await {
+                    d.counters.set_budget_share(n.max(1));
+                }
+                match d
+                    .store
+                    .renew_leases(&d.holder, d.clock.now(), d.ttl_ms())
+                    .await
+                {
+                    Ok(held) => {
+                        // A set, built before taking the lock every
+                        // reconcile needs: with 10,000 leases, a list
+                        // lookup per lease held that lock for ~50M string
+                        // comparisons every renewal.
+                        let held: std::collections::HashSet<String> = held.into_iter().collect();
+                        let until = d.good_until(asked);
+                        {
+                            let mut leases = lock(&d.leases);
+                            leases.retain(|k, _| held.contains(k));
+                            d.counters.leases_held.set(leases.len() as i64);
+                            for (_, good) in leases.values_mut() {
+                                *good = until;
+                            }
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "lease renewal failed"),
+                }
+            }
+        })
+    }
+
+    /// Applies the specs directory once (when there is one) and wakes the
+    /// rollouts it changed.
+    async fn sync_specs_dir(&self) {
+        let Some(dir) = &self.config.specs_dir else {
+            return;
+        };
+        let removal = specs::Removal {
+            scans: self.config.specs_removal_scans,
+            grace_ms: self.config.specs_removal_grace.as_millis(),
+        };
+        let synced = {
+            let mut state = self.specs.lock().await;
+            specs::sync(&self.store, dir, &mut state, removal, self.clock.now()).await
+        };
+        match synced {
+            Ok(synced) => {
+                if synced.failed.is_some() {
+                    self.counters.specs_scan_failures.inc();
+                    self.counters.specs_scan_ok.set(0);
+                } else {
+                    self.counters.specs_scan_ok.set(1);
+                }
+                if !synced.changed.is_empty() {
+                    let _ = self.refresh_templates().await;
+                }
+                for name in synced.changed {
+                    self.poke(&name);
+                }
+            }
+            Err(e) => {
+                self.counters.specs_scan_failures.inc();
+                self.counters.specs_scan_ok.set(0);
+                warn!(error = %e, "applying the specs directory failed");
+            }
+        }
+    }
+
+    /// Starts a task for every stored rollout that has none.
+    async fn start_tasks(
+        self: Arc<Self>,
+        tasks: &mut tokio::task::JoinSet<()>,
+        stop_rx: &watch::Receiver<bool>,
+    ) {
+        match self.store.rollout_names().await {
+            Ok(names) => {
+                let mut wake = lock(&self.wake);
+                for name in names {
+                    if !wake.contains_key(&name) {
+                        let n = Arc::new(Notify::new());
+                        wake.insert(name.clone(), Arc::clone(&n));
+                        tasks.spawn(Arc::clone(&self).rollout_task(name, n, stop_rx.clone()));
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "listing rollouts failed"),
         }
     }
 
     /// Runs until `shutdown` resolves: applies the specs directory, keeps one
     /// task per rollout, renews leases; then lets in-flight reconciles finish
-    /// and hands the leases back.
-    pub async fn run(
-        self: Arc<Self>,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) -> anyhow::Result<()> {
+    /// and hands the leases back. Nothing stops it but `shutdown`: a failing
+    /// database or world is retried (and logged) for as long as it fails.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
-        let renewer = {
-            let d = Arc::clone(&self);
-            let mut stop = stop_rx.clone();
-            tokio::spawn(async move {
-                let every = StdDuration::from_millis(d.ttl_ms() / 3);
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(every) => {}
-                        _ = stop.changed() => break,
-                    }
-                    let asked = tokio::time::Instant::now();
-                    // The AWS budget is the fleet's: each replica takes its
-                    // share, by the replicas holding leases now.
-                    if let Ok(n) = d.store.live_holders(now()).await {
-                        d.counters.set_budget_share(n.max(1));
-                    }
-                    match d.store.renew_leases(&d.holder, now(), d.ttl_ms()).await {
-                        Ok(held) => {
-                            // A set, built before taking the lock every
-                            // reconcile needs: with 10,000 leases, a list
-                            // lookup per lease held that lock for ~50M string
-                            // comparisons every renewal.
-                            let held: std::collections::HashSet<String> =
-                                held.into_iter().collect();
-                            let until = d.good_until(asked);
-                            if let Ok(mut leases) = d.leases.lock() {
-                                leases.retain(|k, _| held.contains(k));
-                                d.counters.leases_held.set(leases.len() as i64);
-                                for (_, good) in leases.values_mut() {
-                                    *good = until;
-                                }
-                            }
-                        }
-                        Err(e) => warn!(error = %e, "lease renewal failed"),
-                    }
-                }
-            })
-        };
+        let renewer = Arc::clone(&self).spawn_renewer(stop_rx.clone());
+        let notifier = Arc::clone(&self).spawn_notifications(stop_rx.clone());
 
         tokio::pin!(shutdown);
         // Changes under the specs directory are applied at once (after
@@ -678,53 +569,8 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             if let Err(e) = self.refresh_templates().await {
                 warn!(error = %e, "reading the analysis templates failed");
             }
-            if let Some(dir) = &self.config.specs_dir {
-                let removal = specs::Removal {
-                    scans: self.config.specs_removal_scans,
-                    grace_ms: self.config.specs_removal_grace.as_millis(),
-                };
-                let synced = {
-                    let mut state = self.specs.lock().await;
-                    specs::sync(&self.store, dir, &mut state, removal, now()).await
-                };
-                match synced {
-                    Ok(synced) => {
-                        if synced.failed.is_some() {
-                            self.counters.specs_scan_failures.inc();
-                            self.counters.specs_scan_ok.set(0);
-                        } else {
-                            self.counters.specs_scan_ok.set(1);
-                        }
-                        if !synced.changed.is_empty() {
-                            let _ = self.refresh_templates().await;
-                        }
-                        for name in synced.changed {
-                            self.poke(&name);
-                        }
-                    }
-                    Err(e) => {
-                        self.counters.specs_scan_failures.inc();
-                        self.counters.specs_scan_ok.set(0);
-                        warn!(error = %e, "applying the specs directory failed");
-                    }
-                }
-            }
-            match self.store.rollout_names().await {
-                Ok(names) => {
-                    let mut wake = self
-                        .wake
-                        .lock()
-                        .map_err(|_| anyhow::anyhow!("wake map poisoned"))?;
-                    for name in names {
-                        if !wake.contains_key(&name) {
-                            let n = Arc::new(Notify::new());
-                            wake.insert(name.clone(), Arc::clone(&n));
-                            tasks.spawn(Arc::clone(&self).rollout_task(name, n, stop_rx.clone()));
-                        }
-                    }
-                }
-                Err(e) => warn!(error = %e, "listing rollouts failed"),
-            }
+            self.sync_specs_dir().await;
+            Arc::clone(&self).start_tasks(&mut tasks, &stop_rx).await;
             while tasks.try_join_next().is_some() {}
             tokio::select! {
                 _ = tokio::time::sleep(self.interval()) => {}
@@ -746,10 +592,27 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
         let _ = stop_tx.send(true);
         while tasks.join_next().await.is_some() {}
         renewer.abort();
+        notifier.abort();
         match self.store.release_leases(&self.holder).await {
             Ok(n) => info!(released = n, "leases handed back"),
             Err(e) => warn!(error = %e, "could not hand leases back; they expire by themselves"),
         }
-        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under paused time the daemon's clock stands still until the runtime
+    /// advances it, and then moves by exactly as much.
+    #[tokio::test(start_paused = true)]
+    async fn a_clock_following_tokio_stops_with_it() {
+        let clock = Clock::following_tokio(Time::from_millis(1_000));
+        assert_eq!(clock.now(), Time::from_millis(1_000));
+        tokio::time::advance(StdDuration::from_secs(90)).await;
+        assert_eq!(clock.now(), Time::from_millis(91_000));
+        tokio::time::sleep(StdDuration::from_secs(3_600)).await;
+        assert_eq!(clock.now(), Time::from_millis(3_691_000));
     }
 }

@@ -8,15 +8,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use rollout_spec::Duration;
 use rollout_store::Store;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 
-use rolloutd::api::Api;
 use rolloutd::config::{Config, LogFormat, Overrides};
-use rolloutd::metrics::Metrics;
-use rolloutd::{daemon, world};
+use rolloutd::{daemon, Setup};
 
 /// Progressive delivery for services behind AWS Application Load Balancers.
 #[derive(Debug, Parser)]
@@ -41,62 +38,8 @@ struct Cli {
 enum Command {
     /// Reconcile every rollout and serve the HTTP API until SIGINT or SIGTERM.
     Serve {
-        /// The HTTP API, `/metrics` and health checks (default 127.0.0.1:8080).
-        #[arg(long, env = "ROLLOUTD_LISTEN")]
-        listen: Option<String>,
-        /// A file with the bearer token every mutating request must carry.
-        #[arg(long, env = "ROLLOUTD_API_TOKEN_FILE")]
-        api_token_file: Option<PathBuf>,
-        /// A file with a read-only token; when set, reads need a token too.
-        #[arg(long, env = "ROLLOUTD_API_READ_TOKEN_FILE")]
-        api_read_token_file: Option<PathBuf>,
-        /// Serve HTTPS with this PEM certificate chain (with --tls-key-file).
-        #[arg(long, env = "ROLLOUTD_TLS_CERT_FILE")]
-        tls_cert_file: Option<PathBuf>,
-        /// The PEM private key of --tls-cert-file.
-        #[arg(long, env = "ROLLOUTD_TLS_KEY_FILE")]
-        tls_key_file: Option<PathBuf>,
-        /// Apply every *.yaml/*.yml under DIR at start and whenever it changes.
-        #[arg(long, env = "ROLLOUTD_SPECS_DIR")]
-        specs_dir: Option<PathBuf>,
-        /// A rollout leaves the specs directory after this many complete
-        /// scans without it in a row (default 3)…
-        #[arg(long, env = "ROLLOUTD_SPECS_REMOVAL_SCANS")]
-        specs_removal_scans: Option<u32>,
-        /// …spanning at least this long (default 60s).
-        #[arg(long, env = "ROLLOUTD_SPECS_REMOVAL_GRACE")]
-        specs_removal_grace: Option<Duration>,
-        /// How often every rollout is re-examined, at the latest (default 10s).
-        #[arg(long, env = "ROLLOUTD_RECONCILE_INTERVAL")]
-        reconcile_interval: Option<Duration>,
-        /// How long a replica's lease on a rollout lasts (default 15s).
-        #[arg(long, env = "ROLLOUTD_LEASE_TTL")]
-        lease_ttl: Option<Duration>,
-        /// This replica's name in leases (default: host name and process id).
-        #[arg(long, env = "ROLLOUTD_REPLICA")]
-        replica: Option<String>,
-        /// How many reconciles run at once (default 12; the database pool matches it).
-        #[arg(long, env = "ROLLOUTD_CONCURRENCY")]
-        concurrency: Option<usize>,
-        /// A holding run reads the load balancer at least this often for
-        /// drift; more often only when the AWS budget has tokens to spare
-        /// (default 60s).
-        #[arg(long, env = "ROLLOUTD_DRIFT_CHECK_INTERVAL")]
-        drift_check_interval: Option<Duration>,
-        /// The fleet's budget of ELBv2 reads per second (default 4; AWS's
-        /// shared bucket refills 10 a second).
-        #[arg(long, env = "ROLLOUTD_AWS_ELB_READS_PER_SECOND")]
-        aws_elb_reads_per_second: Option<f64>,
-        /// The fleet's budget of ELBv2 writes per second (default 2).
-        #[arg(long, env = "ROLLOUTD_AWS_ELB_WRITES_PER_SECOND")]
-        aws_elb_writes_per_second: Option<f64>,
-        /// The fleet's budget of CloudWatch GetMetricData calls per second (default 5).
-        #[arg(long, env = "ROLLOUTD_AWS_GET_METRIC_DATA_PER_SECOND")]
-        aws_get_metric_data_per_second: Option<f64>,
-        /// Run against a simulated ALB and CloudWatch kept in this database
-        /// (simulated: no AWS calls).
-        #[arg(long, env = "ROLLOUTD_SIMULATE_WORLD")]
-        simulate_world: Option<String>,
+        #[command(flatten)]
+        over: Overrides,
     },
     /// Apply the database migrations and exit.
     Migrate,
@@ -109,6 +52,9 @@ enum Command {
         /// The HTTP API and `/metrics` (default 127.0.0.1:8080).
         #[arg(long, env = "ROLLOUTD_LISTEN")]
         listen: Option<String>,
+        /// Serve the demo on a non-loopback address (it has no token).
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
 }
 
@@ -149,280 +95,225 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut over = Overrides {
-        database_url: cli.database_url,
-        log_format: cli.log_format,
-        ..Overrides::default()
-    };
-    let mut demo = false;
-    let serve = match cli.command {
-        Command::Migrate => false,
-        Command::Demo { listen } => {
-            demo = true;
-            over.listen = listen;
-            if over.database_url.is_none() {
-                let file =
-                    std::env::temp_dir().join(format!("rolloutd-demo-{}.db", std::process::id()));
-                let _ = std::fs::remove_file(&file);
-                over.database_url = Some(format!("sqlite://{}", file.display()));
-            }
-            over.reconcile_interval = Some(Duration::from_secs(1));
-            true
-        }
-        Command::Serve {
+/// What the command line asks for.
+enum Mode {
+    Serve,
+    Migrate,
+    Demo,
+}
+
+/// The configuration the command line, environment and file give, and
+/// what to do with it.
+fn configure(cli: Cli) -> anyhow::Result<(Mode, Config)> {
+    let (mode, mut over) = match cli.command {
+        Command::Migrate => (Mode::Migrate, Overrides::default()),
+        Command::Serve { over } => (Mode::Serve, over),
+        Command::Demo {
             listen,
-            api_token_file,
-            api_read_token_file,
-            tls_cert_file,
-            tls_key_file,
-            specs_dir,
-            specs_removal_scans,
-            specs_removal_grace,
-            reconcile_interval,
-            lease_ttl,
-            replica,
-            concurrency,
-            drift_check_interval,
-            aws_elb_reads_per_second,
-            aws_elb_writes_per_second,
-            aws_get_metric_data_per_second,
-            simulate_world,
+            insecure_no_auth,
         } => {
-            over.drift_check_interval = drift_check_interval;
-            over.aws_elb_reads_per_second = aws_elb_reads_per_second;
-            over.aws_elb_writes_per_second = aws_elb_writes_per_second;
-            over.aws_get_metric_data_per_second = aws_get_metric_data_per_second;
-            over.specs_removal_scans = specs_removal_scans;
-            over.specs_removal_grace = specs_removal_grace;
-            over.listen = listen;
-            over.api_token_file = api_token_file;
-            over.api_read_token_file = api_read_token_file;
-            over.tls_cert_file = tls_cert_file;
-            over.tls_key_file = tls_key_file;
-            over.specs_dir = specs_dir;
-            over.reconcile_interval = reconcile_interval;
-            over.lease_ttl = lease_ttl;
-            over.replica = replica;
-            over.concurrency = concurrency;
-            over.simulate_world = simulate_world;
-            true
+            let file =
+                std::env::temp_dir().join(format!("rolloutd-demo-{}.db", std::process::id()));
+            let _ = std::fs::remove_file(&file);
+            let over = Overrides {
+                listen,
+                insecure_no_auth: insecure_no_auth.then_some(true),
+                database_url: Some(format!("sqlite://{}", file.display())),
+                reconcile_interval: Some(Duration::from_secs(1)),
+                ..Overrides::default()
+            };
+            (Mode::Demo, over)
         }
     };
+    if cli.database_url.is_some() {
+        over.database_url = cli.database_url;
+    }
+    over.log_format = cli.log_format;
     let config = Config::load(cli.config.as_deref(), over)
         .map_err(|errs| anyhow::anyhow!(errs.join("\n")))?;
+    Ok((mode, config))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (mode, config) = configure(cli)?;
     // The demo prints its own progress; its logs say only what goes wrong
     // (ROLLOUTD_LOG=info for everything).
+    let demo = matches!(mode, Mode::Demo);
     init_logs(config.log_format, if demo { "warn" } else { "info" });
-    let store = Store::connect_with(&config.database_url, config.concurrency as u32).await?;
+    // A process-wide setting, made once by the process: the HTTP server's
+    // connection cap follows from the raised limit.
+    #[cfg(unix)]
+    match rolloutd::http::raise_open_files_limit() {
+        Ok((before, after)) if after > before => {
+            info!(
+                before,
+                after, "raised the open-files limit to its hard limit"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => warn!("{e}"),
+    }
+    #[cfg(not(feature = "simulated-world"))]
+    if config.simulate_world.is_some() {
+        anyhow::bail!("{NO_SIMULATED_WORLD}");
+    }
+    match mode {
+        Mode::Migrate => migrate(&config).await,
+        Mode::Demo => demo_mode(config).await,
+        Mode::Serve => serve_mode(config).await,
+    }
+}
+
+/// `rolloutd migrate`.
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = Store::connect_with(&config.database_url, 1).await?;
     store.migrate().await?;
-    if !serve {
-        info!(database = %redact(&config.database_url), "migrations applied");
-        return Ok(());
+    info!(database = %redact(&config.database_url), "migrations applied");
+    store.close().await;
+    Ok(())
+}
+
+/// Refuses to serve beyond loopback without a token (or the explicit
+/// choice), then binds the listener.
+async fn listen(config: &Config, demo: bool) -> anyhow::Result<tokio::net::TcpListener> {
+    let token_given =
+        config.api_token_file.is_some() || rolloutd::serve::token_from_env().is_some();
+    rolloutd::serve::exposure_allowed(&config.listen, token_given, config.insecure_no_auth).await?;
+    if !token_given && !demo {
+        warn!("no API token (--api-token-file): every request is accepted unauthenticated");
     }
-    let read_token_file = |path: &Option<PathBuf>, flag: &str| -> anyhow::Result<Option<String>> {
-        let Some(path) = path else {
-            return Ok(None);
-        };
-        let t = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))?
-            .trim()
-            .to_string();
-        anyhow::ensure!(!t.is_empty(), "{flag} {} is empty", path.display());
-        Ok(Some(t))
-    };
-    let token = read_token_file(&config.api_token_file, "--api-token-file")?;
-    let read_token = read_token_file(&config.api_read_token_file, "--api-read-token-file")?;
-    let listener = tokio::net::TcpListener::bind(&config.listen)
+    tokio::net::TcpListener::bind(&config.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    info!(
-        replica = %config.replica,
-        listen = %listener.local_addr()?,
-        database = %redact(&config.database_url),
-        interval = %config.reconcile_interval,
-        auth = token.is_some(),
-        tls = config.tls_cert_file.is_some(),
-        "rolloutd serving"
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))
+}
+
+/// `rolloutd demo`: the daemon against the simulated world in memory.
+async fn demo_mode(config: Config) -> anyhow::Result<()> {
+    let listener = listen(&config, true).await?;
+    let setup = Setup::connect(config).await?;
+    let store = setup.store.clone();
+    let set = rolloutd::demo::specs()?;
+    store.apply(&set, "demo", daemon::now(), false).await?;
+    let world = rolloutd::demo::world(&set, daemon::now);
+    rolloutd::demo::spawn_regression(Arc::clone(&world), &set);
+    let base = format!("http://{}", listener.local_addr()?);
+    println!("rolloutd demo: a SIMULATED load balancer and CloudWatch in memory (no AWS calls).");
+    println!(
+        "Two rollouts, 5% -> 10% -> 25% -> 50% -> 100% with analysis every 5 s: `{}` ships a healthy canary, `{}` one whose 5xx rate climbs.",
+        rolloutd::demo::GOOD,
+        rolloutd::demo::BAD
     );
-    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
-        (Some(cert), Some(key)) => Some(rolloutd::tls::server_config(cert, key)?),
-        _ => None,
-    };
-    let counters = Arc::new(Metrics::new());
-    // On PostgreSQL the API has a pool of its own, so a read never waits for
-    // a connection a reconcile holds (SQLite has one writer anyway).
-    let api_store = match store.backend() {
-        rollout_store::Backend::Postgres => Store::connect_with(&config.database_url, 8).await?,
-        rollout_store::Backend::Sqlite => store.clone(),
-    };
-    let surface = Surface {
-        store: store.clone(),
-        api_store,
+    println!(
+        "State: {}   API and /metrics: {base}",
+        redact(&setup.config.database_url)
+    );
+    println!();
+    rolloutd::demo::spawn_progress(store.clone(), base);
+    rolloutd::serve(
         listener,
-        tls,
-        token,
-        read_token,
-        counters: Arc::clone(&counters),
-    };
-    if demo {
-        let set = rolloutd::demo::specs()?;
-        store.apply(&set, "demo", daemon::now(), false).await?;
-        let world = rolloutd::demo::world(&set, daemon::now);
-        rolloutd::demo::spawn_regression(Arc::clone(&world), &set);
-        let base = format!("http://{}", surface.listener.local_addr()?);
-        println!(
-            "rolloutd demo: a SIMULATED load balancer and CloudWatch in memory (no AWS calls)."
-        );
-        println!(
-            "Two rollouts, 5% -> 10% -> 25% -> 50% -> 100% with analysis every 5 s: `{}` ships a healthy canary, `{}` one whose 5xx rate climbs.",
-            rolloutd::demo::GOOD,
-            rolloutd::demo::BAD
-        );
-        println!(
-            "State: {}   API and /metrics: {base}",
-            redact(&config.database_url)
-        );
-        println!();
-        rolloutd::demo::spawn_progress(store.clone(), base);
-        serve_with(surface, config, Arc::clone(&world), world).await?;
-        store.close().await;
-        return Ok(());
-    }
-    match config.simulate_world.clone() {
-        Some(world_url) => {
-            info!(world = %redact(&world_url), "SIMULATED load balancer and CloudWatch: no AWS calls are made");
-            let world = world::World::open(&world_url, 1000.0, daemon::now).await?;
-            serve_with(surface, config, world.clone(), world).await?;
-        }
-        None => {
-            let aws = rollout_aws::load_config().await;
-            info!(
-                region = aws
-                    .region()
-                    .map_or("(none: set AWS_REGION or a profile)", |r| r.as_ref()),
-                "AWS: ELBv2 and CloudWatch through the standard configuration chain"
-            );
-            let observer: rollout_aws::CallObserver = {
-                let counters = Arc::clone(&counters);
-                Arc::new(move |service, operation, outcome| {
-                    counters
-                        .aws_requests
-                        .with_label_values(&[service, operation, outcome.as_str()])
-                        .inc();
-                })
-            };
-            let rate = |per_second: f64| rollout_aws::budget::Rate {
-                per_second,
-                burst: (per_second * 2.0).max(1.0),
-            };
-            let budget = Arc::new(rollout_aws::budget::Budget::new(
-                rollout_aws::budget::BudgetConfig {
-                    elb_read: rate(config.aws_elb_reads_per_second),
-                    elb_write: rate(config.aws_elb_writes_per_second),
-                    cloudwatch: rate(config.aws_get_metric_data_per_second),
-                },
-            ));
-            counters.show_budget(Arc::clone(&budget));
-            info!(
-                elb_reads_per_second = config.aws_elb_reads_per_second,
-                elb_writes_per_second = config.aws_elb_writes_per_second,
-                get_metric_data_per_second = config.aws_get_metric_data_per_second,
-                "AWS API budget (the fleet's; each replica takes its share)"
-            );
-            let (router, source) = rollout_aws::adapters(&aws, observer, budget);
-            // Intervals of different rollouts that fall due together are
-            // read in one GetMetricData call (500 queries a call).
-            let source = rollout_aws::Coalescing::new(source, std::time::Duration::from_secs(5));
-            serve_with(surface, config, router, source).await?;
-        }
+        setup,
+        Arc::clone(&world),
+        world,
+        shutdown_signal(),
+    )
+    .await?;
+    store.close().await;
+    Ok(())
+}
+
+/// `rolloutd serve`: against AWS, or the simulated world of the tests.
+async fn serve_mode(config: Config) -> anyhow::Result<()> {
+    let listener = listen(&config, false).await?;
+    let setup = Setup::connect(config).await?;
+    let store = setup.store.clone();
+    match setup.config.simulate_world.clone() {
+        Some(world_url) => serve_simulated(listener, setup, &world_url).await?,
+        None => serve_aws(listener, setup).await?,
     }
     store.close().await;
     info!("stopped");
     Ok(())
 }
 
-/// What serving needs besides the world.
-struct Surface {
-    store: Store,
-    api_store: Store,
-    listener: tokio::net::TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    token: Option<String>,
-    read_token: Option<String>,
-    counters: Arc<Metrics>,
-}
-
-/// Runs the daemon and the API on any load balancer and metric source (the
-/// AWS adapters or the simulation: the engine takes the same path).
-async fn serve_with<R, M>(s: Surface, config: Config, router: R, source: M) -> anyhow::Result<()>
-where
-    R: rollout_core::ports::TrafficRouter,
-    M: rollout_core::ports::MetricSource,
-{
-    let specs_dir = config.specs_dir.is_some();
-    let d = daemon::Daemon::new(
-        s.store.clone(),
-        router,
-        source,
-        config,
-        Arc::clone(&s.counters),
+/// Serves against AWS: the adapters behind the API budget, counted in the
+/// metrics; metric reads of rollouts that fall due together coalesced.
+async fn serve_aws(listener: tokio::net::TcpListener, setup: Setup) -> anyhow::Result<()> {
+    let config = &setup.config;
+    let aws = rollout_aws::load_config().await;
+    info!(
+        region = aws
+            .region()
+            .map_or("(none: set AWS_REGION or a profile)", |r| r.as_ref()),
+        "AWS: ELBv2 and CloudWatch through the standard configuration chain"
     );
-    let api = Arc::new(Api {
-        store: s.api_store.clone(),
-        poke: {
-            let d = Arc::clone(&d);
-            Box::new(move |name: &str| d.poke(name))
-        },
-        token: s.token,
-        read_token: s.read_token,
-        metrics: s.counters,
-        last_known: Default::default(),
-        templates_changed: {
-            let d = Arc::clone(&d);
-            Box::new(move || d.templates_changed())
-        },
-        sources: specs_dir.then(|| d.specs_state()),
-    });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
+    let observer: rollout_aws::CallObserver = {
+        let counters = Arc::clone(&setup.metrics);
+        Arc::new(move |service, operation, outcome| {
+            counters
+                .aws_requests
+                .with_label_values(&[service, operation, outcome.as_str()])
+                .inc();
+        })
     };
-    let app = rolloutd::api::router(api);
-    let server = match s.tls {
-        Some(tls) => tokio::spawn(
-            axum::serve(rolloutd::tls::TlsListener::new(s.listener, tls)?, app)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        ),
-        None => tokio::spawn(
-            axum::serve(s.listener, app)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        ),
+    let rate = |per_second: f64| rollout_aws::budget::Rate {
+        per_second,
+        burst: (per_second * 2.0).max(1.0),
     };
-    d.run(stopped(stop_rx)).await?;
-    server.await??;
-    Ok(())
+    let budget = Arc::new(rollout_aws::budget::Budget::new(
+        rollout_aws::budget::BudgetConfig {
+            elb_read: rate(config.aws_elb_reads_per_second),
+            elb_write: rate(config.aws_elb_writes_per_second),
+            cloudwatch: rate(config.aws_get_metric_data_per_second),
+            alarms: rate(config.aws_describe_alarms_per_second),
+        },
+    ));
+    setup.metrics.show_budget(Arc::clone(&budget));
+    info!(
+        elb_reads_per_second = config.aws_elb_reads_per_second,
+        elb_writes_per_second = config.aws_elb_writes_per_second,
+        get_metric_data_per_second = config.aws_get_metric_data_per_second,
+        describe_alarms_per_second = config.aws_describe_alarms_per_second,
+        "AWS API budget (the fleet's; each replica takes its share)"
+    );
+    let accounts = rollout_aws::regional::accounts(&aws, &config.accounts).await;
+    let (router, source) = rollout_aws::adapters(&aws, accounts, observer, budget);
+    let router = match config.canary_health_source {
+        rolloutd::config::HealthSource::Describe => router,
+        rolloutd::config::HealthSource::Cloudwatch => {
+            info!("the canary's health comes from CloudWatch's HealthyHostCount (DescribeTargetHealth when it has no recent datapoint)");
+            router.with_cloudwatch_health(source.clone())
+        }
+    };
+    // Intervals of different rollouts that fall due together are read in
+    // one GetMetricData call (500 queries a call).
+    let source = rollout_aws::Coalescing::new(source, std::time::Duration::from_secs(5));
+    Ok(rolloutd::serve(listener, setup, router, source, shutdown_signal()).await?)
 }
 
-/// A database URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
+/// Serves against the simulated world kept in the database at `world_url`
+/// (the tests that kill and restart processes).
+#[cfg(feature = "simulated-world")]
+async fn serve_simulated(
+    listener: tokio::net::TcpListener,
+    setup: Setup,
+    world_url: &str,
+) -> anyhow::Result<()> {
+    info!(world = %redact(world_url), "SIMULATED load balancer and CloudWatch: no AWS calls are made");
+    let world = rolloutd::world::World::open(world_url, 1000.0, daemon::now).await?;
+    Ok(rolloutd::serve(listener, setup, world.clone(), world, shutdown_signal()).await?)
 }
+
+/// The shipped binary has no simulated world.
+#[cfg(not(feature = "simulated-world"))]
+async fn serve_simulated(_: tokio::net::TcpListener, _: Setup, _: &str) -> anyhow::Result<()> {
+    anyhow::bail!("{}", NO_SIMULATED_WORLD)
+}
+
+/// Why `--simulate-world` is refused by a binary built without it.
+#[cfg(not(feature = "simulated-world"))]
+const NO_SIMULATED_WORLD: &str = "--simulate-world: this rolloutd was built without the simulated world (a test fixture; cargo build --features simulated-world, as scripts/test does)";
+
+use rolloutd::redact::redact;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -439,24 +330,11 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e:#}");
-            eprintln!("rolloutd: {e:#}");
+            // An error may quote a database URL (a mistyped one included).
+            let e = redact(&format!("{e:#}"));
+            error!("{e}");
+            eprintln!("rolloutd: {e}");
             ExitCode::from(1)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn passwords_stay_out_of_logs() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/r"),
-            "postgres://app:***@db:5432/r"
-        );
-        assert_eq!(redact("postgres://app@db/r"), "postgres://app@db/r");
-        assert_eq!(redact("sqlite://rolloutd.db"), "sqlite://rolloutd.db");
     }
 }

@@ -16,19 +16,15 @@
 //! hiccup or a file truncated while it is rewritten deletes nothing; then it
 //! is deleted as by `DELETE` (its traffic returned to stable first).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+pub use rollout_api::{ScanReport, Source};
 use rollout_core::Time;
-use rollout_store::{Change, Deleted, Store};
+use rollout_store::{Change, Deleted, Store, StoreError};
 use tracing::{info, warn};
 
-/// Directories deeper than this under the specs directory are an error.
-pub const MAX_DEPTH: usize = 16;
-/// More spec files than this is an error.
-pub const MAX_FILES: usize = 10_000;
-/// More bytes of spec files than this in all is an error.
-pub const MAX_BYTES: u64 = 64 * 1024 * 1024;
+pub use rollout_spec::files::{scan_files, MAX_BYTES, MAX_DEPTH, MAX_FILES};
 
 /// What the last syncs saw: per file, a hash of its text and the rollouts
 /// it defined; how each file fared (for `GET /api/v1/sources`); the
@@ -42,38 +38,6 @@ pub struct DirState {
     /// when first missed, and in how many complete scans in a row.
     missing: BTreeMap<String, (Time, u32)>,
     scan: ScanReport,
-}
-
-/// One file of the specs directory, as the last sync found it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Source {
-    /// The file.
-    pub file: String,
-    /// Whether its documents are valid (and applied).
-    pub valid: bool,
-    /// The Rollouts it manages (for an invalid file: those it applied before).
-    pub rollouts: Vec<String>,
-    /// Its problems, each with line, column, path and message.
-    pub errors: Vec<serde_json::Value>,
-}
-
-/// How the last scan of the specs directory went.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ScanReport {
-    /// Whether it was complete (and so applied); a scan that is not
-    /// changes nothing.
-    pub complete: bool,
-    /// Why it was not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// When it ran.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub at: Option<Time>,
-    /// Rollouts absent from the directory, waiting out the removal grace
-    /// before they are deleted.
-    pub pending_removal: Vec<String>,
 }
 
 impl DirState {
@@ -95,73 +59,6 @@ pub struct Removal {
     pub scans: u32,
     /// And at least this long since the first of them.
     pub grace_ms: u64,
-}
-
-/// The spec files under `dir`, sorted, or why the directory could not be
-/// scanned completely.
-pub fn scan_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let mut out = Vec::new();
-    let mut visited = HashSet::new();
-    let mut bytes = 0u64;
-    walk(dir, 0, &mut visited, &mut out, &mut bytes)?;
-    out.sort();
-    Ok(out)
-}
-
-fn walk(
-    dir: &Path,
-    depth: usize,
-    visited: &mut HashSet<PathBuf>,
-    out: &mut Vec<PathBuf>,
-    bytes: &mut u64,
-) -> Result<(), String> {
-    if depth > MAX_DEPTH {
-        return Err(format!(
-            "{}: more than {MAX_DEPTH} directories deep",
-            dir.display()
-        ));
-    }
-    let real = std::fs::canonicalize(dir)
-        .map_err(|e| format!("{}: cannot resolve: {e}", dir.display()))?;
-    if !visited.insert(real.clone()) {
-        return Err(format!(
-            "{}: symlink loop (it leads back to {})",
-            dir.display(),
-            real.display()
-        ));
-    }
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
-        let p = entry.path();
-        let hidden = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        // Follows symlinks, as a git-sync checkout needs.
-        let meta = std::fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        if meta.is_dir() {
-            walk(&p, depth + 1, visited, out, bytes)?;
-        } else if p
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e == "yaml" || e == "yml")
-        {
-            out.push(p);
-            *bytes += meta.len();
-            if out.len() > MAX_FILES {
-                return Err(format!("more than {MAX_FILES} spec files"));
-            }
-            if *bytes > MAX_BYTES {
-                return Err(format!("more than {MAX_BYTES} bytes of spec files"));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn hash(text: &str) -> u64 {
@@ -200,6 +97,29 @@ pub struct Synced {
     pub failed: Option<String>,
 }
 
+/// The files of one scan, each with its text.
+type Texts = HashMap<PathBuf, String>;
+
+/// The files of one scan, each with a hash of its text.
+type Hashes = HashMap<PathBuf, u64>;
+
+/// A file's documents, or its problems.
+type Loaded = Result<rollout_spec::SpecSet, Vec<rollout_spec::Diagnostic>>;
+
+/// What a complete scan found before anything is applied.
+#[derive(Default)]
+struct Scan {
+    /// Files to apply: path, text hash, name, documents.
+    parsed: Vec<(PathBuf, u64, String, rollout_spec::SpecSet)>,
+    /// Why the whole scan must wait (a file that parsed before no longer
+    /// does: perhaps half-written).
+    broken: Option<String>,
+    /// Files unchanged since the last sync, with what they define.
+    seen: BTreeMap<PathBuf, (u64, Vec<String>)>,
+    /// How each file fared.
+    report: BTreeMap<PathBuf, Source>,
+}
+
 /// Applies the directory (see the module's header for when it changes
 /// nothing and when a rollout leaves).
 pub async fn sync(
@@ -208,124 +128,229 @@ pub async fn sync(
     state: &mut DirState,
     removal: Removal,
     now: Time,
-) -> anyhow::Result<Synced> {
-    let failed = |state: &mut DirState, why: String| {
-        warn!(dir = %dir.display(), error = %why, "the specs directory could not be scanned completely; nothing changed");
-        state.scan = ScanReport {
-            complete: false,
-            error: Some(why.clone()),
-            at: Some(now),
-            pending_removal: state.missing.keys().cloned().collect(),
-        };
-        Ok(Synced {
-            changed: Vec::new(),
-            failed: Some(why),
-        })
+) -> Result<Synced, StoreError> {
+    let (paths, texts, hashes) = match read_files(dir).await {
+        Ok(read) => read,
+        Err(why) => return Ok(failed(dir, state, why, now)),
     };
-    let paths = match scan_files(dir) {
-        Ok(p) => p,
-        Err(why) => return failed(state, why),
-    };
-    let mut texts: HashMap<PathBuf, String> = HashMap::new();
-    for p in &paths {
-        match std::fs::read_to_string(p) {
-            Ok(t) => {
-                texts.insert(p.clone(), t);
-            }
-            Err(e) => return failed(state, format!("{}: cannot read: {e}", p.display())),
-        }
-    }
-    // Templates defined anywhere in the directory or already stored may be
-    // named by any file.
-    let mut known: BTreeSet<String> = store.templates().await?.into_keys().collect();
-    for (p, t) in &texts {
-        let mut set = rollout_spec::SpecSet::default();
-        let mut diags = Vec::new();
-        rollout_spec::parse_source(&p.display().to_string(), t, &mut set, &mut diags);
-        known.extend(
-            set.templates
-                .iter()
-                .map(|t| t.value.metadata.name.to_string()),
-        );
-    }
-    let known: Vec<String> = known.into_iter().collect();
+    let stored_templates: Vec<String> = store.templates().await?.into_keys().collect();
     let stored: BTreeSet<String> = store.rollout_names().await?.into_iter().collect();
-
+    // The files to parse: new, changed, or defining something that is gone
+    // (a rollout deleted by hand comes back from its file).
+    let to_parse: Vec<PathBuf> = paths
+        .iter()
+        .filter(|p| {
+            hashes
+                .get(*p)
+                .is_some_and(|h| !unchanged(state, p, *h, &stored))
+        })
+        .cloned()
+        .collect();
+    let loaded = match parse_files(texts, to_parse, stored_templates).await {
+        Ok(done) => done,
+        Err(why) => return Ok(failed(dir, state, why, now)),
+    };
     // First parse everything; apply only when the scan is complete.
-    let mut parsed = Vec::new();
-    let mut broken: Option<String> = None;
-    let mut seen = BTreeMap::new();
-    let mut report = BTreeMap::new();
-    for p in &paths {
-        let Some(text) = texts.get(p) else { continue };
-        let h = hash(text);
-        if let Some((old, names)) = state.files.get(p) {
-            // Unchanged, and everything it defines still exists (a rollout
-            // deleted by hand comes back from its file).
-            if *old == h && names.iter().all(|n| stored.contains(n)) {
-                seen.insert(p.clone(), (h, names.clone()));
-                if let Some(r) = state.report.get(p) {
-                    report.insert(p.clone(), r.clone());
-                }
-                continue;
-            }
-        }
-        let name = p.display().to_string();
-        match rollout_spec::load([(name.as_str(), text.as_str())], &known) {
-            Ok(set) => parsed.push((p.clone(), h, name, set)),
-            Err(diags) => {
-                for d in &diags {
-                    warn!(file = %name, "{d}");
-                }
-                let before = state.files.get(p).cloned();
-                let managed = before.as_ref().map(|b| b.1.clone()).unwrap_or_default();
-                if !managed.is_empty() && broken.is_none() {
-                    // It parsed before: perhaps half-written. The whole scan
-                    // waits for it.
-                    let first = diags.first().map(ToString::to_string).unwrap_or_default();
-                    broken = Some(format!("{name} no longer parses (it did before): {first}"));
-                }
-                report.insert(
-                    p.clone(),
-                    Source {
-                        file: name.clone(),
-                        valid: false,
-                        rollouts: managed,
-                        errors: diags
-                            .iter()
-                            .map(|d| {
-                                serde_json::json!({
-                                    "line": d.line,
-                                    "column": d.column,
-                                    "path": d.path,
-                                    "message": d.message,
-                                })
-                            })
-                            .collect(),
-                    },
-                );
-            }
-        }
-    }
-
-    if let Some(why) = broken {
+    let mut scan = match classify(&paths, &hashes, loaded, state, &stored) {
+        Ok(scan) => scan,
+        Err(why) => return Ok(failed(dir, state, why, now)),
+    };
+    if let Some(why) = scan.broken.take() {
         // Nothing applied; each file's problems shown with their places.
-        for (p, source) in report {
+        for (p, source) in scan.report {
             if !source.valid {
                 state.report.insert(p, source);
             }
         }
-        return failed(state, why);
+        return Ok(failed(dir, state, why, now));
     }
+    let changed = apply_parsed(store, &mut scan, now).await?;
+    remove_missing(store, state, &scan.seen, removal, now).await?;
+    state.files = scan.seen;
+    state.report = scan.report;
+    state.scan = ScanReport {
+        complete: true,
+        error: None,
+        at: Some(now),
+        pending_removal: state.missing.keys().cloned().collect(),
+    };
+    Ok(Synced {
+        changed,
+        failed: None,
+    })
+}
 
-    // Complete: apply.
+/// A scan that could not complete: it changes nothing, and says why.
+fn failed(dir: &Path, state: &mut DirState, why: String, now: Time) -> Synced {
+    warn!(dir = %dir.display(), error = %why, "the specs directory could not be scanned completely; nothing changed");
+    state.scan = ScanReport {
+        complete: false,
+        error: Some(why.clone()),
+        at: Some(now),
+        pending_removal: state.missing.keys().cloned().collect(),
+    };
+    Synced {
+        changed: Vec::new(),
+        failed: Some(why),
+    }
+}
+
+/// Whether a file is unchanged since the last sync and everything it
+/// defines still exists (a rollout deleted by hand comes back from its file).
+fn unchanged(state: &DirState, p: &Path, h: u64, stored: &BTreeSet<String>) -> bool {
+    state
+        .files
+        .get(p)
+        .is_some_and(|(old, names)| *old == h && names.iter().all(|n| stored.contains(n)))
+}
+
+/// Reads every spec file of the directory, with a hash of each text.
+/// Reading and hashing are blocking work: on a blocking thread, never on
+/// the workers that run the reconciles.
+async fn read_files(dir: &Path) -> Result<(Vec<PathBuf>, Texts, Hashes), String> {
+    let dir = dir.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let paths = scan_files(&dir)?;
+        let mut texts: Texts = HashMap::new();
+        let mut hashes: Hashes = HashMap::new();
+        for p in &paths {
+            let t = std::fs::read_to_string(p)
+                .map_err(|e| format!("{}: cannot read: {e}", p.display()))?;
+            hashes.insert(p.clone(), hash(&t));
+            texts.insert(p.clone(), t);
+        }
+        Ok((paths, texts, hashes))
+    })
+    .await;
+    match read {
+        Ok(read) => read,
+        Err(e) => Err(format!("the scan stopped: {e}")),
+    }
+}
+
+/// Parses the files in `to_parse` (CPU work, on a blocking thread), each
+/// against the templates defined anywhere in the directory or stored.
+async fn parse_files(
+    texts: Texts,
+    to_parse: Vec<PathBuf>,
+    stored_templates: Vec<String>,
+) -> Result<HashMap<PathBuf, Loaded>, String> {
+    let parsed = tokio::task::spawn_blocking(move || {
+        // Templates defined anywhere in the directory or already stored
+        // may be named by any file.
+        let mut known: BTreeSet<String> = stored_templates.into_iter().collect();
+        for (p, t) in &texts {
+            let mut set = rollout_spec::SpecSet::default();
+            let mut diags = Vec::new();
+            rollout_spec::parse_source(&p.display().to_string(), t, &mut set, &mut diags);
+            known.extend(
+                set.templates
+                    .iter()
+                    .map(|t| t.value.metadata.name.to_string()),
+            );
+        }
+        let known: Vec<String> = known.into_iter().collect();
+        let loaded: HashMap<PathBuf, Loaded> = to_parse
+            .into_iter()
+            .filter_map(|p| {
+                let text = texts.get(&p)?;
+                let name = p.display().to_string();
+                let set = rollout_spec::load([(name.as_str(), text.as_str())], &known);
+                Some((p, set))
+            })
+            .collect();
+        loaded
+    })
+    .await;
+    parsed.map_err(|e| format!("parsing stopped: {e}"))
+}
+
+/// Sorts the scan's files: unchanged, parsed (to apply), or invalid (a
+/// file that parsed before and no longer does holds the whole scan back).
+fn classify(
+    paths: &[PathBuf],
+    hashes: &Hashes,
+    mut loaded: HashMap<PathBuf, Loaded>,
+    state: &DirState,
+    stored: &BTreeSet<String>,
+) -> Result<Scan, String> {
+    let mut scan = Scan::default();
+    for p in paths {
+        let Some(&h) = hashes.get(p) else { continue };
+        if unchanged(state, p, h, stored) {
+            if let Some((_, names)) = state.files.get(p) {
+                scan.seen.insert(p.clone(), (h, names.clone()));
+            }
+            if let Some(r) = state.report.get(p) {
+                scan.report.insert(p.clone(), r.clone());
+            }
+            continue;
+        }
+        let name = p.display().to_string();
+        // Cannot be missing (the same test chose what to parse); if it
+        // were, the scan is incomplete and changes nothing.
+        let Some(loaded) = loaded.remove(p) else {
+            return Err(format!("{name}: was not parsed"));
+        };
+        match loaded {
+            Ok(set) => scan.parsed.push((p.clone(), h, name, set)),
+            Err(diags) => {
+                for d in &diags {
+                    warn!(file = %name, "{d}");
+                }
+                let managed = state.files.get(p).map(|b| b.1.clone()).unwrap_or_default();
+                if !managed.is_empty() && scan.broken.is_none() {
+                    // It parsed before: perhaps half-written. The whole scan
+                    // waits for it.
+                    let first = diags.first().map(ToString::to_string).unwrap_or_default();
+                    scan.broken = Some(format!("{name} no longer parses (it did before): {first}"));
+                }
+                scan.report
+                    .insert(p.clone(), invalid_source(name, managed, &diags));
+            }
+        }
+    }
+    Ok(scan)
+}
+
+/// An invalid file's report: its problems with their places.
+fn invalid_source(
+    file: String,
+    rollouts: Vec<String>,
+    diags: &[rollout_spec::Diagnostic],
+) -> Source {
+    Source {
+        file,
+        valid: false,
+        rollouts,
+        errors: diags
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "line": d.line,
+                    "column": d.column,
+                    "path": d.path,
+                    "message": d.message,
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Applies the parsed files of a complete scan; returns the rollouts
+/// created or changed (to wake).
+async fn apply_parsed(
+    store: &Store,
+    scan: &mut Scan,
+    now: Time,
+) -> Result<Vec<String>, StoreError> {
     let mut changed = Vec::new();
-    for (p, h, name, set) in parsed {
+    for (p, h, name, set) in std::mem::take(&mut scan.parsed) {
         let applied = match store.apply(&set, &name, now, false).await {
             Ok(a) => a,
             Err(e @ rollout_store::StoreError::Owned { .. }) => {
                 warn!(file = %name, error = %e, "refused");
-                report.insert(
+                scan.report.insert(
                     p.clone(),
                     Source {
                         file: name.clone(),
@@ -336,7 +361,7 @@ pub async fn sync(
                 );
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         for a in &applied {
             if a.change != Change::Unchanged {
@@ -351,7 +376,7 @@ pub async fn sync(
             .iter()
             .map(|r| r.value.metadata.name.to_string())
             .collect();
-        report.insert(
+        scan.report.insert(
             p.clone(),
             Source {
                 file: name.clone(),
@@ -360,11 +385,20 @@ pub async fn sync(
                 errors: Vec::new(),
             },
         );
-        seen.insert(p, (h, names));
+        scan.seen.insert(p, (h, names));
     }
+    Ok(changed)
+}
 
-    // Rollouts the directory defined before and no longer does wait out
-    // the grace; those defined again stop waiting.
+/// Rollouts the directory defined before and no longer does wait out the
+/// grace (complete scans and time); those defined again stop waiting.
+async fn remove_missing(
+    store: &Store,
+    state: &mut DirState,
+    seen: &BTreeMap<PathBuf, (u64, Vec<String>)>,
+    removal: Removal,
+    now: Time,
+) -> Result<(), StoreError> {
     let now_defined: BTreeSet<&String> = seen.values().flat_map(|(_, n)| n).collect();
     let before: BTreeSet<String> = state
         .files
@@ -398,16 +432,5 @@ pub async fn sync(
             info!(rollout = %n, scans, "absent from the specs directory; kept until the removal grace has passed");
         }
     }
-    state.files = seen;
-    state.report = report;
-    state.scan = ScanReport {
-        complete: true,
-        error: None,
-        at: Some(now),
-        pending_removal: state.missing.keys().cloned().collect(),
-    };
-    Ok(Synced {
-        changed,
-        failed: None,
-    })
+    Ok(())
 }

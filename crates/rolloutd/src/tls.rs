@@ -1,7 +1,9 @@
 //! HTTPS for the API (rustls, with the aws-lc-rs provider the AWS SDK
 //! already uses). Handshakes run in their own tasks, so a slow or silent
 //! client never holds up the others; a handshake that takes more than 10 s
-//! is dropped.
+//! is dropped, and at most [`MAX_HANDSHAKES`] are under way at once (more
+//! wait in the kernel's accept queue), so a flood of silent connections
+//! cannot take every file descriptor before the HTTP server's own cap.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,30 +19,65 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
+/// Why the API's TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate file could not be read, or holds no certificate.
+    #[error("TLS certificate {path}: {why}")]
+    Certificate {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The key file could not be read.
+    #[error("TLS key {path}: {why}")]
+    Key {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// rustls refused the pair.
+    #[error("TLS certificate and key do not match: {0}")]
+    Mismatch(String),
+    /// rustls refused its own defaults (cannot happen with the provider
+    /// built in).
+    #[error("TLS: {0}")]
+    Setup(String),
+}
+
 /// Reads a PEM certificate chain and private key into a server config
 /// (HTTP/1.1; TLS 1.2 and 1.3).
-pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let bad_cert = |why: String| TlsError::Certificate {
+        path: cert.to_path_buf(),
+        why,
+    };
     let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| anyhow::anyhow!("TLS certificate {}: {e}", cert.display()))?
+        .map_err(|e| bad_cert(e.to_string()))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("TLS certificate {}: {e}", cert.display()))?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "TLS certificate {}: no certificate in the file",
-        cert.display()
-    );
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| anyhow::anyhow!("TLS key {}: {e}", key.display()))?;
+        .map_err(|e| bad_cert(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad_cert("no certificate in the file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key.to_path_buf(),
+        why: e.to_string(),
+    })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| anyhow::anyhow!("TLS: {e}"))?
+        .map_err(|e| TlsError::Setup(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| anyhow::anyhow!("TLS certificate and key do not match: {e}"))?;
+        .map_err(|e| TlsError::Mismatch(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// TLS handshakes under way at once.
+pub const MAX_HANDSHAKES: usize = 256;
 
 /// A listener that hands out connections once their TLS handshake is done.
 pub struct TlsListener {
@@ -54,13 +91,18 @@ impl TlsListener {
         let local = tcp.local_addr()?;
         let acceptor = TlsAcceptor::from(config);
         let (tx, ready) = mpsc::channel(64);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
+                let Ok(slot) = Arc::clone(&handshakes).acquire_owned().await else {
+                    break;
+                };
                 match tcp.accept().await {
                     Ok((stream, addr)) => {
                         let acceptor = acceptor.clone();
                         let tx = tx.clone();
                         tokio::spawn(async move {
+                            let _slot = slot;
                             match tokio::time::timeout(
                                 Duration::from_secs(10),
                                 acceptor.accept(stream),

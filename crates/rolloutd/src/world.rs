@@ -19,9 +19,11 @@
 //! generator seeded by route and second, so every replica (and every restart)
 //! sees the same numbers.
 
-use rollout_analysis::WindowMetrics;
+use rollout_analysis::IntervalMetrics;
 use rollout_core::ports::{MetricQuery, MetricSource, TrafficRouter};
-use rollout_core::{ForwardWeights, ObservationError, Observed, TargetHealth, Time, Weights};
+use rollout_core::{
+    AlarmState, ForwardWeights, ObservationError, Observed, TargetHealth, Time, Weights,
+};
 use rollout_sim::memory::{route_key, Target};
 use rollout_sim::{synth, ArmBehaviour};
 use rollout_spec::RolloutSpec;
@@ -36,9 +38,10 @@ pub struct World {
     clock: fn() -> Time,
 }
 
-const SCHEMA: [&str; 3] = [
+const SCHEMA: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS sim_routes (route TEXT PRIMARY KEY, stable BIGINT NOT NULL, canary BIGINT NOT NULL, other BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS sim_writes (route TEXT NOT NULL, at BIGINT NOT NULL, stable BIGINT NOT NULL, canary BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS sim_alarms (name TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS sim_targets (tg TEXT PRIMARY KEY, healthy BIGINT NOT NULL, total BIGINT NOT NULL, error_rate DOUBLE PRECISION NOT NULL, latency DOUBLE PRECISION NOT NULL)",
 ];
 
@@ -51,7 +54,7 @@ fn transient(e: &sqlx::Error) -> ObservationError {
 
 impl World {
     /// Opens (and creates) the simulated world in the database at `url`.
-    pub async fn open(url: &str, rps: f64, clock: fn() -> Time) -> anyhow::Result<World> {
+    pub async fn open(url: &str, rps: f64, clock: fn() -> Time) -> Result<World, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let url = if url.starts_with("sqlite:") && !url.contains("mode=") {
             format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
@@ -122,8 +125,13 @@ impl World {
         })
     }
 
-    /// The canary share (percent) of a route at each write, oldest first.
-    async fn history(&self, route: &str) -> Result<Vec<(i64, f64)>, sqlx::Error> {
+    /// The canary share (percent) of a route at each write, oldest first,
+    /// for `spec`'s canary.
+    async fn history(
+        &self,
+        route: &str,
+        spec: &RolloutSpec,
+    ) -> Result<Vec<(i64, f64)>, sqlx::Error> {
         let rows =
             sqlx::query("SELECT at, stable, canary FROM sim_writes WHERE route = $1 ORDER BY at")
                 .bind(route)
@@ -132,6 +140,7 @@ impl World {
         rows.iter()
             .map(|r| {
                 let (s, c): (i64, i64) = (r.try_get(1)?, r.try_get(2)?);
+                let (s, c) = if swapped(spec) { (c, s) } else { (s, c) };
                 let share = if s + c > 0 {
                     c as f64 * 100.0 / (s + c) as f64
                 } else {
@@ -142,9 +151,9 @@ impl World {
             .collect()
     }
 
-    async fn window(&self, q: &MetricQuery<'_>) -> Result<WindowMetrics, sqlx::Error> {
+    async fn window(&self, q: &MetricQuery<'_>) -> Result<IntervalMetrics, sqlx::Error> {
         let route = route_key(q.spec);
-        let history = self.history(&route).await?;
+        let history = self.history(&route, q.spec).await?;
         let (_, _, se, sl) = self.target(q.spec.stable.target_group_arn.as_str()).await?;
         let (_, _, ce, cl) = self.target(q.spec.canary.target_group_arn.as_str()).await?;
         let behaviour = |error_rate, latency| ArmBehaviour {
@@ -162,6 +171,29 @@ impl World {
     }
 }
 
+/// Whether `spec`'s roles are the reverse of the columns: the table keeps a
+/// route's weights as `stable`/`canary` columns in the order the document
+/// names the target groups (for ping-pong `targetGroups`, the first and the
+/// second), so a rollout whose roles swapped reads and writes them crosswise.
+fn swapped(spec: &RolloutSpec) -> bool {
+    spec.target_groups
+        .as_ref()
+        .is_some_and(|[a, _]| *a != spec.stable.target_group_arn)
+}
+
+/// The columns' weights as `spec`'s roles.
+fn in_roles(w: ForwardWeights, spec: &RolloutSpec) -> ForwardWeights {
+    if swapped(spec) {
+        ForwardWeights {
+            stable: w.canary,
+            canary: w.stable,
+            other: w.other,
+        }
+    } else {
+        w
+    }
+}
+
 impl TrafficRouter for World {
     async fn forward_weights(
         &self,
@@ -169,7 +201,7 @@ impl TrafficRouter for World {
         _urgency: rollout_core::Urgency,
     ) -> Observed<ForwardWeights> {
         match self.weights(&route_key(spec)).await {
-            Ok(w) => Observed::Ok(w),
+            Ok(w) => Observed::Ok(in_roles(w, spec)),
             Err(e) => Observed::Err(transient(&e)),
         }
     }
@@ -179,13 +211,31 @@ impl TrafficRouter for World {
         spec: &RolloutSpec,
         weights: Weights,
         seen: ForwardWeights,
+        _urgency: rollout_core::Urgency,
     ) -> Result<(), ObservationError> {
         let route = route_key(spec);
         let now = (self.clock)();
         // As the ALB router: never over someone else's write, never
         // changing target groups the rollout does not name.
         let held = self.weights(&route).await.map_err(|e| transient(&e))?;
-        held.may_write(&seen, &route)?;
+        in_roles(held, spec).may_write(&seen, &route)?;
+        // Stored in the columns' order (see `swapped`).
+        let (weights, seen) = if swapped(spec) {
+            (
+                Weights {
+                    stable: weights.canary,
+                    canary: weights.stable,
+                    other: weights.other,
+                },
+                ForwardWeights {
+                    stable: seen.canary,
+                    canary: seen.stable,
+                    other: seen.other,
+                },
+            )
+        } else {
+            (weights, seen)
+        };
         let mut tx = self.pool.begin().await.map_err(|e| transient(&e))?;
         sqlx::query(
             "UPDATE sim_routes SET stable = $2, canary = $3
@@ -219,10 +269,10 @@ impl TrafficRouter for World {
 }
 
 impl MetricSource for World {
-    async fn windows(
+    async fn intervals(
         &self,
         queries: &[MetricQuery<'_>],
-    ) -> Vec<Result<WindowMetrics, ObservationError>> {
+    ) -> Vec<Result<IntervalMetrics, ObservationError>> {
         let mut out = Vec::with_capacity(queries.len());
         for q in queries {
             out.push(self.window(q).await.map_err(|e| ObservationError {
@@ -231,5 +281,25 @@ impl MetricSource for World {
             }));
         }
         out
+    }
+
+    async fn alarms(&self, _place: &str, names: &[String]) -> Observed<Vec<AlarmState>> {
+        let mut out = Vec::new();
+        for name in names {
+            let row = sqlx::query("SELECT state, reason FROM sim_alarms WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await;
+            match row {
+                Ok(Some(r)) => out.push(AlarmState {
+                    name: name.clone(),
+                    state: r.try_get(0).unwrap_or_default(),
+                    reason: r.try_get(1).unwrap_or_default(),
+                }),
+                Ok(None) => {}
+                Err(e) => return Observed::Err(transient(&e)),
+            }
+        }
+        Observed::Ok(out)
     }
 }

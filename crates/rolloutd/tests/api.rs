@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 
 use rollout_sim::memory::MemoryWorld;
 use rollout_store::Store;
-use rolloutd::api::{router, Api};
-use rolloutd::config::{Config, LogFormat};
-use rolloutd::daemon::{now, Daemon};
-use rolloutd::metrics::Metrics;
+use rolloutd::config::Config;
+use rolloutd::daemon::now;
 use serde_json::Value;
 
 struct Server {
@@ -51,72 +49,35 @@ fn start_with(token: Option<&str>, read_token: Option<&str>) -> Server {
             store.migrate().await.expect("migrate");
             let world = Arc::new(MemoryWorld::new(1000.0, now));
             let config = Config {
-                listen: "127.0.0.1:0".into(),
-                api_token_file: None,
-                api_read_token_file: None,
-                tls_cert_file: None,
-                tls_key_file: None,
-                database_url: url,
-                specs_dir: None,
-                specs_removal_scans: 3,
-                specs_removal_grace: rollout_spec::Duration::from_secs(60),
                 reconcile_interval: rollout_spec::Duration::from_millis(500),
                 lease_ttl: rollout_spec::Duration::from_secs(3),
                 replica: "api-test".into(),
                 concurrency: 4,
-                drift_check_interval: rollout_spec::Duration::from_secs(60),
-                aws_elb_reads_per_second: 4.0,
-                aws_elb_writes_per_second: 2.0,
-                aws_get_metric_data_per_second: 5.0,
-                simulate_world: None,
-                log_format: LogFormat::Text,
+                ..Config::for_test(&url)
             };
-            let counters = Arc::new(Metrics::new());
-            let daemon = Daemon::new(
-                store.clone(),
-                Arc::clone(&world),
-                world,
-                config,
-                Arc::clone(&counters),
-            );
-            let api = Arc::new(Api {
-                store,
-                poke: {
-                    let d = Arc::clone(&daemon);
-                    Box::new(move |n: &str| d.poke(n))
-                },
+            let setup = rolloutd::Setup {
                 token,
                 read_token,
-                metrics: counters,
-                last_known: Default::default(),
-                templates_changed: {
-                    let d = Arc::clone(&daemon);
-                    Box::new(move || d.templates_changed())
-                },
-                sources: None,
-            });
+                ..rolloutd::Setup::on_store(config, store)
+            };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
             let addr = listener.local_addr().expect("addr");
-            let (stop_all, _) = tokio::sync::broadcast::channel::<()>(1);
-            let mut s1 = stop_all.subscribe();
-            let mut s2 = stop_all.subscribe();
-            let server = tokio::spawn(
-                axum::serve(listener, router(api))
-                    .with_graceful_shutdown(async move {
-                        let _ = s1.recv().await;
-                    })
-                    .into_future(),
-            );
-            let looping = tokio::spawn(daemon.run(async move {
-                let _ = s2.recv().await;
-            }));
+            let (stop_all, mut stopped) = tokio::sync::oneshot::channel::<()>();
+            let serving = tokio::spawn(rolloutd::serve(
+                listener,
+                setup,
+                Arc::clone(&world),
+                world,
+                async move {
+                    let _ = (&mut stopped).await;
+                },
+            ));
             tx.send(format!("http://{addr}")).expect("send");
             let _ = stop_rx.await;
             let _ = stop_all.send(());
-            let _ = server.await;
-            let _ = looping.await;
+            let _ = serving.await;
         });
     });
     let base = rx.recv_timeout(Duration::from_secs(30)).expect("server up");
@@ -126,8 +87,6 @@ fn start_with(token: Option<&str>, read_token: Option<&str>) -> Server {
         thread: Some(thread),
     }
 }
-
-use std::future::IntoFuture;
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()

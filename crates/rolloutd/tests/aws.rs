@@ -56,7 +56,7 @@ fn rollout(name: &str, svc: &Service, rule: bool) -> String {
 
 fn rollout_judged_by(name: &str, svc: &Service, rule: bool, templates: &str) -> String {
     let rule = match (&svc.rule, rule) {
-        (Some(r), true) => format!("\n      ruleArn: {r}"),
+        (Some(r), true) => format!(", ruleArn: {r}"),
         _ => String::new(),
     };
     let steps: Vec<String> = STEPS
@@ -69,28 +69,15 @@ fn rollout_judged_by(name: &str, svc: &Service, rule: bool, templates: &str) -> 
             }
         })
         .collect();
-    format!(
-        "---
-apiVersion: rolloutd.dev/v1alpha1
-kind: Rollout
-metadata: {{name: {name}}}
-spec:
-  revision: \"r1\"
-  trafficRouting:
-    alb:
-      listenerArn: {listener}{rule}
-  stable: {{targetGroupArn: {stable}}}
-  canary: {{targetGroupArn: {canary}}}
-  progressDeadline: 3m
-  strategy:
-    canary:
-      steps: [{steps}]
-  analysis: {{interval: 2s, templates: [{templates}]}}
-",
-        listener = svc.listener,
-        stable = svc.stable,
-        canary = svc.canary,
-        steps = steps.join(", "),
+    support::rollout_doc(
+        name,
+        &format!("listenerArn: {}{rule}", svc.listener),
+        &svc.stable,
+        &svc.canary,
+        &format!("[{}]", steps.join(", ")),
+        &format!(
+            "  progressDeadline: 3m\n  analysis: {{interval: 2s, templates: [{templates}]}}\n"
+        ),
     )
 }
 

@@ -39,6 +39,10 @@ fn is_root() -> bool {
 
 /// Runs a PostgreSQL tool, as `postgres` when we are root (initdb refuses root).
 fn pg(tool: &str, args: &[&str]) {
+    assert!(pg_ok(tool, args), "{tool} {args:?} failed");
+}
+
+fn pg_ok(tool: &str, args: &[&str]) -> bool {
     let bin = pg_bin().join(tool);
     let status = if is_root() {
         Command::new("runuser")
@@ -51,7 +55,28 @@ fn pg(tool: &str, args: &[&str]) {
         Command::new(&bin).args(args).stdout(Stdio::null()).status()
     }
     .unwrap_or_else(|e| panic!("{tool}: {e}"));
-    assert!(status.success(), "{tool} {args:?} failed");
+    status.success()
+}
+
+/// A port for the throwaway cluster that no outgoing connection can hold:
+/// above the kernel's ephemeral range (a port inside it, as this test once
+/// derived from its pid, can be the local end of another test's client
+/// socket, and PostgreSQL then cannot bind it), and free right now.
+fn cluster_port() -> u16 {
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let high: u32 = range
+        .split_whitespace()
+        .nth(1)
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(60_999);
+    let first = (high + 1).max(1_024);
+    let span = 65_535u32.saturating_sub(first).max(1);
+    let start = std::process::id() % span;
+    (0..span)
+        .map(|i| (first + (start + i) % span) as u16)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port above the ephemeral range")
 }
 
 struct Cluster {
@@ -94,19 +119,20 @@ impl Cluster {
         let data = self.dir.join("data");
         let log = self.dir.join("log");
         let opts = format!("-h 127.0.0.1 -p {} -k {}", self.port, self.dir.display());
-        pg(
-            "pg_ctl",
-            &[
-                "-D",
-                &data.to_string_lossy(),
-                "-l",
-                &log.to_string_lossy(),
-                "-w",
-                "-o",
-                &opts,
-                "start",
-            ],
-        );
+        let args = [
+            "-D",
+            &data.to_string_lossy(),
+            "-l",
+            &log.to_string_lossy(),
+            "-w",
+            "-o",
+            &opts,
+            "start",
+        ];
+        if !pg_ok("pg_ctl", &args) {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("pg_ctl {args:?} failed; the server's log:\n{text}");
+        }
     }
 
     fn stop(&self) {
@@ -182,8 +208,7 @@ async fn write_count(world: &sqlx::AnyPool) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_weight_changes_while_postgres_is_down_and_runs_finish_after() {
     let base = std::env::temp_dir().join(format!("rolloutd-outage-{}", std::process::id()));
-    let port = 55_000 + (std::process::id() % 5_000) as u16;
-    let cluster = Cluster::create(&base.join("pg"), port);
+    let cluster = Cluster::create(&base.join("pg"), cluster_port());
     std::fs::create_dir_all(base.join("specs")).expect("dir");
     std::fs::write(base.join("specs/outage.yaml"), SPEC).expect("spec");
     let world_url = fresh_postgres_database("rolloutd_world").await;
@@ -253,6 +278,7 @@ async fn no_weight_changes_while_postgres_is_down_and_runs_finish_after() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
+    let listen_ready = listen.clone();
     let read = move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -288,6 +314,31 @@ async fn no_weight_changes_while_postgres_is_down_and_runs_finish_after() {
         .is_some_and(|r| r.contains("database is unavailable")));
     assert!(stale.1.is_some_and(|w| w.contains("data may be stale")));
     assert_eq!(stale.2["metadata"]["name"], "outage");
+    // Nothing of what the database said reaches the client (no host,
+    // port or user: a stable message), and /readyz says what is wrong.
+    let reason = stale.2["staleReason"].as_str().unwrap_or_default();
+    assert!(
+        !reason.contains("127.0.0.1") && !reason.contains("postgres"),
+        "{reason}"
+    );
+    let ready = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .get(format!("http://{listen_ready}/readyz"))
+            .call()
+            .expect("GET /readyz");
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        )
+    })
+    .await
+    .expect("readyz");
+    assert_eq!(ready.0, 503, "{}", ready.1);
+    assert!(ready.1.contains("cannot be reached"), "{}", ready.1);
     // Down for 8 s: longer than every pause and than the lease.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let during = write_count(&world).await;

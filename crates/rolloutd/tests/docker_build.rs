@@ -23,6 +23,15 @@ fn the_script_follows_the_dockerfile_and_works() {
         .trim_start_matches("RUN ")
         .trim();
     assert!(script.contains(run), "the script runs `{run}`");
+    // The same strip step: the image gets binaries without symbols.
+    let strip = dockerfile
+        .lines()
+        .find(|l| l.starts_with("RUN mkdir -p out && for b in"))
+        .expect("a RUN line that strips the binaries")
+        .trim_start_matches("RUN ")
+        .trim();
+    assert!(script.contains(strip), "the script strips as `{strip}`");
+    assert!(dockerfile.contains("COPY --from=build /src/out/rolloutd /src/out/rolloutctl"));
     // The same files copied into the build stage.
     let copied: Vec<&str> = dockerfile
         .lines()
@@ -47,6 +56,11 @@ fn the_script_follows_the_dockerfile_and_works() {
     assert!(dockerfile.contains("curl -fsS http://127.0.0.1:8080/healthz"));
     assert!(script.contains("curl -fsS \"http://127.0.0.1:$port/healthz\""));
     assert!(dockerfile.contains("CMD [\"serve\"]") && script.contains("rolloutd\" serve"));
+    // On 0.0.0.0 with the token from the secret's path.
+    assert!(dockerfile.contains("ROLLOUTD_LISTEN=0.0.0.0:8080"));
+    assert!(dockerfile.contains("ROLLOUTD_API_TOKEN_FILE=/run/secrets/rolloutd-api-token"));
+    assert!(script.contains("ROLLOUTD_LISTEN=\"0.0.0.0:$port\""));
+    assert!(script.contains("ROLLOUTD_API_TOKEN_FILE=\"$out/secrets/rolloutd-api-token\""));
 
     // A fixed directory, so a second run reuses the first one's build.
     let out = std::env::temp_dir().join("rolloutd-docker-build");
@@ -61,7 +75,9 @@ fn the_script_follows_the_dockerfile_and_works() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(run.status.success(), "{text}");
+    assert!(text.contains("refused without a token"), "{text}");
     assert!(text.contains("healthy: curl -fsS"), "{text}");
+    assert!(text.contains("stripped: rolloutd"), "{text}");
     assert!(text.contains("state written as uid 10001"), "{text}");
     assert!(text.contains("stopped cleanly on SIGTERM"), "{text}");
     for bin in ["rolloutd", "rolloutctl"] {

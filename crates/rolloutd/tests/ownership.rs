@@ -19,27 +19,15 @@ use support::{delete, get, metrics_text, phase, post, start_daemon, tail, until,
 /// (no analysis: the tests are about who writes the load balancer).
 fn holding(name: &str, svc: &Service, on_drift: Option<&str>) -> String {
     let drift = on_drift
-        .map(|p| format!("\n  onDrift: {p}"))
+        .map(|p| format!("  onDrift: {p}\n"))
         .unwrap_or_default();
-    format!(
-        "---
-apiVersion: rolloutd.dev/v1alpha1
-kind: Rollout
-metadata: {{name: {name}}}
-spec:
-  revision: \"r1\"
-  trafficRouting:
-    alb:
-      listenerArn: {listener}
-  stable: {{targetGroupArn: {stable}}}
-  canary: {{targetGroupArn: {canary}}}{drift}
-  strategy:
-    canary:
-      steps: [{{setWeight: 5}}, {{pause: {{}}}}, {{setWeight: 100}}]
-",
-        listener = svc.listener,
-        stable = svc.stable,
-        canary = svc.canary,
+    support::rollout_doc(
+        name,
+        &format!("listenerArn: {}", svc.listener),
+        &svc.stable,
+        &svc.canary,
+        support::HOLD_AT_5,
+        &drift,
     )
 }
 

@@ -10,19 +10,21 @@ use rollout_core::{ForwardWeights, ObservationError, Observed, Phase, TargetHeal
 use rollout_sim::memory::MemoryWorld;
 use rollout_spec::RolloutSpec;
 use rollout_store::Store;
-use rolloutd::config::{Config, LogFormat};
+use rolloutd::config::Config;
 use rolloutd::daemon::{now, Daemon};
 
 /// The in-memory load balancer, except that reading the listener of
-/// `hanging` takes ten minutes.
+/// `hanging` takes ten minutes (or, with `writes`, writing it: a write
+/// queued behind the API budget).
 struct OneHangs {
     world: Arc<MemoryWorld>,
     hanging: String,
+    writes: bool,
 }
 
 impl OneHangs {
     async fn maybe_hang(&self, spec: &RolloutSpec) {
-        if spec.traffic_routing.alb.listener_arn.as_str() == self.hanging {
+        if !self.writes && spec.traffic_routing.alb.listener_arn.as_str() == self.hanging {
             tokio::time::sleep(Duration::from_secs(600)).await;
         }
     }
@@ -43,8 +45,12 @@ impl TrafficRouter for OneHangs {
         spec: &RolloutSpec,
         weights: Weights,
         seen: ForwardWeights,
+        urgency: rollout_core::Urgency,
     ) -> Result<(), ObservationError> {
-        self.world.set_weights(spec, weights, seen).await
+        if self.writes && spec.traffic_routing.alb.listener_arn.as_str() == self.hanging {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        }
+        self.world.set_weights(spec, weights, seen, urgency).await
     }
 
     async fn canary_health(&self, spec: &RolloutSpec) -> Observed<TargetHealth> {
@@ -79,7 +85,22 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_load_balancer_call_does_not_hold_up_other_rollouts() {
-    let dir = std::env::temp_dir().join(format!("rolloutd-slow-world-{}", std::process::id()));
+    one_hangs(false).await;
+}
+
+/// A write that waits (for the API budget, or a slow AWS) holds no slot
+/// either: before, the reconciles of runs waiting to start held every slot
+/// and due steps of other rollouts waited for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_weight_write_does_not_hold_up_other_rollouts() {
+    one_hangs(true).await;
+}
+
+async fn one_hangs(writes: bool) {
+    let dir = std::env::temp_dir().join(format!(
+        "rolloutd-slow-world-{}-{writes}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let url = format!("sqlite://{}", dir.join("state.db").display());
@@ -96,27 +117,14 @@ async fn a_hanging_load_balancer_call_does_not_hold_up_other_rollouts() {
     let router = OneHangs {
         world: Arc::clone(&world),
         hanging: listener(1),
+        writes,
     };
     let config = Config {
-        listen: "127.0.0.1:0".into(),
-        api_token_file: None,
-        api_read_token_file: None,
-        tls_cert_file: None,
-        tls_key_file: None,
-        database_url: url,
-        specs_dir: None,
-        specs_removal_scans: 3,
-        specs_removal_grace: rollout_spec::Duration::from_secs(60),
         reconcile_interval: rollout_spec::Duration::from_secs(1),
         lease_ttl: rollout_spec::Duration::from_secs(15),
         replica: "test".into(),
         concurrency: 1,
-        drift_check_interval: rollout_spec::Duration::from_secs(60),
-        aws_elb_reads_per_second: 4.0,
-        aws_elb_writes_per_second: 2.0,
-        aws_get_metric_data_per_second: 5.0,
-        simulate_world: None,
-        log_format: LogFormat::Text,
+        ..Config::for_test(&url)
     };
     let daemon = Daemon::new(
         store.clone(),

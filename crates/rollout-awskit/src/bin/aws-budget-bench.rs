@@ -14,7 +14,11 @@
 //! read back, and, with `--aborts K`, the time from an abort to stable
 //! carrying all traffic again for K stepping rollouts while the budget is
 //! saturated. `--throttle 0.5` answers half the ELBv2 calls with
-//! `Throttling`.
+//! `Throttling`. `--bad-canary` turns the first load balancer's canary
+//! group bad three minutes before the end and reports the time from each
+//! failing verdict to stable seen at 100%. With `ROLLOUTD_CANARY_HEALTH_SOURCE=cloudwatch` in its
+//! environment the daemon reads the canary's health from CloudWatch, and the
+//! benchmark publishes `HealthyHostCount` for every canary group.
 //!
 //! ```text
 //! cargo build --release -p rolloutd -p rollout-awskit
@@ -127,6 +131,54 @@ fn metrics(base: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A minute's worth of traffic for the first load balancer's two groups,
+/// the canary answering half its requests with 5xx (as ALB publishes it).
+async fn publish_bad_canary(aws: &Aws, svc: &Service) -> anyhow::Result<()> {
+    use aws_sdk_cloudwatch::primitives::DateTime;
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+    let now = wall_now().millis() / 1000;
+    let lb = svc.lb_dimension();
+    let mut data = Vec::new();
+    for (tg, errors) in [(&svc.stable, 0.0), (&svc.canary, 100.0)] {
+        let dims = vec![
+            Dimension::builder().name("LoadBalancer").value(&lb).build(),
+            Dimension::builder()
+                .name("TargetGroup")
+                .value(rollout_awskit::alb::tg_dimension(tg))
+                .build(),
+        ];
+        let datum = |name: &str, value: f64| {
+            MetricDatum::builder()
+                .metric_name(name)
+                .set_dimensions(Some(dims.clone()))
+                .timestamp(DateTime::from_secs(now))
+                .value(value)
+                .unit(StandardUnit::Count)
+                .storage_resolution(1)
+                .build()
+        };
+        data.push(datum("RequestCount", 200.0));
+        if errors > 0.0 {
+            data.push(datum("HTTPCode_Target_5XX_Count", errors));
+        }
+    }
+    aws.cw
+        .put_metric_data()
+        .namespace("AWS/ApplicationELB")
+        .set_metric_data(Some(data))
+        .send()
+        .await?;
+    Ok(())
+}
+
+fn wall_now() -> Time {
+    Time::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    )
+}
+
 fn at(e: &Value) -> Option<Time> {
     serde_json::from_value(e["at"].clone()).ok()
 }
@@ -189,30 +241,21 @@ fn lags(events: &[Value], pause_s: u64) -> (Vec<f64>, bool, bool) {
     (out, verified + 1 >= set, monotonic)
 }
 
-async fn run(n: usize, rolloutd: &std::path::Path) -> anyhow::Result<()> {
-    let seconds: u64 = num("--seconds", 360)?;
-    let pause_s: u64 = num("--pause-seconds", 300)?;
-    let spread_s: u64 = num("--spread-seconds", 300)?;
-    let aborts: usize = num("--aborts", 0)?;
-    let throttle: f64 = num("--throttle", 0.0)?;
-    let per_listener = 50;
-    let dir = std::env::temp_dir().join(format!("rolloutd-budget-{n}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("specs"))?;
-    let moto = Moto::start(&dir.join("moto.log"))?;
-    // The bench's own calls (setup) through one gateway, the daemon's
-    // through another, which logs them.
-    let setup = Gateway::start(&moto.url, 1).await?;
-    let gateway = Gateway::start(&moto.url, 2).await?;
-    let aws = Aws::new(&setup.url).await;
-    let net = aws.network()?;
+/// `n` listener rules, `per_listener` on each load balancer made in moto;
+/// every second rollout steps, the others hold and analyse.
+async fn make_rollouts(
+    aws: &Aws,
+    net: &(String, Vec<String>),
+    n: usize,
+    per_listener: usize,
+) -> anyhow::Result<(Vec<Service>, Vec<Rollout>)> {
     let t = Instant::now();
     let mut services = Vec::new();
     let mut rollouts = Vec::with_capacity(n);
     for i in 0..n {
         if i % per_listener == 0 {
             services.push(
-                aws.service(&format!("lb-{}", i / per_listener), &net, true)
+                aws.service(&format!("lb-{}", i / per_listener), net, true)
                     .await?,
             );
         }
@@ -232,89 +275,153 @@ async fn run(n: usize, rolloutd: &std::path::Path) -> anyhow::Result<()> {
         services.len(),
         t.elapsed().as_secs_f64()
     );
-    std::fs::write(dir.join("specs/template.yaml"), TEMPLATE)?;
-    let (mut child, base) = rollout_awskit::spawn_rolloutd(rolloutd, &dir, &gateway.url)?;
-    if throttle > 0.0 {
-        gateway.set_elb_throttle_rate(throttle);
+    Ok((services, rollouts))
+}
+
+/// With ROLLOUTD_CANARY_HEALTH_SOURCE=cloudwatch (inherited by the
+/// daemon), CloudWatch gets every canary group's healthy host count each
+/// minute, as ALB publishes it (through the setup gateway: not counted).
+async fn publish_health_if_asked(setup_url: &str, services: &[Service]) {
+    if std::env::var("ROLLOUTD_CANARY_HEALTH_SOURCE").as_deref() != Ok("cloudwatch") {
+        return;
     }
-    // Ten batches over the spread.
+    let aws = Aws::new(setup_url).await;
+    let services = services.to_vec();
+    tokio::spawn(async move {
+        loop {
+            let now = wall_now().millis() / 1000;
+            for svc in &services {
+                let _ = aws.publish_canary_health(svc, now, 3, 0).await;
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    });
+}
+
+/// Writes the rollouts' files in ten batches over `spread_s`; returns when
+/// each rollout was applied.
+async fn apply_in_batches(
+    dir: &std::path::Path,
+    rollouts: &[Rollout],
+    services: &[Service],
+    pause_s: u64,
+    spread_s: u64,
+) -> anyhow::Result<std::collections::HashMap<String, Time>> {
     let batches = 10;
-    let per_batch = n.div_ceil(batches);
+    let per_batch = rollouts.len().div_ceil(batches);
+    let mut applied_at: std::collections::HashMap<String, Time> = Default::default();
     for (b, chunk) in rollouts.chunks(per_batch).enumerate() {
         let text: String = chunk
             .iter()
             .map(|r| spec(r, &services[r.svc], pause_s))
             .collect();
         std::fs::write(dir.join(format!("specs/batch-{b}.yaml")), text)?;
+        let written = wall_now();
+        for r in chunk {
+            applied_at.insert(r.name.clone(), written);
+        }
         tokio::time::sleep(Duration::from_secs(spread_s / batches as u64)).await;
     }
-    let steady_from = gateway.elapsed();
-    eprintln!("all {n} rollouts applied; running {seconds} s more");
-    tokio::time::sleep(Duration::from_secs(seconds.saturating_sub(if aborts > 0 {
-        60
-    } else {
-        0
-    })))
-    .await;
+    Ok(applied_at)
+}
 
-    // Aborts while the budget is as busy as it gets: stepping rollouts that
-    // hold canary traffic.
+/// Aborts up to `aborts` stepping rollouts that hold canary traffic while
+/// the budget is as busy as it gets; returns each abort's time to stable
+/// seen carrying all traffic.
+async fn abort_some(base: &str, aborts: usize) -> anyhow::Result<Vec<f64>> {
     let mut abort_times = Vec::new();
-    if aborts > 0 {
-        let list = get(&base, "/api/v1/rollouts");
-        let candidates: Vec<String> = list["items"]
+    let list = get(base, "/api/v1/rollouts");
+    let candidates: Vec<String> = list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| {
+            r["status"]["observedWeights"]["canary"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0
+                && r["status"]["phase"] == "Progressing"
+                && r["spec"]["strategy"]["canary"]["steps"]
+                    .as_array()
+                    .map_or(0, Vec::len)
+                    > 3
+        })
+        .filter_map(|r| r["metadata"]["name"].as_str().map(str::to_string))
+        .take(aborts)
+        .collect();
+    let mut asked = Vec::new();
+    for name in &candidates {
+        let now = Time::from_millis(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as i64,
+        );
+        if post(base, &format!("/api/v1/rollouts/{name}/abort")) == 202 {
+            asked.push((name.clone(), now));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    for (name, when) in asked {
+        let events = get(base, &format!("/api/v1/rollouts/{name}/events"));
+        let back = events["items"]
             .as_array()
             .cloned()
             .unwrap_or_default()
-            .iter()
-            .filter(|r| {
-                r["status"]["observedWeights"]["canary"]
-                    .as_u64()
-                    .unwrap_or(0)
-                    > 0
-                    && r["status"]["phase"] == "Progressing"
-                    && r["spec"]["strategy"]["canary"]["steps"]
-                        .as_array()
-                        .map_or(0, Vec::len)
-                        > 3
-            })
-            .filter_map(|r| r["metadata"]["name"].as_str().map(str::to_string))
-            .take(aborts)
-            .collect();
-        let mut asked = Vec::new();
-        for name in &candidates {
-            let now = Time::from_millis(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_millis() as i64,
-            );
-            if post(&base, &format!("/api/v1/rollouts/{name}/abort")) == 202 {
-                asked.push((name.clone(), now));
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        for (name, when) in asked {
-            let events = get(&base, &format!("/api/v1/rollouts/{name}/events"));
-            let back = events["items"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|e| e["kind"] == "WeightVerified" && e["weightAfter"] == 0)
-                .filter_map(|e| at(&e))
-                .find(|t| *t >= when);
-            match back {
-                Some(t) => abort_times.push(t.since(when) as f64 / 1000.0),
-                None => eprintln!("  {name}: not back on stable within 60 s"),
-            }
+            .into_iter()
+            .filter(|e| e["kind"] == "WeightVerified" && e["weightAfter"] == 0)
+            .filter_map(|e| at(&e))
+            .find(|t| *t >= when);
+        match back {
+            Some(t) => abort_times.push(t.since(when) as f64 / 1000.0),
+            None => eprintln!("  {name}: not back on stable within 60 s"),
         }
     }
-    let steady_to = gateway.elapsed();
-    let log = gateway.log();
-    let text = metrics(&base);
+    Ok(abort_times)
+}
 
-    // ELBv2 calls per second over the steady part, and the busiest
-    // one-second window (sliding).
+/// The bad canary's rollbacks: from each `RolledBack` event (the failing
+/// verdict's decision) to stable seen carrying all traffic.
+fn report_bad_canary(base: &str, rollouts: &[Rollout], bad_from: Time) {
+    let mut back = Vec::new();
+    let mut watched = 0;
+    for r in rollouts.iter().filter(|r| r.svc == 0 && !r.stepping) {
+        watched += 1;
+        let events = get(base, &format!("/api/v1/rollouts/{}/events", r.name));
+        let items = events["items"].as_array().cloned().unwrap_or_default();
+        let Some(verdict) = items
+            .iter()
+            .filter(|e| e["kind"] == "RolledBack")
+            .filter_map(at)
+            .find(|t| *t >= bad_from)
+        else {
+            continue;
+        };
+        if let Some(seen) = items
+            .iter()
+            .filter(|e| e["kind"] == "WeightVerified" && e["weightAfter"] == 0)
+            .filter_map(at)
+            .find(|t| *t >= verdict)
+        {
+            back.push(seen.since(verdict) as f64 / 1000.0);
+        }
+    }
+    let rolled = back.len();
+    let p50 = percentile(&mut back, 0.5);
+    let max = back.iter().copied().fold(f64::NAN, f64::max);
+    eprintln!(
+        "  bad canary: {rolled} of {watched} analysed rollouts on it rolled back and were seen at stable 100%; failing verdict -> stable seen p50 {p50:.1} s, max {max:.1} s"
+    );
+}
+
+/// ELBv2 reads and writes per second over the steady part, the busiest
+/// one-second window of each (sliding), and GetMetricData calls per 60 s
+/// interval; prints the calls by operation.
+fn elb_rates(
+    log: &[(f64, String, String)],
+    steady_from: f64,
+    steady_to: f64,
+) -> (f64, usize, f64, usize, f64, f64) {
     let elb: Vec<(f64, bool)> = log
         .iter()
         .filter(|(t, s, _)| s == "elasticloadbalancing" && *t >= steady_from && *t <= steady_to)
@@ -339,19 +446,71 @@ async fn run(n: usize, rolloutd: &std::path::Path) -> anyhow::Result<()> {
         }
         best
     };
+    // Which calls the budget went to.
+    let mut by_op: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (t, _, op) in log {
+        if *t >= steady_from && *t <= steady_to {
+            *by_op.entry(op.as_str()).or_default() += 1;
+        }
+    }
+    for (op, count) in &by_op {
+        eprintln!("  {op}: {:.2}/s", *count as f64 / span);
+    }
     let gmd = log
         .iter()
         .filter(|(t, _, op)| op == "GetMetricData" && *t >= steady_from && *t <= steady_to)
         .count() as f64;
     let gmd_per_interval = gmd / (span / 60.0);
+    (
+        reads,
+        busiest(true),
+        writes,
+        busiest(false),
+        span,
+        gmd_per_interval,
+    )
+}
 
-    // Step lags and read-backs, from the stepping rollouts' events.
+/// Start lags: from a rollout's file written to its first weight seen on
+/// the load balancer (every rollout), and how many never started.
+fn report_start_lags(
+    base: &str,
+    rollouts: &[Rollout],
+    applied_at: &std::collections::HashMap<String, Time>,
+    n: usize,
+) {
+    let mut start_lags = Vec::new();
+    let mut not_started = 0;
+    for r in rollouts {
+        let events = get(base, &format!("/api/v1/rollouts/{}/events", r.name));
+        let first = events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["kind"] == "WeightVerified")
+            .and_then(at);
+        match (first, applied_at.get(&r.name)) {
+            (Some(t), Some(a)) => start_lags.push(t.since(*a) as f64 / 1000.0),
+            _ => not_started += 1,
+        }
+    }
+    let start_p50 = percentile(&mut start_lags, 0.5);
+    let start_p99 = percentile(&mut start_lags, 0.99);
+    eprintln!(
+        "  start lag (file written -> first weight seen): p50 {start_p50:.1} s, p99 {start_p99:.1} s; not started by the end: {not_started} of {n}"
+    );
+}
+
+/// Step lags and read-backs, from the stepping rollouts' events: the lags,
+/// how many have a raise never read back, how many went backwards without
+/// an abort, how many finished.
+fn step_lags(base: &str, rollouts: &[Rollout], pause_s: u64) -> (Vec<f64>, usize, usize, usize) {
     let mut all_lags = Vec::new();
     let mut unread = 0;
     let mut reversed = 0;
     let mut finished = 0;
     for r in rollouts.iter().filter(|r| r.stepping) {
-        let events = get(&base, &format!("/api/v1/rollouts/{}/events", r.name));
+        let events = get(base, &format!("/api/v1/rollouts/{}/events", r.name));
         let items = events["items"].as_array().cloned().unwrap_or_default();
         let (l, read_back, monotonic) = lags(&items, pause_s);
         all_lags.extend(l);
@@ -365,6 +524,87 @@ async fn run(n: usize, rolloutd: &std::path::Path) -> anyhow::Result<()> {
             finished += 1;
         }
     }
+    (all_lags, unread, reversed, finished)
+}
+
+/// Makes the canary group of `svc` bad from now on (every 10 s).
+async fn start_bad_canary(setup_url: &str, svc: &Service) {
+    let aws = Aws::new(setup_url).await;
+    let svc = svc.clone();
+    tokio::spawn(async move {
+        loop {
+            let _ = publish_bad_canary(&aws, &svc).await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+    });
+}
+
+async fn run(n: usize, rolloutd: &std::path::Path) -> anyhow::Result<()> {
+    let seconds: u64 = num("--seconds", 360)?;
+    let pause_s: u64 = num("--pause-seconds", 300)?;
+    let spread_s: u64 = num("--spread-seconds", 300)?;
+    let aborts: usize = num("--aborts", 0)?;
+    let throttle: f64 = num("--throttle", 0.0)?;
+    let per_listener = 50;
+    let dir = std::env::temp_dir().join(format!("rolloutd-budget-{n}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("specs"))?;
+    let moto = Moto::start(&dir.join("moto.log"))?;
+    // The bench's own calls (setup) through one gateway, the daemon's
+    // through another, which logs them.
+    let setup = Gateway::start(&moto.url, 1).await?;
+    let gateway = Gateway::start(&moto.url, 2).await?;
+    let aws = Aws::new(&setup.url).await;
+    let net = aws.network()?;
+    let (services, rollouts) = make_rollouts(&aws, &net, n, per_listener).await?;
+    std::fs::write(dir.join("specs/template.yaml"), TEMPLATE)?;
+    // With ROLLOUTD_CANARY_HEALTH_SOURCE=cloudwatch (inherited by the
+    // daemon), CloudWatch gets every canary group's healthy host count each
+    // minute, as ALB publishes it (through the setup gateway: not counted).
+    publish_health_if_asked(&setup.url, &services).await;
+    let (mut child, base) = rollout_awskit::spawn_rolloutd(rolloutd, &dir, &gateway.url)?;
+    if throttle > 0.0 {
+        gateway.set_elb_throttle_rate(throttle);
+    }
+    let applied_at = apply_in_batches(&dir, &rollouts, &services, pause_s, spread_s).await?;
+    let steady_from = gateway.elapsed();
+    eprintln!("all {n} rollouts applied; running {seconds} s more");
+    // With --bad-canary, the canary group of the first load balancer turns
+    // bad three minutes before the end: its rollouts that analyse (half of
+    // those on it) must roll back, each within one reconcile of its failing
+    // verdict, while the budget is as busy as it gets.
+    let bad = std::env::args().any(|a| a == "--bad-canary");
+    let tail = if bad {
+        180
+    } else if aborts > 0 {
+        60
+    } else {
+        0
+    };
+    tokio::time::sleep(Duration::from_secs(seconds.saturating_sub(tail))).await;
+    let bad_from = wall_now();
+    if bad {
+        start_bad_canary(&setup.url, &services[0]).await;
+    }
+    let mut abort_times = if aborts > 0 {
+        abort_some(&base, aborts).await?
+    } else {
+        Vec::new()
+    };
+    if bad {
+        let waited = if aborts > 0 { 60 } else { 0 };
+        tokio::time::sleep(Duration::from_secs(tail - waited)).await;
+    }
+    let steady_to = gateway.elapsed();
+    let log = gateway.log();
+    let text = metrics(&base);
+    if bad {
+        report_bad_canary(&base, &rollouts, bad_from);
+    }
+    let (reads, busiest_reads, writes, busiest_writes, span, gmd_per_interval) =
+        elb_rates(&log, steady_from, steady_to);
+    report_start_lags(&base, &rollouts, &applied_at, n);
+    let (mut all_lags, unread, reversed, finished) = step_lags(&base, &rollouts, pause_s);
     let _ = child.kill();
     let _ = child.wait();
     let budget_lines: Vec<&str> = text
@@ -382,9 +622,9 @@ async fn run(n: usize, rolloutd: &std::path::Path) -> anyhow::Result<()> {
     println!(
         "| {n} | {:.2} | {} | {:.2} | {} | {gmd_per_interval:.2} | {steps} | {p50:.1} | {p99:.1} | {unread} | {reversed} | {finished}/{} | {} | {abort_p50:.1} | {abort_max:.1} |",
         reads / span,
-        busiest(true),
+        busiest_reads,
         writes / span,
-        busiest(false),
+        busiest_writes,
         n / 2,
         abort_times.len(),
     );

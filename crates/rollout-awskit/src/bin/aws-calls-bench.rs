@@ -6,8 +6,13 @@
 //!
 //! ```text
 //! cargo build --release -p rolloutd -p rollout-awskit
-//! target/release/aws-calls-bench --rollouts 1,100,1000 --intervals 3 [--interval-seconds 10]
+//! target/release/aws-calls-bench --rollouts 1,100,1000 --intervals 3 [--interval-seconds 10] [--regions us-east-1,eu-west-1]
 //! ```
+//!
+//! With `--regions`, the rollouts are spread over the regions in turn
+//! (the daemon's own configuration names us-east-1) and GetMetricData is
+//! also counted per region: each region's calls go to that region, ⌈its
+//! queries / 500⌉ per interval.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -89,6 +94,7 @@ async fn run(
     n: usize,
     intervals: u64,
     interval_s: u64,
+    regions: &[String],
     rolloutd: &std::path::Path,
 ) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("rolloutd-aws-bench-{n}-{}", std::process::id()));
@@ -96,12 +102,17 @@ async fn run(
     std::fs::create_dir_all(dir.join("specs"))?;
     let moto = Moto::start(&dir.join("moto.log"))?;
     let gateway = Gateway::start(&moto.url, 5).await?;
-    let aws = Aws::new(&gateway.url).await;
-    let net = aws.network()?;
+    let mut places = Vec::new();
+    for r in regions {
+        let aws = Aws::in_region(&gateway.url, r).await;
+        let net = aws.network()?;
+        places.push((aws, net));
+    }
     let t = Instant::now();
     let mut services = Vec::with_capacity(n);
     for i in 0..n {
-        services.push(aws.service(&format!("svc-{i}"), &net, true).await?);
+        let (aws, net) = &places[i % places.len()];
+        services.push(aws.service(&format!("svc-{i}"), net, true).await?);
     }
     eprintln!(
         "{n} services made in moto in {:.1} s",
@@ -129,7 +140,7 @@ async fn run(
     let window = Duration::from_secs(interval_s * intervals);
     tokio::time::sleep(window).await;
     let calls = gateway.calls();
-    let windows = judged(&base) - before;
+    let intervals = judged(&base) - before;
     for ((service, op), count) in &calls.by_operation {
         eprintln!("  {service}:{op}: {count} in {intervals} intervals");
     }
@@ -137,19 +148,37 @@ async fn run(
     let _ = child.wait();
     drop(moto);
     // Per analysis interval: the intervals judged, per rollout.
-    let rounds = (windows / n as f64).max(1e-9);
-    eprintln!("  {windows} intervals judged: {rounds:.2} per rollout");
+    let rounds = (intervals / n as f64).max(1e-9);
+    eprintln!("  {intervals} intervals judged: {rounds:.2} per rollout");
     let per = |service: &str, op: &str| calls.count(service, op) as f64 / rounds;
     let queries = n * 4; // RequestCount and 5xx Sum, both arms
     let naive = queries; // one GetMetricStatistics per metric per target group
+                         // Per region: its rollouts' queries, ⌈queries / 500⌉, the calls made there.
+    let mut least = 0;
+    for (k, r) in regions.iter().enumerate() {
+        let in_region = (0..n).filter(|i| i % regions.len() == k).count() * 4;
+        least += in_region.div_ceil(500);
+        let made: u64 = calls
+            .by_region
+            .iter()
+            .filter(|((reg, svc, op), _)| reg == r && svc == "monitoring" && op == "GetMetricData")
+            .map(|(_, c)| *c)
+            .sum();
+        if regions.len() > 1 {
+            println!(
+                "| {n} ({r}) | {in_region} | {} | {:.2} | | | |",
+                in_region.div_ceil(500),
+                made as f64 / rounds
+            );
+        }
+    }
     let elb_reads = per("elasticloadbalancing", "DescribeListeners")
         + per("elasticloadbalancing", "DescribeRules")
         + per("elasticloadbalancing", "DescribeTargetHealth");
     let elb_writes = calls.count("elasticloadbalancing", "ModifyListener")
         + calls.count("elasticloadbalancing", "ModifyRule");
     println!(
-        "| {n} | {queries} | {} | {:.2} | {naive} | {elb_reads:.1} | {elb_writes} |",
-        queries.div_ceil(500),
+        "| {n} | {queries} | {least} | {:.2} | {naive} | {elb_reads:.1} | {elb_writes} |",
         per("monitoring", "GetMetricData"),
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -166,6 +195,11 @@ async fn main() -> anyhow::Result<()> {
         .context("--rollouts N,N,…")?;
     let intervals: u64 = arg("--intervals").map_or(Ok(3), |s| s.parse())?;
     let interval_s: u64 = arg("--interval-seconds").map_or(Ok(10), |s| s.parse())?;
+    let regions: Vec<String> = arg("--regions")
+        .unwrap_or_else(|| "us-east-1".into())
+        .split(',')
+        .map(|r| r.trim().to_string())
+        .collect();
     let rolloutd = match arg("--rolloutd") {
         Some(p) => PathBuf::from(p),
         None => std::env::current_exe()?
@@ -173,10 +207,10 @@ async fn main() -> anyhow::Result<()> {
             .context("the benchmark's directory")?
             .join("rolloutd"),
     };
-    println!("| rollouts | metric queries per interval | ceil(queries / 500) | GetMetricData calls per interval (measured) | naive GetMetricStatistics calls | ELBv2 reads per interval | ELBv2 writes while holding |");
+    println!("| rollouts | metric queries per interval | Σ over regions of ceil(queries / 500) | GetMetricData calls per interval (measured) | naive GetMetricStatistics calls | ELBv2 reads per interval | ELBv2 writes while holding |");
     println!("|---|---|---|---|---|---|---|");
     for n in counts {
-        run(n, intervals, interval_s, &rolloutd).await?;
+        run(n, intervals, interval_s, &regions, &rolloutd).await?;
     }
     Ok(())
 }

@@ -17,10 +17,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rollout_core::sync::lock;
 use rollout_sim::memory::MemoryWorld;
 use rollout_store::Store;
-use rolloutd::config::{Config, LogFormat};
-use rolloutd::daemon::{now, Daemon};
+use rolloutd::config::Config;
+use rolloutd::daemon::now;
 
 #[derive(Default)]
 struct Record {
@@ -107,7 +108,8 @@ struct PhaseResult {
 }
 
 async fn phase(record: &Arc<Mutex<Record>>, store: &Store, seconds: u64) -> PhaseResult {
-    if let Ok(mut r) = record.lock() {
+    {
+        let mut r = lock(record);
         let kept = std::mem::take(&mut r.last);
         *r = Record {
             last: kept,
@@ -119,10 +121,7 @@ async fn phase(record: &Arc<Mutex<Record>>, store: &Store, seconds: u64) -> Phas
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let elapsed = t0.elapsed().as_secs_f64();
     let (_, w1, l1) = store.statements();
-    let r = record
-        .lock()
-        .map(|mut r| std::mem::take(&mut *r))
-        .unwrap_or_default();
+    let r = std::mem::take(&mut *lock(record));
     let mut d = r.durations_us.clone();
     d.sort_unstable();
     let mut w = r.wrote_us.clone();
@@ -179,8 +178,8 @@ fn pgbench(admin: &str, seconds: u64) -> anyhow::Result<f64> {
         .ok_or_else(|| anyhow::anyhow!("no tps in pgbench output: {out}"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// `--rollouts N --seconds S --concurrency N`.
+fn bench_args() -> anyhow::Result<(usize, u64, usize)> {
     let mut rollouts = 10_000usize;
     let mut seconds = 60u64;
     let mut concurrency = rolloutd::config::DEFAULT_CONCURRENCY;
@@ -211,74 +210,41 @@ async fn main() -> anyhow::Result<()> {
             ),
         }
     }
-    let url = rollout_store::testing::fresh_postgres_database("rolloutd_bench").await;
-    let store = Store::connect_with(&url, 16).await?;
-    store.migrate().await?;
-    apply(&store, rollouts, false).await?;
-    let world = Arc::new(MemoryWorld::new(1000.0, now));
-    let record = Arc::new(Mutex::new(Record::default()));
-    let observer = {
-        let record = Arc::clone(&record);
-        Box::new(move |name: &str, took: Duration, wrote: bool| {
-            if let Ok(mut r) = record.lock() {
-                r.durations_us.push(took.as_micros() as u64);
-                let slice = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| (d.as_secs() % 60 / 10) as usize);
-                let b = &mut r.by_slice[slice.min(5)];
-                b.0 += 1;
-                b.1 += u64::from(wrote);
-                b.2 += u64::from(took > Duration::from_millis(5));
-                if wrote {
-                    r.wrote_us.push(took.as_micros() as u64);
-                    r.wrote += 1;
-                } else {
-                    r.noop += 1;
-                }
-                let t = Instant::now();
-                if let Some(prev) = r.last.insert(name.to_string(), t) {
-                    let gap = t - prev;
-                    if gap > r.max_gap {
-                        r.max_gap = gap;
-                    }
-                }
+    Ok((rollouts, seconds, concurrency))
+}
+
+/// An observer that records every reconcile's time, whether it wrote, and
+/// the gap since the rollout's previous reconcile.
+fn recording(record: Arc<Mutex<Record>>) -> rolloutd::daemon::Observer {
+    Box::new(move |name: &str, took: Duration, wrote: bool| {
+        let mut r = lock(&record);
+        r.durations_us.push(took.as_micros() as u64);
+        let slice = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| (d.as_secs() % 60 / 10) as usize);
+        let b = &mut r.by_slice[slice.min(5)];
+        b.0 += 1;
+        b.1 += u64::from(wrote);
+        b.2 += u64::from(took > Duration::from_millis(5));
+        if wrote {
+            r.wrote_us.push(took.as_micros() as u64);
+            r.wrote += 1;
+        } else {
+            r.noop += 1;
+        }
+        let t = Instant::now();
+        if let Some(prev) = r.last.insert(name.to_string(), t) {
+            let gap = t - prev;
+            if gap > r.max_gap {
+                r.max_gap = gap;
             }
-        })
-    };
-    let config = Config {
-        listen: "127.0.0.1:0".into(),
-        api_token_file: None,
-        api_read_token_file: None,
-        tls_cert_file: None,
-        tls_key_file: None,
-        database_url: url.clone(),
-        specs_dir: None,
-        specs_removal_scans: 3,
-        specs_removal_grace: rollout_spec::Duration::from_secs(60),
-        reconcile_interval: rollout_spec::Duration::from_secs(10),
-        lease_ttl: rollout_spec::Duration::from_secs(15),
-        replica: "bench".into(),
-        concurrency,
-        drift_check_interval: rollout_spec::Duration::from_secs(60),
-        aws_elb_reads_per_second: 4.0,
-        aws_elb_writes_per_second: 2.0,
-        aws_get_metric_data_per_second: 5.0,
-        simulate_world: None,
-        log_format: LogFormat::Text,
-    };
-    let daemon = Daemon::with_observer(
-        store.clone(),
-        Arc::clone(&world),
-        world,
-        config,
-        Arc::new(rolloutd::metrics::Metrics::new()),
-        Some(observer),
-    );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(Arc::clone(&daemon).run(async {
-        let _ = stop_rx.await;
-    }));
-    // Warm up: every run starts (first reconcile of each rollout writes).
+        }
+    })
+}
+
+/// Waits until every run started (each rollout's first reconcile writes);
+/// returns how long that took.
+async fn wait_for_starts(store: &Store, rollouts: usize) -> anyhow::Result<Duration> {
     let warm = Instant::now();
     loop {
         let started = store
@@ -296,7 +262,100 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let warm_up = warm.elapsed();
+    Ok(warm.elapsed())
+}
+
+/// The phases' table, the apply's time, and each phase's written
+/// reconciles by second of the minute.
+fn print_phases(
+    rollouts: usize,
+    a: &PhaseResult,
+    b0: &PhaseResult,
+    b: &PhaseResult,
+    applied_in: Duration,
+) {
+    println!("| phase | reconciles | per second | p50 ms | p99 ms | max ms | wrote a status | no-op | state write statements | lease write statements | longest gap between reconciles of a rollout |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (name, p) in [
+        ("A: pauses, no analysis", a),
+        (
+            "B0: the first 15 s after the analysis was added to every rollout",
+            b0,
+        ),
+        ("B: analysis every minute (the next 150 s)", b),
+    ] {
+        println!(
+            "| {name} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {:.1} s |",
+            p.reconciles,
+            p.per_second,
+            p.p50,
+            p.p99,
+            p.max_ms,
+            p.wrote,
+            p.noop,
+            p.state_writes,
+            p.lease_writes,
+            p.max_gap.as_secs_f64()
+        );
+    }
+    println!(
+        "\nadding the analysis to all {rollouts} rollouts (apply, 500 documents a transaction) took {:.1} s before B0",
+        applied_in.as_secs_f64()
+    );
+    for (name, p) in [("A", a), ("B0", b0), ("B", b)] {
+        println!(
+            "\nphase {name}: reconciles that wrote a status: p50 {:.2} ms, p99 {:.2} ms; over 5 ms: {} that wrote, {} no-op",
+            p.wrote_p50, p.wrote_p99, p.over_5ms.0, p.over_5ms.1
+        );
+        let slices: Vec<String> = p
+            .by_slice
+            .iter()
+            .enumerate()
+            .map(|(i, (n, w, slow))| {
+                format!(
+                    ":{:02}-:{:02} {n} reconciles, {w} wrote, {slow} over 5 ms",
+                    i * 10,
+                    i * 10 + 9
+                )
+            })
+            .collect();
+        println!("  by second of the minute: {}", slices.join("; "));
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (rollouts, seconds, concurrency) = bench_args()?;
+    let url = rollout_store::testing::fresh_postgres_database("rolloutd_bench").await;
+    let store = Store::connect_with(&url, 16).await?;
+    store.migrate().await?;
+    apply(&store, rollouts, false).await?;
+    let world = Arc::new(MemoryWorld::new(1000.0, now));
+    let record = Arc::new(Mutex::new(Record::default()));
+    let observer = recording(Arc::clone(&record));
+    let config = Config {
+        reconcile_interval: rollout_spec::Duration::from_secs(10),
+        lease_ttl: rollout_spec::Duration::from_secs(15),
+        replica: "bench".into(),
+        concurrency,
+        ..Config::for_test(&url)
+    };
+    let setup = rolloutd::Setup {
+        observer: Some(observer),
+        ..rolloutd::Setup::on_store(config, store.clone())
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(rolloutd::serve(
+        listener,
+        setup,
+        Arc::clone(&world),
+        world,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let warm_up = wait_for_starts(&store, rollouts).await?;
     tokio::time::sleep(Duration::from_secs(12)).await;
     let a = phase(&record, &store, seconds).await;
     // Phase B: add the analysis (the same run continues, now judged every minute).
@@ -317,53 +376,7 @@ async fn main() -> anyhow::Result<()> {
         "all {rollouts} runs started in {:.1} s\n",
         warm_up.as_secs_f64()
     );
-    println!("| phase | reconciles | per second | p50 ms | p99 ms | max ms | wrote a status | no-op | state write statements | lease write statements | longest gap between reconciles of a rollout |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for (name, p) in [
-        ("A: pauses, no analysis", &a),
-        (
-            "B0: the first 15 s after the analysis was added to every rollout",
-            &b0,
-        ),
-        ("B: analysis every minute (the next 150 s)", &b),
-    ] {
-        println!(
-            "| {name} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {:.1} s |",
-            p.reconciles,
-            p.per_second,
-            p.p50,
-            p.p99,
-            p.max_ms,
-            p.wrote,
-            p.noop,
-            p.state_writes,
-            p.lease_writes,
-            p.max_gap.as_secs_f64()
-        );
-    }
-    println!(
-        "\nadding the analysis to all {rollouts} rollouts (apply, 500 documents a transaction) took {:.1} s before B0",
-        applied_in.as_secs_f64()
-    );
-    for (name, p) in [("A", &a), ("B0", &b0), ("B", &b)] {
-        println!(
-            "\nphase {name}: reconciles that wrote a status: p50 {:.2} ms, p99 {:.2} ms; over 5 ms: {} that wrote, {} no-op",
-            p.wrote_p50, p.wrote_p99, p.over_5ms.0, p.over_5ms.1
-        );
-        let slices: Vec<String> = p
-            .by_slice
-            .iter()
-            .enumerate()
-            .map(|(i, (n, w, slow))| {
-                format!(
-                    ":{:02}-:{:02} {n} reconciles, {w} wrote, {slow} over 5 ms",
-                    i * 10,
-                    i * 10 + 9
-                )
-            })
-            .collect();
-        println!("  by second of the minute: {}", slices.join("; "));
-    }
+    print_phases(rollouts, &a, &b0, &b, applied_in);
     let writes_per_noop = if a.noop > 0 {
         a.state_writes as f64 / a.noop as f64
     } else {

@@ -73,6 +73,36 @@ pub fn start_with(
     for (k, v) in env_for(endpoint) {
         cmd.env(k, v);
     }
+    launch(cmd, port, log)
+}
+
+/// Starts `rolloutd serve` on SQLite in `dir` against a simulated load
+/// balancer (no AWS), listening on a free loopback port, with `args`.
+pub fn start_simulated(dir: &Path, args: &[&str]) -> Daemon {
+    start_simulated_logging(dir, args, "info")
+}
+
+/// [`start_simulated`] with the log filter `log` (`ROLLOUTD_LOG`).
+pub fn start_simulated_logging(dir: &Path, args: &[&str], log_filter: &str) -> Daemon {
+    let port = free_port();
+    let log = dir.join("rolloutd.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolloutd"));
+    cmd.arg("serve")
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", dir.join("state.db").display()))
+        .arg("--simulate-world")
+        .arg(format!("sqlite://{}", dir.join("world.db").display()))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--reconcile-interval", "1s"])
+        .args(args)
+        .env("ROLLOUTD_LOG", log_filter)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
+    launch(cmd, port, log)
+}
+
+/// Spawns `cmd` and waits until it answers `/readyz` on `port`.
+fn launch(mut cmd: Command, port: u16, log: PathBuf) -> Daemon {
     let child = cmd.spawn().expect("rolloutd");
     let d = Daemon {
         child,
@@ -118,6 +148,16 @@ pub fn get(d: &Daemon, path: &str) -> (u16, Value) {
 /// `POST path` with `body`.
 pub fn post(d: &Daemon, path: &str, body: &str) -> (u16, Value) {
     answer(agent().post(format!("{}{path}", d.base)).send(body))
+}
+
+/// `POST path` with `body` and `Authorization: Bearer token`.
+pub fn post_with_token(d: &Daemon, path: &str, body: &str, token: &str) -> (u16, Value) {
+    answer(
+        agent()
+            .post(format!("{}{path}", d.base))
+            .header("Authorization", format!("Bearer {token}"))
+            .send(body),
+    )
 }
 
 /// `DELETE path`.
@@ -169,5 +209,92 @@ pub async fn until(d: &Daemon, limit: Duration, why: &str, mut what: impl FnMut(
             tail(&d.log)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A token file `dir/token` holding `token`; its path.
+pub fn token_file(dir: &Path, token: &str) -> PathBuf {
+    let path = dir.join("token");
+    std::fs::write(&path, format!("{token}\n")).expect("token file");
+    path
+}
+
+/// Lets this test process open `n` files (it opens thousands of sockets).
+pub fn allow_open_files(n: u32) {
+    let _ = Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            &format!("--nofile={n}:{n}"),
+        ])
+        .status();
+}
+
+/// A Rollout document on a listener (or one of its rules) with the given
+/// target groups and canary `steps` (a YAML flow list), plus `extra` lines
+/// under `spec` (e.g. an `analysis:` line), each already indented.
+pub fn rollout_doc(
+    name: &str,
+    routing: &str,
+    stable: &str,
+    canary: &str,
+    steps: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "---
+apiVersion: rolloutd.dev/v1alpha1
+kind: Rollout
+metadata: {{name: {name}}}
+spec:
+  revision: \"r1\"
+  trafficRouting: {{alb: {{{routing}}}}}
+  stable: {{targetGroupArn: {stable}}}
+  canary: {{targetGroupArn: {canary}}}
+  strategy: {{canary: {{steps: {steps}}}}}
+{extra}"
+    )
+}
+
+/// Holds at 5% until promoted.
+pub const HOLD_AT_5: &str = "[{setWeight: 5}, {pause: {}}, {setWeight: 100}]";
+
+/// A template judging the 5xx rate on 1 s periods (moto serves no
+/// percentiles).
+pub const ERRORS_TEMPLATE: &str = "apiVersion: rolloutd.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: errors}
+spec:
+  alb:
+    period: 1s
+    delay: 2s
+    errorRate: {maxIncrease: 50%}
+";
+
+/// Targets answering 1% 5xx in 50 ms.
+pub const GOOD: rollout_awskit::alb::Behaviour = rollout_awskit::alb::Behaviour {
+    error_rate: 0.01,
+    latency: 0.05,
+    declines: 0.0,
+};
+
+/// Targets answering 10% 5xx.
+pub const BAD: rollout_awskit::alb::Behaviour = rollout_awskit::alb::Behaviour {
+    error_rate: 0.10,
+    ..GOOD
+};
+
+/// One service's traffic at 2,000 requests a second through its
+/// listener's default action, stable answering as [`GOOD`].
+pub fn traffic(
+    svc: &rollout_awskit::alb::Service,
+    canary: rollout_awskit::alb::Behaviour,
+) -> rollout_awskit::alb::Traffic {
+    rollout_awskit::alb::Traffic {
+        service: svc.clone(),
+        via_rule: false,
+        rps: 2_000.0,
+        stable: GOOD,
+        canary,
     }
 }

@@ -1,0 +1,259 @@
+//! Stage 6: the analysis intervals that are due are judged; a failed
+//! verdict rolls back.
+
+use super::*;
+
+impl Reconcile<'_> {
+    /// A canary run whose current weight is seen applied is judged from then
+    /// on; this also starts the analysis when it is added to a running
+    /// rollout's spec (or comes back after a spec change) at a weight that
+    /// was already verified.
+    pub(super) fn ensure_analysis_origin(&mut self) {
+        let canary_analysis = self.ctx.rollout.spec.strategy.canary.is_some()
+            && self.ctx.rollout.spec.analysis.is_some();
+        let w = self.st.canary_weight;
+        if canary_analysis
+            && self.st.analysis.origin.is_none()
+            && self.settled()
+            && matches!(self.st.phase, Phase::Progressing | Phase::Paused)
+            && w > 0
+            && w < 100
+        {
+            // Intervals lie on the wall-clock grid of the analysis interval,
+            // from the boundary at or before now: every rollout with the same
+            // interval has its intervals fall due at the same instants, so
+            // their metrics are read together (one GetMetricData call carries
+            // 500 queries), and an interval covers whole CloudWatch periods
+            // when the period divides it. The first interval may begin before
+            // the weight was seen: it counts against the canary, but only an
+            // interval wholly at the current weight counts as a pass.
+            let interval = self
+                .ctx
+                .rollout
+                .spec
+                .analysis
+                .as_ref()
+                .map_or(1, |a| a.interval.as_millis().max(1));
+            self.st.analysis.origin = Some(grid_floor(self.now, interval));
+        }
+    }
+
+    pub(super) fn analyze(&mut self) {
+        let Some(AnalysisConfig {
+            templates: names,
+            count,
+            ..
+        }) = analysis_config(self.ctx, &self.st)
+        else {
+            return;
+        };
+        let due = due_intervals(self.ctx, &self.st, self.now);
+        for name in names {
+            let Some(template) = self.ctx.templates.get(&name) else {
+                self.fail(format!("AnalysisTemplate `{name}` does not exist"));
+                return;
+            };
+            if !self.judge_due(&name, template, &due) || !self.apply_limits(&name, template, count)
+            {
+                return;
+            }
+        }
+        self.wake_for_next_interval();
+    }
+
+    /// Judges the template's due intervals whose metrics were read, in
+    /// order (an interval that could not be read is retried until the next
+    /// one is due too). False when the run ended (metrics that can never
+    /// be read).
+    fn judge_due(
+        &mut self,
+        name: &str,
+        template: &AnalysisTemplateSpec,
+        due: &[IntervalRequest],
+    ) -> bool {
+        let name = name.to_string();
+        let mine: Vec<&IntervalRequest> = due.iter().filter(|w| w.template == name).collect();
+        for (i, window) in mine.iter().enumerate() {
+            let result = self
+                .obs
+                .intervals
+                .iter()
+                .find(|r| r.template == name && r.end == window.end);
+            let weight = self.st.canary_weight;
+            let wholly_at_weight = self
+                .st
+                .weight_verified_at
+                .is_none_or(|seen| window.start >= seen);
+            let entry = self.st.analysis.templates.entry(name.clone()).or_default();
+            match result.map(|r| &r.metrics) {
+                None => break,
+                Some(Ok(metrics)) => {
+                    entry.history.push(metrics.clone());
+                    if entry.history.len() > HISTORY_INTERVALS {
+                        entry.history.remove(0);
+                    }
+                    let verdict = rollout_analysis::judge(template, &entry.history);
+                    entry.intervals_done += 1;
+                    entry.errors_in_a_row = 0;
+                    match verdict.verdict {
+                        Verdict::Pass => {
+                            if wholly_at_weight {
+                                entry.passes += 1;
+                            }
+                            entry.inconclusive_in_a_row = 0;
+                        }
+                        Verdict::Fail => {
+                            entry.failed += 1;
+                            entry.inconclusive_in_a_row = 0;
+                        }
+                        Verdict::Inconclusive => entry.inconclusive_in_a_row += 1,
+                    }
+                    let message = format!(
+                        "{name} at canary {weight}%: {} ({})",
+                        verdict.verdict.as_str(),
+                        verdict.summary()
+                    );
+                    entry.last = Some(JudgedInterval {
+                        end: window.end,
+                        canary_weight: weight,
+                        result: verdict,
+                    });
+                    self.event(EventKind::AnalysisJudged, message, None);
+                }
+                Some(Err(e)) if e.fatal => {
+                    let message =
+                        format!("analysis `{name}` cannot read its metrics: {}", e.message);
+                    self.fail(message);
+                    return false;
+                }
+                Some(Err(e)) => {
+                    // Retry the same interval until the next one is due too.
+                    if i + 1 >= mine.len() {
+                        break;
+                    }
+                    entry.intervals_done += 1;
+                    entry.errors_in_a_row += 1;
+                    let message = format!(
+                        "{name}: the interval ending {} could not be read: {}",
+                        window.end, e.message
+                    );
+                    self.event(EventKind::AnalysisError, message, None);
+                }
+            }
+        }
+        true
+    }
+
+    /// The template's limits: too many failed intervals roll back, too
+    /// many read errors in a row fail the run, too many inconclusive ones
+    /// (or none passing in a bounded phase) pause it. False when the run
+    /// ended.
+    fn apply_limits(
+        &mut self,
+        name: &str,
+        template: &AnalysisTemplateSpec,
+        count: Option<u32>,
+    ) -> bool {
+        let state = self
+            .st
+            .analysis
+            .templates
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        let spec = &template;
+        if state.failed > spec.failure_limit {
+            let evidence = state
+                .last
+                .as_ref()
+                .map(|l| l.result.summary())
+                .unwrap_or_default();
+            let message = format!(
+                "analysis `{name}` failed {} interval(s) (failureLimit {}): {evidence}",
+                state.failed, spec.failure_limit
+            );
+            self.roll_back(message);
+            return self.st.phase == Phase::Paused;
+        }
+        if state.errors_in_a_row > spec.consecutive_error_limit {
+            self.fail(format!(
+                "analysis `{name}`: the metric source failed {} intervals in a row (consecutiveErrorLimit {})",
+                state.errors_in_a_row, spec.consecutive_error_limit
+            ));
+            return false;
+        }
+        let exhausted = count.is_some_and(|c| state.intervals_done >= c && state.passes == 0);
+        if (state.inconclusive_in_a_row > spec.inconclusive_limit || exhausted)
+            && self.st.pause.is_none()
+            && self.st.phase == Phase::Progressing
+        {
+            let message = format!(
+                "analysis `{name}` was inconclusive {} interval(s) in a row ({}); promote to go on without it, or abort",
+                state.inconclusive_in_a_row,
+                state.last.as_ref().map(|l| l.result.summary()).unwrap_or_default()
+            );
+            self.pause(PauseReason::Inconclusive, message, None);
+        }
+        true
+    }
+
+    /// Asks to be woken when each template's next interval falls due.
+    fn wake_for_next_interval(&mut self) {
+        if let (
+            Some(origin),
+            Some(AnalysisConfig {
+                interval_ms: interval,
+                templates: names,
+                ..
+            }),
+        ) = (self.st.analysis.origin, analysis_config(self.ctx, &self.st))
+        {
+            for name in names {
+                let delay = self
+                    .ctx
+                    .templates
+                    .get(&name)
+                    .map_or(0, |t| t.alb.delay.as_millis());
+                let done = self
+                    .st
+                    .analysis
+                    .templates
+                    .get(&name)
+                    .map_or(0, |t| t.intervals_done);
+                let next = origin
+                    .plus_ms(interval.saturating_mul(u64::from(done) + 1))
+                    .plus_ms(delay);
+                self.requeue_at(next);
+            }
+        }
+    }
+
+    pub(super) fn analysis_passed(&self) -> Result<(), String> {
+        if self.st.step_promoted {
+            return Ok(());
+        }
+        let Some(analysis) = &self.ctx.rollout.spec.analysis else {
+            return Ok(());
+        };
+        for name in &analysis.templates {
+            let state = self.st.analysis.templates.get(name);
+            if state.is_none_or(|s| s.passes == 0) {
+                let last = state
+                    .and_then(|s| s.last.as_ref())
+                    .map(|l| {
+                        format!(
+                            "; last interval {}: {}",
+                            l.result.verdict.as_str(),
+                            l.result.summary()
+                        )
+                    })
+                    .unwrap_or_default();
+                return Err(format!(
+                    "waiting for a passing analysis `{name}` at canary {}%{last}",
+                    self.st.canary_weight
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -30,6 +30,38 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+/// How many finished handshakes the kernel may queue for `accept` (Linux
+/// caps it at `net.core.somaxconn`, 4096 by default). tokio's `bind` asks
+/// for 1,024: in a burst beyond that (a reconnect storm, a flood held at
+/// the connection cap) the kernel drops the handshake's last ACK and the
+/// client waits for SYN-ACK retransmissions, 1 + 2 + 4 + 8 + 16 s, before
+/// it is even seen, and health checks queue behind it.
+pub const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Listens on `addr` (host:port, names resolved; the first address that
+/// binds wins) with a deep accept queue ([`ACCEPT_BACKLOG`]).
+pub async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(ACCEPT_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{addr} resolves to no address"),
+        )
+    }))
+}
+
 /// The server's limits (config keys `http*`, see docs/operations.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {

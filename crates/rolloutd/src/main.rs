@@ -182,7 +182,7 @@ async fn listen(config: &Config, demo: bool) -> anyhow::Result<tokio::net::TcpLi
     if !token_given && !demo {
         warn!("no API token (--api-token-file): every request is accepted unauthenticated");
     }
-    tokio::net::TcpListener::bind(&config.listen)
+    rolloutd::http::bind(&config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))
 }

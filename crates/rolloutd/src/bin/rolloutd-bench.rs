@@ -344,7 +344,7 @@ async fn main() -> anyhow::Result<()> {
         observer: Some(observer),
         ..rolloutd::Setup::on_store(config, store.clone())
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = rolloutd::http::bind("127.0.0.1:0").await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(rolloutd::serve(
         listener,

@@ -1225,6 +1225,12 @@ fn target_groups_the_rollout_does_not_name_are_never_written_over() {
         let (st, events) = check_rollout((rollout, templates), &ticks);
         assert_eq!(kinds(&events, EventKind::WeightDrift), 1, "{policy:?}");
         assert!(st.message.contains("does not name"), "{}", st.message);
+        // Its notification says what the run became.
+        let drift = events
+            .iter()
+            .find(|e| e.kind == EventKind::WeightDrift)
+            .expect("a drift event");
+        assert_eq!(drift.phase_after(), "Paused", "{}", drift.message);
     }
 }
 

@@ -81,7 +81,7 @@ impl Reconcile<'_> {
             return;
         }
         let why = if fw.other > 0 {
-            "; rolloutd never changes target groups a rollout does not name: remove them from the forward action, then resume or abort".to_string()
+            format!("; {DRIFT_PAUSES}: rolloutd never changes target groups a rollout does not name; remove them from the forward action, then resume or abort")
         } else {
             format!("; {DRIFT_PAUSES} and leaves the weights as they are: resume to write its weights back, or abort")
         };

@@ -1,6 +1,7 @@
 //! `judge-bench`: the canary judges compared on the same simulated runs.
 //!
 //! Usage: `cargo run --release -p judge-bench -- [--runs N] [--seed S] [--minutes M] [--error-cv C]`
+//! (and `… -- pacing`: fixed against evidence-driven pauses, see `pacing.rs`)
 //!
 //! Each run is `M` one-minute intervals (default 30) of both arms' ALB
 //! metrics at a fixed canary share, generated from one seed:
@@ -25,6 +26,8 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
+
+mod pacing;
 
 use rollout_analysis::stats::{lognormal_cv, normal_pdf, wilson};
 use rollout_analysis::{judge, ArmSample, IntervalMetrics, Verdict};
@@ -435,6 +438,10 @@ fn args() -> Result<Args, String> {
 type Tallies = BTreeMap<(JudgeName, usize, bool), Tally>;
 
 fn main() -> std::process::ExitCode {
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.first().map(String::as_str) == Some("pacing") {
+        return pacing::main(&all[1..]);
+    }
     let a = match args() {
         Ok(a) => a,
         Err(e) => {

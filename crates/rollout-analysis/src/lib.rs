@@ -18,6 +18,7 @@ pub mod mann_whitney;
 pub mod sequential;
 pub mod stats;
 pub mod threshold;
+pub mod within;
 
 use rollout_spec::{AnalysisTemplateSpec, JudgeKind};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,30 @@ pub fn judge(spec: &AnalysisTemplateSpec, history: &[IntervalMetrics]) -> Interv
     };
     metrics.extend(custom::judge(spec, alpha, history));
     IntervalVerdict::combine(metrics)
+}
+
+/// The checks whose evidence of being within tolerance, over `tail` alone
+/// (the intervals at the current weight), points outside it: at most 1,
+/// or with `strongly` at most `α^½` (as far as a suspicious interval
+/// points the other way). Each as (check, evidence).
+pub fn pointing_outside(
+    spec: &AnalysisTemplateSpec,
+    tail: &[IntervalMetrics],
+    strongly: bool,
+) -> Vec<(String, f64)> {
+    judge(spec, tail)
+        .metrics
+        .into_iter()
+        .filter_map(|m| {
+            let w = m.within?;
+            let bound = if strongly {
+                1.0 / w.threshold.sqrt()
+            } else {
+                1.0
+            };
+            (w.evidence <= bound).then_some((m.metric, w.evidence))
+        })
+        .collect()
 }
 
 /// The judge of `kind` on the built-in checks of `alb`, with a
@@ -209,6 +234,10 @@ pub struct MetricVerdict {
     pub verdict: Verdict,
     /// One line a person can read.
     pub reason: String,
+    /// The evidence that the canary is within the check's tolerance (the
+    /// sequential judge's built-in checks), for pauses that may end early.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<within::Within>,
 }
 
 impl MetricVerdict {
@@ -227,6 +256,7 @@ impl MetricVerdict {
             threshold: None,
             verdict: Verdict::Inconclusive,
             reason: String::new(),
+            within: None,
         }
     }
 }
@@ -255,6 +285,51 @@ impl IntervalVerdict {
         IntervalVerdict { verdict, metrics }
     }
 
+    /// Whether every check has shown the canary within its tolerance, in
+    /// words, and (when not) how many more intervals the slowest check
+    /// would need at the pace so far.
+    pub fn within_tolerance(&self) -> WithinSummary {
+        let mut shown = !self.metrics.is_empty();
+        let mut needed = Some(0.0_f64);
+        let mut clauses = Vec::new();
+        for m in &self.metrics {
+            let name = &m.metric;
+            let fmt = sequential::fmt_e;
+            match &m.within {
+                Some(w) if w.shown() => clauses.push(format!(
+                    "{name} within tolerance (evidence {} ≥ {})",
+                    fmt(w.evidence),
+                    fmt(w.threshold)
+                )),
+                Some(w) => {
+                    shown = false;
+                    needed = needed.zip(w.intervals_needed).map(|(a, b)| a.max(b));
+                    let pace = match w.intervals_needed {
+                        Some(n) => format!("about {n:.0} more interval(s) at this pace"),
+                        None => "the data so far does not point inside the tolerance".into(),
+                    };
+                    clauses.push(format!(
+                        "{name} not yet shown within tolerance (evidence {} of {}; {pace})",
+                        fmt(w.evidence),
+                        fmt(w.threshold)
+                    ));
+                }
+                None => {
+                    shown = false;
+                    needed = None;
+                    clauses.push(format!(
+                        "{name} has no test of being within tolerance (only the sequential judge's errorRate and latency checks have one)"
+                    ));
+                }
+            }
+        }
+        WithinSummary {
+            shown,
+            text: clauses.join("; "),
+            intervals_needed: if shown { None } else { needed },
+        }
+    }
+
     /// The failing metrics' reasons, joined; or the first inconclusive reason.
     pub fn summary(&self) -> String {
         let pick = |v: Verdict| {
@@ -270,4 +345,17 @@ impl IntervalVerdict {
             Verdict::Pass => pick(Verdict::Pass).join("; "),
         }
     }
+}
+
+/// Whether an interval's checks have all shown the canary within its
+/// tolerance ([`IntervalVerdict::within_tolerance`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WithinSummary {
+    /// Every check has.
+    pub shown: bool,
+    /// One clause per check.
+    pub text: String,
+    /// When not shown: the intervals the slowest check would need at the
+    /// pace so far (absent when some check gives no projection).
+    pub intervals_needed: Option<f64>,
 }

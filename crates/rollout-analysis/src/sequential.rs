@@ -58,10 +58,10 @@ const ERROR_RATIOS: [f64; 4] = [2.0, 4.0, 8.0, 16.0];
 const LATENCY_EFFECTS: [f64; 5] = [0.05, 0.1, 0.2, 0.4, 0.8];
 /// A single interval contributes at most this fraction of the rejection
 /// threshold's log.
-const CAP_FRACTION: f64 = 0.6;
+pub(crate) const CAP_FRACTION: f64 = 0.6;
 /// Per-interval noise of a log latency ratio not explained by sampling
 /// (hosts, caches): 3%.
-const LATENCY_FLOOR: f64 = 0.03;
+pub(crate) const LATENCY_FLOOR: f64 = 0.03;
 /// The latency CV assumed when the source gives none (conservative).
 const DEFAULT_CV: f64 = 1.5;
 /// How much an arm's 5xx rate wanders from one interval to the next on its
@@ -72,15 +72,83 @@ pub const ERROR_RATE_CV: f64 = 0.5;
 
 /// ln of the beta-binomial likelihood of `k` of `n` with mean `p` and
 /// concentration `nu`, without the binomial coefficient (it cancels).
-fn ln_beta_binomial(k: f64, n: f64, p: f64, nu: f64) -> f64 {
+pub(crate) fn ln_beta_binomial(k: f64, n: f64, p: f64, nu: f64) -> f64 {
     ln_beta(k + p * nu, n - k + (1.0 - p) * nu) - ln_beta(p * nu, (1.0 - p) * nu)
 }
 
 /// ln of the negative-binomial likelihood of `k` with mean `mu` and shape
 /// `shape`, without the terms that do not depend on `mu`.
-fn ln_negative_binomial(k: f64, mu: f64, shape: f64) -> f64 {
+pub(crate) fn ln_negative_binomial(k: f64, mu: f64, shape: f64) -> f64 {
     shape * (shape / (shape + mu)).ln() + k * (mu / (shape + mu)).ln() + ln_gamma(k + shape)
         - ln_gamma(shape)
+}
+
+/// One interval's request and 5xx counts of both arms (errors at most
+/// requests), when both arms have both.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorCounts {
+    pub s: f64,
+    pub c: f64,
+    pub es: f64,
+    pub ec: f64,
+}
+
+impl ErrorCounts {
+    pub(crate) fn of(w: &IntervalMetrics) -> Option<ErrorCounts> {
+        let (s, c) = (w.stable.requests()?, w.canary.requests()?);
+        let (es, ec) = (w.stable.errors()?, w.canary.errors()?);
+        Some(ErrorCounts {
+            s,
+            c,
+            es: es.min(s),
+            ec: ec.min(c),
+        })
+    }
+}
+
+/// The canary's share of an interval's errors at the tolerated rate, from
+/// its request split: `a = c·(1+δ)`, `p₀ = a/(a+s)`, and the concentration
+/// `ν` of the beta the share follows when both arms' rates wander by
+/// [`ERROR_RATE_CV`] (the share's logit varies by 2·CV²).
+pub(crate) struct ShareNull {
+    pub a: f64,
+    pub p0: f64,
+    pub nu: f64,
+}
+
+impl ShareNull {
+    pub(crate) fn of(s: f64, c: f64, delta: f64) -> ShareNull {
+        let a = c * (1.0 + delta);
+        let p0 = a / (a + s);
+        let cv2 = ERROR_RATE_CV * ERROR_RATE_CV;
+        let nu = (1.0 / (p0 * (1.0 - p0) * 2.0 * cv2) - 1.0).max(1.0);
+        ShareNull { a, p0, nu }
+    }
+}
+
+/// One interval's latency statistic of both arms with the standard errors
+/// of their logs, when both arms served requests.
+pub(crate) struct LatencyPair {
+    pub ls: f64,
+    pub lc: f64,
+    pub se_s: f64,
+    pub se_c: f64,
+}
+
+impl LatencyPair {
+    pub(crate) fn of(w: &IntervalMetrics, stat: LatencyStatistic) -> Option<LatencyPair> {
+        let (s, c) = (w.stable.requests()?, w.canary.requests()?);
+        let (ls, lc) = (latency(&w.stable)?, latency(&w.canary)?);
+        if s <= 0.0 || c <= 0.0 {
+            return None;
+        }
+        Some(LatencyPair {
+            ls,
+            lc,
+            se_s: log_se(&w.stable, s, stat),
+            se_c: log_se(&w.canary, c, stat),
+        })
+    }
 }
 
 /// A mixture e-process over alternatives *and* start times.
@@ -180,7 +248,7 @@ fn log_se(a: &ArmSample, n: f64, stat: LatencyStatistic) -> f64 {
     }
 }
 
-fn fmt_e(e: f64) -> String {
+pub(crate) fn fmt_e(e: f64) -> String {
     if e >= 1000.0 {
         format!("{e:.1e}")
     } else {
@@ -250,6 +318,7 @@ pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[IntervalMetrics]) -> Inte
     if let Some(check) = &alb.latency {
         metrics.push(latency_check(check, &interval));
     }
+    crate::within::annotate(alb, interval.alpha_check, history, &mut metrics);
     IntervalVerdict::combine(metrics)
 }
 
@@ -325,14 +394,9 @@ fn error_evidence(
         .map(|_| EProcess::new(ERROR_RATIOS.len() - 1, alpha_check));
     let (mut sum_es, mut sum_ns, mut sum_ec, mut sum_nc) = (0.0, 0.0, 0.0, 0.0);
     for w in history {
-        let (Some(s), Some(c)) = (w.stable.requests(), w.canary.requests()) else {
+        let Some(ErrorCounts { s, c, es, ec }) = ErrorCounts::of(w) else {
             continue;
         };
-        let (Some(es), Some(ec)) = (w.stable.errors(), w.canary.errors()) else {
-            continue;
-        };
-        let ec = ec.min(c);
-        let es = es.min(s);
         if s > 0.0 && c > 0.0 {
             sum_es += es;
             sum_ns += s;
@@ -342,12 +406,7 @@ fn error_evidence(
         if let (Some(e), Some(delta)) = (&mut rel, check.max_increase) {
             let total = es + ec;
             if s > 0.0 && c > 0.0 && total > 0.0 {
-                let a = c * (1.0 + delta.fraction());
-                let p0 = a / (a + s);
-                // Both arms' rates wander by ERROR_RATE_CV: the share's
-                // logit varies by 2·CV², a beta of this concentration.
-                let cv2 = ERROR_RATE_CV * ERROR_RATE_CV;
-                let nu = (1.0 / (p0 * (1.0 - p0) * 2.0 * cv2) - 1.0).max(1.0);
+                let ShareNull { a, p0, nu } = ShareNull::of(s, c, delta.fraction());
                 let null = ln_beta_binomial(ec, total, p0, nu);
                 e.push(ERROR_RATIOS.iter().map(|rho| {
                     let p1 = a * rho / (a * rho + s);
@@ -489,17 +548,9 @@ fn latency_evidence(
         .map(|_| EProcess::new(LATENCY_EFFECTS.len(), alpha_check));
     let (mut sum_d, mut sum_var, mut count) = (0.0, 0.0, 0.0);
     for w in history {
-        let (Some(s), Some(c)) = (w.stable.requests(), w.canary.requests()) else {
+        let Some(LatencyPair { ls, lc, se_s, se_c }) = LatencyPair::of(w, stat) else {
             continue;
         };
-        let (Some(ls), Some(lc)) = (latency(&w.stable), latency(&w.canary)) else {
-            continue;
-        };
-        if s <= 0.0 || c <= 0.0 {
-            continue;
-        }
-        let se_c = log_se(&w.canary, c, stat);
-        let se_s = log_se(&w.stable, s, stat);
         if let (Some(e), Some(delta)) = (&mut rel, check.max_increase) {
             let d = (lc / ls).ln() - (1.0 + delta.fraction()).ln();
             let var = se_c * se_c + se_s * se_s + LATENCY_FLOOR * LATENCY_FLOOR;

@@ -116,6 +116,13 @@ pub struct SimMetrics {
     pub lag_ms: u64,
     /// Queries fail with this transient error while set.
     pub failing: Option<String>,
+    /// Each arm's 5xx rate wanders from minute to minute by this
+    /// coefficient of variation on its own (0: a steady rate).
+    pub error_cv: f64,
+    /// Each arm's latency wanders from minute to minute by this fraction
+    /// on its own (a host's bad minute; 0: steady).
+    pub latency_noise: f64,
+    seed: u64,
     seconds: BTreeMap<i64, (Second, Second)>,
 }
 
@@ -130,7 +137,29 @@ impl SimMetrics {
             canary_change: None,
             lag_ms: 30_000,
             failing: None,
+            error_cv: 0.0,
+            latency_noise: 0.0,
+            seed,
             seconds: BTreeMap::new(),
+        }
+    }
+
+    /// The arm's behaviour in the minute holding second `t`, with the
+    /// per-minute wander (a lognormal multiplier of mean 1 on each).
+    fn wander(&self, t: i64, canary: bool, b: ArmBehaviour) -> ArmBehaviour {
+        if self.error_cv == 0.0 && self.latency_noise == 0.0 {
+            return b;
+        }
+        let minute = t.div_euclid(60);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&(self.seed, minute, canary), &mut h);
+        let mut rng = Rng::new(std::hash::Hasher::finish(&h));
+        let s2 = (1.0 + self.error_cv * self.error_cv).ln();
+        let errors = (s2.sqrt() * rng.normal() - s2 / 2.0).exp();
+        let latency = (self.latency_noise * rng.normal()).exp();
+        ArmBehaviour {
+            error_rate: (b.error_rate * errors).min(1.0),
+            latency: b.latency * latency,
         }
     }
 
@@ -156,7 +185,11 @@ impl SimMetrics {
             _ => self.canary,
         };
         let share = canary_share.clamp(0.0, 100.0) / 100.0;
-        let stable = self.arm_second(self.rps * (1.0 - share), self.stable);
+        let (stable_b, canary_b) = (
+            self.wander(t, false, self.stable),
+            self.wander(t, true, canary_b),
+        );
+        let stable = self.arm_second(self.rps * (1.0 - share), stable_b);
         let canary = self.arm_second(self.rps * share, canary_b);
         self.seconds.insert(t, (stable, canary));
     }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use crate::decode::{Diagnostic, Locations};
 use crate::types::{
-    placeholders, AnalysisTemplate, BlueGreenStrategy, CanaryStep, CustomMetric, PhaseAnalysis,
-    Rollout, RolloutAnalysis, DIMENSION_PLACEHOLDERS,
+    placeholders, AnalysisTemplate, BlueGreenStrategy, CanaryStep, CustomMetric, Pause,
+    PhaseAnalysis, Rollout, RolloutAnalysis, DIMENSION_PLACEHOLDERS,
 };
 use crate::values::{Duration, ElbArnParts};
 use crate::Located;
@@ -361,6 +361,7 @@ fn check_rollout(r: &Rollout, templates: &BTreeMap<&str, Duration>, rep: &mut Re
     }
     if let Some(canary) = &spec.strategy.canary {
         check_canary_steps(&canary.steps, rep);
+        check_evidence_pauses(&canary.steps, spec.analysis.is_some(), rep);
     }
     if let Some(bg) = &spec.strategy.blue_green {
         check_blue_green(bg, listener, templates, rep);
@@ -431,6 +432,36 @@ fn check_canary_steps(steps: &[CanaryStep], rep: &mut Report<'_>) {
             ),
         ),
         Some(_) => {}
+    }
+}
+
+/// A pause that may end early needs a duration it ends before, and the
+/// analysis whose evidence ends it.
+fn check_evidence_pauses(steps: &[CanaryStep], analysis: bool, rep: &mut Report<'_>) {
+    for (i, step) in steps.iter().enumerate() {
+        let CanaryStep::Pause(Pause {
+            duration,
+            minimum: Some(min),
+        }) = step
+        else {
+            continue;
+        };
+        let path = format!("spec.strategy.canary.steps[{i}].pause.minimum");
+        match duration {
+            None => rep.at(
+                &path,
+                "a pause without a duration waits for promote; `minimum` needs a `duration` to end early before",
+            ),
+            Some(d) if min > d => rep.at(
+                &path,
+                format!("the minimum {min} is longer than the duration {d}; the pause could never end early"),
+            ),
+            Some(_) if !analysis => rep.at(
+                &path,
+                "a pause ends early on the analysis's evidence, and this rollout has no `spec.analysis`",
+            ),
+            Some(_) => {}
+        }
     }
 }
 

@@ -66,6 +66,13 @@ enum Command {
         /// Output: `table` for people, `json` for one object per line.
         #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
         output: String,
+        /// Pace the intervals as pauses of this duration, one after another,
+        /// and say when each would have ended (with --minimum: evidence-driven).
+        #[arg(long, value_parser = parse_duration)]
+        pause: Option<rollout_spec::Duration>,
+        /// An evidence-driven pause may end from this long on (needs --pause).
+        #[arg(long, value_parser = parse_duration, requires = "pause")]
+        minimum: Option<rollout_spec::Duration>,
     },
     /// Send specs to the server (all or nothing); --dry-run shows what would change.
     Apply {
@@ -221,6 +228,25 @@ fn main() -> ExitCode {
             ref template,
             ref observations,
             ref output,
-        } => replay::run(template, observations, output == "json"),
+            pause,
+            minimum,
+        } => {
+            if let (Some(p), Some(m)) = (pause, minimum) {
+                if m > p {
+                    eprintln!("rolloutctl: --minimum {m} is longer than --pause {p}");
+                    return ExitCode::from(2);
+                }
+            }
+            let pacing = pause.map(|duration| replay::Pacing {
+                duration,
+                minimum: minimum.unwrap_or(duration),
+            });
+            replay::run(template, observations, output == "json", pacing)
+        }
     }
+}
+
+/// A duration flag (`90s`, `5m`, `1h30m`).
+fn parse_duration(s: &str) -> Result<rollout_spec::Duration, String> {
+    s.parse().map_err(|e: String| e)
 }

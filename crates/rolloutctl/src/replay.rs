@@ -222,10 +222,96 @@ fn sample(row: Option<&Row>, stat: LatencyStatistic) -> ArmSample {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct IntervalLine<'a> {
     t: i64,
     verdict: Verdict,
     metrics: &'a [rollout_analysis::MetricVerdict],
+    /// With `--pause`: the pause that would have ended at this interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step_ended: Option<StepEnd>,
+}
+
+/// `--pause D --minimum M`: the pacing of the daemon's evidence-driven
+/// pauses, over the recorded intervals as one pause after another.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// The pause's duration.
+    pub duration: rollout_spec::Duration,
+    /// Its minimum (the pause may end from then on).
+    pub minimum: rollout_spec::Duration,
+}
+
+/// A pause that would have ended.
+#[derive(Debug, Serialize)]
+struct StepEnd {
+    /// The pause's number, from 1.
+    pause: u32,
+    /// `evidence` (ended early) or `duration`.
+    by: &'static str,
+    /// Seconds it lasted.
+    after: i64,
+    /// Why: the evidence, or what it lacked.
+    why: String,
+}
+
+/// Where the pauses stand.
+struct Pauses {
+    pacing: Pacing,
+    number: u32,
+    /// The current pause's start (seconds) and its first interval's index.
+    start: (i64, usize),
+}
+
+impl Pauses {
+    /// After the interval ending at `t` (the last of `history`), judged
+    /// `v`: the pause that ends there, as the daemon would end it.
+    fn after(
+        &mut self,
+        spec: &AnalysisTemplateSpec,
+        history: &[IntervalMetrics],
+        t: i64,
+        v: &IntervalVerdict,
+    ) -> Option<StepEnd> {
+        let (start, first) = self.start;
+        let elapsed = t - start;
+        let ms =
+            |d: rollout_spec::Duration| i64::try_from(d.as_millis() / 1000).unwrap_or(i64::MAX);
+        let tail = &history[first.min(history.len())..];
+        let within = v.within_tolerance();
+        let outside = |strongly| {
+            rollout_analysis::pointing_outside(spec, tail, strongly)
+                .into_iter()
+                .map(|(m, e)| {
+                    format!("{m} at this pause points outside the tolerance (evidence {e:.2})")
+                })
+                .collect::<Vec<_>>()
+        };
+        let end = if elapsed >= ms(self.pacing.duration) {
+            let held = outside(true);
+            if !held.is_empty() {
+                return None;
+            }
+            Some(("duration", within.text))
+        } else if elapsed >= ms(self.pacing.minimum)
+            && v.verdict == Verdict::Pass
+            && within.shown
+            && outside(false).is_empty()
+        {
+            Some(("evidence", within.text))
+        } else {
+            None
+        };
+        let (by, why) = end?;
+        self.number += 1;
+        self.start = (t, history.len());
+        Some(StepEnd {
+            pause: self.number,
+            by,
+            after: elapsed,
+            why,
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -256,7 +342,7 @@ fn load_template(path: &Path) -> Result<AnalysisTemplateSpec, Vec<String>> {
 }
 
 /// Runs the command.
-pub fn run(template: &Path, observations: &Path, json: bool) -> ExitCode {
+pub fn run(template: &Path, observations: &Path, json: bool, pacing: Option<Pacing>) -> ExitCode {
     let spec = match load_template(template) {
         Ok(s) => s,
         Err(lines) => {
@@ -301,6 +387,11 @@ pub fn run(template: &Path, observations: &Path, json: bool) -> ExitCode {
     let mut failed = 0u32;
     let mut decision: Option<(&'static str, i64)> = None;
     let mut last: Option<(i64, IntervalVerdict)> = None;
+    let mut pauses = pacing.map(|pacing| Pauses {
+        pacing,
+        number: 0,
+        start: (0, 0),
+    });
     for (t, stable, canary) in obs.intervals {
         let column = |row: &Option<Row>, k: usize| row.as_ref().and_then(|r| r.custom[k]);
         history.push(IntervalMetrics {
@@ -318,15 +409,25 @@ pub fn run(template: &Path, observations: &Path, json: bool) -> ExitCode {
                 .collect(),
         });
         let v = judge(&spec, &history);
+        let step_ended = pauses
+            .as_mut()
+            .and_then(|p| p.after(&spec, &history, t, &v));
         if json {
             let line = IntervalLine {
                 t,
                 verdict: v.verdict,
                 metrics: &v.metrics,
+                step_ended,
             };
             println!("{}", serde_json::to_string(&line).unwrap_or_default());
         } else {
             println!("t={t:>6}  {:<12}  {}", v.verdict.as_str(), v.summary());
+            if let Some(e) = step_ended {
+                println!(
+                    "t={t:>6}  pause {} would end after {} s by its {}: {}",
+                    e.pause, e.after, e.by, e.why
+                );
+            }
         }
         if v.verdict == Verdict::Fail {
             failed += 1;

@@ -173,3 +173,86 @@ fn a_custom_metric_column_is_judged() {
     assert_eq!(declines["verdict"], "fail", "{declines}");
     assert_eq!(declines["canary"], 0.1);
 }
+
+/// `--pause` and `--minimum`: the daemon's evidence-driven pauses over the
+/// recording, one after another; each line says when a pause would end.
+fn replay_paced(
+    name: &str,
+    template: &str,
+    observations: &str,
+    extra: &[&str],
+) -> (i32, Vec<serde_json::Value>, String) {
+    let dir = scratch(name);
+    std::fs::write(dir.join("t.yaml"), template).expect("write");
+    std::fs::write(dir.join("obs.csv"), observations).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_rolloutctl"))
+        .args(["replay", "-f"])
+        .arg(dir.join("t.yaml"))
+        .arg("--observations")
+        .arg(dir.join("obs.csv"))
+        .args(extra)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (out.status.code().unwrap_or(-1), lines, text)
+}
+
+#[test]
+fn replay_says_when_each_pause_would_have_ended() {
+    // A 1% ceiling the canary's 0.1% is far below, and equal latency.
+    let template = TEMPLATE.replace("errorRate: {maxIncrease: 50%}", "errorRate: {maxRate: 1%}");
+    let obs = csv(20, 2000, 1.0);
+    let (code, lines, _) = replay_paced(
+        "paced",
+        &template,
+        &obs,
+        &["-o", "json", "--pause", "5m", "--minimum", "1m"],
+    );
+    assert_eq!(code, 0);
+    let ends: Vec<&serde_json::Value> = lines.iter().filter_map(|l| l.get("stepEnded")).collect();
+    assert!(ends.len() >= 4, "{lines:#?}");
+    assert_eq!(ends[0]["by"], "evidence", "{:#?}", ends[0]);
+    assert!(
+        ends[0]["after"].as_i64().expect("after") < 300,
+        "{:#?}",
+        ends[0]
+    );
+    assert!(
+        ends[0]["why"]
+            .as_str()
+            .expect("why")
+            .contains("latency within tolerance"),
+        "{:#?}",
+        ends[0]
+    );
+    // The final line keeps the contract's shape.
+    let last = lines.last().expect("decision");
+    assert_eq!(last["decision"], "promote");
+    // Fixed pauses end by their duration, every five minutes.
+    let (_, fixed, _) = replay_paced("fixed", &template, &obs, &["-o", "json", "--pause", "5m"]);
+    let fixed_ends: Vec<i64> = fixed
+        .iter()
+        .filter_map(|l| l.get("stepEnded"))
+        .map(|e| e["after"].as_i64().expect("after"))
+        .collect();
+    assert_eq!(fixed_ends, vec![300, 300, 300, 300], "{fixed:#?}");
+    // The table says it in words; a minimum beyond the pause is refused.
+    let (_, _, table) = replay_paced(
+        "table",
+        &template,
+        &obs,
+        &["--pause", "5m", "--minimum", "1m"],
+    );
+    assert!(table.contains("pause 1 would end after"), "{table}");
+    let (code, _, _) = replay_paced(
+        "bad-flags",
+        &template,
+        &obs,
+        &["--pause", "1m", "--minimum", "5m"],
+    );
+    assert_eq!(code, 2);
+}

@@ -80,10 +80,14 @@ impl Reconcile<'_> {
                 .iter()
                 .find(|r| r.template == name && r.end == window.end);
             let weight = self.st.canary_weight;
+            // The load balancer was seen at this weight by the interval's
+            // start, or within its first twentieth (the read-back after a
+            // write lags the change itself by a reconcile's few seconds).
+            let slack = window.end.since(window.start) / 20;
             let wholly_at_weight = self
                 .st
                 .weight_verified_at
-                .is_none_or(|seen| window.start >= seen);
+                .is_none_or(|seen| window.start.plus_ms(slack) >= seen);
             let entry = self.st.analysis.templates.entry(name.clone()).or_default();
             match result.map(|r| &r.metrics) {
                 None => break,

@@ -4,15 +4,21 @@ use super::*;
 
 impl Reconcile<'_> {
     pub(super) fn advance(&mut self, to: usize) {
+        self.advance_because(to, None);
+    }
+
+    /// [`Self::advance`], saying why the step ended (when not the usual).
+    pub(super) fn advance_because(&mut self, to: usize, why: Option<String>) {
         let from = self.st.current_step_index;
         self.st.current_step_index = u32::try_from(to).unwrap_or(u32::MAX);
         self.st.step_started_at = Some(self.now);
         self.st.step_promoted = false;
         self.st.last_progress_at = Some(self.now);
         let total = self.steps().len();
+        let why = why.map(|w| format!(": {w}")).unwrap_or_default();
         self.event(
             EventKind::StepAdvanced,
-            format!("step {} of {total} done", from + 1),
+            format!("step {} of {total} done{why}", from + 1),
             None,
         );
     }
@@ -197,6 +203,13 @@ impl Reconcile<'_> {
                 }
                 CanaryStep::Pause(p) => match p.duration {
                     Some(d) => {
+                        if p.minimum.is_some() {
+                            if let Some(why) = self.evidence_pause(idx, total, p) {
+                                self.advance_because(idx + 1, why);
+                                continue;
+                            }
+                            return;
+                        }
                         let started = *self.st.step_started_at.get_or_insert(self.now);
                         let until = started.plus_ms(d.as_millis());
                         if self.now >= until {

@@ -25,6 +25,7 @@ mod canary;
 mod commands;
 mod ending;
 mod gates;
+mod pacing;
 mod plan;
 mod traffic;
 

@@ -239,13 +239,21 @@ pub struct Pause {
     /// How long to wait; absent: until a person promotes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<Duration>,
+    /// With a duration: the pause may end after this long, before the
+    /// duration, once every check of every analysis template has shown the
+    /// canary within its tolerance (evidence-driven pacing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<Duration>,
 }
 
 impl Decode for Pause {
     fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["duration"])?;
+        let f = cx.fields(node, &["duration", "minimum"])?;
+        let duration = f.opt(cx, "duration");
+        let minimum = f.opt(cx, "minimum");
         Some(Pause {
-            duration: f.opt(cx, "duration").ok()?,
+            duration: duration.ok()?,
+            minimum: minimum.ok()?,
         })
     }
 }

@@ -1,0 +1,379 @@
+//! Evidence that the canary is *within* its tolerance: the mirror of the
+//! sequential judge's failure test, for pauses that may end early
+//! (`pause: {duration, minimum}`).
+//!
+//! **What is tested.** For each check the null hypothesis is now "the
+//! canary is at or beyond its tolerance" (`r_c ≥ (1+δ)·r_s`, latency at or
+//! above stable × (1+δ), or at or above an absolute ceiling). Each interval
+//! contributes the likelihood ratio of an alternative *inside* the
+//! tolerance (the canary as good as stable, half way to the tolerance, or
+//! better) against the boundary, with the same per-interval models as the
+//! failure test: the canary's beta-binomial share of the interval's
+//! errors, a negative binomial for an absolute 5xx ceiling, a normal log
+//! latency ratio whose noise comes from the request counts, the latency
+//! spread and a floor for host-to-host variation. Both families have a
+//! monotone likelihood ratio, so a ratio for an alternative below the
+//! boundary has expectation at most 1 anywhere in the null: the running
+//! product is a test supermartingale, and so is its average over the
+//! alternatives. By Ville's inequality the chance that it *ever* reaches
+//! `1/α` while the canary is beyond its tolerance is at most `α` (the same
+//! per-check `α` as the failure test), however often it is looked at.
+//!
+//! **Over the whole run.** The product runs over the run's intervals, every
+//! step's, not only the current step's: a tolerance is a property of the
+//! release, so evidence gathered at 5% still counts at 10%. The failure
+//! test keeps running beside it at every interval, and each step's
+//! `minimum` is the guard for effects that need load or time to appear.
+//!
+//! **Robust.** As in the failure test, one interval contributes at most
+//! `(1/α)^0.6`: one minute in which stable had a burst of errors from one
+//! host cannot prove the canary good on its own.
+//!
+//! **How far off.** While the evidence is short of `1/α`, the per-interval
+//! growth of the best alternative so far projects how many more intervals
+//! it would take at this pace (none when the data does not point inside
+//! the tolerance at all).
+
+use rollout_spec::{AlbAnalysis, ErrorRateCheck, LatencyCheck};
+use serde::{Deserialize, Serialize};
+
+use crate::sequential::{
+    ln_beta_binomial, ln_negative_binomial, ErrorCounts, LatencyPair, ShareNull, CAP_FRACTION,
+    ERROR_RATE_CV, LATENCY_FLOOR,
+};
+use crate::IntervalMetrics;
+
+/// Alternatives for a relative 5xx check, as multiples of stable's rate:
+/// half way to the tolerance, equal, half.
+const ERROR_WITHIN: [f64; 3] = [f64::NAN, 1.0, 0.5];
+/// Alternatives for an absolute 5xx ceiling, as fractions of it.
+const CEILING_WITHIN: [f64; 3] = [0.5, 0.25, 0.1];
+/// Alternatives for latency, as fractions of the tolerated log increase
+/// below the boundary (1: as fast as stable).
+const LATENCY_WITHIN: [f64; 3] = [0.5, 1.0, 2.0];
+/// The smallest log margin latency alternatives use (a tolerance of 0%
+/// still has alternatives 2%, 1% and 4% faster than stable).
+const MIN_LATENCY_MARGIN: f64 = 0.02;
+/// Alternatives for an absolute latency ceiling: log distances below it.
+const LATENCY_CEILING_WITHIN: [f64; 3] = [0.05, 0.1, 0.2];
+
+/// A check's evidence that the canary is within its tolerance.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Within {
+    /// The e-value for "within tolerance" (starts at 1).
+    pub evidence: f64,
+    /// It is shown when the evidence reaches this (`1/α` of the check).
+    pub threshold: f64,
+    /// When not shown yet: the intervals it would take at the pace so
+    /// far; absent when the data does not point inside the tolerance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervals_needed: Option<f64>,
+}
+
+impl Within {
+    /// Whether the evidence has reached its threshold.
+    pub fn shown(&self) -> bool {
+        self.evidence >= self.threshold
+    }
+}
+
+/// A product of per-interval likelihood ratios for each alternative.
+struct Support {
+    log_s: Vec<f64>,
+    t: u64,
+    cap: f64,
+}
+
+impl Support {
+    fn new(alternatives: usize, alpha: f64) -> Self {
+        Support {
+            log_s: vec![0.0; alternatives],
+            t: 0,
+            cap: CAP_FRACTION * (1.0 / alpha).ln(),
+        }
+    }
+
+    fn push(&mut self, log_lrs: impl Iterator<Item = f64>) {
+        self.t += 1;
+        for (s, lr) in self.log_s.iter_mut().zip(log_lrs) {
+            if lr.is_finite() {
+                *s += lr.min(self.cap);
+            }
+        }
+    }
+
+    fn within(&self, alpha: f64) -> Within {
+        let k = self.log_s.len().max(1) as f64;
+        let evidence = self.log_s.iter().map(|l| l.exp()).sum::<f64>() / k;
+        let threshold = 1.0 / alpha;
+        let needed = (evidence < threshold && self.t > 0)
+            .then(|| {
+                // The best alternative alone reaches the threshold when its
+                // own product reaches K/α.
+                let goal = (threshold * k).ln();
+                self.log_s
+                    .iter()
+                    .filter(|l| **l > 0.0)
+                    .map(|l| (goal - l) / (l / self.t as f64))
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .filter(|n| n.is_finite());
+        Within {
+            evidence,
+            threshold,
+            intervals_needed: needed.map(|n| n.max(1.0).ceil()),
+        }
+    }
+}
+
+/// Evidence that the canary's 5xx rate is within the check's tolerance:
+/// relative, absolute, or the weaker of the two when both are set.
+pub fn error_rate(check: &ErrorRateCheck, history: &[IntervalMetrics], alpha: f64) -> Within {
+    let mut rel = check
+        .max_increase
+        .map(|_| Support::new(ERROR_WITHIN.len(), alpha));
+    let mut abs = check
+        .max_rate
+        .map(|_| Support::new(CEILING_WITHIN.len(), alpha));
+    for w in history {
+        let Some(ErrorCounts { s, c, es, ec }) = ErrorCounts::of(w) else {
+            continue;
+        };
+        if let (Some(e), Some(delta)) = (&mut rel, check.max_increase) {
+            let total = es + ec;
+            let d = delta.fraction();
+            if s > 0.0 && c > 0.0 && total > 0.0 {
+                let ShareNull { a, p0, nu } = ShareNull::of(s, c, d);
+                let null = ln_beta_binomial(ec, total, p0, nu);
+                e.push(ERROR_WITHIN.iter().map(|m| {
+                    let m = if m.is_nan() { 1.0 + d / 2.0 } else { *m };
+                    let rho = m / (1.0 + d);
+                    let p1 = a * rho / (a * rho + s);
+                    ln_beta_binomial(ec, total, p1, nu) - null
+                }));
+            }
+        }
+        if let (Some(e), Some(rate)) = (&mut abs, check.max_rate) {
+            let r0 = rate.fraction();
+            if c > 0.0 && r0 > 0.0 {
+                let shape = 1.0 / (ERROR_RATE_CV * ERROR_RATE_CV);
+                let null = ln_negative_binomial(ec, r0 * c, shape);
+                e.push(
+                    CEILING_WITHIN
+                        .iter()
+                        .map(|f| ln_negative_binomial(ec, r0 * f * c, shape) - null),
+                );
+            }
+        }
+    }
+    weaker(rel.map(|r| r.within(alpha)), abs.map(|a| a.within(alpha)))
+}
+
+/// Evidence that the canary's latency is within the check's tolerance.
+pub fn latency(check: &LatencyCheck, history: &[IntervalMetrics], alpha: f64) -> Within {
+    let mut rel = check
+        .max_increase
+        .map(|_| Support::new(LATENCY_WITHIN.len(), alpha));
+    let mut abs = check
+        .max
+        .map(|_| Support::new(LATENCY_CEILING_WITHIN.len(), alpha));
+    let ceiling = check.max.map(|d| d.as_millis() as f64 / 1000.0);
+    for w in history {
+        let Some(LatencyPair { ls, lc, se_s, se_c }) = LatencyPair::of(w, check.statistic) else {
+            continue;
+        };
+        if let (Some(e), Some(delta)) = (&mut rel, check.max_increase) {
+            let margin = (1.0 + delta.fraction()).ln().max(MIN_LATENCY_MARGIN);
+            let d = (lc / ls).ln() - (1.0 + delta.fraction()).ln();
+            let var = se_c * se_c + se_s * se_s + LATENCY_FLOOR * LATENCY_FLOOR;
+            e.push(LATENCY_WITHIN.iter().map(|f| {
+                let mu = -f * margin;
+                (mu * d - mu * mu / 2.0) / var
+            }));
+        }
+        if let (Some(e), Some(max)) = (&mut abs, ceiling) {
+            if max > 0.0 {
+                let d = (lc / max).ln();
+                let var = se_c * se_c + LATENCY_FLOOR * LATENCY_FLOOR;
+                e.push(LATENCY_CEILING_WITHIN.iter().map(|g| {
+                    let mu = -g;
+                    (mu * d - mu * mu / 2.0) / var
+                }));
+            }
+        }
+    }
+    weaker(rel.map(|r| r.within(alpha)), abs.map(|a| a.within(alpha)))
+}
+
+/// Both parts must be shown: the one further from its threshold speaks.
+fn weaker(a: Option<Within>, b: Option<Within>) -> Within {
+    let gap = |w: &Within| (w.threshold / w.evidence.max(f64::MIN_POSITIVE)).ln();
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let mut w = if gap(&a) >= gap(&b) { a } else { b };
+            w.intervals_needed = match (a.shown(), b.shown()) {
+                (true, true) => None,
+                (true, false) => b.intervals_needed,
+                (false, true) => a.intervals_needed,
+                (false, false) => a
+                    .intervals_needed
+                    .zip(b.intervals_needed)
+                    .map(|(x, y)| x.max(y)),
+            };
+            w
+        }
+        (Some(w), None) | (None, Some(w)) => w,
+        (None, None) => Within {
+            evidence: 1.0,
+            threshold: f64::INFINITY,
+            intervals_needed: None,
+        },
+    }
+}
+
+/// Sets each built-in check's `within` on a sequential verdict's metrics.
+pub(crate) fn annotate(
+    alb: &AlbAnalysis,
+    alpha_check: f64,
+    history: &[IntervalMetrics],
+    metrics: &mut [crate::MetricVerdict],
+) {
+    for m in metrics {
+        m.within = match m.metric.as_str() {
+            "errorRate" => alb
+                .error_rate
+                .as_ref()
+                .map(|c| error_rate(c, history, alpha_check)),
+            "latency" => alb
+                .latency
+                .as_ref()
+                .map(|c| latency(c, history, alpha_check)),
+            _ => None,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ArmSample;
+    use rollout_spec::{LatencyStatistic, Percent};
+
+    fn arm(n: f64, e: f64, l: f64) -> ArmSample {
+        ArmSample {
+            requests: Some(n),
+            errors: Some(e),
+            latency: Some(l),
+            latency_cv: Some(1.0),
+        }
+    }
+
+    fn w(s: ArmSample, c: ArmSample) -> IntervalMetrics {
+        IntervalMetrics {
+            stable: s,
+            canary: c,
+            custom: Vec::new(),
+        }
+    }
+
+    fn lat(max_increase: f64) -> LatencyCheck {
+        LatencyCheck {
+            statistic: LatencyStatistic::Average,
+            max_increase: Percent::new(max_increase),
+            max: None,
+        }
+    }
+
+    #[test]
+    fn an_equal_canary_is_shown_within_and_a_boundary_one_is_not() {
+        let good: Vec<IntervalMetrics> = (0..4)
+            .map(|_| w(arm(6000.0, 0.0, 0.100), arm(3000.0, 0.0, 0.100)))
+            .collect();
+        let v = latency(&lat(10.0), &good, 0.0025);
+        assert!(v.shown(), "{v:?}");
+        // At the boundary (10% slower) the evidence never grows.
+        let edge: Vec<IntervalMetrics> = (0..30)
+            .map(|_| w(arm(6000.0, 0.0, 0.100), arm(3000.0, 0.0, 0.110)))
+            .collect();
+        let v = latency(&lat(10.0), &edge, 0.0025);
+        assert!(!v.shown() && v.evidence < 1.0, "{v:?}");
+        assert_eq!(v.intervals_needed, None, "{v:?}");
+    }
+
+    #[test]
+    fn thin_evidence_says_how_far_off_it_is() {
+        let one = [w(arm(6000.0, 0.0, 0.100), arm(300.0, 0.0, 0.100))];
+        let v = latency(&lat(10.0), &one, 0.0025);
+        assert!(!v.shown());
+        let n = v.intervals_needed.expect("a projection");
+        assert!((1.0..30.0).contains(&n), "{v:?}");
+    }
+
+    /// Under the null (the canary exactly at its tolerance, noise as the
+    /// model says), the evidence reaches 1/α in at most α of runs, however
+    /// long they are watched.
+    #[test]
+    fn the_guarantee_holds_at_the_boundary() {
+        let mut rng = Lcg(7);
+        let alpha = 0.05;
+        let runs = 4000;
+        let check = lat(10.0);
+        let mut shown = 0;
+        for _ in 0..runs {
+            let mut h = Vec::new();
+            for _ in 0..60 {
+                // No sampling noise (CV 0): the floor of 3% is all of it.
+                let d = 0.1_f64.ln_1p() + LATENCY_FLOOR * rng.normal();
+                let mut s = arm(1e6, 0.0, 0.1);
+                s.latency_cv = Some(0.0);
+                let mut c = arm(1e6, 0.0, 0.1 * d.exp());
+                c.latency_cv = Some(0.0);
+                h.push(w(s, c));
+                if latency(&check, &h, alpha).shown() {
+                    shown += 1;
+                    break;
+                }
+            }
+        }
+        let rate = f64::from(shown) / f64::from(runs);
+        assert!(
+            rate <= alpha,
+            "shown within at the boundary in {rate} of runs"
+        );
+    }
+
+    /// A small normal generator for the test (Box-Muller on an LCG).
+    struct Lcg(u64);
+    impl Lcg {
+        fn uniform(&mut self) -> f64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+        fn normal(&mut self) -> f64 {
+            let (u, v) = (self.uniform(), self.uniform());
+            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+        }
+    }
+
+    #[test]
+    fn errors_far_below_a_ceiling_are_shown_within_it() {
+        let check = ErrorRateCheck {
+            max_increase: None,
+            max_rate: Percent::new(1.0),
+        };
+        let h: Vec<IntervalMetrics> = (0..6)
+            .map(|_| w(arm(6000.0, 12.0, 0.1), arm(3000.0, 6.0, 0.1)))
+            .collect();
+        assert!(error_rate(&check, &h, 0.0025).shown());
+        // A canary at twice the ceiling never is.
+        let bad: Vec<IntervalMetrics> = (0..30)
+            .map(|_| w(arm(6000.0, 12.0, 0.1), arm(3000.0, 60.0, 0.1)))
+            .collect();
+        let v = error_rate(&check, &bad, 0.0025);
+        assert!(!v.shown() && v.evidence < 1e-3, "{v:?}");
+    }
+}

@@ -341,6 +341,30 @@ fn load_template(path: &Path) -> Result<AnalysisTemplateSpec, Vec<String>> {
     Ok(first.value.spec)
 }
 
+/// One interval's metrics from its two rows (`custom`: the custom
+/// metrics' column names).
+fn interval_metrics(
+    stable: &Option<Row>,
+    canary: &Option<Row>,
+    custom: &[String],
+    stat: LatencyStatistic,
+) -> IntervalMetrics {
+    let column = |row: &Option<Row>, k: usize| row.as_ref().and_then(|r| r.custom[k]);
+    IntervalMetrics {
+        stable: sample(stable.as_ref(), stat),
+        canary: sample(canary.as_ref(), stat),
+        custom: custom
+            .iter()
+            .enumerate()
+            .map(|(k, name)| CustomValue {
+                name: name.clone(),
+                stable: column(stable, k),
+                canary: column(canary, k),
+            })
+            .collect(),
+    }
+}
+
 /// Runs the command.
 pub fn run(template: &Path, observations: &Path, json: bool, pacing: Option<Pacing>) -> ExitCode {
     let spec = match load_template(template) {
@@ -393,21 +417,7 @@ pub fn run(template: &Path, observations: &Path, json: bool, pacing: Option<Paci
         start: (0, 0),
     });
     for (t, stable, canary) in obs.intervals {
-        let column = |row: &Option<Row>, k: usize| row.as_ref().and_then(|r| r.custom[k]);
-        history.push(IntervalMetrics {
-            stable: sample(stable.as_ref(), stat),
-            canary: sample(canary.as_ref(), stat),
-            custom: obs
-                .custom
-                .iter()
-                .enumerate()
-                .map(|(k, name)| CustomValue {
-                    name: name.clone(),
-                    stable: column(&stable, k),
-                    canary: column(&canary, k),
-                })
-                .collect(),
-        });
+        history.push(interval_metrics(&stable, &canary, &obs.custom, stat));
         let v = judge(&spec, &history);
         let step_ended = pauses
             .as_mut()

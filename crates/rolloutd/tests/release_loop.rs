@@ -567,3 +567,106 @@ async fn notifications_survive_500s_and_a_sigkill_in_order() {
     );
     drop(d);
 }
+
+/// Evidence-driven pauses against moto: the same steps and traffic, once
+/// with fixed 20-second pauses and once with `minimum: 2s`; the paced
+/// rollout finishes well before the fixed one, and a paced canary with
+/// twice the 5xx ceiling is still rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_paced_pauses_finish_sooner_and_still_roll_back() {
+    let dir = work_dir("pacing");
+    let moto = Moto::start(&dir.join("moto.log")).expect("moto's server");
+    let gateway = Gateway::start(&moto.url, 1).await.expect("gateway");
+    let aws = Aws::new(&gateway.url).await;
+    let net = aws.network().expect("VPC and subnets");
+    let fixed = aws.service("fixed", &net, true).await.expect("svc");
+    let paced = aws.service("paced", &net, true).await.expect("svc");
+    let bad = aws.service("badpaced", &net, true).await.expect("svc");
+    let _publisher = Publisher::start(
+        aws.clone(),
+        vec![
+            traffic(&fixed, GOOD),
+            traffic(&paced, GOOD),
+            traffic(&bad, BAD),
+        ],
+        21,
+    );
+    // A 5% ceiling: good canaries answer 1% 5xx, the bad one 10%.
+    let template = ERRORS_TEMPLATE
+        .replace("name: errors", "name: ceiling")
+        .replace("errorRate: {maxIncrease: 50%}", "errorRate: {maxRate: 5%}");
+    let steps = |pause: &str| {
+        format!("[{{setWeight: 10}}, {{pause: {pause}}}, {{setWeight: 25}}, {{pause: {pause}}}, {{setWeight: 50}}, {{pause: {pause}}}, {{setWeight: 100}}]")
+    };
+    let analysis = "  analysis: {interval: 2s, templates: [ceiling]}\n";
+    let specs = [
+        template,
+        gated_doc("fixed", &fixed, &steps("{duration: 20s}"), analysis),
+        gated_doc(
+            "paced",
+            &paced,
+            &steps("{duration: 20s, minimum: 2s}"),
+            analysis,
+        ),
+        gated_doc(
+            "badpaced",
+            &bad,
+            &steps("{duration: 20s, minimum: 2s}"),
+            analysis,
+        ),
+    ];
+    std::fs::create_dir_all(dir.join("specs")).expect("dir");
+    std::fs::write(dir.join("specs/all.yaml"), specs.join("---\n")).expect("spec");
+    let d = start_daemon(&dir, &gateway.url);
+    let phase = |name: &str| {
+        get(&d, &format!("/api/v1/rollouts/{name}")).1["status"]["phase"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let done = ["Succeeded", "RolledBack", "Aborted", "Failed"];
+    until(&d, Duration::from_secs(180), "all three runs end", || {
+        ["fixed", "paced", "badpaced"]
+            .iter()
+            .all(|n| done.contains(&phase(n).as_str()))
+    })
+    .await;
+    let took = |name: &str| {
+        let s = get(&d, &format!("/api/v1/rollouts/{name}")).1["status"].clone();
+        assert_eq!(
+            s["phase"],
+            if name == "badpaced" {
+                "RolledBack"
+            } else {
+                "Succeeded"
+            },
+            "{name}: {s}\n{}",
+            tail(&d.log)
+        );
+        millis(&s["endedAt"]) - millis(&s["startedAt"])
+    };
+    let (f, p) = (took("fixed"), took("paced"));
+    took("badpaced");
+    eprintln!("fixed pauses: {f} ms; evidence-paced: {p} ms");
+    assert!(f >= 60_000, "three 20-second pauses: {f} ms");
+    assert!(p * 2 < f, "paced {p} ms against fixed {f} ms");
+    // Each early end says which evidence ended it.
+    let early: Vec<String> = events(&d, "paced")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.contains("the evidence is in"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(early.len(), 3, "{early:#?}");
+    assert!(
+        early[0].contains("errorRate within tolerance (evidence"),
+        "{}",
+        early[0]
+    );
+    assert_eq!(
+        aws.weights(&bad, false).await.expect("weights"),
+        (100, 0, 0)
+    );
+    drop(d);
+    drop(moto);
+}

@@ -655,7 +655,7 @@ fn latency_reason(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rollout_spec::{Duration, ErrorRateCheck, LatencyCheck, Percent};
 
@@ -676,7 +676,8 @@ mod tests {
         }
     }
 
-    fn arm(n: f64, e: f64, l: f64) -> ArmSample {
+    /// An arm of `n` requests, `e` errors, latency `l` s (CV 1).
+    pub(crate) fn arm(n: f64, e: f64, l: f64) -> ArmSample {
         ArmSample {
             requests: Some(n),
             errors: Some(e),
@@ -685,7 +686,8 @@ mod tests {
         }
     }
 
-    fn w(s: ArmSample, c: ArmSample) -> IntervalMetrics {
+    /// An interval of the two arms.
+    pub(crate) fn w(s: ArmSample, c: ArmSample) -> IntervalMetrics {
         IntervalMetrics {
             stable: s,
             canary: c,

@@ -257,25 +257,8 @@ pub(crate) fn annotate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ArmSample;
+    use crate::sequential::tests::{arm, w};
     use rollout_spec::{LatencyStatistic, Percent};
-
-    fn arm(n: f64, e: f64, l: f64) -> ArmSample {
-        ArmSample {
-            requests: Some(n),
-            errors: Some(e),
-            latency: Some(l),
-            latency_cv: Some(1.0),
-        }
-    }
-
-    fn w(s: ArmSample, c: ArmSample) -> IntervalMetrics {
-        IntervalMetrics {
-            stable: s,
-            canary: c,
-            custom: Vec::new(),
-        }
-    }
 
     fn lat(max_increase: f64) -> LatencyCheck {
         LatencyCheck {

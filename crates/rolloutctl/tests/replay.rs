@@ -40,22 +40,12 @@ fn replay(name: &str, observations: &str) -> (i32, Vec<serde_json::Value>) {
 }
 
 fn replay_with(name: &str, template: &str, observations: &str) -> (i32, Vec<serde_json::Value>) {
-    let dir = scratch(name);
-    std::fs::write(dir.join("t.yaml"), template).expect("write");
-    std::fs::write(dir.join("obs.csv"), observations).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_rolloutctl"))
-        .args(["replay", "-f"])
-        .arg(dir.join("t.yaml"))
-        .arg("--observations")
-        .arg(dir.join("obs.csv"))
-        .args(["-o", "json"])
-        .output()
-        .expect("run");
-    let lines = String::from_utf8_lossy(&out.stdout)
+    let (code, _, text) = replay_paced(name, template, observations, &["-o", "json"]);
+    let lines = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
-    (out.status.code().unwrap_or(-1), lines)
+    (code, lines)
 }
 
 #[test]

@@ -493,6 +493,10 @@ fn check_rollback_steps(steps: &[CanaryStep], rep: &mut Report<'_>) {
                 &format!("spec.rollback.steps[{i}].pause"),
                 "a rollback pause needs a duration; a rollback never waits for a person",
             ),
+            CanaryStep::Pause(p) if p.minimum.is_some() => rep.at(
+                &format!("spec.rollback.steps[{i}].pause.minimum"),
+                "a rollback pause lasts its duration: evidence that the canary is good does not speed up returning traffic",
+            ),
             CanaryStep::Pause(_) => {}
             CanaryStep::Webhook(_) => rep.at(
                 &format!("spec.rollback.steps[{i}].webhook"),

@@ -1,7 +1,8 @@
 //! `judge-bench`: the canary judges compared on the same simulated runs.
 //!
 //! Usage: `cargo run --release -p judge-bench -- [--runs N] [--seed S] [--minutes M] [--error-cv C]`
-//! (and `… -- pacing`: fixed against evidence-driven pauses, see `pacing.rs`)
+//! (and `… -- pacing`: fixed against evidence-driven pauses, see `pacing.rs`;
+//! `… -- coverage`: the run report's intervals, see `coverage.rs`)
 //!
 //! Each run is `M` one-minute intervals (default 30) of both arms' ALB
 //! metrics at a fixed canary share, generated from one seed:
@@ -27,6 +28,7 @@
 
 use std::collections::BTreeMap;
 
+mod coverage;
 mod pacing;
 
 use rollout_analysis::stats::{lognormal_cv, normal_pdf, wilson};
@@ -439,8 +441,10 @@ type Tallies = BTreeMap<(JudgeName, usize, bool), Tally>;
 
 fn main() -> std::process::ExitCode {
     let all: Vec<String> = std::env::args().skip(1).collect();
-    if all.first().map(String::as_str) == Some("pacing") {
-        return pacing::main(&all[1..]);
+    match all.first().map(String::as_str) {
+        Some("pacing") => return pacing::main(&all[1..]),
+        Some("coverage") => return coverage::main(&all[1..]),
+        _ => {}
     }
     let a = match args() {
         Ok(a) => a,

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod custom;
+pub mod effect;
 pub mod mann_whitney;
 pub mod sequential;
 pub mod stats;

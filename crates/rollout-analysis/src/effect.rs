@@ -1,0 +1,385 @@
+//! What a run measured: for each built-in check, both arms' values over the
+//! run, the effect (`canary/stable − 1`) with a 95% *confidence sequence*,
+//! and a verdict (`improved`, `unchanged`, `regressed`, `unknown`).
+//!
+//! **Why a confidence sequence.** A run's length depends on its data (it
+//! stops when the judge decides), so a fixed-sample interval read at the
+//! end covers the true effect less often than it says. A confidence
+//! sequence covers it at every interval at once: the chance that it ever
+//! excludes the truth is at most 5%, whenever the run stops.
+//!
+//! **Latency.** The same model as the judge: each interval's
+//! `ln(L_c/L_s)` is normal around the log effect with the variance of the
+//! two arms' sampling plus the host floor. The sequence is the normal
+//! mixture of Robbins: with precision weights `V = Σ 1/v_i` and the
+//! weighted mean `θ̂`, it is `θ̂ ± √((1+ρV)/(ρV²) · (2 ln(1/α) + ln(1+ρV)))`,
+//! the set of effects whose mixture e-value stays below `1/α`. `ρ` (the
+//! mixture's variance) is tuned to effects of about 5%.
+//!
+//! **5xx rate.** The same model as the judge: the canary's share of each
+//! interval's errors is beta-binomial around `c·r / (c·r + s)` for a rate
+//! ratio `r`. For each `r`, a mixture over ratios a quarter, half, twice and
+//! four times `r` tests "the ratio is `r`"; the sequence is the set of `r`
+//! not rejected at 5%, found by bisection on each side of the pooled
+//! estimate (the e-value grows away from it).
+//!
+//! **More scatter than modelled.** Both models assume how much each
+//! arm wanders from minute to minute. When a run's intervals scatter more
+//! around the estimate than that (hosts noisier than the floor, one host's
+//! burst of errors), every interval's variance is scaled by the excess (the
+//! Pearson dispersion, at least 1), so the interval widens rather than
+//! claims too much; no interval is given from fewer than three intervals.
+//! The scaling is estimated from the run itself, so the guarantee is
+//! asymptotic rather than exact: `judge-bench coverage` measures it.
+//!
+//! **Verdicts.** `improved`: the whole interval is below 0 (lower is
+//! better); `regressed`: above 0; `unchanged`: inside the check's
+//! tolerance (`±maxIncrease`) both ways; otherwise `unknown`, with how many
+//! more intervals at the pace so far would narrow it enough.
+
+use std::collections::BTreeMap;
+
+use rollout_spec::{AnalysisTemplateSpec, ErrorRateCheck, LatencyCheck};
+use serde::{Deserialize, Serialize};
+
+use crate::sequential::{ln_beta_binomial, ErrorCounts, LatencyPair, ShareNull, LATENCY_FLOOR};
+use crate::IntervalMetrics;
+
+/// The report's confidence: 95%.
+pub const REPORT_ALPHA: f64 = 0.05;
+/// The latency mixture's variance: tuned to log effects of about 5%.
+const LATENCY_MIXTURE: f64 = 0.05 * 0.05;
+/// The 5xx mixture: alternatives as multiples of the tested ratio.
+const RATIO_ALTERNATIVES: [f64; 4] = [0.25, 0.5, 2.0, 4.0];
+/// Ratios searched for the 5xx sequence: e^±6 around the estimate.
+const LOG_RATIO_SPAN: f64 = 6.0;
+/// No interval is reported from fewer intervals than this: the scatter
+/// the model did not foresee (noisier hosts, one host's burst of errors)
+/// needs a few to be seen, and the report widens by it.
+const MIN_INTERVALS: usize = 3;
+
+/// What the data says about a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EffectVerdict {
+    /// The canary is better: the whole interval is below no change.
+    Improved,
+    /// Within the check's tolerance both ways.
+    Unchanged,
+    /// The canary is worse: the whole interval is above no change.
+    Regressed,
+    /// Not enough data to say.
+    Unknown,
+}
+
+impl EffectVerdict {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EffectVerdict::Improved => "improved",
+            EffectVerdict::Unchanged => "unchanged",
+            EffectVerdict::Regressed => "regressed",
+            EffectVerdict::Unknown => "unknown",
+        }
+    }
+}
+
+/// One check's measured effect over a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Effect {
+    /// Stable's value over the run (a rate, or seconds).
+    pub stable: Option<f64>,
+    /// Canary's value over the run.
+    pub canary: Option<f64>,
+    /// `canary/stable − 1`.
+    pub effect: Option<f64>,
+    /// The 95% confidence sequence's low end, as an effect.
+    pub low: Option<f64>,
+    /// Its high end.
+    pub high: Option<f64>,
+    /// What it says.
+    pub verdict: EffectVerdict,
+    /// When `unknown`: the intervals it would take at the pace so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervals_needed: Option<f64>,
+}
+
+impl Effect {
+    fn unknown() -> Self {
+        Effect {
+            stable: None,
+            canary: None,
+            effect: None,
+            low: None,
+            high: None,
+            verdict: EffectVerdict::Unknown,
+            intervals_needed: None,
+        }
+    }
+
+    /// The verdict of log-effect bounds against a tolerance `δ` (a
+    /// fraction, when the check has one); `needed` from the width's pace.
+    fn judged(mut self, lo: f64, hi: f64, tolerance: Option<f64>, n: f64) -> Self {
+        let tol = tolerance.map(|d| (1.0 + d).ln());
+        self.low = Some(lo.exp() - 1.0);
+        self.high = Some(hi.exp() - 1.0);
+        self.verdict = if hi < 0.0 {
+            EffectVerdict::Improved
+        } else if lo > 0.0 {
+            EffectVerdict::Regressed
+        } else if tol.is_some_and(|t| lo > -t && hi < t) {
+            EffectVerdict::Unchanged
+        } else {
+            EffectVerdict::Unknown
+        };
+        if let (EffectVerdict::Unknown, Some(t)) = (self.verdict, tol) {
+            // The half-width shrinks about as 1/√n: the intervals until it
+            // fits between the estimate and the nearer tolerance.
+            let centre = (lo + hi) / 2.0;
+            let (half, room) = ((hi - lo) / 2.0, t - centre.abs());
+            if room > 0.0 && n > 0.0 {
+                self.intervals_needed = Some((n * (half / room).powi(2) - n).max(1.0).ceil());
+            }
+        }
+        self
+    }
+}
+
+/// Each built-in check's effect over the run's intervals (`history`).
+pub fn report(
+    spec: &AnalysisTemplateSpec,
+    history: &[IntervalMetrics],
+) -> BTreeMap<String, Effect> {
+    let mut out = BTreeMap::new();
+    if let Some(c) = &spec.alb.error_rate {
+        out.insert("errorRate".to_string(), error_rate(c, history));
+    }
+    if let Some(c) = &spec.alb.latency {
+        out.insert("latency".to_string(), latency(c, history));
+    }
+    out
+}
+
+/// The latency check's effect: a normal-mixture confidence sequence.
+pub fn latency(check: &LatencyCheck, history: &[IntervalMetrics]) -> Effect {
+    let mut points = Vec::new();
+    let (mut sum_s, mut sum_c) = (0.0, 0.0);
+    for w in history {
+        let Some(LatencyPair { ls, lc, se_s, se_c }) = LatencyPair::of(w, check.statistic) else {
+            continue;
+        };
+        let v = se_c * se_c + se_s * se_s + LATENCY_FLOOR * LATENCY_FLOOR;
+        points.push(((lc / ls).ln(), v));
+        sum_s += ls;
+        sum_c += lc;
+    }
+    let n = points.len() as f64;
+    if points.len() < MIN_INTERVALS {
+        return Effect {
+            intervals_needed: Some((MIN_INTERVALS - points.len()) as f64),
+            ..Effect::unknown()
+        };
+    }
+    let precision_of = |phi: f64| points.iter().map(|(_, v)| 1.0 / (v * phi)).sum::<f64>();
+    let theta = points.iter().map(|(x, v)| x / v).sum::<f64>() / precision_of(1.0);
+    // When the intervals scatter more than the model says (hosts noisier
+    // than its floor), every variance is scaled up by the excess.
+    let chi2: f64 = points.iter().map(|(x, v)| (x - theta).powi(2) / v).sum();
+    let phi = (chi2 / (n - 1.0)).max(1.0);
+    let precision = precision_of(phi);
+    let rv = LATENCY_MIXTURE * precision;
+    let half = ((1.0 + rv) / (LATENCY_MIXTURE * precision * precision)
+        * (2.0 * (1.0 / REPORT_ALPHA).ln() + (1.0 + rv).ln()))
+    .sqrt();
+    Effect {
+        stable: Some(sum_s / n),
+        canary: Some(sum_c / n),
+        effect: Some(theta.exp() - 1.0),
+        ..Effect::unknown()
+    }
+    .judged(
+        theta - half,
+        theta + half,
+        check.max_increase.map(|p| p.fraction()),
+        n,
+    )
+}
+
+/// The counts of the intervals with errors in either arm.
+fn error_intervals(history: &[IntervalMetrics]) -> Vec<ErrorCounts> {
+    history
+        .iter()
+        .filter_map(ErrorCounts::of)
+        .filter(|e| e.s > 0.0 && e.c > 0.0)
+        .collect()
+}
+
+/// The share's beta concentration once its variance is scaled by `phi`
+/// (a beta-binomial of `total` draws: variance factor `1 + (T−1)/(ν+1)`).
+fn dispersed(nu: f64, total: f64, phi: f64) -> f64 {
+    if phi <= 1.0 || total <= 1.0 {
+        return nu;
+    }
+    let factor = phi * (1.0 + (total - 1.0) / (nu + 1.0));
+    ((total - 1.0) / (factor - 1.0) - 1.0).clamp(0.05, nu)
+}
+
+/// How much more the canary's shares scatter around the pooled ratio than
+/// the beta-binomial says (at least 1).
+fn error_dispersion(intervals: &[ErrorCounts], ratio: f64) -> f64 {
+    let (mut chi2, mut n) = (0.0, 0.0);
+    for e in intervals {
+        let total = e.es + e.ec;
+        if total <= 0.0 {
+            continue;
+        }
+        let ShareNull { p0, nu, .. } = ShareNull::of(e.s, e.c, ratio - 1.0);
+        let var = total * p0 * (1.0 - p0) * (1.0 + (total - 1.0) / (nu + 1.0));
+        if var > 0.0 {
+            chi2 += (e.ec - total * p0).powi(2) / var;
+            n += 1.0;
+        }
+    }
+    if n < 2.0 {
+        1.0
+    } else {
+        (chi2 / (n - 1.0)).max(1.0)
+    }
+}
+
+/// ln of the e-value against "the canary's rate is `ratio` × stable's",
+/// the shares' variance scaled by `phi`.
+fn ln_e_ratio(intervals: &[ErrorCounts], ratio: f64, phi: f64) -> f64 {
+    let mut log_s = [0.0_f64; RATIO_ALTERNATIVES.len()];
+    for e in intervals {
+        let total = e.es + e.ec;
+        if total <= 0.0 {
+            continue;
+        }
+        // `ShareNull` with δ = ratio − 1 is the share at this ratio.
+        let ShareNull { a, p0, nu } = ShareNull::of(e.s, e.c, ratio - 1.0);
+        let nu = dispersed(nu, total, phi);
+        let null = ln_beta_binomial(e.ec, total, p0, nu);
+        for (s, m) in log_s.iter_mut().zip(RATIO_ALTERNATIVES) {
+            let p1 = a * m / (a * m + e.s);
+            *s += ln_beta_binomial(e.ec, total, p1, nu) - null;
+        }
+    }
+    let max = log_s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    max + (log_s.iter().map(|l| (l - max).exp()).sum::<f64>() / log_s.len() as f64).ln()
+}
+
+/// The 5xx check's effect: the rate ratios not rejected at 5%.
+pub fn error_rate(check: &ErrorRateCheck, history: &[IntervalMetrics]) -> Effect {
+    let intervals = error_intervals(history);
+    let (es, s, ec, c) = intervals.iter().fold((0.0, 0.0, 0.0, 0.0), |a, e| {
+        (a.0 + e.es, a.1 + e.s, a.2 + e.ec, a.3 + e.c)
+    });
+    if s == 0.0 || c == 0.0 {
+        return Effect::unknown();
+    }
+    let mut out = Effect {
+        stable: Some(es / s),
+        canary: Some(ec / c),
+        ..Effect::unknown()
+    };
+    if es + ec == 0.0 {
+        return out;
+    }
+    // The pooled ratio, kept off 0 and ∞ when an arm had no errors.
+    let centre = ((ec + 0.5) / c / ((es + 0.5) / s)).ln();
+    out.effect = Some(if es > 0.0 {
+        (ec / c) / (es / s) - 1.0
+    } else {
+        centre.exp() - 1.0
+    });
+    if intervals.len() < MIN_INTERVALS {
+        out.intervals_needed = Some((MIN_INTERVALS - intervals.len()) as f64);
+        return out;
+    }
+    let bound = (1.0 / REPORT_ALPHA).ln();
+    let phi = error_dispersion(&intervals, centre.exp());
+    let rejected = |l: f64| ln_e_ratio(&intervals, l.exp(), phi) >= bound;
+    if rejected(centre) {
+        return out;
+    }
+    let edge = |outward: f64| {
+        let (mut inside, mut outside) = (centre, centre + outward * LOG_RATIO_SPAN);
+        if !rejected(outside) {
+            return outside;
+        }
+        for _ in 0..40 {
+            let mid = (inside + outside) / 2.0;
+            if rejected(mid) {
+                outside = mid;
+            } else {
+                inside = mid;
+            }
+        }
+        inside
+    };
+    let (lo, hi) = (edge(-1.0), edge(1.0));
+    out.judged(
+        lo,
+        hi,
+        check.max_increase.map(|p| p.fraction()),
+        intervals.len() as f64,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sequential::tests::{arm, w};
+    use rollout_spec::{LatencyStatistic, Percent};
+
+    fn lat() -> LatencyCheck {
+        LatencyCheck {
+            statistic: LatencyStatistic::Average,
+            max_increase: Percent::new(10.0),
+            max: None,
+        }
+    }
+
+    #[test]
+    fn a_faster_canary_is_improved_and_an_equal_one_unchanged() {
+        let faster: Vec<IntervalMetrics> = (0..20)
+            .map(|_| w(arm(6000.0, 6.0, 0.100), arm(3000.0, 3.0, 0.080)))
+            .collect();
+        let e = latency(&lat(), &faster);
+        assert_eq!(e.verdict, EffectVerdict::Improved, "{e:?}");
+        assert!((e.effect.expect("effect") + 0.2).abs() < 1e-9);
+        assert!(e.low.expect("low") < -0.2 && e.high.expect("high") > -0.2);
+        let same: Vec<IntervalMetrics> = (0..20)
+            .map(|_| w(arm(6000.0, 6.0, 0.100), arm(3000.0, 3.0, 0.100)))
+            .collect();
+        assert_eq!(latency(&lat(), &same).verdict, EffectVerdict::Unchanged);
+        // One interval cannot say.
+        let e = latency(&lat(), &same[..1]);
+        assert_eq!(e.verdict, EffectVerdict::Unknown, "{e:?}");
+        assert!(e.intervals_needed.is_some(), "{e:?}");
+    }
+
+    #[test]
+    fn the_error_sequence_brackets_the_ratio() {
+        let check = ErrorRateCheck {
+            max_increase: Percent::new(50.0),
+            max_rate: None,
+        };
+        let worse: Vec<IntervalMetrics> = (0..20)
+            .map(|_| w(arm(10_000.0, 20.0, 0.1), arm(10_000.0, 60.0, 0.1)))
+            .collect();
+        let e = error_rate(&check, &worse);
+        assert_eq!(e.verdict, EffectVerdict::Regressed, "{e:?}");
+        assert!((e.effect.expect("effect") - 2.0).abs() < 1e-9);
+        assert!(
+            e.low.expect("low") < 2.0 && e.high.expect("high") > 2.0,
+            "{e:?}"
+        );
+        let same: Vec<IntervalMetrics> = (0..60)
+            .map(|_| w(arm(10_000.0, 100.0, 0.1), arm(10_000.0, 100.0, 0.1)))
+            .collect();
+        assert_eq!(error_rate(&check, &same).verdict, EffectVerdict::Unchanged);
+    }
+}

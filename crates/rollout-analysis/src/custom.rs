@@ -112,29 +112,7 @@ fn as_rate(
     history: &[IntervalMetrics],
 ) -> MetricVerdict {
     let name = m.name.as_str();
-    let arm = |sample: &ArmSample, count: Option<f64>| ArmSample {
-        // An interval without the count is no data, unless it reads as zero
-        // (a missing count next to known requests is zero to the judges).
-        requests: if count.is_some() || m.missing_as_zero {
-            sample.requests
-        } else {
-            None
-        },
-        errors: count,
-        latency: None,
-        latency_cv: None,
-    };
-    let rates: Vec<IntervalMetrics> = history
-        .iter()
-        .map(|w| {
-            let (s, c) = w.custom(name);
-            IntervalMetrics {
-                stable: arm(&w.stable, s),
-                canary: arm(&w.canary, c),
-                custom: Vec::new(),
-            }
-        })
-        .collect();
+    let rates = rate_history(m, history);
     let alb = AlbAnalysis {
         error_rate: Some(ErrorRateCheck {
             max_increase: m.max_increase,
@@ -155,6 +133,35 @@ fn as_rate(
         None => format!("{name} per request: {}", v.reason),
     };
     v
+}
+
+/// A count per request's intervals as the "errors" of each arm's
+/// requests (what the 5xx judge and report read).
+pub fn rate_history(m: &CustomMetric, history: &[IntervalMetrics]) -> Vec<IntervalMetrics> {
+    let name = m.name.as_str();
+    let arm = |sample: &ArmSample, count: Option<f64>| ArmSample {
+        // An interval without the count is no data, unless it reads as zero
+        // (a missing count next to known requests is zero to the judges).
+        requests: if count.is_some() || m.missing_as_zero {
+            sample.requests
+        } else {
+            None
+        },
+        errors: count,
+        latency: None,
+        latency_cv: None,
+    };
+    history
+        .iter()
+        .map(|w| {
+            let (s, c) = w.custom(name);
+            IntervalMetrics {
+                stable: arm(&w.stable, s),
+                canary: arm(&w.canary, c),
+                custom: Vec::new(),
+            }
+        })
+        .collect()
 }
 
 fn judge_one(alb: &AlbAnalysis, m: &CustomMetric, w: &IntervalMetrics) -> MetricVerdict {

@@ -106,6 +106,27 @@ pub struct Effect {
 }
 
 impl Effect {
+    /// One line: the effect with its interval, the verdict, both arms.
+    pub fn describe(&self) -> String {
+        let pct = |x: f64| format!("{:+.1}%", x * 100.0);
+        let effect = self.effect.map_or("no data".into(), pct);
+        let interval = match (self.low, self.high) {
+            (Some(lo), Some(hi)) => format!(" [{}, {}]", pct(lo), pct(hi)),
+            _ => String::new(),
+        };
+        let more = self
+            .intervals_needed
+            .map(|n| format!(" (about {n:.0} more interval(s))"))
+            .unwrap_or_default();
+        let num = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.4}"));
+        format!(
+            "{effect}{interval}: {}{more}; stable {}, canary {}",
+            self.verdict.as_str(),
+            num(self.stable),
+            num(self.canary)
+        )
+    }
+
     fn unknown() -> Self {
         Effect {
             stable: None,
@@ -158,7 +179,42 @@ pub fn report(
     if let Some(c) = &spec.alb.latency {
         out.insert("latency".to_string(), latency(c, history));
     }
+    for m in &spec.metrics {
+        let effect = if crate::custom::is_rate(m) {
+            let check = ErrorRateCheck {
+                max_increase: m.max_increase,
+                max_rate: None,
+            };
+            error_rate(&check, &crate::custom::rate_history(m, history))
+        } else {
+            custom_means(m.name.as_str(), history)
+        };
+        out.insert(m.name.to_string(), effect);
+    }
     out
+}
+
+/// A custom metric that is not a count per request: both arms' means over
+/// the run and their ratio; no interval (its judge is a threshold, with no
+/// model of its noise), so the verdict stays `unknown`.
+fn custom_means(name: &str, history: &[IntervalMetrics]) -> Effect {
+    let (mut s, mut c, mut n) = (0.0, 0.0, 0.0);
+    for w in history {
+        if let (Some(a), Some(b)) = w.custom(name) {
+            s += a;
+            c += b;
+            n += 1.0;
+        }
+    }
+    if n == 0.0 {
+        return Effect::unknown();
+    }
+    Effect {
+        stable: Some(s / n),
+        canary: Some(c / n),
+        effect: (s > 0.0).then(|| c / s - 1.0),
+        ..Effect::unknown()
+    }
 }
 
 /// The latency check's effect: a normal-mixture confidence sequence.

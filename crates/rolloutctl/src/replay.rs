@@ -318,6 +318,8 @@ impl Pauses {
 struct DecisionLine {
     decision: &'static str,
     t: i64,
+    /// Each check's measured effect over the replayed intervals.
+    report: std::collections::BTreeMap<String, rollout_analysis::effect::Effect>,
 }
 
 fn load_template(path: &Path) -> Result<AnalysisTemplateSpec, Vec<String>> {
@@ -453,11 +455,19 @@ pub fn run(template: &Path, observations: &Path, json: bool, pacing: Option<Paci
         Some((t, _)) => ("inconclusive", *t),
         None => ("inconclusive", 0),
     });
+    let report = rollout_analysis::effect::report(&spec, &history);
     if json {
-        let line = DecisionLine { decision: what, t };
+        let line = DecisionLine {
+            decision: what,
+            t,
+            report,
+        };
         println!("{}", serde_json::to_string(&line).unwrap_or_default());
     } else {
         println!("decision: {what} at t={t}");
+        for (check, e) in &report {
+            println!("report: {check}: {}", e.describe());
+        }
     }
     ExitCode::SUCCESS
 }

@@ -56,10 +56,27 @@ fn a_healthy_canary_is_promoted() {
     assert_eq!(lines[0]["t"], 60);
     assert_eq!(lines[0]["verdict"], "pass");
     assert_eq!(lines[0]["metrics"][0]["metric"], "errorRate");
-    assert_eq!(
-        lines[10],
-        serde_json::json!({"decision": "promote", "t": 600})
+    assert_eq!(lines[10]["decision"], "promote");
+    assert_eq!(lines[10]["t"], 600);
+    // The report: latency 2% faster, within ±10% (unchanged); ten minutes
+    // of a 0.1% error rate cannot bound the 5xx effect within ±50%.
+    let report = &lines[10]["report"];
+    assert_eq!(report["latency"]["verdict"], "unchanged", "{report}");
+    let effect = report["latency"]["effect"].as_f64().expect("effect");
+    assert!((effect - (0.050 / 0.051 - 1.0)).abs() < 1e-9, "{report}");
+    assert!(report["latency"]["low"].as_f64().expect("low") < effect);
+    assert!(report["latency"]["high"].as_f64().expect("high") > effect);
+    assert_eq!(report["errorRate"]["verdict"], "unknown", "{report}");
+    assert!(
+        report["errorRate"]["intervalsNeeded"].as_f64().is_some(),
+        "{report}"
     );
+    for field in ["stable", "canary", "effect", "low", "high", "verdict"] {
+        assert!(
+            report["errorRate"].get(field).is_some(),
+            "{field}: {report}"
+        );
+    }
 }
 
 #[test]
@@ -70,7 +87,18 @@ fn ten_times_the_errors_is_rolled_back_at_the_second_interval() {
     assert_eq!(lines[0]["verdict"], "inconclusive");
     assert_eq!(lines[1]["verdict"], "fail");
     let last = lines.last().expect("decision");
-    assert_eq!(last, &serde_json::json!({"decision": "rollback", "t": 120}));
+    assert_eq!(last["decision"], "rollback");
+    assert_eq!(last["t"], 120);
+    // Two intervals are too few for an interval: no claim yet.
+    assert_eq!(last["report"]["errorRate"]["verdict"], "unknown");
+    assert!(
+        (last["report"]["errorRate"]["effect"]
+            .as_f64()
+            .expect("effect")
+            - 9.0)
+            .abs()
+            < 1e-9
+    );
     assert_eq!(lines.len(), 3, "the replay stops at the decision");
 }
 
@@ -79,10 +107,8 @@ fn too_little_traffic_is_inconclusive() {
     let (code, lines) = replay("thin", &csv(5, 20, 1.0));
     assert_eq!(code, 0);
     assert!(lines[..5].iter().all(|l| l["verdict"] == "inconclusive"));
-    assert_eq!(
-        lines[5],
-        serde_json::json!({"decision": "inconclusive", "t": 300})
-    );
+    assert_eq!(lines[5]["decision"], "inconclusive");
+    assert_eq!(lines[5]["t"], 300);
 }
 
 #[test]

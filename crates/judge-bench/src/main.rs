@@ -166,6 +166,7 @@ fn template(kind: JudgeKind, p99: bool) -> AnalysisTemplateSpec {
             error_rate: Some(ErrorRateCheck {
                 max_increase: Percent::new(50.0),
                 max_rate: None,
+                min_improvement: None,
             }),
             latency: Some(LatencyCheck {
                 statistic: if p99 {
@@ -175,6 +176,7 @@ fn template(kind: JudgeKind, p99: bool) -> AnalysisTemplateSpec {
                 },
                 max_increase: Percent::new(10.0),
                 max: None,
+                min_improvement: None,
             }),
             min_requests: 50,
         },

@@ -117,6 +117,7 @@ fn as_rate(
         error_rate: Some(ErrorRateCheck {
             max_increase: m.max_increase,
             max_rate: None,
+            min_improvement: None,
         }),
         latency: None,
         ..spec.alb.clone()

@@ -184,6 +184,7 @@ pub fn report(
             let check = ErrorRateCheck {
                 max_increase: m.max_increase,
                 max_rate: None,
+                min_improvement: None,
             };
             error_rate(&check, &crate::custom::rate_history(m, history))
         } else {
@@ -395,6 +396,7 @@ mod tests {
             statistic: LatencyStatistic::Average,
             max_increase: Percent::new(10.0),
             max: None,
+            min_improvement: None,
         }
     }
 
@@ -422,6 +424,7 @@ mod tests {
         let check = ErrorRateCheck {
             max_increase: Percent::new(50.0),
             max_rate: None,
+            min_improvement: None,
         };
         let worse: Vec<IntervalMetrics> = (0..20)
             .map(|_| w(arm(10_000.0, 20.0, 0.1), arm(10_000.0, 60.0, 0.1)))

@@ -239,6 +239,10 @@ pub struct MetricVerdict {
     /// sequential judge's built-in checks), for pauses that may end early.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within: Option<within::Within>,
+    /// With `minImprovement`: the evidence that the canary is better than
+    /// stable by at least that much (the run reaches 100% only once shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub improvement: Option<within::Within>,
 }
 
 impl MetricVerdict {
@@ -258,6 +262,7 @@ impl MetricVerdict {
             verdict: Verdict::Inconclusive,
             reason: String::new(),
             within: None,
+            improvement: None,
         }
     }
 }

@@ -286,9 +286,13 @@ pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[IntervalMetrics]) -> Inte
         return IntervalVerdict::combine(Vec::new());
     };
     let checks = alb.error_rate.as_ref().map_or(0, |c| {
-        usize::from(c.max_increase.is_some()) + usize::from(c.max_rate.is_some())
+        usize::from(c.max_increase.is_some())
+            + usize::from(c.max_rate.is_some())
+            + usize::from(c.min_improvement.is_some())
     }) + alb.latency.as_ref().map_or(0, |c| {
-        usize::from(c.max_increase.is_some()) + usize::from(c.max.is_some())
+        usize::from(c.max_increase.is_some())
+            + usize::from(c.max.is_some())
+            + usize::from(c.min_improvement.is_some())
     });
     let (ns, nc) = (current.stable.requests(), current.canary.requests());
     let min = alb.min_requests as f64;
@@ -319,7 +323,66 @@ pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[IntervalMetrics]) -> Inte
         metrics.push(latency_check(check, &interval));
     }
     crate::within::annotate(alb, interval.alpha_check, history, &mut metrics);
+    improvement_gates(alb, &interval, &mut metrics);
     IntervalVerdict::combine(metrics)
+}
+
+/// The checks with `minImprovement`: each fails when the data shows,
+/// anytime-valid, that the canary is not faster (or its 5xx rate not
+/// lower) than stable by that much, the failure test with a tolerance of
+/// `−minImprovement`.
+fn improvement_gates(alb: &AlbAnalysis, iv: &Interval<'_>, metrics: &mut [MetricVerdict]) {
+    let bound = 1.0 / iv.alpha_check;
+    for m in metrics.iter_mut() {
+        let (what, min, e) = match m.metric.as_str() {
+            "errorRate" => {
+                let Some(c) = &alb.error_rate else { continue };
+                let Some(min) = c.min_improvement else {
+                    continue;
+                };
+                let tolerance = (Some(-min.fraction()), None);
+                let (rel, _, _) = error_evidence(tolerance, iv.history, iv.alpha_check);
+                (
+                    "error rate".to_string(),
+                    min,
+                    rel.map_or(0.0, |p| p.value()),
+                )
+            }
+            "latency" => {
+                let Some(c) = &alb.latency else { continue };
+                let Some(min) = c.min_improvement else {
+                    continue;
+                };
+                let tolerance = (c.statistic, Some(-min.fraction()), None);
+                let (rel, _, _) = latency_evidence(tolerance, iv.history, iv.alpha_check);
+                (
+                    format!("latency {}", c.statistic),
+                    min,
+                    rel.map_or(0.0, |p| p.value()),
+                )
+            }
+            _ => continue,
+        };
+        if e >= bound && m.verdict != Verdict::Fail {
+            let effect = match (m.effect, m.effect_interval) {
+                (Some(r), Some((lo, hi))) => format!(
+                    "effect {:+.1}% [{:+.1}%, {:+.1}%]",
+                    (r - 1.0) * 100.0,
+                    (lo - 1.0) * 100.0,
+                    (hi - 1.0) * 100.0
+                ),
+                (Some(r), None) => format!("effect {:+.1}%", (r - 1.0) * 100.0),
+                _ => "no effect measured".into(),
+            };
+            m.verdict = Verdict::Fail;
+            m.statistic = Some(e);
+            m.reason = format!(
+                "{what} not improved by {min}: {effect}; evidence {} ≥ {}",
+                fmt_e(e),
+                fmt_e(bound)
+            );
+        }
+    }
 }
 
 /// The e-processes of one check (relative to stable, absolute ceiling):
@@ -362,7 +425,11 @@ fn error_rate(check: &ErrorRateCheck, iv: &Interval<'_>) -> MetricVerdict {
             };
         }
     }
-    let (rel, abs, effect) = error_evidence(check, iv.history, iv.alpha_check);
+    let tolerance = (
+        check.max_increase.map(|d| d.fraction()),
+        check.max_rate.map(|r| r.fraction()),
+    );
+    let (rel, abs, effect) = error_evidence(tolerance, iv.history, iv.alpha_check);
     if let Some((r, interval)) = effect {
         m.effect = Some(r);
         m.effect_interval = interval;
@@ -378,7 +445,7 @@ fn error_rate(check: &ErrorRateCheck, iv: &Interval<'_>) -> MetricVerdict {
 /// had errors).
 #[allow(clippy::type_complexity)]
 fn error_evidence(
-    check: &ErrorRateCheck,
+    (rel_delta, ceiling): (Option<f64>, Option<f64>),
     history: &[IntervalMetrics],
     alpha_check: f64,
 ) -> (
@@ -386,12 +453,8 @@ fn error_evidence(
     Option<EProcess>,
     Option<(f64, Option<(f64, f64)>)>,
 ) {
-    let mut rel = check
-        .max_increase
-        .map(|_| EProcess::new(ERROR_RATIOS.len(), alpha_check));
-    let mut abs = check
-        .max_rate
-        .map(|_| EProcess::new(ERROR_RATIOS.len() - 1, alpha_check));
+    let mut rel = rel_delta.map(|_| EProcess::new(ERROR_RATIOS.len(), alpha_check));
+    let mut abs = ceiling.map(|_| EProcess::new(ERROR_RATIOS.len() - 1, alpha_check));
     let (mut sum_es, mut sum_ns, mut sum_ec, mut sum_nc) = (0.0, 0.0, 0.0, 0.0);
     for w in history {
         let Some(ErrorCounts { s, c, es, ec }) = ErrorCounts::of(w) else {
@@ -403,10 +466,10 @@ fn error_evidence(
             sum_ec += ec;
             sum_nc += c;
         }
-        if let (Some(e), Some(delta)) = (&mut rel, check.max_increase) {
+        if let (Some(e), Some(delta)) = (&mut rel, rel_delta) {
             let total = es + ec;
             if s > 0.0 && c > 0.0 && total > 0.0 {
-                let ShareNull { a, p0, nu } = ShareNull::of(s, c, delta.fraction());
+                let ShareNull { a, p0, nu } = ShareNull::of(s, c, delta);
                 let null = ln_beta_binomial(ec, total, p0, nu);
                 e.push(ERROR_RATIOS.iter().map(|rho| {
                     let p1 = a * rho / (a * rho + s);
@@ -414,8 +477,7 @@ fn error_evidence(
                 }));
             }
         }
-        if let (Some(e), Some(rate)) = (&mut abs, check.max_rate) {
-            let r0 = rate.fraction();
+        if let (Some(e), Some(r0)) = (&mut abs, ceiling) {
             if c > 0.0 && r0 > 0.0 {
                 let shape = 1.0 / (ERROR_RATE_CV * ERROR_RATE_CV);
                 let null = ln_negative_binomial(ec, r0 * c, shape);
@@ -515,7 +577,12 @@ fn latency_check(check: &LatencyCheck, iv: &Interval<'_>) -> MetricVerdict {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let (rel, abs, effect) = latency_evidence(check, absolute, iv.history, iv.alpha_check);
+    let tolerance = (
+        check.statistic,
+        check.max_increase.map(|d| d.fraction()),
+        absolute,
+    );
+    let (rel, abs, effect) = latency_evidence(tolerance, iv.history, iv.alpha_check);
     if let Some((r, interval)) = effect {
         m.effect = Some(r);
         m.effect_interval = Some(interval);
@@ -530,8 +597,7 @@ fn latency_check(check: &LatencyCheck, iv: &Interval<'_>) -> MetricVerdict {
 /// mean canary/stable ratio with its 95% interval).
 #[allow(clippy::type_complexity)]
 fn latency_evidence(
-    check: &LatencyCheck,
-    absolute: Option<f64>,
+    (stat, rel_delta, absolute): (LatencyStatistic, Option<f64>, Option<f64>),
     history: &[IntervalMetrics],
     alpha_check: f64,
 ) -> (
@@ -539,20 +605,15 @@ fn latency_evidence(
     Option<EProcess>,
     Option<(f64, (f64, f64))>,
 ) {
-    let stat = check.statistic;
-    let mut rel = check
-        .max_increase
-        .map(|_| EProcess::new(LATENCY_EFFECTS.len(), alpha_check));
-    let mut abs = check
-        .max
-        .map(|_| EProcess::new(LATENCY_EFFECTS.len(), alpha_check));
+    let mut rel = rel_delta.map(|_| EProcess::new(LATENCY_EFFECTS.len(), alpha_check));
+    let mut abs = absolute.map(|_| EProcess::new(LATENCY_EFFECTS.len(), alpha_check));
     let (mut sum_d, mut sum_var, mut count) = (0.0, 0.0, 0.0);
     for w in history {
         let Some(LatencyPair { ls, lc, se_s, se_c }) = LatencyPair::of(w, stat) else {
             continue;
         };
-        if let (Some(e), Some(delta)) = (&mut rel, check.max_increase) {
-            let d = (lc / ls).ln() - (1.0 + delta.fraction()).ln();
+        if let (Some(e), Some(delta)) = (&mut rel, rel_delta) {
+            let d = (lc / ls).ln() - (1.0 + delta).ln();
             let var = se_c * se_c + se_s * se_s + LATENCY_FLOOR * LATENCY_FLOOR;
             e.push(
                 LATENCY_EFFECTS
@@ -666,11 +727,13 @@ pub(crate) mod tests {
             error_rate: Some(ErrorRateCheck {
                 max_increase: Percent::new(50.0),
                 max_rate: None,
+                min_improvement: None,
             }),
             latency: Some(LatencyCheck {
                 statistic: LatencyStatistic::Average,
                 max_increase: Percent::new(10.0),
                 max: None,
+                min_improvement: None,
             }),
             min_requests: 50,
         }

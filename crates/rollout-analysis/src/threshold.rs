@@ -185,11 +185,13 @@ mod tests {
             error_rate: Some(ErrorRateCheck {
                 max_increase: Percent::new(50.0),
                 max_rate: None,
+                min_improvement: None,
             }),
             latency: Some(LatencyCheck {
                 statistic: LatencyStatistic::Average,
                 max_increase: Percent::new(10.0),
                 max: None,
+                min_improvement: None,
             }),
             min_requests: 50,
         }
@@ -284,11 +286,13 @@ mod tests {
         t.error_rate = Some(ErrorRateCheck {
             max_increase: None,
             max_rate: Percent::new(1.0),
+            min_improvement: None,
         });
         t.latency = Some(LatencyCheck {
             statistic: LatencyStatistic::Percentile(99.0),
             max_increase: None,
             max: Some(Duration::from_millis(500)),
+            min_improvement: None,
         });
         let v = judge(
             &t,

@@ -34,7 +34,7 @@
 //! it would take at this pace (none when the data does not point inside
 //! the tolerance at all).
 
-use rollout_spec::{AlbAnalysis, ErrorRateCheck, LatencyCheck};
+use rollout_spec::{AlbAnalysis, ErrorRateCheck, LatencyCheck, LatencyStatistic};
 use serde::{Deserialize, Serialize};
 
 use crate::sequential::{
@@ -43,8 +43,7 @@ use crate::sequential::{
 };
 use crate::IntervalMetrics;
 
-/// Alternatives for a relative 5xx check, as multiples of stable's rate:
-/// half way to the tolerance, equal, half.
+/// Alternatives for a relative 5xx check (see `within_ratio`).
 const ERROR_WITHIN: [f64; 3] = [f64::NAN, 1.0, 0.5];
 /// Alternatives for an absolute 5xx ceiling, as fractions of it.
 const CEILING_WITHIN: [f64; 3] = [0.5, 0.25, 0.1];
@@ -54,6 +53,9 @@ const LATENCY_WITHIN: [f64; 3] = [0.5, 1.0, 2.0];
 /// The smallest log margin latency alternatives use (a tolerance of 0%
 /// still has alternatives 2%, 1% and 4% faster than stable).
 const MIN_LATENCY_MARGIN: f64 = 0.02;
+/// The log distance below the boundary that a required improvement's
+/// alternatives are fractions of (5%).
+const IMPROVEMENT_MARGIN: f64 = 0.05;
 /// Alternatives for an absolute latency ceiling: log distances below it.
 const LATENCY_CEILING_WITHIN: [f64; 3] = [0.05, 0.1, 0.2];
 
@@ -130,32 +132,50 @@ impl Support {
 /// Evidence that the canary's 5xx rate is within the check's tolerance:
 /// relative, absolute, or the weaker of the two when both are set.
 pub fn error_rate(check: &ErrorRateCheck, history: &[IntervalMetrics], alpha: f64) -> Within {
-    let mut rel = check
-        .max_increase
-        .map(|_| Support::new(ERROR_WITHIN.len(), alpha));
-    let mut abs = check
-        .max_rate
-        .map(|_| Support::new(CEILING_WITHIN.len(), alpha));
+    let tolerance = (
+        check.max_increase.map(|d| d.fraction()),
+        check.max_rate.map(|r| r.fraction()),
+    );
+    error_tolerance(tolerance, history, alpha)
+}
+
+/// Evidence that the canary's 5xx rate is lower than stable's by at least
+/// the check's `minImprovement` (none without one).
+pub fn error_improvement(
+    check: &ErrorRateCheck,
+    history: &[IntervalMetrics],
+    alpha: f64,
+) -> Option<Within> {
+    let m = check.min_improvement?.fraction();
+    Some(error_tolerance((Some(-m), None), history, alpha))
+}
+
+/// The 5xx evidence against a relative tolerance `δ` (a fraction, below 0
+/// for a required improvement) and an absolute ceiling.
+fn error_tolerance(
+    (rel_delta, ceiling): (Option<f64>, Option<f64>),
+    history: &[IntervalMetrics],
+    alpha: f64,
+) -> Within {
+    let mut rel = rel_delta.map(|_| Support::new(ERROR_WITHIN.len(), alpha));
+    let mut abs = ceiling.map(|_| Support::new(CEILING_WITHIN.len(), alpha));
     for w in history {
         let Some(ErrorCounts { s, c, es, ec }) = ErrorCounts::of(w) else {
             continue;
         };
-        if let (Some(e), Some(delta)) = (&mut rel, check.max_increase) {
+        if let (Some(e), Some(d)) = (&mut rel, rel_delta) {
             let total = es + ec;
-            let d = delta.fraction();
             if s > 0.0 && c > 0.0 && total > 0.0 {
                 let ShareNull { a, p0, nu } = ShareNull::of(s, c, d);
                 let null = ln_beta_binomial(ec, total, p0, nu);
                 e.push(ERROR_WITHIN.iter().map(|m| {
-                    let m = if m.is_nan() { 1.0 + d / 2.0 } else { *m };
-                    let rho = m / (1.0 + d);
+                    let rho = within_ratio(*m, d);
                     let p1 = a * rho / (a * rho + s);
                     ln_beta_binomial(ec, total, p1, nu) - null
                 }));
             }
         }
-        if let (Some(e), Some(rate)) = (&mut abs, check.max_rate) {
-            let r0 = rate.fraction();
+        if let (Some(e), Some(r0)) = (&mut abs, ceiling) {
             if c > 0.0 && r0 > 0.0 {
                 let shape = 1.0 / (ERROR_RATE_CV * ERROR_RATE_CV);
                 let null = ln_negative_binomial(ec, r0 * c, shape);
@@ -170,22 +190,72 @@ pub fn error_rate(check: &ErrorRateCheck, history: &[IntervalMetrics], alpha: f6
     weaker(rel.map(|r| r.within(alpha)), abs.map(|a| a.within(alpha)))
 }
 
+/// An alternative of a relative 5xx test as a multiple of the boundary
+/// rate (always below 1). With a tolerance `d > 0`: the canary half way
+/// there (`m` NaN), as good as stable (1) or half of stable (0.5), `m`
+/// being a multiple of stable's rate; for a required improvement
+/// (`d ≤ 0`): 10%, 30% and 50% below the boundary.
+fn within_ratio(m: f64, d: f64) -> f64 {
+    if d > 0.0 {
+        let m = if m.is_nan() { 1.0 + d / 2.0 } else { m };
+        m / (1.0 + d)
+    } else if m.is_nan() {
+        0.9
+    } else if m >= 1.0 {
+        0.7
+    } else {
+        0.5
+    }
+}
+
 /// Evidence that the canary's latency is within the check's tolerance.
 pub fn latency(check: &LatencyCheck, history: &[IntervalMetrics], alpha: f64) -> Within {
-    let mut rel = check
-        .max_increase
-        .map(|_| Support::new(LATENCY_WITHIN.len(), alpha));
-    let mut abs = check
-        .max
-        .map(|_| Support::new(LATENCY_CEILING_WITHIN.len(), alpha));
     let ceiling = check.max.map(|d| d.as_millis() as f64 / 1000.0);
+    let tolerance = (
+        check.statistic,
+        check.max_increase.map(|d| d.fraction()),
+        ceiling,
+    );
+    latency_tolerance(tolerance, history, alpha)
+}
+
+/// Evidence that the canary's latency is lower than stable's by at least
+/// the check's `minImprovement` (none without one).
+pub fn latency_improvement(
+    check: &LatencyCheck,
+    history: &[IntervalMetrics],
+    alpha: f64,
+) -> Option<Within> {
+    let m = check.min_improvement?.fraction();
+    Some(latency_tolerance(
+        (check.statistic, Some(-m), None),
+        history,
+        alpha,
+    ))
+}
+
+/// The latency evidence against a relative tolerance `δ` (below 0 for a
+/// required improvement) and an absolute ceiling in seconds.
+fn latency_tolerance(
+    (stat, rel_delta, ceiling): (LatencyStatistic, Option<f64>, Option<f64>),
+    history: &[IntervalMetrics],
+    alpha: f64,
+) -> Within {
+    let mut rel = rel_delta.map(|_| Support::new(LATENCY_WITHIN.len(), alpha));
+    let mut abs = ceiling.map(|_| Support::new(LATENCY_CEILING_WITHIN.len(), alpha));
     for w in history {
-        let Some(LatencyPair { ls, lc, se_s, se_c }) = LatencyPair::of(w, check.statistic) else {
+        let Some(LatencyPair { ls, lc, se_s, se_c }) = LatencyPair::of(w, stat) else {
             continue;
         };
-        if let (Some(e), Some(delta)) = (&mut rel, check.max_increase) {
-            let margin = (1.0 + delta.fraction()).ln().max(MIN_LATENCY_MARGIN);
-            let d = (lc / ls).ln() - (1.0 + delta.fraction()).ln();
+        if let (Some(e), Some(delta)) = (&mut rel, rel_delta) {
+            // Alternatives below the boundary: fractions of the tolerated
+            // log increase, or of 5% for a required improvement.
+            let margin = if delta > 0.0 {
+                (1.0 + delta).ln().max(MIN_LATENCY_MARGIN)
+            } else {
+                IMPROVEMENT_MARGIN
+            };
+            let d = (lc / ls).ln() - (1.0 + delta).ln();
             let var = se_c * se_c + se_s * se_s + LATENCY_FLOOR * LATENCY_FLOOR;
             e.push(LATENCY_WITHIN.iter().map(|f| {
                 let mu = -f * margin;
@@ -240,6 +310,17 @@ pub(crate) fn annotate(
     metrics: &mut [crate::MetricVerdict],
 ) {
     for m in metrics {
+        m.improvement = match m.metric.as_str() {
+            "errorRate" => alb
+                .error_rate
+                .as_ref()
+                .and_then(|c| error_improvement(c, history, alpha_check)),
+            "latency" => alb
+                .latency
+                .as_ref()
+                .and_then(|c| latency_improvement(c, history, alpha_check)),
+            _ => None,
+        };
         m.within = match m.metric.as_str() {
             "errorRate" => alb
                 .error_rate
@@ -265,6 +346,7 @@ mod tests {
             statistic: LatencyStatistic::Average,
             max_increase: Percent::new(max_increase),
             max: None,
+            min_improvement: None,
         }
     }
 
@@ -347,6 +429,7 @@ mod tests {
         let check = ErrorRateCheck {
             max_increase: None,
             max_rate: Percent::new(1.0),
+            min_improvement: None,
         };
         let h: Vec<IntervalMetrics> = (0..6)
             .map(|_| w(arm(6000.0, 12.0, 0.1), arm(3000.0, 6.0, 0.1)))

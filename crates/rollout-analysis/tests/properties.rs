@@ -20,11 +20,13 @@ fn spec(kind: JudgeKind, stat: LatencyStatistic) -> AnalysisTemplateSpec {
             error_rate: Some(ErrorRateCheck {
                 max_increase: Percent::new(50.0),
                 max_rate: None,
+                min_improvement: None,
             }),
             latency: Some(LatencyCheck {
                 statistic: stat,
                 max_increase: Percent::new(10.0),
                 max: None,
+                min_improvement: None,
             }),
             min_requests: 50,
         },

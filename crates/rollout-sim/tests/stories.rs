@@ -735,3 +735,34 @@ fn a_canary_that_turns_bad_is_held_past_an_evidence_pause() {
         st.message
     );
 }
+
+/// An improvement gate (`minImprovement`): a canary 15% faster reaches
+/// 100%; one as fast as stable is rolled back, saying by how much it was
+/// (not) faster.
+#[test]
+fn an_improvement_gate_promotes_only_a_faster_canary() {
+    let text = CANARY.replace(
+        "latency: {statistic: Average, maxIncrease: 20%}",
+        "latency: {statistic: Average, maxIncrease: 20%, minImprovement: 5%}",
+    );
+    let mut faster = harness(&text, 21);
+    faster.metrics.canary = ArmBehaviour {
+        latency: ArmBehaviour::HEALTHY.latency * 0.85,
+        ..ArmBehaviour::HEALTHY
+    };
+    assert!(faster.run_until(2 * HOUR, finished));
+    let st = faster.status().expect("status");
+    assert_eq!(st.phase, Phase::Succeeded, "{}", st.message);
+
+    let mut same = harness(&text, 22);
+    assert!(same.run_until(2 * HOUR, finished));
+    let st = same.status().expect("status");
+    assert_eq!(st.phase, Phase::RolledBack, "{}", st.message);
+    assert!(
+        st.message
+            .contains("latency Average not improved by 5%: effect"),
+        "{}",
+        st.message
+    );
+    assert!(distinct_shares(&same).iter().all(|s| *s < 100));
+}

@@ -160,12 +160,13 @@ fn check_template(t: &AnalysisTemplate, rep: &mut Report<'_>) {
     }
     check_custom_metrics(&t.spec.metrics, rep);
     if let Some(er) = &alb.error_rate {
-        if er.max_increase.is_none() && er.max_rate.is_none() {
+        if er.max_increase.is_none() && er.max_rate.is_none() && er.min_improvement.is_none() {
             rep.at(
                 "spec.alb.errorRate",
-                "give `maxIncrease` (relative to stable), `maxRate` (absolute) or both",
+                "give `maxIncrease` (relative to stable), `maxRate` (absolute), `minImprovement` (a required improvement) or several",
             );
         }
+        check_min_improvement(er.min_improvement, "spec.alb.errorRate", t, rep);
         if let Some(rate) = er.max_rate {
             if rate.value() > 100.0 {
                 rep.at(
@@ -176,18 +177,46 @@ fn check_template(t: &AnalysisTemplate, rep: &mut Report<'_>) {
         }
     }
     if let Some(lat) = &alb.latency {
-        if lat.max_increase.is_none() && lat.max.is_none() {
+        if lat.max_increase.is_none() && lat.max.is_none() && lat.min_improvement.is_none() {
             rep.at(
                 "spec.alb.latency",
-                "give `maxIncrease` (relative to stable), `max` (absolute) or both",
+                "give `maxIncrease` (relative to stable), `max` (absolute), `minImprovement` (a required improvement) or several",
             );
         }
+        check_min_improvement(lat.min_improvement, "spec.alb.latency", t, rep);
         if lat.max == Some(Duration::from_millis(0)) {
             rep.at(
                 "spec.alb.latency.max",
                 "a latency ceiling of 0s fails every interval",
             );
         }
+    }
+}
+
+/// A required improvement is a share of stable's value below 100%, shown
+/// with the sequential judge's anytime-valid evidence.
+fn check_min_improvement(
+    min: Option<crate::Percent>,
+    path: &str,
+    t: &AnalysisTemplate,
+    rep: &mut Report<'_>,
+) {
+    let Some(min) = min else {
+        return;
+    };
+    let path = format!("{path}.minImprovement");
+    if min.value() <= 0.0 || min.value() >= 100.0 {
+        rep.at(
+            &path,
+            format!(
+                "an improvement of {min} cannot be required: give more than 0% and less than 100%"
+            ),
+        );
+    } else if t.spec.judge != crate::JudgeKind::Sequential {
+        rep.at(
+            &path,
+            "an improvement is shown by the sequential judge's evidence; this template's judge is not `sequential`",
+        );
     }
 }
 

@@ -177,6 +177,15 @@ impl Reconcile<'_> {
                         self.requeue = Some(VERIFY_REQUEUE_MS);
                         return;
                     }
+                    if w == 100 && desired < 100 && self.may_raise().is_ok() {
+                        if let Some(why) = self.improvement_missing() {
+                            self.roll_back(format!(
+                                "step {} of {total}: the steps ended without the improvement required: {why}",
+                                idx + 1
+                            ));
+                            return;
+                        }
+                    }
                     if w > desired {
                         if let Err(why) = self.may_raise() {
                             self.st.message = format!("step {} of {total}: {why}", idx + 1);

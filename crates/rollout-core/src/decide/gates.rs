@@ -346,3 +346,66 @@ impl Reconcile<'_> {
         );
     }
 }
+
+impl Reconcile<'_> {
+    /// Before the canary takes all traffic: every check with
+    /// `minImprovement` has shown the improvement (the run's evidence, at
+    /// the judge's confidence). What is not shown, with the measured effect
+    /// and its 95% interval, if anything.
+    pub(super) fn improvement_missing(&self) -> Option<String> {
+        let analysis = self.ctx.rollout.spec.analysis.as_ref()?;
+        let mut missing = Vec::new();
+        for name in &analysis.templates {
+            let Some(template) = self.ctx.templates.get(name) else {
+                continue;
+            };
+            let state = self.st.analysis.templates.get(name);
+            let history = state.map_or(&[][..], |s| s.history.as_slice());
+            let shown = |metric: &str| {
+                state
+                    .and_then(|s| s.last.as_ref())
+                    .and_then(|l| l.result.metrics.iter().find(|m| m.metric == metric))
+                    .and_then(|m| m.improvement)
+                    .is_some_and(|w| w.shown())
+            };
+            let alb = &template.alb;
+            if let Some(c) = alb.latency.as_ref().filter(|c| c.min_improvement.is_some()) {
+                if !shown("latency") {
+                    let e = rollout_analysis::effect::latency(c, history);
+                    missing.push(not_improved(
+                        &format!("latency {}", c.statistic),
+                        c.min_improvement,
+                        &e,
+                    ));
+                }
+            }
+            if let Some(c) = alb
+                .error_rate
+                .as_ref()
+                .filter(|c| c.min_improvement.is_some())
+            {
+                if !shown("errorRate") {
+                    let e = rollout_analysis::effect::error_rate(c, history);
+                    missing.push(not_improved("error rate", c.min_improvement, &e));
+                }
+            }
+        }
+        (!missing.is_empty()).then(|| missing.join("; "))
+    }
+}
+
+/// "latency p99 not improved by 5%: effect −1.2% [−3.0%, +0.6%]".
+fn not_improved(
+    what: &str,
+    min: Option<rollout_spec::Percent>,
+    e: &rollout_analysis::effect::Effect,
+) -> String {
+    let pct = |x: f64| format!("{:+.1}%", x * 100.0);
+    let effect = match (e.effect, e.low, e.high) {
+        (Some(x), Some(lo), Some(hi)) => format!("effect {} [{}, {}]", pct(x), pct(lo), pct(hi)),
+        (Some(x), _, _) => format!("effect {} (too few intervals for an interval)", pct(x)),
+        _ => "no effect measured".into(),
+    };
+    let min = min.map(|m| m.to_string()).unwrap_or_default();
+    format!("{what} not improved by {min}: {effect}")
+}

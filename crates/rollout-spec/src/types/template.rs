@@ -203,16 +203,22 @@ pub struct ErrorRateCheck {
     /// An absolute ceiling on the canary's rate (e.g. 1%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rate: Option<Percent>,
+    /// The canary must lower the rate by at least this much (5% = at most
+    /// 0.95 × stable) for the run to reach 100%: an improvement gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_improvement: Option<Percent>,
 }
 
 impl Decode for ErrorRateCheck {
     fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["maxIncrease", "maxRate"])?;
+        let f = cx.fields(node, &["maxIncrease", "maxRate", "minImprovement"])?;
         let max_increase = f.opt(cx, "maxIncrease");
         let max_rate = f.opt(cx, "maxRate");
+        let min_improvement = f.opt(cx, "minImprovement");
         Some(ErrorRateCheck {
             max_increase: max_increase.ok()?,
             max_rate: max_rate.ok()?,
+            min_improvement: min_improvement.ok()?,
         })
     }
 }
@@ -230,18 +236,24 @@ pub struct LatencyCheck {
     /// An absolute ceiling on the canary's value (e.g. 500ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<Duration>,
+    /// The canary must be faster by at least this much (5% = at most
+    /// 0.95 × stable) for the run to reach 100%: an improvement gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_improvement: Option<Percent>,
 }
 
 impl Decode for LatencyCheck {
     fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["statistic", "maxIncrease", "max"])?;
+        let f = cx.fields(node, &["statistic", "maxIncrease", "max", "minImprovement"])?;
         let statistic = f.or(cx, "statistic", LatencyStatistic::Average);
         let max_increase = f.opt(cx, "maxIncrease");
         let max = f.opt(cx, "max");
+        let min_improvement = f.opt(cx, "minImprovement");
         Some(LatencyCheck {
             statistic: statistic?,
             max_increase: max_increase.ok()?,
             max: max.ok()?,
+            min_improvement: min_improvement.ok()?,
         })
     }
 }

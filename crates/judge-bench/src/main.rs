@@ -2,7 +2,8 @@
 //!
 //! Usage: `cargo run --release -p judge-bench -- [--runs N] [--seed S] [--minutes M] [--error-cv C]`
 //! (and `… -- pacing`: fixed against evidence-driven pauses, see `pacing.rs`;
-//! `… -- coverage`: the run report's intervals, see `coverage.rs`)
+//! `… -- coverage`: the run report's intervals, see `coverage.rs`;
+//! `… -- improvement`: the improvement gate, see `improvement.rs`)
 //!
 //! Each run is `M` one-minute intervals (default 30) of both arms' ALB
 //! metrics at a fixed canary share, generated from one seed:
@@ -29,6 +30,7 @@
 use std::collections::BTreeMap;
 
 mod coverage;
+mod improvement;
 mod pacing;
 
 use rollout_analysis::stats::{lognormal_cv, normal_pdf, wilson};
@@ -446,6 +448,7 @@ fn main() -> std::process::ExitCode {
     match all.first().map(String::as_str) {
         Some("pacing") => return pacing::main(&all[1..]),
         Some("coverage") => return coverage::main(&all[1..]),
+        Some("improvement") => return improvement::main(&all[1..]),
         _ => {}
     }
     let a = match args() {

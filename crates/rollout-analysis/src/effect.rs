@@ -232,14 +232,20 @@ pub fn latency(check: &LatencyCheck, history: &[IntervalMetrics]) -> Effect {
         sum_c += lc;
     }
     let n = points.len() as f64;
+    if points.is_empty() {
+        return Effect::unknown();
+    }
+    let precision_of = |phi: f64| points.iter().map(|(_, v)| 1.0 / (v * phi)).sum::<f64>();
+    let theta = points.iter().map(|(x, v)| x / v).sum::<f64>() / precision_of(1.0);
     if points.len() < MIN_INTERVALS {
         return Effect {
+            stable: Some(sum_s / n),
+            canary: Some(sum_c / n),
+            effect: Some(theta.exp() - 1.0),
             intervals_needed: Some((MIN_INTERVALS - points.len()) as f64),
             ..Effect::unknown()
         };
     }
-    let precision_of = |phi: f64| points.iter().map(|(_, v)| 1.0 / (v * phi)).sum::<f64>();
-    let theta = points.iter().map(|(x, v)| x / v).sum::<f64>() / precision_of(1.0);
     // When the intervals scatter more than the model says (hosts noisier
     // than its floor), every variance is scaled up by the excess.
     let chi2: f64 = points.iter().map(|(x, v)| (x - theta).powi(2) / v).sum();

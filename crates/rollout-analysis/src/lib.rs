@@ -15,6 +15,7 @@
 
 pub mod custom;
 pub mod effect;
+mod improvement;
 pub mod mann_whitney;
 pub mod sequential;
 pub mod stats;

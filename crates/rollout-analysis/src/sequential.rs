@@ -165,7 +165,7 @@ impl LatencyPair {
 /// `S_k(t) = (S_k(t−1) + w_t)·LR_tk`, in logs; the starts still to come
 /// add their mass `1/(t+1)`.
 #[derive(Debug, Clone)]
-struct EProcess {
+pub(crate) struct EProcess {
     log_s: Vec<f64>,
     t: u64,
     cap: f64,
@@ -212,7 +212,7 @@ impl EProcess {
     }
 
     /// The e-value now.
-    fn value(&self) -> f64 {
+    pub(crate) fn value(&self) -> f64 {
         let k = self.log_s.len() as f64;
         let started = self
             .log_s
@@ -258,14 +258,14 @@ pub(crate) fn fmt_e(e: f64) -> String {
 
 /// What every check of one interval shares: its request counts, whether
 /// there are enough to pass, why not, and each check's share of `α`.
-struct Interval<'h> {
-    history: &'h [IntervalMetrics],
+pub(crate) struct Interval<'h> {
+    pub(crate) history: &'h [IntervalMetrics],
     current: &'h IntervalMetrics,
     ns: Option<f64>,
     nc: Option<f64>,
     enough: bool,
     thin: String,
-    alpha_check: f64,
+    pub(crate) alpha_check: f64,
 }
 
 impl Interval<'_> {
@@ -323,66 +323,8 @@ pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[IntervalMetrics]) -> Inte
         metrics.push(latency_check(check, &interval));
     }
     crate::within::annotate(alb, interval.alpha_check, history, &mut metrics);
-    improvement_gates(alb, &interval, &mut metrics);
+    crate::improvement::gates(alb, &interval, &mut metrics);
     IntervalVerdict::combine(metrics)
-}
-
-/// The checks with `minImprovement`: each fails when the data shows,
-/// anytime-valid, that the canary is not faster (or its 5xx rate not
-/// lower) than stable by that much, the failure test with a tolerance of
-/// `−minImprovement`.
-fn improvement_gates(alb: &AlbAnalysis, iv: &Interval<'_>, metrics: &mut [MetricVerdict]) {
-    let bound = 1.0 / iv.alpha_check;
-    for m in metrics.iter_mut() {
-        let (what, min, e) = match m.metric.as_str() {
-            "errorRate" => {
-                let Some(c) = &alb.error_rate else { continue };
-                let Some(min) = c.min_improvement else {
-                    continue;
-                };
-                let tolerance = (Some(-min.fraction()), None);
-                let (rel, _, _) = error_evidence(tolerance, iv.history, iv.alpha_check);
-                (
-                    "error rate".to_string(),
-                    min,
-                    rel.map_or(0.0, |p| p.value()),
-                )
-            }
-            "latency" => {
-                let Some(c) = &alb.latency else { continue };
-                let Some(min) = c.min_improvement else {
-                    continue;
-                };
-                let tolerance = (c.statistic, Some(-min.fraction()), None);
-                let (rel, _, _) = latency_evidence(tolerance, iv.history, iv.alpha_check);
-                (
-                    format!("latency {}", c.statistic),
-                    min,
-                    rel.map_or(0.0, |p| p.value()),
-                )
-            }
-            _ => continue,
-        };
-        if e >= bound && m.verdict != Verdict::Fail {
-            let effect = match (m.effect, m.effect_interval) {
-                (Some(r), Some((lo, hi))) => format!(
-                    "effect {:+.1}% [{:+.1}%, {:+.1}%]",
-                    (r - 1.0) * 100.0,
-                    (lo - 1.0) * 100.0,
-                    (hi - 1.0) * 100.0
-                ),
-                (Some(r), None) => format!("effect {:+.1}%", (r - 1.0) * 100.0),
-                _ => "no effect measured".into(),
-            };
-            m.verdict = Verdict::Fail;
-            m.statistic = Some(e);
-            m.reason = format!(
-                "{what} not improved by {min}: {effect}; evidence {} ≥ {}",
-                fmt_e(e),
-                fmt_e(bound)
-            );
-        }
-    }
 }
 
 /// The e-processes of one check (relative to stable, absolute ceiling):
@@ -444,7 +386,7 @@ fn error_rate(check: &ErrorRateCheck, iv: &Interval<'_>) -> MetricVerdict {
 /// (canary/stable rate over the run, with its 95% interval when the canary
 /// had errors).
 #[allow(clippy::type_complexity)]
-fn error_evidence(
+pub(crate) fn error_evidence(
     (rel_delta, ceiling): (Option<f64>, Option<f64>),
     history: &[IntervalMetrics],
     alpha_check: f64,
@@ -596,7 +538,7 @@ fn latency_check(check: &LatencyCheck, iv: &Interval<'_>) -> MetricVerdict {
 /// The latency e-processes over the run's intervals, and the effect (the
 /// mean canary/stable ratio with its 95% interval).
 #[allow(clippy::type_complexity)]
-fn latency_evidence(
+pub(crate) fn latency_evidence(
     (stat, rel_delta, absolute): (LatencyStatistic, Option<f64>, Option<f64>),
     history: &[IntervalMetrics],
     alpha_check: f64,

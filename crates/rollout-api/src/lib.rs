@@ -76,6 +76,14 @@ pub struct EventList {
     pub items: Vec<Event>,
 }
 
+/// Every run's report, newest first: the current run (live), then the
+/// ended runs the status keeps.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RunList {
+    /// The reports.
+    pub items: Vec<rollout_core::report::RunReport>,
+}
+
 /// What an apply did (or, with `dryRun`, would do) to one document.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Applied {

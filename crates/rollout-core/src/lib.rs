@@ -16,6 +16,7 @@ pub mod command;
 pub mod decide;
 pub mod observe;
 pub mod ports;
+pub mod report;
 pub mod status;
 pub mod sync;
 pub mod time;

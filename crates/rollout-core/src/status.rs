@@ -241,6 +241,13 @@ pub struct RunRecord {
     pub ended_at: Time,
     /// Its last message.
     pub message: String,
+    /// Requests the canary served in its judged intervals.
+    #[serde(default)]
+    pub canary_requests: f64,
+    /// What each template's checks measured (its report, computed when it
+    /// ended).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub checks: crate::report::Checks,
 }
 
 /// A webhook step's calls so far.

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod remote;
 mod replay;
+mod report;
 mod validate;
 mod yaml;
 
@@ -106,6 +107,18 @@ enum Command {
         /// The rollout.
         name: String,
     },
+    /// What a run did: how it ended, and each check's effect (canary/stable
+    /// − 1) with its 95% interval and a verdict.
+    Report {
+        /// The rollout.
+        name: String,
+        /// The run (default: the newest).
+        #[arg(long)]
+        run: Option<u32>,
+        /// Output: `table`, `json`, or `markdown` (for a pull request).
+        #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json", "markdown"])]
+        output: String,
+    },
     /// Return all traffic to stable at once; the run ends Aborted.
     Abort(Override),
     /// Skip the current pause (--full: straight to 100%).
@@ -189,6 +202,11 @@ fn main() -> ExitCode {
         } => remote::get(&client(), name.as_deref(), output),
         Command::Status { ref name, watch } => remote::status(&client(), name, watch),
         Command::Target { ref name } => remote::target(&client(), name),
+        Command::Report {
+            ref name,
+            run,
+            ref output,
+        } => report::report(&client(), name, run, output),
         Command::Abort(ref o) => {
             remote::command(&client(), "abort", &o.name, o.reason.as_deref(), false)
         }

@@ -106,7 +106,12 @@ impl Client {
         })
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<(&str, &str)>) -> Result<Value, Failure> {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &str)>,
+    ) -> Result<Value, Failure> {
         let url = format!("{}{path}", self.base);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let result = match (method, body) {
@@ -153,7 +158,7 @@ impl Client {
 }
 
 /// An answer read as the API's type for it (`rollout_api`).
-fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Failure> {
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Failure> {
     serde_json::from_value(value)
         .map_err(|e| Failure::Unreachable(format!("an answer this rolloutctl cannot read: {e}")))
 }

@@ -367,6 +367,27 @@ fn interval_metrics(
     }
 }
 
+/// One interval's line (and the pause that would end there).
+fn print_interval(json: bool, t: i64, v: &IntervalVerdict, step_ended: Option<StepEnd>) {
+    if json {
+        let line = IntervalLine {
+            t,
+            verdict: v.verdict,
+            metrics: &v.metrics,
+            step_ended,
+        };
+        println!("{}", serde_json::to_string(&line).unwrap_or_default());
+    } else {
+        println!("t={t:>6}  {:<12}  {}", v.verdict.as_str(), v.summary());
+        if let Some(e) = step_ended {
+            println!(
+                "t={t:>6}  pause {} would end after {} s by its {}: {}",
+                e.pause, e.after, e.by, e.why
+            );
+        }
+    }
+}
+
 /// Runs the command.
 pub fn run(template: &Path, observations: &Path, json: bool, pacing: Option<Pacing>) -> ExitCode {
     let spec = match load_template(template) {
@@ -424,23 +445,7 @@ pub fn run(template: &Path, observations: &Path, json: bool, pacing: Option<Paci
         let step_ended = pauses
             .as_mut()
             .and_then(|p| p.after(&spec, &history, t, &v));
-        if json {
-            let line = IntervalLine {
-                t,
-                verdict: v.verdict,
-                metrics: &v.metrics,
-                step_ended,
-            };
-            println!("{}", serde_json::to_string(&line).unwrap_or_default());
-        } else {
-            println!("t={t:>6}  {:<12}  {}", v.verdict.as_str(), v.summary());
-            if let Some(e) = step_ended {
-                println!(
-                    "t={t:>6}  pause {} would end after {} s by its {}: {}",
-                    e.pause, e.after, e.by, e.why
-                );
-            }
-        }
+        print_interval(json, t, &v, step_ended);
         if v.verdict == Verdict::Fail {
             failed += 1;
             if failed > spec.failure_limit {

@@ -239,6 +239,44 @@ fn a_rollout_from_apply_to_the_end() {
     let (_, yaml, _) = text(&ctl(&d, &["get", "checkout-api", "-o", "yaml"]));
     assert!(yaml.contains("metadata:\n  name: checkout-api\n"), "{yaml}");
 
+    // What the run did, for people and for a pull request.
+    let (code, table, err) = text(&ctl(&d, &["report", "checkout-api"]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        table.contains("Succeeded") && table.contains("95% INTERVAL"),
+        "{table}"
+    );
+    assert!(
+        table.contains("golden") && table.contains("latency"),
+        "{table}"
+    );
+    let (code, md, _) = text(&ctl(&d, &["report", "checkout-api", "-o", "markdown"]));
+    assert_eq!(code, Some(0));
+    assert!(
+        md.starts_with("### rollout `checkout-api`, run ")
+            && md.contains(
+                "| template | check | stable | canary | effect | 95% interval | verdict |"
+            ),
+        "{md}"
+    );
+    let (code, json, _) = text(&ctl(&d, &["report", "checkout-api", "-o", "json"]));
+    assert_eq!(code, Some(0));
+    let r: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(r["outcome"], "Succeeded", "{json}");
+    let run = r["run"].as_u64().expect("run").to_string();
+    let (code, again, _) = text(&ctl(
+        &d,
+        &["report", "checkout-api", "--run", &run, "-o", "json"],
+    ));
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&again).expect("json"),
+        r
+    );
+    let (code, _, err) = text(&ctl(&d, &["report", "checkout-api", "--run", "99"]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("has no run 99"), "{err}");
+
     let (code, _, err) = text(&ctl(&d, &["abort", "checkout-api", "--reason", "too late"]));
     assert_eq!(code, Some(1));
     assert!(

@@ -28,6 +28,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
+mod runs;
+
 use crate::daemon::Clock;
 use crate::metrics::Metrics;
 
@@ -302,6 +304,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/rollouts/{name}", get(one).delete(delete))
         .route("/api/v1/rollouts/{name}/events", get(events))
         .route("/api/v1/rollouts/{name}/notifications", get(notifications))
+        .route("/api/v1/rollouts/{name}/runs", get(runs::list))
+        .route("/api/v1/rollouts/{name}/runs/{run}", get(runs::one))
         .route("/api/v1/rollouts/{name}/{verb}", post(command))
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&api), gate))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

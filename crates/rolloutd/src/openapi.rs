@@ -6,7 +6,8 @@
 
 pub use rollout_api::{
     Accepted, Applied, ApplyResult, CommandBody, Deleted, ErrorBody, ErrorDetail, EventList,
-    HealthBody, NotificationList, NotificationState, RolloutList, RolloutResource, SourceList,
+    HealthBody, NotificationList, NotificationState, RolloutList, RolloutResource, RunList,
+    SourceList,
 };
 use rollout_spec::{AnalysisTemplate, Rollout};
 use schemars::generate::SchemaSettings;
@@ -49,6 +50,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "get",
         "/api/v1/rollouts/{name}/notifications",
         "How far the delivery of the rollout's events to each notifier got.",
+    ),
+    (
+        "get",
+        "/api/v1/rollouts/{name}/runs",
+        "Every run's report, newest first: how it ended and what each check measured (the effect with a 95% interval, a verdict).",
+    ),
+    (
+        "get",
+        "/api/v1/rollouts/{name}/runs/{run}",
+        "One run's report.",
     ),
     (
         "post",
@@ -196,20 +207,10 @@ fn responses(
             responses.extend(errors(&[("404", "No such rollout.")]));
             responses.extend(errors(&AUTH_ERRORS));
         }
-        ("get", "/api/v1/rollouts/{name}/notifications") => {
-            responses.insert(
-                "200".into(),
-                json_response("One entry per notifier.", reference("NotificationList")),
-            );
-            responses.extend(errors(&[("404", "No such rollout.")]));
-            responses.extend(errors(&AUTH_ERRORS));
-        }
         ("get", _) => {
-            responses.insert(
-                "200".into(),
-                json_response("The events.", reference("EventList")),
-            );
-            responses.extend(errors(&[("404", "No such rollout.")]));
+            let (why, schema) = subresource(path);
+            responses.insert("200".into(), json_response(why, reference(schema)));
+            responses.extend(errors(&[("404", "No such rollout (or run).")]));
             responses.extend(errors(&AUTH_ERRORS));
         }
         _ => command_operation(op, &mut responses),
@@ -277,6 +278,16 @@ fn command_operation(
     responses.extend(errors(&AUTH_ERRORS));
 }
 
+/// A rollout's readable parts: what the answer holds, and its schema.
+fn subresource(path: &str) -> (&'static str, &'static str) {
+    match path.rsplit('/').next() {
+        Some("notifications") => ("One entry per notifier.", "NotificationList"),
+        Some("runs") => ("Every run's report, newest first.", "RunList"),
+        Some("{run}") => ("The run's report.", "RunReport"),
+        _ => ("The events.", "EventList"),
+    }
+}
+
 /// The OpenAPI 3.0 document.
 pub fn document() -> Value {
     let mut generator = SchemaSettings::openapi3().into_generator();
@@ -285,6 +296,7 @@ pub fn document() -> Value {
     let _ = generator.subschema_for::<RolloutList<'static>>();
     let _ = generator.subschema_for::<EventList>();
     let _ = generator.subschema_for::<NotificationList>();
+    let _ = generator.subschema_for::<RunList>();
     let _ = generator.subschema_for::<ApplyResult>();
     let _ = generator.subschema_for::<SourceList>();
     let _ = generator.subschema_for::<Accepted>();
@@ -303,7 +315,13 @@ pub fn document() -> Value {
         let mut op = serde_json::Map::new();
         op.insert("summary".into(), json!(summary));
         op.insert("operationId".into(), json!(operation_id(method, path)));
-        if path.contains("{name}") {
+        if path.contains("{run}") {
+            let mut params = name_param.clone();
+            if let Value::Array(a) = &mut params {
+                a.push(json!({"name": "run", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0}, "description": "The run's number."}));
+            }
+            op.insert("parameters".into(), params);
+        } else if path.contains("{name}") {
             op.insert("parameters".into(), name_param.clone());
         }
         let responses = responses(method, path, &mut op);

@@ -381,6 +381,44 @@ fn a_whole_run_through_the_api() {
         last["stable"].is_number() && last["canary"].is_number() && last["verdict"].is_string(),
         "{last}"
     );
+    // Its report: every check of the template, with both arms, the effect,
+    // its interval and a verdict; the same run alone at /runs/{run}.
+    let (code, runs) = get(&s, "/api/v1/rollouts/checkout-api/runs");
+    assert_eq!(code, 200, "{runs}");
+    let newest = &runs["items"][0];
+    assert_eq!(newest["outcome"], "Succeeded", "{runs}");
+    assert_eq!(newest["run"], r["status"]["run"], "{runs}");
+    assert!(
+        newest["canaryRequests"].as_f64().is_some_and(|n| n > 0.0),
+        "{newest}"
+    );
+    for check in ["errorRate", "latency"] {
+        let e = &newest["checks"]["golden"][check];
+        assert!(
+            e["stable"].is_number() && e["canary"].is_number(),
+            "{check}: {e}"
+        );
+        assert!(
+            ["improved", "unchanged", "regressed", "unknown"]
+                .contains(&e["verdict"].as_str().unwrap_or("")),
+            "{check}: {e}"
+        );
+    }
+    let run = newest["run"].as_u64().expect("run");
+    let (code, one) = get(&s, &format!("/api/v1/rollouts/checkout-api/runs/{run}"));
+    assert_eq!(code, 200, "{one}");
+    assert_eq!(&one, newest);
+    let (code, none) = get(
+        &s,
+        &format!("/api/v1/rollouts/checkout-api/runs/{}", run + 5),
+    );
+    assert_eq!(code, 404, "{none}");
+    assert!(
+        none["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("has no run")),
+        "{none}"
+    );
 }
 
 /// Resolves a local `$ref` of the OpenAPI document.
@@ -408,7 +446,7 @@ fn the_openapi_document_covers_every_route_and_matches_the_answers() {
     );
     for (method, path, _) in rolloutd::openapi::ROUTES {
         assert!(doc["paths"][path][method].is_object(), "{method} {path}");
-        let concrete = path.replace("{name}", "nobody");
+        let concrete = path.replace("{name}", "nobody").replace("{run}", "1");
         let req = agent();
         let (code, body) = json(
             match *method {

@@ -177,14 +177,8 @@ impl Reconcile<'_> {
                         self.requeue = Some(VERIFY_REQUEUE_MS);
                         return;
                     }
-                    if w == 100 && desired < 100 && self.may_raise().is_ok() {
-                        if let Some(why) = self.improvement_missing() {
-                            self.roll_back(format!(
-                                "step {} of {total}: the steps ended without the improvement required: {why}",
-                                idx + 1
-                            ));
-                            return;
-                        }
+                    if w == 100 && desired < 100 && self.improvement_refused(idx, total) {
+                        return;
                     }
                     if w > desired {
                         if let Err(why) = self.may_raise() {
@@ -241,6 +235,22 @@ impl Reconcile<'_> {
                 },
             }
         }
+    }
+
+    /// Before the last raise: a run whose required improvements were not
+    /// shown is rolled back (true when it was).
+    fn improvement_refused(&mut self, idx: usize, total: usize) -> bool {
+        if self.may_raise().is_err() {
+            return false;
+        }
+        let Some(why) = self.improvement_missing() else {
+            return false;
+        };
+        self.roll_back(format!(
+            "step {} of {total}: the steps ended without the improvement required: {why}",
+            idx + 1
+        ));
+        true
     }
 
     /// Every step is done: once 100% is seen, the bake after promotion (if

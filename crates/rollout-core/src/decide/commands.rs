@@ -37,6 +37,8 @@ impl Reconcile<'_> {
         outcome: &str,
         returning_from: Option<String>,
     ) {
+        let checks = crate::report::checks_of(&self.st, self.ctx.templates);
+        let canary_requests = crate::report::canary_requests(&self.st);
         let st = &mut self.st;
         st.history.push(RunRecord {
             run: st.run,
@@ -45,6 +47,8 @@ impl Reconcile<'_> {
             started_at: st.started_at,
             ended_at: st.ended_at.unwrap_or(self.now),
             message: st.message.clone(),
+            canary_requests,
+            checks,
         });
         if st.history.len() > HISTORY_LIMIT {
             let excess = st.history.len() - HISTORY_LIMIT;

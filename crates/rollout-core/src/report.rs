@@ -1,0 +1,101 @@
+//! Run reports: how a run ended (or where it stands) and what each check
+//! measured over it (`rollout_analysis::effect`: both arms' values, the
+//! effect with its 95% confidence sequence, a verdict). The current run's
+//! report is computed from its status; an ended run's is kept in its
+//! `RunRecord`, computed when the run ended.
+
+use std::collections::BTreeMap;
+
+use rollout_analysis::effect::{self, Effect};
+use rollout_spec::AnalysisTemplateSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::status::{RolloutStatus, RunRecord};
+use crate::time::Time;
+
+/// Each template's checks' effects: template → check → effect.
+pub type Checks = BTreeMap<String, BTreeMap<String, Effect>>;
+
+/// One run's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    /// The run's number.
+    pub run: u32,
+    /// Its revision.
+    pub revision: String,
+    /// Its phase (the current run), or how it ended.
+    pub outcome: String,
+    /// When it started, if it did.
+    pub started_at: Option<Time>,
+    /// When it ended, if it did.
+    pub ended_at: Option<Time>,
+    /// Its last message: how it ended and why.
+    pub message: String,
+    /// Requests the canary served in the judged intervals.
+    pub canary_requests: f64,
+    /// What each template's checks measured.
+    pub checks: Checks,
+}
+
+/// The checks' effects over the status's current analysis history.
+pub fn checks_of(st: &RolloutStatus, templates: &BTreeMap<String, AnalysisTemplateSpec>) -> Checks {
+    st.analysis
+        .templates
+        .iter()
+        .filter_map(|(name, t)| {
+            let spec = templates.get(name)?;
+            Some((name.clone(), effect::report(spec, &t.history)))
+        })
+        .collect()
+}
+
+/// Canary requests over the current analysis history (the first
+/// template's, as every template judges the same traffic).
+pub fn canary_requests(st: &RolloutStatus) -> f64 {
+    st.analysis.templates.values().next().map_or(0.0, |t| {
+        t.history.iter().filter_map(|w| w.canary.requests).sum()
+    })
+}
+
+/// The current run's report, live.
+pub fn current(
+    st: &RolloutStatus,
+    templates: &BTreeMap<String, AnalysisTemplateSpec>,
+) -> RunReport {
+    RunReport {
+        run: st.run,
+        revision: st.revision.clone(),
+        outcome: st.phase.as_str().to_string(),
+        started_at: st.started_at,
+        ended_at: st.ended_at,
+        message: st.message.clone(),
+        canary_requests: canary_requests(st),
+        checks: checks_of(st, templates),
+    }
+}
+
+/// An ended run's report, from its record.
+pub fn of_record(r: &RunRecord) -> RunReport {
+    RunReport {
+        run: r.run,
+        revision: r.revision.clone(),
+        outcome: r.outcome.clone(),
+        started_at: r.started_at,
+        ended_at: Some(r.ended_at),
+        message: r.message.clone(),
+        canary_requests: r.canary_requests,
+        checks: r.checks.clone(),
+    }
+}
+
+/// Every run's report, newest first: the current run, then the ended ones
+/// the status keeps.
+pub fn all(
+    st: &RolloutStatus,
+    templates: &BTreeMap<String, AnalysisTemplateSpec>,
+) -> Vec<RunReport> {
+    std::iter::once(current(st, templates))
+        .chain(st.history.iter().rev().map(of_record))
+        .collect()
+}

@@ -34,21 +34,8 @@ struct Tally {
 }
 
 fn parse(rest: &[String]) -> Result<(u64, u64), String> {
-    let (mut runs, mut seed) = (20_u64, 1_u64);
-    let mut it = rest.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--runs" => runs = value.parse().map_err(|e| format!("--runs: {e}"))?,
-            "--seed" => seed = value.parse().map_err(|e| format!("--seed: {e}"))?,
-            other => {
-                return Err(format!(
-                    "unknown argument {other}; usage: judge-bench improvement [--runs N] [--seed S]"
-                ))
-            }
-        }
-    }
-    Ok((runs, seed))
+    let f = super::ModeFlags::parse(rest, "improvement", &[])?;
+    Ok((f.get("--runs", 20)?, f.get("--seed", 1)?))
 }
 
 /// `judge-bench improvement …`.

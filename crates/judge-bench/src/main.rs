@@ -443,6 +443,39 @@ fn args() -> Result<Args, String> {
 /// (judge, scenario index, showable) -> tally
 type Tallies = BTreeMap<(JudgeName, usize, bool), Tally>;
 
+/// A mode's flags (`--runs`, `--seed` and `extra`), each with a value.
+struct ModeFlags(BTreeMap<String, String>);
+
+impl ModeFlags {
+    fn parse(rest: &[String], mode: &str, extra: &[&str]) -> Result<ModeFlags, String> {
+        let mut out = BTreeMap::new();
+        let mut it = rest.iter();
+        while let Some(flag) = it.next() {
+            let known =
+                ["--runs", "--seed"].contains(&flag.as_str()) || extra.contains(&flag.as_str());
+            if !known {
+                let more: String = extra.iter().map(|e| format!(" [{e} V]")).collect();
+                return Err(format!(
+                    "unknown argument {flag}; usage: judge-bench {mode} [--runs N] [--seed S]{more}"
+                ));
+            }
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            out.insert(flag.clone(), value.clone());
+        }
+        Ok(ModeFlags(out))
+    }
+
+    /// The flag's value, or `default`.
+    fn get<T: std::str::FromStr>(&self, flag: &str, default: T) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.0.get(flag).map_or(Ok(default), |v| {
+            v.parse().map_err(|e| format!("{flag}: {e}"))
+        })
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let all: Vec<String> = std::env::args().skip(1).collect();
     match all.first().map(String::as_str) {

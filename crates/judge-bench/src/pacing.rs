@@ -183,25 +183,12 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 
 /// Parses `--runs`, `--seed`, `--error-cv` after `pacing`.
 fn args(rest: &[String]) -> Result<(u64, u64, f64), String> {
-    let (mut runs, mut seed, mut cv) = (40_u64, 1_u64, 0.5_f64);
-    let mut it = rest.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--runs" => runs = value.parse().map_err(|e| format!("--runs: {e}"))?,
-            "--seed" => seed = value.parse().map_err(|e| format!("--seed: {e}"))?,
-            "--error-cv" => cv = value.parse().map_err(|e| format!("--error-cv: {e}"))?,
-            other => {
-                return Err(format!(
-                    "unknown argument {other}; usage: judge-bench pacing [--runs N] [--seed S] [--error-cv C]"
-                ))
-            }
-        }
-    }
+    let f = super::ModeFlags::parse(rest, "pacing", &["--error-cv"])?;
+    let cv = f.get("--error-cv", 0.5)?;
     if !(0.0..=3.0).contains(&cv) {
         return Err("--error-cv must be between 0 and 3".into());
     }
-    Ok((runs, seed, cv))
+    Ok((f.get("--runs", 40)?, f.get("--seed", 1)?, cv))
 }
 
 /// `judge-bench pacing …`.

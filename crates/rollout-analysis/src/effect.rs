@@ -42,7 +42,7 @@ use std::collections::BTreeMap;
 use rollout_spec::{AnalysisTemplateSpec, ErrorRateCheck, LatencyCheck};
 use serde::{Deserialize, Serialize};
 
-use crate::sequential::{ln_beta_binomial, ErrorCounts, LatencyPair, ShareNull, LATENCY_FLOOR};
+use crate::sequential::{ErrorCounts, LatencyPair, ShareNull, LATENCY_FLOOR};
 use crate::IntervalMetrics;
 
 /// The report's confidence: 95%.
@@ -321,12 +321,11 @@ fn ln_e_ratio(intervals: &[ErrorCounts], ratio: f64, phi: f64) -> f64 {
             continue;
         }
         // `ShareNull` with δ = ratio − 1 is the share at this ratio.
-        let ShareNull { a, p0, nu } = ShareNull::of(e.s, e.c, ratio - 1.0);
-        let nu = dispersed(nu, total, phi);
-        let null = ln_beta_binomial(e.ec, total, p0, nu);
-        for (s, m) in log_s.iter_mut().zip(RATIO_ALTERNATIVES) {
-            let p1 = a * m / (a * m + e.s);
-            *s += ln_beta_binomial(e.ec, total, p1, nu) - null;
+        let share = ShareNull::of(e.s, e.c, ratio - 1.0);
+        let nu = dispersed(share.nu, total, phi);
+        let lrs = share.log_lrs((e.s, e.ec, total), nu, RATIO_ALTERNATIVES.into_iter());
+        for (s, lr) in log_s.iter_mut().zip(lrs) {
+            *s += lr;
         }
     }
     let max = log_s.iter().copied().fold(f64::NEG_INFINITY, f64::max);

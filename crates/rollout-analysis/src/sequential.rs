@@ -124,6 +124,22 @@ impl ShareNull {
         let nu = (1.0 / (p0 * (1.0 - p0) * 2.0 * cv2) - 1.0).max(1.0);
         ShareNull { a, p0, nu }
     }
+
+    /// The log likelihood ratios of the canary's `ec` of `total` errors
+    /// (stable served `s` requests) for canary rates `rho` times the
+    /// tolerated one against the tolerated one, with concentration `nu`.
+    pub(crate) fn log_lrs<'a>(
+        &'a self,
+        (s, ec, total): (f64, f64, f64),
+        nu: f64,
+        rhos: impl Iterator<Item = f64> + 'a,
+    ) -> impl Iterator<Item = f64> + 'a {
+        let null = ln_beta_binomial(ec, total, self.p0, nu);
+        rhos.map(move |rho| {
+            let p1 = self.a * rho / (self.a * rho + s);
+            ln_beta_binomial(ec, total, p1, nu) - null
+        })
+    }
 }
 
 /// One interval's latency statistic of both arms with the standard errors
@@ -411,12 +427,8 @@ pub(crate) fn error_evidence(
         if let (Some(e), Some(delta)) = (&mut rel, rel_delta) {
             let total = es + ec;
             if s > 0.0 && c > 0.0 && total > 0.0 {
-                let ShareNull { a, p0, nu } = ShareNull::of(s, c, delta);
-                let null = ln_beta_binomial(ec, total, p0, nu);
-                e.push(ERROR_RATIOS.iter().map(|rho| {
-                    let p1 = a * rho / (a * rho + s);
-                    ln_beta_binomial(ec, total, p1, nu) - null
-                }));
+                let share = ShareNull::of(s, c, delta);
+                e.push(share.log_lrs((s, ec, total), share.nu, ERROR_RATIOS.into_iter()));
             }
         }
         if let (Some(e), Some(r0)) = (&mut abs, ceiling) {

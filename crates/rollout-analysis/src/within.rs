@@ -38,8 +38,8 @@ use rollout_spec::{AlbAnalysis, ErrorRateCheck, LatencyCheck, LatencyStatistic};
 use serde::{Deserialize, Serialize};
 
 use crate::sequential::{
-    ln_beta_binomial, ln_negative_binomial, ErrorCounts, LatencyPair, ShareNull, CAP_FRACTION,
-    ERROR_RATE_CV, LATENCY_FLOOR,
+    ln_negative_binomial, ErrorCounts, LatencyPair, ShareNull, CAP_FRACTION, ERROR_RATE_CV,
+    LATENCY_FLOOR,
 };
 use crate::IntervalMetrics;
 
@@ -166,13 +166,9 @@ fn error_tolerance(
         if let (Some(e), Some(d)) = (&mut rel, rel_delta) {
             let total = es + ec;
             if s > 0.0 && c > 0.0 && total > 0.0 {
-                let ShareNull { a, p0, nu } = ShareNull::of(s, c, d);
-                let null = ln_beta_binomial(ec, total, p0, nu);
-                e.push(ERROR_WITHIN.iter().map(|m| {
-                    let rho = within_ratio(*m, d);
-                    let p1 = a * rho / (a * rho + s);
-                    ln_beta_binomial(ec, total, p1, nu) - null
-                }));
+                let share = ShareNull::of(s, c, d);
+                let rhos = ERROR_WITHIN.iter().map(|m| within_ratio(*m, d));
+                e.push(share.log_lrs((s, ec, total), share.nu, rhos));
             }
         }
         if let (Some(e), Some(r0)) = (&mut abs, ceiling) {

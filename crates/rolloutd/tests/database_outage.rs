@@ -234,7 +234,21 @@ async fn no_weight_changes_while_postgres_is_down_and_runs_finish_after() {
         .expect("rolloutd");
 
     sqlx::any::install_default_drivers();
+    let waiting = Instant::now();
     let world = loop {
+        // A daemon that could not start fails the test, never hangs it.
+        let log = || std::fs::read_to_string(base.join("rolloutd.log")).unwrap_or_default();
+        if let Ok(Some(exit)) = daemon.try_wait() {
+            panic!(
+                "rolloutd exited ({exit}) before making its world:\n{}",
+                log()
+            );
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "rolloutd made no world in 60 s:\n{}",
+            log()
+        );
         if let Ok(p) = AnyPoolOptions::new()
             .max_connections(1)
             .connect(&world_url)

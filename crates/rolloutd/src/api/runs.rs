@@ -15,7 +15,17 @@ async fn reports(api: &Api, name: &str) -> Result<Vec<rollout_core::report::RunR
         return Ok(Vec::new());
     };
     let templates = api.store.templates().await?;
-    Ok(rollout_core::report::all(st, &templates))
+    // A report searches each 5xx interval over up to a day of intervals:
+    // milliseconds of CPU, kept off the runtime that serves and reconciles.
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || rollout_core::report::all(&st, &templates))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the report could not be computed: {e}"),
+            )
+        })
 }
 
 pub(super) async fn list(

@@ -67,7 +67,9 @@ fn value(
 /// Whether the metric is a count per request compared with stable, judged
 /// as a rate by the template's judge.
 pub fn is_rate(m: &CustomMetric) -> bool {
-    m.per_request && m.statistic.grows_with_traffic() && m.max_increase.is_some()
+    m.per_request
+        && m.statistic.grows_with_traffic()
+        && (m.max_increase.is_some() || m.min_improvement.is_some())
 }
 
 /// Judges the template's custom metrics on the last interval of `history`,
@@ -117,7 +119,7 @@ fn as_rate(
         error_rate: Some(ErrorRateCheck {
             max_increase: m.max_increase,
             max_rate: None,
-            min_improvement: None,
+            min_improvement: m.min_improvement,
         }),
         latency: None,
         ..spec.alb.clone()
@@ -246,6 +248,7 @@ mod tests {
             missing_as_zero: false,
             max_increase: max_increase.and_then(Percent::new),
             max,
+            min_improvement: None,
         }
     }
 
@@ -362,6 +365,41 @@ mod tests {
             missing_as_zero: true,
             ..metric(Some(100.0), None)
         }
+    }
+
+    /// `minImprovement` on a count per request: half the declines is shown
+    /// to be an improvement (each arm's count wanders by half from minute
+    /// to minute in the model, so it takes a while); three times as many is
+    /// "not improved".
+    #[test]
+    fn a_count_per_request_can_be_required_to_improve() {
+        use rollout_spec::JudgeKind;
+        let gated = CustomMetric {
+            max_increase: None,
+            min_improvement: Percent::new(5.0),
+            ..declines_per_request()
+        };
+        let spec = template(JudgeKind::Sequential, gated);
+        let halved = window(Some(400.0), Some(100.0), (20_000.0, 10_000.0));
+        let mut history = Vec::new();
+        let shown_at = (1..=60).find(|_| {
+            history.push(halved.clone());
+            let v = judge(&spec, 0.01, &history);
+            v[0].improvement.is_some_and(|w| w.shown())
+        });
+        assert!(shown_at.is_some_and(|n| n <= 40), "{shown_at:?}");
+        let same = window(Some(400.0), Some(600.0), (20_000.0, 10_000.0));
+        let mut history = Vec::new();
+        let failed = (1..=30).find_map(|_| {
+            history.push(same.clone());
+            let v = judge(&spec, 0.01, &history);
+            (v[0].verdict == Verdict::Fail).then(|| v[0].reason.clone())
+        });
+        let reason = failed.expect("an unchanged count fails the gate");
+        assert!(
+            reason.starts_with("declines per request not improved by 5%"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -127,7 +127,8 @@ impl Effect {
         )
     }
 
-    fn unknown() -> Self {
+    /// An effect with nothing known.
+    pub fn unknown() -> Self {
         Effect {
             stable: None,
             canary: None,
@@ -184,7 +185,7 @@ pub fn report(
             let check = ErrorRateCheck {
                 max_increase: m.max_increase,
                 max_rate: None,
-                min_improvement: None,
+                min_improvement: m.min_improvement,
             };
             error_rate(&check, &crate::custom::rate_history(m, history))
         } else {

@@ -147,6 +147,7 @@ fn custom_metric(
         missing_as_zero,
         max_increase: (relative || !absolute).then(|| Percent::new(20.0).expect("20%")),
         max: absolute.then_some(100.0),
+        min_improvement: None,
     }
 }
 

@@ -916,6 +916,7 @@ spec:
             missing_as_zero: false,
             max_increase: None,
             max: Some(1.0),
+            min_improvement: None,
         };
         let custom = [
             metric("sum", MetricStatistic::Sum),

@@ -159,6 +159,25 @@ fn check_template(t: &AnalysisTemplate, rep: &mut Report<'_>) {
         );
     }
     check_custom_metrics(&t.spec.metrics, rep);
+    for (i, m) in t.spec.metrics.iter().enumerate() {
+        if m.min_improvement.is_none() {
+            continue;
+        }
+        let path = format!("spec.metrics[{i}]");
+        if !(m.per_request && m.statistic.grows_with_traffic()) {
+            rep.at(
+                &format!("{path}.minImprovement"),
+                "an improvement is required of a count per request: `perRequest: true` with `Sum` or `SampleCount`",
+            );
+        } else if !m.dimensions_differ_by_arm() {
+            rep.at(
+                &format!("{path}.minImprovement"),
+                "both arms would read the same series: give a dimension that tells them apart, e.g. `TargetGroup: ${targetGroup}` or `Version: ${arm}`",
+            );
+        } else {
+            check_min_improvement(m.min_improvement, &path, t, rep);
+        }
+    }
     if let Some(er) = &alb.error_rate {
         if er.max_increase.is_none() && er.max_rate.is_none() && er.min_improvement.is_none() {
             rep.at(
@@ -264,10 +283,10 @@ fn check_custom_metrics(metrics: &[CustomMetric], rep: &mut Report<'_>) {
         if let Some(period) = m.period {
             check_period(period, &format!("{base}.period"), rep);
         }
-        if m.max_increase.is_none() && m.max.is_none() {
+        if m.max_increase.is_none() && m.max.is_none() && m.min_improvement.is_none() {
             rep.at(
                 &base,
-                "give `maxIncrease` (relative to stable), `max` (absolute) or both",
+                "give `maxIncrease` (relative to stable), `max` (absolute), `minImprovement` (a required improvement of a count per request) or several",
             );
         }
         if m.max_increase.is_some() {

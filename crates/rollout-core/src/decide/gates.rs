@@ -389,6 +389,19 @@ impl Reconcile<'_> {
                     missing.push(not_improved("error rate", c.min_improvement, &e));
                 }
             }
+            for m in template
+                .metrics
+                .iter()
+                .filter(|m| m.min_improvement.is_some())
+            {
+                if !shown(m.name.as_str()) {
+                    let e = rollout_analysis::effect::report(template, history)
+                        .remove(m.name.as_str())
+                        .unwrap_or_else(rollout_analysis::effect::Effect::unknown);
+                    let what = format!("{} per request", m.name);
+                    missing.push(not_improved(&what, m.min_improvement, &e));
+                }
+            }
         }
         (!missing.is_empty()).then(|| missing.join("; "))
     }

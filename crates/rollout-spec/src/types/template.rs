@@ -297,6 +297,10 @@ pub struct CustomMetric {
     /// An absolute ceiling on the canary's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
+    /// For a count per request: the canary must lower it by at least this
+    /// much for the run to reach 100% (an improvement gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_improvement: Option<Percent>,
 }
 
 /// The placeholders a custom metric's dimension value may contain.
@@ -383,6 +387,7 @@ impl Decode for CustomMetric {
                 "missingAsZero",
                 "maxIncrease",
                 "max",
+                "minImprovement",
             ],
         )?;
         let name = f.req(cx, "name");
@@ -395,6 +400,7 @@ impl Decode for CustomMetric {
         let missing_as_zero = f.or(cx, "missingAsZero", false);
         let max_increase = f.opt(cx, "maxIncrease");
         let max = f.opt(cx, "max");
+        let min_improvement = f.opt(cx, "minImprovement");
         Some(CustomMetric {
             name: name?,
             namespace: namespace?,
@@ -406,6 +412,7 @@ impl Decode for CustomMetric {
             missing_as_zero: missing_as_zero?,
             max_increase: max_increase.ok()?,
             max: max.ok()?,
+            min_improvement: min_improvement.ok()?,
         })
     }
 }

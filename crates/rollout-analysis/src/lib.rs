@@ -47,26 +47,34 @@ pub fn judge(spec: &AnalysisTemplateSpec, history: &[IntervalMetrics]) -> Interv
     IntervalVerdict::combine(metrics)
 }
 
-/// The checks whose evidence of being within tolerance, over `tail` alone
-/// (the intervals at the current weight), points outside it: at most 1,
-/// or with `strongly` at most `α^½` (as far as a suspicious interval
-/// points the other way). Each as (check, evidence).
+/// A check whose evidence of being within tolerance, over the intervals
+/// at the current weight alone, points outside it (at most 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointingOutside {
+    /// The check.
+    pub metric: String,
+    /// Its within-tolerance evidence over those intervals.
+    pub evidence: f64,
+    /// As far as a suspicious interval points the other way (`α^½`).
+    pub strongly: bool,
+}
+
+/// The checks whose evidence over `tail` (the intervals at the current
+/// weight) points outside their tolerance: one judgement of the tail.
 pub fn pointing_outside(
     spec: &AnalysisTemplateSpec,
     tail: &[IntervalMetrics],
-    strongly: bool,
-) -> Vec<(String, f64)> {
+) -> Vec<PointingOutside> {
     judge(spec, tail)
         .metrics
         .into_iter()
         .filter_map(|m| {
             let w = m.within?;
-            let bound = if strongly {
-                1.0 / w.threshold.sqrt()
-            } else {
-                1.0
-            };
-            (w.evidence <= bound).then_some((m.metric, w.evidence))
+            (w.evidence <= 1.0).then(|| PointingOutside {
+                strongly: w.evidence <= 1.0 / w.threshold.sqrt(),
+                metric: m.metric,
+                evidence: w.evidence,
+            })
         })
         .collect()
 }

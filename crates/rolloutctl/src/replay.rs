@@ -279,24 +279,17 @@ impl Pauses {
             |d: rollout_spec::Duration| i64::try_from(d.as_millis() / 1000).unwrap_or(i64::MAX);
         let tail = &history[first.min(history.len())..];
         let within = v.within_tolerance();
-        let outside = |strongly| {
-            rollout_analysis::pointing_outside(spec, tail, strongly)
-                .into_iter()
-                .map(|(m, e)| {
-                    format!("{m} at this pause points outside the tolerance (evidence {e:.2})")
-                })
-                .collect::<Vec<_>>()
-        };
+        // The tail is judged once, and only when a pause may end.
+        let outside = || rollout_analysis::pointing_outside(spec, tail);
         let end = if elapsed >= ms(self.pacing.duration) {
-            let held = outside(true);
-            if !held.is_empty() {
+            if outside().iter().any(|o| o.strongly) {
                 return None;
             }
             Some(("duration", within.text))
         } else if elapsed >= ms(self.pacing.minimum)
             && v.verdict == Verdict::Pass
             && within.shown
-            && outside(false).is_empty()
+            && outside().is_empty()
         {
             Some(("evidence", within.text))
         } else {

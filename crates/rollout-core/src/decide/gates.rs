@@ -368,39 +368,44 @@ impl Reconcile<'_> {
                     .and_then(|m| m.improvement)
                     .is_some_and(|w| w.shown())
             };
+            // (check, how it reads, the improvement required) of every gate
+            // not yet shown; the run's report is computed once for them.
             let alb = &template.alb;
-            if let Some(c) = alb.latency.as_ref().filter(|c| c.min_improvement.is_some()) {
-                if !shown("latency") {
-                    let e = rollout_analysis::effect::latency(c, history);
-                    missing.push(not_improved(
-                        &format!("latency {}", c.statistic),
-                        c.min_improvement,
-                        &e,
-                    ));
-                }
-            }
-            if let Some(c) = alb
-                .error_rate
-                .as_ref()
-                .filter(|c| c.min_improvement.is_some())
-            {
-                if !shown("errorRate") {
-                    let e = rollout_analysis::effect::error_rate(c, history);
-                    missing.push(not_improved("error rate", c.min_improvement, &e));
-                }
-            }
-            for m in template
-                .metrics
+            let gates = alb
+                .latency
                 .iter()
-                .filter(|m| m.min_improvement.is_some())
-            {
-                if !shown(m.name.as_str()) {
-                    let e = rollout_analysis::effect::report(template, history)
-                        .remove(m.name.as_str())
-                        .unwrap_or_else(rollout_analysis::effect::Effect::unknown);
-                    let what = format!("{} per request", m.name);
-                    missing.push(not_improved(&what, m.min_improvement, &e));
-                }
+                .map(|c| {
+                    (
+                        "latency".to_string(),
+                        format!("latency {}", c.statistic),
+                        c.min_improvement,
+                    )
+                })
+                .chain(alb.error_rate.iter().map(|c| {
+                    (
+                        "errorRate".to_string(),
+                        "error rate".to_string(),
+                        c.min_improvement,
+                    )
+                }))
+                .chain(template.metrics.iter().map(|m| {
+                    (
+                        m.name.to_string(),
+                        format!("{} per request", m.name),
+                        m.min_improvement,
+                    )
+                }))
+                .filter(|(check, _, min)| min.is_some() && !shown(check))
+                .collect::<Vec<_>>();
+            if gates.is_empty() {
+                continue;
+            }
+            let mut report = rollout_analysis::effect::report(template, history);
+            for (check, what, min) in gates {
+                let e = report
+                    .remove(&check)
+                    .unwrap_or_else(rollout_analysis::effect::Effect::unknown);
+                missing.push(not_improved(&what, min, &e));
             }
         }
         (!missing.is_empty()).then(|| missing.join("; "))

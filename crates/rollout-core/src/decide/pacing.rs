@@ -53,14 +53,14 @@ impl Reconcile<'_> {
                 continue;
             };
             let within = last.result.within_tolerance();
-            let against = self.against_here(name, state, false);
+            let (against, strongly) = self.against_here(name, state);
             if within.shown && last.result.verdict == Verdict::Pass && against.is_none() {
                 shown.push(format!("`{name}`: {}", within.text));
                 continue;
             }
             if let Some(against) = against {
                 missing.push(format!("`{name}`: {against}"));
-                if let Some(strongly) = self.against_here(name, state, true) {
+                if let Some(strongly) = strongly {
                     againsts.push(format!("`{name}`: {strongly}"));
                 }
                 more = None;
@@ -99,28 +99,35 @@ impl Reconcile<'_> {
     /// changed (a regression that starts late, or only under more load):
     /// the intervals judged at this weight must point inside the tolerance
     /// too (each check's evidence over them above 1) for a pause to end
-    /// early. `strongly`: they point outside it by as much as a suspicious
-    /// interval does (evidence at most `α^½`), which holds a pause past its
-    /// duration. What they point against, if anything.
+    /// early; pointing outside it as far as a suspicious interval does
+    /// (evidence at most `α^½`) holds a pause past its duration. What they
+    /// point against, and what strongly, from one judgement of them.
     fn against_here(
         &self,
         name: &str,
         state: Option<&crate::status::TemplateAnalysis>,
-        strongly: bool,
-    ) -> Option<String> {
-        let template = self.ctx.templates.get(name)?;
-        let history = &state?.history;
-        let here = (state?.intervals_done as usize).min(history.len());
-        let tail = &history[history.len() - here..];
-        let against: Vec<String> = rollout_analysis::pointing_outside(template, tail, strongly)
-            .into_iter()
-            .map(|(metric, e)| {
-                format!(
-                    "{metric} at this weight does not point inside the tolerance (evidence {e:.2} over its {here} interval(s))"
-                )
-            })
-            .collect();
-        (!against.is_empty()).then(|| against.join("; "))
+    ) -> (Option<String>, Option<String>) {
+        let (Some(template), Some(state)) = (self.ctx.templates.get(name), state) else {
+            return (None, None);
+        };
+        let history = &state.history;
+        let here = (state.intervals_done as usize).min(history.len());
+        let outside =
+            rollout_analysis::pointing_outside(template, &history[history.len() - here..]);
+        let text = |strongly_only: bool| {
+            let parts: Vec<String> = outside
+                .iter()
+                .filter(|o| o.strongly || !strongly_only)
+                .map(|o| {
+                    format!(
+                        "{} at this weight does not point inside the tolerance (evidence {:.2} over its {here} interval(s))",
+                        o.metric, o.evidence
+                    )
+                })
+                .collect();
+            (!parts.is_empty()).then(|| parts.join("; "))
+        };
+        (text(false), text(true))
     }
 
     /// A pause of `d` with a `minimum` at step `idx`: `Some(why)` when it

@@ -89,13 +89,19 @@ pub fn of_record(r: &RunRecord) -> RunReport {
     }
 }
 
-/// Every run's report, newest first: the current run, then the ended ones
-/// the status keeps.
+/// Every run's report, newest first: the current run, then the ended runs
+/// of `kept` (the store's history, newest first) and of the status (which
+/// keeps the last few; a run in both is listed once).
 pub fn all(
     st: &RolloutStatus,
+    kept: &[RunRecord],
     templates: &BTreeMap<String, AnalysisTemplateSpec>,
 ) -> Vec<RunReport> {
+    let mut ended: BTreeMap<u32, &RunRecord> = kept.iter().map(|r| (r.run, r)).collect();
+    for r in &st.history {
+        ended.entry(r.run).or_insert(r);
+    }
     std::iter::once(current(st, templates))
-        .chain(st.history.iter().rev().map(of_record))
+        .chain(ended.values().rev().map(|r| of_record(r)))
         .collect()
 }

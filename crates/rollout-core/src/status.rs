@@ -267,7 +267,8 @@ pub struct WebhookStatus {
     pub passed: bool,
 }
 
-/// How many ended runs are kept in the status.
+/// How many ended runs the status summarises (their reports are in the
+/// store's run history, `GET …/runs`).
 pub const HISTORY_LIMIT: usize = 10;
 
 /// The status of a rollout: its current run, and the last few before it.
@@ -335,7 +336,8 @@ pub struct RolloutStatus {
     /// stable, then the rollout is removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleting: Option<Deletion>,
-    /// Ended runs, newest last.
+    /// The last ended runs, newest last: how each ended (their reports are
+    /// in the store's run history).
     pub history: Vec<RunRecord>,
 }
 

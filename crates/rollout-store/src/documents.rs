@@ -397,7 +397,7 @@ impl Store {
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         name: &str,
     ) -> Result<bool> {
-        for table in ["rollout_status", "commands", "leases"] {
+        for table in ["rollout_status", "commands", "leases", "runs"] {
             let column = if table == "rollout_status" {
                 "name"
             } else {

@@ -31,9 +31,11 @@ mod documents;
 mod leases;
 mod notify;
 mod queue;
+mod runs;
 mod status;
 
 pub use documents::traffic_target;
+pub use runs::DEFAULT_RUN_HISTORY;
 
 use rollout_core::{Command, CommandKind, Event, EventKind, RolloutStatus, Time};
 use rollout_spec::{AnalysisTemplate, AnalysisTemplateSpec, Rollout, SpecSet};
@@ -245,6 +247,8 @@ pub struct StatusWrite<'a> {
     pub applied_commands: bool,
     /// The identity of the rollout that was read ([`StoredRollout::uid`]).
     pub uid: &'a str,
+    /// Runs the decision ended (recorded in the same transaction).
+    pub ended_runs: &'a [rollout_core::status::RunRecord],
 }
 
 /// The store.
@@ -254,6 +258,7 @@ pub struct Store {
     backend: Backend,
     statements: std::sync::Arc<Statements>,
     clock: LeaseClock,
+    run_history: u32,
 }
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -320,6 +325,7 @@ impl Store {
             backend,
             statements: Default::default(),
             clock: LeaseClock::Database,
+            run_history: DEFAULT_RUN_HISTORY,
         })
     }
 

@@ -76,9 +76,18 @@ impl Store {
         let json = serde_json::to_string(write.status).map_err(|e| corrupt("status", name, e))?;
         self.statements.write(
             1 + write.events.len().div_ceil(EVENTS_PER_STATEMENT) as u64
-                + u64::from(write.applied_commands),
+                + u64::from(write.applied_commands)
+                + if write.ended_runs.is_empty() {
+                    0
+                } else {
+                    write.ended_runs.len() as u64 + 1
+                },
         );
-        if self.backend == Backend::Postgres && write.events.len() <= EVENTS_PER_STATEMENT {
+        // A run ended (rare: once a run) takes the transaction, which records it.
+        if self.backend == Backend::Postgres
+            && write.events.len() <= EVENTS_PER_STATEMENT
+            && write.ended_runs.is_empty()
+        {
             return self
                 .write_status_at_once(name, &json, write, lease, now)
                 .await;
@@ -89,6 +98,7 @@ impl Store {
             events,
             applied_commands,
             uid,
+            ended_runs,
         } = write;
         let mut tx = self.pool.begin().await?;
         let sql = status_statement(expected, &self.clock_sql("$2"), "");
@@ -133,6 +143,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        self.record_runs(&mut tx, name, uid, ended_runs).await?;
         tx.commit().await?;
         Ok(expected + 1)
     }
@@ -156,6 +167,7 @@ impl Store {
             events,
             applied_commands,
             uid,
+            ..
         } = write;
         let mut sql = format!(
             "WITH s AS ({})",

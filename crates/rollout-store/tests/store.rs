@@ -85,6 +85,7 @@ both!(
     thousands_of_events_are_written_in_chunks,
     commands_are_read_in_bounded_batches,
     delete_hands_traffic_back_first,
+    ended_runs_are_kept_with_their_status_newest_n,
 );
 
 fn w<'a>(
@@ -99,6 +100,7 @@ fn w<'a>(
         events,
         applied_commands: true,
         uid,
+        ended_runs: &[],
     }
 }
 
@@ -689,4 +691,71 @@ async fn delete_hands_traffic_back_first(store: Store) {
         .await
         .expect("delete");
     assert_eq!(outcome, rollout_store::Deleted::Gone);
+}
+
+fn record(run: u32) -> rollout_core::status::RunRecord {
+    rollout_core::status::RunRecord {
+        run,
+        revision: format!("r{run}"),
+        outcome: "Succeeded".into(),
+        started_at: Some(T0),
+        ended_at: T0.plus_ms(u64::from(run) * 60_000),
+        message: format!("run {run} done"),
+        canary_requests: 1_000.0 * f64::from(run),
+        checks: Default::default(),
+    }
+}
+
+/// A run's record is written with the status that ended it (not when that
+/// write is refused), a repeated write keeps the first record, and only the
+/// newest `run_history` runs are kept; a deleted rollout's runs go with it.
+async fn ended_runs_are_kept_with_their_status_newest_n(store: Store) {
+    let store = store.with_run_history(3);
+    let (name, status, uid, lease) = leased(&store).await;
+    let mut version = store
+        .write_status(&name, w(&uid, 0, &status, &[]), &lease, T0)
+        .await
+        .expect("first write");
+    assert!(store.runs(&name).await.expect("runs").is_empty());
+    // A stale write that would end run 1 records nothing.
+    let one = [record(1)];
+    let stale = StatusWrite {
+        ended_runs: &one,
+        ..w(&uid, version + 5, &status, &[])
+    };
+    let refused = store.write_status(&name, stale, &lease, T0).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert!(store.runs(&name).await.expect("runs").is_empty());
+    for run in 1..=5 {
+        let ended = [record(run)];
+        let write = StatusWrite {
+            ended_runs: &ended,
+            ..w(&uid, version, &status, &[])
+        };
+        version = store
+            .write_status(&name, write, &lease, T0)
+            .await
+            .expect("write");
+    }
+    // Run 5 again (a write repeated after a crash): the first record stays.
+    let mut again = record(5);
+    again.message = "a second copy".into();
+    let again = [again];
+    let write = StatusWrite {
+        ended_runs: &again,
+        ..w(&uid, version, &status, &[])
+    };
+    store
+        .write_status(&name, write, &lease, T0)
+        .await
+        .expect("write");
+    let kept = store.runs(&name).await.expect("runs");
+    let runs: Vec<u32> = kept.iter().map(|r| r.run).collect();
+    assert_eq!(runs, [5, 4, 3]);
+    assert_eq!(kept[0], record(5));
+    assert!(store.delete_rollout(&name).await.expect("delete"));
+    assert!(store.runs(&name).await.expect("runs").is_empty());
 }

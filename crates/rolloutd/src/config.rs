@@ -59,6 +59,8 @@ pub struct Config {
     pub replica: String,
     /// How many reconciles run at once.
     pub concurrency: usize,
+    /// How many ended runs (with their reports) the store keeps per rollout.
+    pub run_history: u32,
     /// A run that holds its weight reads the load balancer at least this
     /// often to notice drift (more often only when the AWS budget has
     /// tokens to spare).
@@ -198,6 +200,10 @@ overrides! {
     /// How many reconciles run at once (default 12; the database pool matches it).
     #[arg(long, env = "ROLLOUTD_CONCURRENCY")]
     concurrency: u32 = "concurrency" as u32;
+    /// How many ended runs, with their reports, the store keeps per
+    /// rollout (default 100).
+    #[arg(long, env = "ROLLOUTD_RUN_HISTORY")]
+    run_history: u32 = "runHistory" as u32;
     /// A holding run reads the load balancer at least this often for
     /// drift; more often only when the AWS budget has tokens to spare
     /// (default 60s).
@@ -319,6 +325,7 @@ impl Config {
             lease_ttl: o.lease_ttl.unwrap_or(secs(15)),
             replica: o.replica.unwrap_or_else(default_replica),
             concurrency: o.concurrency.map_or(DEFAULT_CONCURRENCY, |c| c as usize),
+            run_history: o.run_history.unwrap_or(rollout_store::DEFAULT_RUN_HISTORY),
             drift_check_interval: o.drift_check_interval.unwrap_or(secs(60)),
             aws_elb_reads_per_second: o.aws_elb_reads_per_second.unwrap_or(4.0),
             aws_elb_writes_per_second: o.aws_elb_writes_per_second.unwrap_or(2.0),
@@ -401,6 +408,9 @@ fn validate(config: &Config) -> Vec<String> {
     }
     if config.concurrency == 0 {
         errors.push("concurrency must be at least 1".into());
+    }
+    if config.run_history == 0 {
+        errors.push("runHistory must be at least 1".into());
     }
     errors
 }
@@ -632,6 +642,7 @@ mod tests {
             "leaseTtl",
             "replica",
             "concurrency",
+            "runHistory",
             "driftCheckInterval",
             "awsElbReadsPerSecond",
             "awsElbWritesPerSecond",

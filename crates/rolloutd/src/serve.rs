@@ -85,7 +85,9 @@ impl Setup {
     pub async fn connect(config: Config) -> Result<Setup, ServeError> {
         let store = Store::connect_with(&config.database_url, config.concurrency as u32).await?;
         store.migrate().await?;
-        let api_store = api_store(&store, &config.database_url).await?;
+        let api_store = api_store(&store, &config.database_url)
+            .await?
+            .with_run_history(config.run_history);
         let token = match read_token_file(config.api_token_file.as_deref(), "--api-token-file")? {
             Some(t) => Some(t),
             None => token_from_env(),
@@ -113,6 +115,7 @@ impl Setup {
     /// metrics and the wall clock: for benchmarks and in-process tests,
     /// which set what they need on top.
     pub fn on_store(config: Config, store: Store) -> Setup {
+        let store = store.with_run_history(config.run_history);
         Setup {
             config,
             api_store: store.clone(),

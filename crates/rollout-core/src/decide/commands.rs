@@ -40,7 +40,7 @@ impl Reconcile<'_> {
         let checks = crate::report::checks_of(&self.st, self.ctx.templates);
         let canary_requests = crate::report::canary_requests(&self.st);
         let st = &mut self.st;
-        st.history.push(RunRecord {
+        let record = RunRecord {
             run: st.run,
             revision: st.revision.clone(),
             outcome: outcome.to_string(),
@@ -49,7 +49,15 @@ impl Reconcile<'_> {
             message: st.message.clone(),
             canary_requests,
             checks,
+        };
+        // The status keeps a summary; the report goes to the store's run
+        // history with the status write.
+        st.history.push(RunRecord {
+            checks: Default::default(),
+            ..record.clone()
         });
+        self.ended.push(record);
+        let st = &mut self.st;
         if st.history.len() > HISTORY_LIMIT {
             let excess = st.history.len() - HISTORY_LIMIT;
             st.history.drain(..excess);

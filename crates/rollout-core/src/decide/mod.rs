@@ -206,6 +206,9 @@ pub struct Decision {
     pub actions: Vec<Action>,
     /// What happened, for the event log.
     pub events: Vec<Event>,
+    /// The run this decision ended, whole (its report included), for the
+    /// store's run history; the status keeps a summary of the last few.
+    pub ended_runs: Vec<RunRecord>,
     /// Look again within this many milliseconds (a pause ends, an interval
     /// falls due); `None`: at the daemon's regular interval.
     pub requeue_after_ms: Option<u64>,
@@ -273,6 +276,7 @@ pub fn decide(
         now,
         events: Vec::new(),
         requeue: None,
+        ended: Vec::new(),
     };
     r.st.strategy = strategy.to_string();
     r.st.stable_target_group_arn = spec.stable.target_group_arn.to_string();
@@ -312,6 +316,7 @@ pub fn decide(
         mut st,
         events,
         requeue,
+        ended,
         ..
     } = r;
     let changed = match prev {
@@ -332,6 +337,7 @@ pub fn decide(
         changed,
         actions,
         events,
+        ended_runs: ended,
         requeue_after_ms: requeue,
         forget,
     }
@@ -344,6 +350,7 @@ struct Reconcile<'a> {
     now: Time,
     events: Vec<Event>,
     requeue: Option<u64>,
+    ended: Vec<RunRecord>,
 }
 
 impl Reconcile<'_> {

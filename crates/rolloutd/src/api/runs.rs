@@ -15,10 +15,11 @@ async fn reports(api: &Api, name: &str) -> Result<Vec<rollout_core::report::RunR
         return Ok(Vec::new());
     };
     let templates = api.store.templates().await?;
+    let kept = api.store.runs(name).await?;
     // A report searches each 5xx interval over up to a day of intervals:
     // milliseconds of CPU, kept off the runtime that serves and reconciles.
     let st = st.clone();
-    tokio::task::spawn_blocking(move || rollout_core::report::all(&st, &templates))
+    tokio::task::spawn_blocking(move || rollout_core::report::all(&st, &kept, &templates))
         .await
         .map_err(|e| {
             ApiError::new(
@@ -52,7 +53,10 @@ pub(super) async fn one(
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                format!("rollout `{name}` has no run {run} (the status keeps the last ones)"),
+                format!(
+                    "rollout `{name}` has no run {run} (the store keeps the last {})",
+                    api.store.run_history()
+                ),
             )
         })
 }

@@ -278,6 +278,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             return Ok(Some(stored.version));
         }
         let write = StatusWrite {
+            ended_runs: &decision.ended_runs,
             expected: stored.version,
             status: &decision.status,
             events: &decision.events,

@@ -84,12 +84,23 @@ pub fn start_simulated(dir: &Path, args: &[&str]) -> Daemon {
 
 /// [`start_simulated`] with the log filter `log` (`ROLLOUTD_LOG`).
 pub fn start_simulated_logging(dir: &Path, args: &[&str], log_filter: &str) -> Daemon {
+    let db = format!("sqlite://{}", dir.join("state.db").display());
+    start_simulated_on(dir, &db, args, log_filter)
+}
+
+/// [`start_simulated_logging`] keeping its state in `database_url`.
+pub fn start_simulated_on(
+    dir: &Path,
+    database_url: &str,
+    args: &[&str],
+    log_filter: &str,
+) -> Daemon {
     let port = free_port();
     let log = dir.join("rolloutd.log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolloutd"));
     cmd.arg("serve")
         .arg("--database-url")
-        .arg(format!("sqlite://{}", dir.join("state.db").display()))
+        .arg(database_url)
         .arg("--simulate-world")
         .arg(format!("sqlite://{}", dir.join("world.db").display()))
         .args(["--listen", &format!("127.0.0.1:{port}")])

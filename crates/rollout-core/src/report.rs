@@ -50,6 +50,38 @@ pub fn checks_of(st: &RolloutStatus, templates: &BTreeMap<String, AnalysisTempla
         .collect()
 }
 
+/// What the current run measured, in one sentence: each check's effect
+/// with its interval and verdict (`latency: -12.1% [-15.0%, -9.3%]:
+/// improved; …`), prefixed by its template when there are several.
+pub fn summary(st: &RolloutStatus, templates: &BTreeMap<String, AnalysisTemplateSpec>) -> String {
+    let checks = checks_of(st, templates);
+    let several = checks.len() > 1;
+    let parts: Vec<String> = checks
+        .iter()
+        .flat_map(|(template, checks)| {
+            checks.iter().map(move |(check, e)| {
+                let name = if several {
+                    format!("{template}/{check}")
+                } else {
+                    check.clone()
+                };
+                let mut line = e.describe();
+                // The arms' values are in the report; the sentence keeps
+                // the effect and the verdict.
+                if let Some(cut) = line.find("; stable ") {
+                    line.truncate(cut);
+                }
+                format!("{name} {line}")
+            })
+        })
+        .collect();
+    if parts.is_empty() {
+        "nothing was measured".into()
+    } else {
+        format!("measured: {}", parts.join("; "))
+    }
+}
+
 /// Canary requests over the current analysis history (the first
 /// template's, as every template judges the same traffic).
 pub fn canary_requests(st: &RolloutStatus) -> f64 {

@@ -766,3 +766,78 @@ fn an_improvement_gate_promotes_only_a_faster_canary() {
     );
     assert!(distinct_shares(&same).iter().all(|s| *s < 100));
 }
+
+/// The seed's canary test as `strategy.experiment`: 5% for 30 minutes,
+/// then all traffic back on stable; the run succeeds saying what it
+/// measured (a 15% faster canary: latency improved), and the roles stay.
+/// A bad canary is still pulled at once, before the duration.
+#[test]
+fn an_experiment_measures_then_always_returns_the_traffic() {
+    let text = CANARY.replace(
+        "    canary:
+      steps:
+        - setWeight: 5
+        - pause: {duration: 5m}
+        - setWeight: 10
+        - pause: {duration: 5m}
+        - setWeight: 25
+        - pause: {duration: 5m}
+        - setWeight: 50
+        - pause: {duration: 5m}
+        - setWeight: 100",
+        "    experiment: {weight: 5, duration: 30m}",
+    );
+    assert!(text.contains("experiment"));
+    let mut h = harness(&text, 31);
+    h.metrics.canary = ArmBehaviour {
+        latency: ArmBehaviour::HEALTHY.latency * 0.85,
+        ..ArmBehaviour::HEALTHY
+    };
+    assert!(h.run_until(2 * HOUR, finished));
+    let st = h.status().expect("status");
+    assert_eq!(st.phase, Phase::Succeeded, "{}", st.message);
+    assert_eq!(st.strategy, "experiment");
+    assert_eq!(distinct_shares(&h), vec![5, 0]);
+    assert_eq!(h.lb.canary_percent(), 0.0, "all traffic back on stable");
+    let writes: Vec<(i64, u8)> =
+        h.lb.writes
+            .iter()
+            .map(|(t, w)| (t.millis(), w.canary))
+            .collect();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    let at_weight = writes[1].0 - writes[0].0;
+    assert!(
+        (30 * MINUTE as i64..=32 * MINUTE as i64).contains(&at_weight),
+        "5% for {at_weight} ms"
+    );
+    assert!(
+        st.message.starts_with(
+            "experiment done: revision r1 served 5% for 30m; all traffic is back on stable; measured: "
+        ),
+        "{}",
+        st.message
+    );
+    assert!(st.message.contains("; latency -"), "{}", st.message);
+    assert!(st.message.contains(": improved"), "{}", st.message);
+    assert_eq!(
+        st.stable_target_group_arn,
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/shop-blue/73e2d6bc24d8a067"
+    );
+
+    let mut bad = harness(&text, 32);
+    bad.metrics.canary = ArmBehaviour {
+        error_rate: 0.02,
+        latency: 0.050,
+    };
+    assert!(bad.run_until(2 * HOUR, finished));
+    let st = bad.status().expect("status");
+    assert_eq!(st.phase, Phase::RolledBack, "{}", st.message);
+    assert_eq!(bad.lb.canary_percent(), 0.0);
+    let first = bad.lb.writes.first().expect("a write").0;
+    let back = bad.lb.writes.last().expect("rollback").0;
+    assert!(
+        back.since(first) <= 5 * MINUTE,
+        "pulled after {} ms",
+        back.since(first)
+    );
+}

@@ -287,10 +287,13 @@ impl RolloutSpec {
         }
     }
 
-    /// `canary` or `blueGreen`, as the API and metrics name the strategy.
+    /// `canary`, `blueGreen` or `experiment`, as the API and metrics name
+    /// the strategy.
     pub fn strategy_name(&self) -> &'static str {
         if self.strategy.blue_green.is_some() {
             "blueGreen"
+        } else if self.strategy.experiment.is_some() {
+            "experiment"
         } else {
             "canary"
         }

@@ -411,6 +411,9 @@ fn check_rollout(r: &Rollout, templates: &BTreeMap<&str, Duration>, rep: &mut Re
         check_canary_steps(&canary.steps, rep);
         check_evidence_pauses(&canary.steps, spec.analysis.is_some(), rep);
     }
+    if let Some(e) = &spec.strategy.experiment {
+        check_experiment(e, spec.analysis.as_ref(), rep);
+    }
     if let Some(bg) = &spec.strategy.blue_green {
         check_blue_green(bg, listener, templates, rep);
         if spec
@@ -441,6 +444,39 @@ fn check_rollout(r: &Rollout, templates: &BTreeMap<&str, Duration>, rep: &mut Re
                 "onFailure: freeze holds the weights, so rollback steps would never run; give one or the other",
             );
         }
+    }
+}
+
+/// An experiment measures: it needs analysis, a weight that leaves stable
+/// a baseline, and at least one analysis interval.
+fn check_experiment(
+    e: &crate::Experiment,
+    analysis: Option<&crate::RolloutAnalysis>,
+    rep: &mut Report<'_>,
+) {
+    let w = e.weight.get();
+    if w == 0 || w == 100 {
+        rep.at(
+            "spec.strategy.experiment.weight",
+            format!("an experiment compares the canary with stable while both serve: give a weight from 1 to 99, not {w}"),
+        );
+    }
+    match analysis {
+        Some(a) if !a.templates.is_empty() => {
+            if e.duration.as_millis() < a.interval.as_millis() {
+                rep.at(
+                    "spec.strategy.experiment.duration",
+                    format!(
+                        "an experiment of {} ends before its first analysis interval ({}) does",
+                        e.duration, a.interval
+                    ),
+                );
+            }
+        }
+        _ => rep.at(
+            "spec.strategy.experiment",
+            "an experiment measures the canary against stable: name the templates to judge it by in spec.analysis.templates",
+        ),
     }
 }
 

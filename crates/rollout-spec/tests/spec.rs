@@ -123,9 +123,10 @@ fn load_dir(dir: &Path) -> SpecSet {
 #[test]
 fn examples_validate() {
     let set = load_dir(&repo_dir().join("docs/examples"));
-    // The contract's two examples, and the demo's two rollouts and template.
-    assert_eq!(set.rollouts.len(), 4);
-    assert_eq!(set.templates.len(), 3);
+    // The contract's two examples, the demo's two rollouts and template,
+    // and an experiment with its template.
+    assert_eq!(set.rollouts.len(), 5);
+    assert_eq!(set.templates.len(), 4);
     let checkout = set
         .rollouts
         .iter()

@@ -9,7 +9,7 @@ impl Reconcile<'_> {
     /// rollout's spec (or comes back after a spec change) at a weight that
     /// was already verified.
     pub(super) fn ensure_analysis_origin(&mut self) {
-        let canary_analysis = self.ctx.rollout.spec.strategy.canary.is_some()
+        let canary_analysis = self.ctx.rollout.spec.strategy.blue_green.is_none()
             && self.ctx.rollout.spec.analysis.is_some();
         let w = self.st.canary_weight;
         if canary_analysis

@@ -256,6 +256,10 @@ impl Reconcile<'_> {
     /// Every step is done: once 100% is seen, the bake after promotion (if
     /// any), then success.
     fn after_the_steps(&mut self, desired: u8) {
+        if let Some(e) = self.ctx.rollout.spec.strategy.experiment.clone() {
+            self.experiment_done(&e, desired);
+            return;
+        }
         if desired != 100 || !self.settled() {
             self.st.message = format!("waiting for the load balancer to show canary {desired}%");
             self.requeue = Some(VERIFY_REQUEUE_MS);
@@ -279,6 +283,30 @@ impl Reconcile<'_> {
             .map(|pp| format!("; it baked {} at 100% without a failure", pp.duration))
             .unwrap_or_default();
         self.succeed(format!("revision {revision} serves all traffic{baked}"));
+    }
+
+    /// An experiment's steps are done: once stable is seen carrying all
+    /// traffic again, the run succeeds with what was measured (the roles
+    /// stay: stable served the release throughout).
+    fn experiment_done(&mut self, e: &rollout_spec::Experiment, desired: u8) {
+        if desired != 0 || !self.settled() {
+            self.st.message =
+                "experiment over: waiting for the load balancer to show stable 100%".into();
+            self.requeue = Some(VERIFY_REQUEUE_MS);
+            return;
+        }
+        let learnt = crate::report::summary(&self.st, self.ctx.templates);
+        let message = format!(
+            "experiment done: revision {} served {}% for {}; all traffic is back on stable; {learnt}",
+            self.st.revision,
+            e.weight.get(),
+            e.duration
+        );
+        self.st.phase = Phase::Succeeded;
+        self.st.ended_at = Some(self.now);
+        self.st.analysis.origin = None;
+        self.st.message = message.clone();
+        self.event(EventKind::Succeeded, message, None);
     }
 
     /// The gates before the canary weight goes up.

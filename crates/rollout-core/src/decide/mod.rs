@@ -393,14 +393,14 @@ impl Reconcile<'_> {
         self.requeue = Some(self.requeue.map_or(ms, |r| r.min(ms)));
     }
 
-    fn steps(&self) -> &[CanaryStep] {
+    /// The canary's steps, or an experiment's (none for blue-green).
+    fn steps(&self) -> std::borrow::Cow<'_, [CanaryStep]> {
         self.ctx
             .rollout
             .spec
             .strategy
-            .canary
-            .as_ref()
-            .map_or(&[], |c| c.steps.as_slice())
+            .canary_steps()
+            .unwrap_or_default()
     }
 
     fn healthy_canary(&self) -> Result<(), String> {

@@ -121,13 +121,13 @@ pub(super) fn health_may_matter(
     if st.phase.is_terminal() {
         return false;
     }
-    let Some(canary) = &ctx.rollout.spec.strategy.canary else {
+    let Some(steps) = ctx.rollout.spec.strategy.canary_steps() else {
         return true;
     };
     match st.phase {
         Phase::Pending => true,
         Phase::Progressing | Phase::Paused => {
-            let raise_may_follow = |i: usize| match canary.steps.get(i) {
+            let raise_may_follow = |i: usize| match steps.get(i) {
                 Some(CanaryStep::SetWeight(w)) => {
                     w.get() > st.canary_weight
                         && (intervals_due
@@ -137,7 +137,7 @@ pub(super) fn health_may_matter(
                 _ => true,
             };
             let i = st.current_step_index as usize;
-            match canary.steps.get(i) {
+            match steps.get(i) {
                 Some(CanaryStep::SetWeight(_)) => raise_may_follow(i),
                 Some(CanaryStep::Pause(p)) => match p.duration {
                     Some(d) => {
@@ -192,7 +192,7 @@ pub(super) fn analysis_config(ctx: Context<'_>, st: &RolloutStatus) -> Option<An
         return None;
     }
     let strategy = &ctx.rollout.spec.strategy;
-    if strategy.canary.is_some() {
+    if strategy.blue_green.is_none() {
         let a = ctx.rollout.spec.analysis.as_ref()?;
         return Some(AnalysisConfig {
             interval_ms: a.interval.as_millis().max(1),

@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// Exactly one of `canary` or `blueGreen`.
+/// Exactly one of `canary`, `blueGreen` or `experiment`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Strategy {
@@ -13,27 +13,88 @@ pub struct Strategy {
     /// Switch all at once after a preview check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<BlueGreenStrategy>,
+    /// Measure, not release: send a share of the traffic to the new
+    /// revision for a while, judging it as a canary step does, then return
+    /// all of it to stable whatever was learnt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<Experiment>,
 }
 
 impl Decode for Strategy {
     fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["canary", "blueGreen"])?;
+        const KINDS: [&str; 3] = ["canary", "blueGreen", "experiment"];
+        let f = cx.fields(node, &KINDS)?;
         let canary = f.opt(cx, "canary");
         let blue_green = f.opt(cx, "blueGreen");
-        let (canary, blue_green) = (canary.ok()?, blue_green.ok()?);
-        match (&canary, &blue_green) {
-            (None, None) => {
-                cx.error(f.pos(), "choose a strategy: `canary` or `blueGreen`");
+        let experiment = f.opt(cx, "experiment");
+        let (canary, blue_green, experiment) = (canary.ok()?, blue_green.ok()?, experiment.ok()?);
+        let given: Vec<&str> = KINDS.into_iter().filter(|k| f.node(k).is_some()).collect();
+        match given.as_slice() {
+            [] => {
+                cx.error(
+                    f.pos(),
+                    "choose a strategy: `canary`, `blueGreen` or `experiment`",
+                );
                 return None;
             }
-            (Some(_), Some(_)) => {
-                let pos = f.node("blueGreen").map_or(f.pos(), |n| n.pos);
-                cx.error(pos, "give either `canary` or `blueGreen`, not both");
+            [first, second, ..] => {
+                cx.error(
+                    f.pos_of(second),
+                    format!("give one strategy: `{first}` or `{second}`, not both"),
+                );
                 return None;
             }
-            _ => {}
+            [_] => {}
         }
-        Some(Strategy { canary, blue_green })
+        Some(Strategy {
+            canary,
+            blue_green,
+            experiment,
+        })
+    }
+}
+
+impl Strategy {
+    /// The steps a canary-like run takes: a canary's own, or an
+    /// experiment's (its weight, a pause of its duration, back to 0); none
+    /// for blue-green.
+    pub fn canary_steps(&self) -> Option<std::borrow::Cow<'_, [CanaryStep]>> {
+        if let Some(c) = &self.canary {
+            return Some(std::borrow::Cow::Borrowed(&c.steps));
+        }
+        let e = self.experiment.as_ref()?;
+        Some(std::borrow::Cow::Owned(vec![
+            CanaryStep::SetWeight(e.weight),
+            CanaryStep::Pause(Pause {
+                duration: Some(e.duration),
+                minimum: None,
+            }),
+            CanaryStep::SetWeight(Weight::ZERO),
+        ]))
+    }
+}
+
+/// An experiment: `weight` percent of the traffic on the new revision for
+/// `duration`, judged as usual (a failing canary is still pulled at once),
+/// then all traffic back on stable and the run's report kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Experiment {
+    /// The canary's share during the experiment (1–99).
+    pub weight: Weight,
+    /// How long the canary serves that share.
+    pub duration: Duration,
+}
+
+impl Decode for Experiment {
+    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
+        let f = cx.fields(node, &["weight", "duration"])?;
+        let weight = f.req(cx, "weight");
+        let duration = f.req(cx, "duration");
+        Some(Experiment {
+            weight: weight?,
+            duration: duration?,
+        })
     }
 }
 

@@ -257,3 +257,59 @@ fn the_prometheus_rules_and_config_pass_promtool() {
         );
     }
 }
+
+/// The `rolloutd_…` names in `text` (a histogram's `_bucket`, `_sum` and
+/// `_count` series named by their family).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("rolloutd_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        out.insert(family.to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// Every metric the Grafana dashboard and the Prometheus rules query is
+/// one the daemon exports (its name is registered in rolloutd's source).
+#[test]
+fn dashboards_and_rules_query_metrics_that_exist() {
+    let mut source = Vec::new();
+    walk(&repo().join("crates/rolloutd/src"), &mut source);
+    let exported: String = source
+        .iter()
+        .filter(|p| ext(p) == "rs")
+        .map(|p| std::fs::read_to_string(p).expect("read"))
+        .collect();
+    let exported: std::collections::BTreeSet<String> = metric_names(&exported)
+        .into_iter()
+        .filter(|n| exported.contains(&format!("\"{n}\"")))
+        .collect();
+    let mut checked = 0;
+    for dir in ["deploy/grafana", "deploy/prometheus"] {
+        let mut files = Vec::new();
+        walk(&repo().join(dir), &mut files);
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("read");
+            for name in metric_names(&text) {
+                assert!(
+                    exported.contains(&name),
+                    "{} queries {name}, which rolloutd does not export",
+                    f.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 10, "{checked} names checked");
+    assert!(exported.contains("rolloutd_run_effect_high"));
+}

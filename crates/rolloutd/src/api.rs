@@ -359,11 +359,19 @@ async fn readyz(State(api): State<Arc<Api>>) -> ApiResult {
 
 async fn metrics(State(api): State<Arc<Api>>) -> ApiResult {
     let rollouts = api.store.rollouts().await?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        api.metrics.render(&rollouts),
-    )
-        .into_response())
+    let templates = api.store.templates().await?;
+    // The runs' reports that changed since the last scrape are computed
+    // here: CPU work, kept off the runtime that serves and reconciles.
+    let metrics = api.metrics.clone();
+    let text = tokio::task::spawn_blocking(move || metrics.render(&rollouts, &templates))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the metrics could not be rendered: {e}"),
+            )
+        })?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 #[derive(Debug, Deserialize)]

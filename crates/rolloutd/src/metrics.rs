@@ -12,6 +12,8 @@ use rollout_core::sync::lock;
 use rollout_core::Phase;
 use rollout_store::StoredRollout;
 
+mod effects;
+
 /// The process's counters and histogram.
 pub struct Metrics {
     registry: Registry,
@@ -48,6 +50,8 @@ pub struct Metrics {
     /// Rollouts whose reconcile has been waiting for AWS for a while now
     /// (`rolloutd_rollouts_waiting_for_aws`, and the API's status message).
     waiting: std::sync::Mutex<std::collections::HashMap<String, Waiting>>,
+    /// The current runs' measured effects, recomputed when a status moved.
+    effects: std::sync::Mutex<effects::EffectCache>,
 }
 
 /// A reconcile waiting for AWS: since when, for what.
@@ -185,6 +189,7 @@ impl Metrics {
         Metrics {
             budget: std::sync::OnceLock::new(),
             waiting: Default::default(),
+            effects: Default::default(),
             drift,
             fenced_writes,
             specs_scan_failures,
@@ -283,10 +288,16 @@ impl Metrics {
         }
     }
 
-    /// The text exposition: the rollouts' state, then this process's counters.
-    pub fn render(&self, rollouts: &[StoredRollout]) -> String {
+    /// The text exposition: the rollouts' state (with their current runs'
+    /// effects, judged by `templates`), then this process's counters.
+    pub fn render(
+        &self,
+        rollouts: &[StoredRollout],
+        templates: &std::collections::BTreeMap<String, rollout_spec::AnalysisTemplateSpec>,
+    ) -> String {
         let state = Registry::new();
         render_rollouts(&state, rollouts);
+        lock(&self.effects).render(&state, rollouts, templates);
         self.render_waits(&state);
         self.render_budget(&state);
         let mut families = state.gather();

@@ -142,6 +142,23 @@ async fn an_experiment_holds_its_weight_then_returns_everything_with_a_report() 
         report["canaryRequests"].as_f64().unwrap_or(0.0) > 1_000.0,
         "{report}"
     );
+    // The same effect as Prometheus gauges, for a Grafana panel.
+    let text = support::metrics_text(&d);
+    let gauge = |name: &str| -> f64 {
+        let prefix =
+            format!("{name}{{check=\"errorRate\",rollout=\"speedup\",template=\"speed\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert!((gauge("rolloutd_run_effect") - effect).abs() < 1e-9);
+    assert!(
+        (gauge("rolloutd_run_effect_low") - errors["low"].as_f64().unwrap_or(0.0)).abs() < 1e-9
+    );
+    assert!(
+        (gauge("rolloutd_run_effect_high") - errors["high"].as_f64().unwrap_or(0.0)).abs() < 1e-9
+    );
     // The same report through rolloutctl, as JSON and as Markdown.
     let ctl = |args: &[&str]| {
         let out = Command::new(rolloutctl())

@@ -63,7 +63,10 @@ const LATENCY_CEILING_WITHIN: [f64; 3] = [0.05, 0.1, 0.2];
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Within {
-    /// The e-value for "within tolerance" (starts at 1).
+    /// The e-value for "within tolerance" (starts at 1; at most
+    /// `e^MAX_LN_EVIDENCE`). A status written before that cap may hold
+    /// `null` here (an overflow): it reads back as the cap.
+    #[serde(deserialize_with = "overflowed_as_cap")]
     pub evidence: f64,
     /// It is shown when the evidence reaches this (`1/α` of the check).
     pub threshold: f64,
@@ -71,6 +74,16 @@ pub struct Within {
     /// far; absent when the data does not point inside the tolerance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intervals_needed: Option<f64>,
+}
+
+/// The most evidence recorded, in nats (about 10^260): far beyond any
+/// threshold, and finite in JSON.
+pub const MAX_LN_EVIDENCE: f64 = 600.0;
+
+/// `null` (an e-value that overflowed, as JSON writes it) is the cap.
+fn overflowed_as_cap<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v: Option<f64> = serde::Deserialize::deserialize(d)?;
+    Ok(v.unwrap_or(MAX_LN_EVIDENCE.exp()))
 }
 
 impl Within {
@@ -107,7 +120,15 @@ impl Support {
 
     fn within(&self, alpha: f64) -> Within {
         let k = self.log_s.len().max(1) as f64;
-        let evidence = self.log_s.iter().map(|l| l.exp()).sum::<f64>() / k;
+        // In logs, then capped: days of intervals at one weight make the
+        // product overflow, and a status must hold a finite number.
+        let top = self.log_s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let evidence = if top.is_finite() {
+            let rest: f64 = self.log_s.iter().map(|l| (l - top).exp()).sum();
+            (top + rest.ln() - k.ln()).min(MAX_LN_EVIDENCE).exp()
+        } else {
+            0.0
+        };
         let threshold = 1.0 / alpha;
         let needed = (evidence < threshold && self.t > 0)
             .then(|| {
@@ -360,6 +381,27 @@ mod tests {
         let v = latency(&lat(10.0), &edge, 0.0025);
         assert!(!v.shown() && v.evidence < 1.0, "{v:?}");
         assert_eq!(v.intervals_needed, None, "{v:?}");
+    }
+
+    /// Two days of one-minute intervals of an equal canary: the evidence
+    /// would overflow; it is capped, finite, and a status holding it reads
+    /// back (before, JSON wrote `null` and the status could not be read:
+    /// the rollout stopped being reconciled). A `null` written then reads
+    /// back as the cap.
+    #[test]
+    fn evidence_over_days_stays_finite_and_round_trips() {
+        let days: Vec<IntervalMetrics> = (0..2_880)
+            .map(|_| w(arm(60_000.0, 0.0, 0.100), arm(30_000.0, 0.0, 0.100)))
+            .collect();
+        let v = latency(&lat(10.0), &days, 0.0025);
+        assert!(v.shown() && v.evidence.is_finite(), "{v:?}");
+        assert_eq!(v.evidence, MAX_LN_EVIDENCE.exp());
+        let json = serde_json::to_string(&v).expect("json");
+        let back: Within = serde_json::from_str(&json).expect("reads back");
+        assert!((back.evidence / v.evidence - 1.0).abs() < 1e-12, "{back:?}");
+        let old: Within =
+            serde_json::from_str(r#"{"evidence": null, "threshold": 400.0}"#).expect("reads");
+        assert!(old.shown() && old.evidence.is_finite(), "{old:?}");
     }
 
     #[test]

@@ -108,6 +108,7 @@ fn tally_run(
             stable: *st,
             canary: *ca,
             custom: Vec::new(),
+            merged: 0,
         });
         let claims =
             |v: EffectVerdict| matches!(v, EffectVerdict::Improved | EffectVerdict::Regressed);

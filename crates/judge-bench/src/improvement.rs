@@ -90,6 +90,7 @@ fn decide(
             stable: *s,
             canary: *c,
             custom: Vec::new(),
+            merged: 0,
         });
         let v = judge(spec, &history);
         if v.verdict == Verdict::Fail {

@@ -377,6 +377,7 @@ fn decide(name: JudgeName, run: &[[(ArmSample, f64); 2]], p99: bool) -> Option<u
                 stable: pick(s, *sp),
                 canary: pick(c, *cp),
                 custom: Vec::new(),
+                merged: 0,
             }
         })
         .collect();

@@ -162,6 +162,7 @@ pub fn rate_history(m: &CustomMetric, history: &[IntervalMetrics]) -> Vec<Interv
                 stable: arm(&w.stable, s),
                 canary: arm(&w.canary, c),
                 custom: Vec::new(),
+                merged: w.merged,
             }
         })
         .collect()
@@ -277,6 +278,7 @@ mod tests {
                 stable,
                 canary,
             }],
+            merged: 0,
         }
     }
 

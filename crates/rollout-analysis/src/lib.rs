@@ -13,6 +13,7 @@
 //! - fewer than `minRequests` on either arm is **inconclusive**, never pass.
 #![forbid(unsafe_code)]
 
+pub mod compact;
 pub mod custom;
 pub mod effect;
 mod improvement;
@@ -149,6 +150,15 @@ pub struct IntervalMetrics {
     /// (before `perRequest` and `missingAsZero` are applied).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom: Vec<CustomValue>,
+    /// How many further intervals were merged into this one (0 for one
+    /// interval as read): a long run's oldest intervals are merged in
+    /// pairs so its history stays bounded ([`compact`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub merged: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl IntervalMetrics {

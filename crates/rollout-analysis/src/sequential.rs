@@ -709,6 +709,7 @@ pub(crate) mod tests {
             stable: s,
             canary: c,
             custom: Vec::new(),
+            merged: 0,
         }
     }
 

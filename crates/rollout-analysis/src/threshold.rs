@@ -213,6 +213,7 @@ mod tests {
                 stable,
                 canary,
                 custom: Vec::new(),
+                merged: 0,
             },
         );
         (v.verdict, v.metrics[0].verdict, v.metrics[1].verdict)
@@ -260,6 +261,7 @@ mod tests {
                 stable: arm(1000.0, 0.0, 0.05),
                 canary: none,
                 custom: Vec::new(),
+                merged: 0,
             },
         );
         assert_eq!(v.verdict, Verdict::Inconclusive);
@@ -300,6 +302,7 @@ mod tests {
                 stable: arm(1000.0, 50.0, 0.9),
                 canary: arm(1000.0, 11.0, 0.4),
                 custom: Vec::new(),
+                merged: 0,
             },
         );
         assert_eq!(v.metrics[0].verdict, Verdict::Fail, "1.1% > 1%");
@@ -321,6 +324,7 @@ mod tests {
                 stable: bad,
                 canary: bad,
                 custom: Vec::new(),
+                merged: 0,
             },
         );
         assert_eq!(v.verdict, Verdict::Inconclusive);

@@ -99,6 +99,7 @@ fn regression(i: &Interval) -> IntervalMetrics {
         stable: arm(i.ns, i.rate, i.latency),
         canary: arm(i.nc, (i.rate * i.r).min(1.0), i.latency * i.q),
         custom: Vec::new(),
+        merged: 0,
     }
 }
 
@@ -107,6 +108,7 @@ fn swapped(w: &IntervalMetrics) -> IntervalMetrics {
         stable: w.canary,
         canary: w.stable,
         custom: Vec::new(),
+        merged: 0,
     }
 }
 
@@ -172,6 +174,7 @@ proptest! {
             stable: ArmSample { requests: Some(requests), ..ArmSample::default() },
             canary: ArmSample { requests: Some(requests), ..ArmSample::default() },
             custom: vec![CustomValue { name: "declines".into(), stable: Some(stable), canary: Some(stable * ratio) }],
+            merged: 0,
         };
         let v = judge(&spec, &[w]);
         prop_assert_eq!(v.verdict, Verdict::Pass, "{}", v.summary());
@@ -200,6 +203,7 @@ proptest! {
             stable: arm(i.ns * k, i.rate, i.latency),
             canary: arm(i.nc * k, i.rate, i.latency),
             custom: Vec::new(),
+            merged: 0,
         };
         let base: Vec<IntervalMetrics> = intervals.iter().map(|i| same(i, 1.0)).collect();
         let scaled: Vec<IntervalMetrics> = intervals.iter().map(|i| same(i, k)).collect();
@@ -223,6 +227,7 @@ proptest! {
                 stable,
                 canary,
                 custom: vec![CustomValue { name: "declines".into(), stable: cs, canary: cc }],
+                merged: 0,
             })
             .collect();
         let v = judge(&spec, &history);

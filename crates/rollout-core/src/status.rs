@@ -191,13 +191,16 @@ pub struct TemplateAnalysis {
     pub last: Option<JudgedInterval>,
     /// The metrics of every interval judged in this run, oldest first (the
     /// sequential and Mann-Whitney judges weigh them all); at most
-    /// [`HISTORY_INTERVALS`], the oldest dropped first.
+    /// [`HISTORY_INTERVALS`] entries, the oldest merged in pairs
+    /// (`rollout_analysis::compact`), so a run of any length is covered.
     #[serde(default)]
     pub history: Vec<IntervalMetrics>,
 }
 
-/// How many intervals of metrics a template keeps per run (a day of minutes).
-pub const HISTORY_INTERVALS: usize = 1440;
+/// How many entries of metrics a template keeps per run: the newest
+/// intervals whole (about 5½ hours of one-minute intervals), older ones
+/// merged. Bounds a status: see docs/BENCHMARKS.md ("A long run's status").
+pub const HISTORY_INTERVALS: usize = 360;
 
 /// One judged interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -275,16 +275,19 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
                         stable: arm(1000.0, 1.0),
                         canary: arm(1000.0, 1.0),
                         custom: Vec::new(),
+                        merged: 0,
                     }),
                     Answer::Bad => Ok(IntervalMetrics {
                         stable: arm(1000.0, 1.0),
                         canary: arm(1000.0, 90.0),
                         custom: Vec::new(),
+                        merged: 0,
                     }),
                     Answer::Thin => Ok(IntervalMetrics {
                         stable: arm(5.0, 0.0),
                         canary: ArmSample::default(),
                         custom: Vec::new(),
+                        merged: 0,
                     }),
                     _ => Err(ObservationError {
                         fatal: false,

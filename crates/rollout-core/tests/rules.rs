@@ -152,16 +152,19 @@ fn check_rollout(
                         stable: arm(1000.0, 1.0),
                         canary: arm(1000.0, 1.0),
                         custom: Vec::new(),
+                        merged: 0,
                     }),
                     Answer::Bad => Ok(IntervalMetrics {
                         stable: arm(1000.0, 1.0),
                         canary: arm(1000.0, 50.0),
                         custom: Vec::new(),
+                        merged: 0,
                     }),
                     Answer::Thin => Ok(IntervalMetrics {
                         stable: arm(10.0, 0.0),
                         canary: arm(10.0, 0.0),
                         custom: Vec::new(),
+                        merged: 0,
                     }),
                     _ => Err(ObservationError {
                         fatal: false,
@@ -1596,6 +1599,7 @@ fn drive_with(
                     stable: arm(1000.0, 1.0),
                     canary: arm(1000.0, if bad { 50.0 } else { 1.0 }),
                     custom: Vec::new(),
+                    merged: 0,
                 }),
             })
             .collect();

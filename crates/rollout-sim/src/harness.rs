@@ -247,6 +247,7 @@ impl SimMetrics {
             stable,
             canary,
             custom: Vec::new(),
+            merged: 0,
         })
     }
 }

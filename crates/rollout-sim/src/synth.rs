@@ -87,5 +87,6 @@ pub fn window(
         ),
         // Only the ALB metrics are synthesised: custom metrics read as no data.
         custom: Vec::new(),
+        merged: 0,
     }
 }

@@ -841,3 +841,43 @@ fn an_experiment_measures_then_always_returns_the_traffic() {
         back.since(first)
     );
 }
+
+/// A run that bakes for 12 hours at 5% with one-minute intervals (twice
+/// what a template's history holds whole): its stored status stays under
+/// a fixed bound (at most `HISTORY_INTERVALS` entries, the oldest merged in
+/// pairs) and stops growing, every interval is still counted, and it reads
+/// back (an e-value that overflowed used to be written as `null`, and the
+/// status could not be read again).
+#[test]
+fn a_long_run_keeps_a_bounded_status_that_reads_back() {
+    let text = CANARY.replace(
+        "- pause: {duration: 5m}\n        - setWeight: 10",
+        "- pause: {duration: 48h}\n        - setWeight: 10",
+    );
+    assert!(text.contains("48h"));
+    let mut h = harness(&text, 41);
+    let mut sizes = Vec::new();
+    for hours in [1, 6, 9, 12] {
+        let at = rollout_sim::EPOCH.plus_ms(hours * HOUR);
+        h.run_until(48 * HOUR, |h| h.now >= at);
+        let stored = h.stored.clone().expect("a status");
+        if let Err(e) = serde_json::from_str::<rollout_core::RolloutStatus>(&stored) {
+            panic!("the status does not read back after {hours} h: {e}");
+        }
+        sizes.push((hours, stored.len()));
+    }
+    eprintln!("status bytes after hours: {sizes:?}");
+    let st = h.status().expect("status");
+    assert_eq!(st.phase, Phase::Progressing, "{}", st.message);
+    let t = &st.analysis.templates["golden"];
+    assert_eq!(t.history.len(), rollout_core::status::HISTORY_INTERVALS);
+    let counted: u32 = t.history.iter().map(|m| m.merged + 1).sum();
+    assert_eq!(counted, t.intervals_done, "every interval counted");
+    assert!(t.intervals_done > 700, "{}", t.intervals_done);
+    // The bound docs/BENCHMARKS.md states for a two-check template.
+    for (_, bytes) in &sizes {
+        assert!(*bytes <= 80_000, "{sizes:?}");
+    }
+    let (at_9, at_12) = (sizes[2].1, sizes[3].1);
+    assert!(at_12 < at_9 + 2_000, "no longer growing: {sizes:?}");
+}

@@ -357,6 +357,7 @@ fn interval_metrics(
                 canary: column(canary, k),
             })
             .collect(),
+        merged: 0,
     }
 }
 

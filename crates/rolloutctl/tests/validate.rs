@@ -28,7 +28,7 @@ fn valid_examples_exit_zero() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("7 documents valid in 3 files: 4 Rollouts, 3 AnalysisTemplates"),
+        stdout.contains("9 documents valid in 4 files: 5 Rollouts, 4 AnalysisTemplates"),
         "{stdout}"
     );
 }

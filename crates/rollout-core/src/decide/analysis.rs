@@ -92,10 +92,12 @@ impl Reconcile<'_> {
             match result.map(|r| &r.metrics) {
                 None => break,
                 Some(Ok(metrics)) => {
-                    entry.history.push(metrics.clone());
-                    if entry.history.len() > HISTORY_INTERVALS {
-                        entry.history.remove(0);
-                    }
+                    rollout_analysis::compact::push(
+                        template,
+                        &mut entry.history,
+                        metrics.clone(),
+                        HISTORY_INTERVALS,
+                    );
                     let verdict = rollout_analysis::judge(template, &entry.history);
                     entry.intervals_done += 1;
                     entry.errors_in_a_row = 0;

@@ -1,7 +1,7 @@
 //! `judge-bench coverage`: do the run report's 95% intervals (confidence
 //! sequences, `rollout_analysis::effect`) hold the true effect whenever a
-//! run stops, and how often does an unchanged canary get called
-//! `improved` or `regressed`?
+//! run stops, and how often is an unchanged canary called `improved` or
+//! `regressed` against the truth?
 //!
 //! Usage: `cargo run --release -p judge-bench -- coverage [--runs N] [--seed S]`
 //!
@@ -10,16 +10,18 @@
 //! computed on the run so far; a run *covers* when no minute's interval
 //! excludes the true effect (so the figure holds for any stopping rule).
 //! The true latency effect is the scenario's factor on the mean minus 1.
-//! The true 5xx effect is the ratio of the arms' expected rates, counting
-//! the ~20-error host bursts of 1% of arm-minutes (0.2 errors a minute on
-//! each arm, a larger rate on the smaller arm) at the mean traffic.
+//! The true 5xx effect, at each stopping point, is the ratio of the arms'
+//! expected 5xx rates over the minutes so far given the requests each arm
+//! served: each arm-minute's rate (shared incidents included) times its
+//! requests, plus the ~20-error host bursts of 1% of arm-minutes (0.2
+//! errors a minute on each arm, a larger rate on the smaller arm).
 
 use rollout_analysis::effect::{self, EffectVerdict};
 use rollout_analysis::IntervalMetrics;
 use rollout_sim::Rng;
 use rollout_spec::JudgeKind;
 
-use super::{simulate, template, Scenario, BASE_ERROR_RATE, SCENARIOS, SHARES, TRAFFIC};
+use super::{simulate_with_truth, template, Scenario, SCENARIOS, SHARES, TRAFFIC};
 
 /// Per scenario: runs, runs whose latency and 5xx intervals always held
 /// the truth, runs where an unchanged canary was ever called improved or
@@ -35,12 +37,20 @@ struct Tally {
     decided_minutes: Vec<f64>,
 }
 
-fn true_error_effect(s: &Scenario, rps: f64, share: f64) -> f64 {
-    let burst = 0.01 * 20.0;
-    let (nc, ns) = (rps * share * 60.0, rps * (1.0 - share) * 60.0);
-    let rc = BASE_ERROR_RATE * s.errors + burst / nc;
-    let rs = BASE_ERROR_RATE + burst / ns;
-    rc / rs - 1.0
+/// The true 5xx effect over the first `upto` minutes (those where both
+/// arms have data, as the report reads them).
+fn true_error_effect(
+    run: &[[(rollout_analysis::ArmSample, f64); 2]],
+    expected: &[[f64; 2]],
+    upto: usize,
+) -> f64 {
+    let (mut es, mut ns, mut ec, mut nc) = (0.0, 0.0, 0.0, 0.0);
+    for ([(s, _), (c, _)], [xs, xc]) in run.iter().zip(expected).take(upto) {
+        if let (Some(a), Some(b)) = (s.requests, c.requests) {
+            (es, ns, ec, nc) = (es + xs, ns + a, ec + xc, nc + b);
+        }
+    }
+    (ec / nc) / (es / ns) - 1.0
 }
 
 fn inside(e: &effect::Effect, truth: f64) -> bool {
@@ -74,15 +84,16 @@ pub fn main(rest: &[String]) -> std::process::ExitCode {
         TRAFFIC.len(),
         SHARES.len()
     );
-    println!("| scenario | runs | latency: truth always inside | 5xx: truth always inside | unchanged called improved/regressed (latency, 5xx) | median minutes to a latency verdict |");
+    println!("| scenario | runs | latency: truth always inside | 5xx: truth always inside | unchanged: a claim the truth contradicts (latency, 5xx) | median minutes to a latency verdict |");
     println!("|---|---|---|---|---|---|");
     for s in SCENARIOS.iter().filter(|s| s.from == 0 && !s.p99) {
         let mut t = Tally::default();
         for &rps in &TRAFFIC {
             for &share in &SHARES {
                 for _ in 0..runs {
-                    let run = simulate(&mut rng, s, (rps, share), minutes, 0.5);
-                    tally_run(&mut t, &spec, s, &run, true_error_effect(s, rps, share));
+                    let (run, expected) =
+                        simulate_with_truth(&mut rng, s, (rps, share), minutes, 0.5);
+                    tally_run(&mut t, &spec, s, &run, &expected);
                 }
             }
         }
@@ -96,7 +107,7 @@ fn tally_run(
     spec: &rollout_spec::AnalysisTemplateSpec,
     s: &Scenario,
     run: &[[(rollout_analysis::ArmSample, f64); 2]],
-    error_truth: f64,
+    expected: &[[f64; 2]],
 ) {
     let latency_truth = s.latency_avg - 1.0;
     let unchanged = s.errors == 1.0 && s.latency_avg == 1.0;
@@ -110,12 +121,19 @@ fn tally_run(
             custom: Vec::new(),
             merged: 0,
         });
-        let claims =
-            |v: EffectVerdict| matches!(v, EffectVerdict::Improved | EffectVerdict::Regressed);
+        // A claim the truth contradicts: `improved` when the canary is not
+        // better, `regressed` when it is not worse. (With identical arms
+        // the latency truth is 0, so any claim; the 5xx truth is not 0 on
+        // unequal arms: the host bursts weigh more on the smaller one.)
+        let claims = |v: EffectVerdict, truth: f64| match v {
+            EffectVerdict::Improved => truth >= 0.0,
+            EffectVerdict::Regressed => truth <= 0.0,
+            _ => false,
+        };
         if let Some(c) = &spec.alb.latency {
             let e = effect::latency(c, &history);
             lat_ok &= inside(&e, latency_truth);
-            lat_claim |= unchanged && claims(e.verdict);
+            lat_claim |= unchanged && claims(e.verdict, latency_truth);
             if decided.is_none() && e.verdict != EffectVerdict::Unknown {
                 decided = Some(m as f64 + 1.0);
             }
@@ -124,8 +142,9 @@ fn tally_run(
         if m % 3 == 2 || m + 1 == run.len() {
             if let Some(c) = &spec.alb.error_rate {
                 let e = effect::error_rate(c, &history);
-                err_ok &= inside(&e, error_truth);
-                err_claim |= unchanged && claims(e.verdict);
+                let truth = true_error_effect(run, expected, m + 1);
+                err_ok &= inside(&e, truth);
+                err_claim |= unchanged && claims(e.verdict, truth);
             }
         }
     }

@@ -268,10 +268,25 @@ fn arm_minute(rng: &mut Rng, c: Conditions, error_cv: f64) -> (ArmSample, f64) {
 fn simulate(
     rng: &mut Rng,
     s: &Scenario,
-    (rps, share): (f64, f64),
+    traffic: (f64, f64),
     minutes: usize,
     error_cv: f64,
 ) -> Vec<[(ArmSample, f64); 2]> {
+    simulate_with_truth(rng, s, traffic, minutes, error_cv).0
+}
+
+/// [`simulate`], with each arm-minute's expected 5xx count given its
+/// requests (its error rate, shared incidents included, times its
+/// requests, plus the host bursts' expected 0.2): what a run's true 5xx
+/// effect is computed from.
+fn simulate_with_truth(
+    rng: &mut Rng,
+    s: &Scenario,
+    (rps, share): (f64, f64),
+    minutes: usize,
+    error_cv: f64,
+) -> (Vec<[(ArmSample, f64); 2]>, Vec<[f64; 2]>) {
+    let mut expected = Vec::with_capacity(minutes);
     let phase = rng.uniform() * 1440.0;
     let mut incident_left = 0usize;
     let (mut inc_err, mut inc_lat) = (1.0, 1.0);
@@ -315,12 +330,18 @@ fn simulate(
                 1.0
             },
         };
-        out.push([
+        let pair = [
             arm_minute(rng, stable, error_cv),
             arm_minute(rng, canary, error_cv),
-        ]);
+        ];
+        let bursts = 0.01 * 20.0;
+        let exp = |(a, _): &(ArmSample, f64), c: &Conditions| {
+            a.requests.map_or(0.0, |n| n * c.error_rate + bursts)
+        };
+        expected.push([exp(&pair[0], &stable), exp(&pair[1], &canary)]);
+        out.push(pair);
     }
-    out
+    (out, expected)
 }
 
 /// The seed's rule exactly as written: 5xx *counts* and mean latency.

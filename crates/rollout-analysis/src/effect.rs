@@ -250,7 +250,7 @@ pub fn latency(check: &LatencyCheck, history: &[IntervalMetrics]) -> Effect {
     // When the intervals scatter more than the model says (hosts noisier
     // than its floor), every variance is scaled up by the excess.
     let chi2: f64 = points.iter().map(|(x, v)| (x - theta).powi(2) / v).sum();
-    let phi = (chi2 / (n - 1.0)).max(1.0);
+    let phi = small_sample(chi2 / (n - 1.0), n);
     let precision = precision_of(phi);
     let rv = LATENCY_MIXTURE * precision;
     let half = ((1.0 + rv) / (LATENCY_MIXTURE * precision * precision)
@@ -308,8 +308,16 @@ fn error_dispersion(intervals: &[ErrorCounts], ratio: f64) -> f64 {
     if n < 2.0 {
         1.0
     } else {
-        (chi2 / (n - 1.0)).max(1.0)
+        small_sample(chi2 / (n - 1.0), n)
     }
+}
+
+/// A run's own excess scatter, estimated from `n` intervals, made
+/// conservative while `n` is small (an estimate from a few intervals is
+/// too low more often than too high): scaled by `1 + 2/(n−1)`, and at
+/// least 1.
+fn small_sample(phi: f64, n: f64) -> f64 {
+    (phi * (1.0 + 2.0 / (n - 1.0).max(1.0))).max(1.0)
 }
 
 /// ln of the e-value against "the canary's rate is `ratio` × stable's",

@@ -275,6 +275,9 @@ fn simulate(
     simulate_with_truth(rng, s, traffic, minutes, error_cv).0
 }
 
+/// One minute of both arms: (stable, canary), each with its p99.
+type ArmMinutes = [(ArmSample, f64); 2];
+
 /// [`simulate`], with each arm-minute's expected 5xx count given its
 /// requests (its error rate, shared incidents included, times its
 /// requests, plus the host bursts' expected 0.2): what a run's true 5xx
@@ -285,7 +288,7 @@ fn simulate_with_truth(
     (rps, share): (f64, f64),
     minutes: usize,
     error_cv: f64,
-) -> (Vec<[(ArmSample, f64); 2]>, Vec<[f64; 2]>) {
+) -> (Vec<ArmMinutes>, Vec<[f64; 2]>) {
     let mut expected = Vec::with_capacity(minutes);
     let phase = rng.uniform() * 1440.0;
     let mut incident_left = 0usize;

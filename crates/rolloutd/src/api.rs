@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 use tracing::{info, warn};
 
 mod runs;
+mod scrape;
 
 use crate::daemon::Clock;
 use crate::metrics::Metrics;
@@ -297,7 +298,7 @@ pub fn router(api: Arc<Api>) -> Router {
             get(|| async { Json(openapi_document().clone()) }),
         )
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(scrape::metrics))
         .route("/api/v1/apply", post(apply))
         .route("/api/v1/rollouts", get(list))
         .route("/api/v1/sources", get(sources))
@@ -355,23 +356,6 @@ async fn readyz(State(api): State<Arc<Api>>) -> ApiResult {
             ))
         }
     }
-}
-
-async fn metrics(State(api): State<Arc<Api>>) -> ApiResult {
-    let rollouts = api.store.rollouts().await?;
-    let templates = api.store.templates().await?;
-    // The runs' reports that changed since the last scrape are computed
-    // here: CPU work, kept off the runtime that serves and reconciles.
-    let metrics = api.metrics.clone();
-    let text = tokio::task::spawn_blocking(move || metrics.render(&rollouts, &templates))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the metrics could not be rendered: {e}"),
-            )
-        })?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -692,10 +692,15 @@ mod tests {
         let mut rng = Rng::new(5);
         for rate in [0.002, 0.2, 0.5, 0.8, 1.5] {
             let n = 200_000;
-            let sampled =
-                (0..n).map(|_| (rate * gamma_mean_one(&mut rng, 4.0)).min(1.0)).sum::<f64>() / f64::from(n);
+            let sampled = (0..n)
+                .map(|_| (rate * gamma_mean_one(&mut rng, 4.0)).min(1.0))
+                .sum::<f64>()
+                / f64::from(n);
             let exact = clipped_rate(rate, 4.0);
-            assert!((sampled / exact - 1.0).abs() < 0.01, "{rate}: {sampled} vs {exact}");
+            assert!(
+                (sampled / exact - 1.0).abs() < 0.01,
+                "{rate}: {sampled} vs {exact}"
+            );
         }
         assert_eq!(clipped_rate(0.3, 2.5), 0.3);
     }

@@ -71,8 +71,8 @@ pub const ARNS_PER_READ: usize = 20;
 pub struct AlbRouter {
     /// A client per region: each call goes to the region its ARN names.
     client: Arc<crate::regional::Regional<Client>>,
-    observer: CallObserver,
-    budget: Arc<Budget>,
+    pub(crate) observer: CallObserver,
+    pub(crate) budget: Arc<Budget>,
     reads: Arc<Mutex<Waiting>>,
     /// The last action list read per listener or rule, and when.
     recent: Arc<Mutex<Recent>>,
@@ -83,6 +83,9 @@ pub struct AlbRouter {
     /// (`--canary-health-source cloudwatch`); `DescribeTargetHealth` when it
     /// has no recent datapoint.
     health_from_cloudwatch: Option<crate::cloudwatch::CloudWatchSource>,
+    /// Fault Injection Service clients (chaos steps), in the load
+    /// balancers' regions and accounts.
+    pub(crate) fis: Option<Arc<crate::regional::Regional<aws_sdk_fis::Client>>>,
 }
 
 /// The last action list read per listener or rule, with when.
@@ -151,7 +154,19 @@ impl AlbRouter {
             recent: Arc::default(),
             health: Arc::default(),
             health_from_cloudwatch: None,
+            fis: None,
         }
+    }
+
+    /// The same router, running chaos steps' experiments with `client`
+    /// (its configuration copied to each region and account, as ELBv2's).
+    pub fn with_fis(
+        mut self,
+        client: aws_sdk_fis::Client,
+        accounts: crate::regional::Accounts,
+    ) -> Self {
+        self.fis = Some(crate::fis::clients(client, accounts));
+        self
     }
 
     /// The same router, reading the canary's health from CloudWatch first.

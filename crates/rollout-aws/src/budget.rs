@@ -43,15 +43,19 @@ pub enum Class {
     CloudWatch,
     /// `DescribeAlarms` (the rollouts' alarm gates).
     Alarms,
+    /// Fault Injection Service: `StartExperiment`, `GetExperiment`,
+    /// `StopExperiment`, `ListExperiments` (chaos steps).
+    Fis,
 }
 
 impl Class {
     /// Every class.
-    pub const ALL: [Class; 4] = [
+    pub const ALL: [Class; 5] = [
         Class::ElbRead,
         Class::ElbWrite,
         Class::CloudWatch,
         Class::Alarms,
+        Class::Fis,
     ];
 
     /// The label value.
@@ -61,6 +65,7 @@ impl Class {
             Class::ElbWrite => "elbv2_write",
             Class::CloudWatch => "cloudwatch_get_metric_data",
             Class::Alarms => "cloudwatch_describe_alarms",
+            Class::Fis => "fis",
         }
     }
 
@@ -70,6 +75,7 @@ impl Class {
             Class::ElbWrite => 1,
             Class::CloudWatch => 2,
             Class::Alarms => 3,
+            Class::Fis => 4,
         }
     }
 }
@@ -100,6 +106,9 @@ pub struct BudgetConfig {
     /// one call reads 100 alarms, and the reads of every rollout are
     /// gathered).
     pub alarms: Rate,
+    /// Fault Injection Service calls (a few per reconcile of a rollout at
+    /// a chaos step).
+    pub fis: Rate,
 }
 
 impl Default for BudgetConfig {
@@ -121,9 +130,18 @@ impl Default for BudgetConfig {
                 per_second: 2.0,
                 burst: 4.0,
             },
+            fis: FIS_RATE,
         }
     }
 }
+
+/// The fleet's FIS calls: a rollout at a chaos step makes one a reconcile,
+/// so 2 a second with a burst of 5 serves many at once (not configurable
+/// yet).
+pub const FIS_RATE: Rate = Rate {
+    per_second: 2.0,
+    burst: 5.0,
+};
 
 impl BudgetConfig {
     fn rate(&self, class: Class) -> Rate {
@@ -132,6 +150,7 @@ impl BudgetConfig {
             Class::ElbWrite => self.elb_write,
             Class::CloudWatch => self.cloudwatch,
             Class::Alarms => self.alarms,
+            Class::Fis => self.fis,
         }
     }
 }
@@ -222,7 +241,7 @@ pub struct Budget {
 
 /// One scope's buckets, by class.
 #[derive(Debug)]
-struct Buckets([Mutex<Bucket>; 4]);
+struct Buckets([Mutex<Bucket>; 5]);
 
 /// The budget scope of a resource: the account and region its ARN names.
 pub fn scope_of(arn: &str) -> String {
@@ -440,6 +459,7 @@ mod tests {
             elb_write: r,
             cloudwatch: r,
             alarms: r,
+            fis: r,
         })
     }
 

@@ -28,6 +28,7 @@ pub mod alb;
 pub mod batch;
 pub mod budget;
 pub mod cloudwatch;
+pub mod fis;
 pub mod regional;
 
 pub use alb::AlbRouter;
@@ -106,7 +107,8 @@ pub fn adapters(
             accounts.clone(),
             Arc::clone(&observer),
             Arc::clone(&budget),
-        ),
+        )
+        .with_fis(aws_sdk_fis::Client::new(config), accounts.clone()),
         CloudWatchSource::new(
             aws_sdk_cloudwatch::Client::new(config),
             accounts,

@@ -100,6 +100,12 @@ fn the_policy_allows_exactly_what_the_code_calls() {
     for f in ["cloudwatch.rs", "cloudwatch/alarms.rs"] {
         code.extend(called(rollout_aws::cloudwatch::SERVICE, &read(f)));
     }
+    let fis = read("fis.rs");
+    code.extend(called(rollout_aws::fis::SERVICE, &fis));
+    // Starting an experiment with tags needs the right to tag it.
+    if fis.contains(".tags(") {
+        code.insert("fis:TagResource".to_string());
+    }
     assert!(
         code.contains("elasticloadbalancing:ModifyListener")
             && code.contains("cloudwatch:GetMetricData"),

@@ -21,6 +21,8 @@ pub struct Aws {
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     /// CloudWatch.
     pub cw: aws_sdk_cloudwatch::Client,
+    /// Fault Injection Service.
+    pub fis: aws_sdk_fis::Client,
     endpoint: String,
     region: String,
     /// The access key the raw EC2 calls are signed with (moto tells the
@@ -53,6 +55,7 @@ impl Aws {
         Aws {
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             cw: aws_sdk_cloudwatch::Client::new(&config),
+            fis: aws_sdk_fis::Client::new(&config),
             endpoint: endpoint.trim_end_matches('/').to_string(),
             region: region.to_string(),
             access_key: "testing".into(),
@@ -79,10 +82,16 @@ impl Aws {
         Ok(Aws {
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             cw: aws_sdk_cloudwatch::Client::new(&config),
+            fis: aws_sdk_fis::Client::new(&config),
             endpoint: endpoint.trim_end_matches('/').to_string(),
             region: region.to_string(),
             access_key: creds.access_key_id().to_string(),
         })
+    }
+
+    /// The endpoint these clients reach.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
     async fn base(endpoint: &str, region: &str) -> aws_config::SdkConfig {

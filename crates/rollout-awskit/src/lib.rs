@@ -14,6 +14,7 @@
 
 pub mod alb;
 pub mod cbor;
+pub mod fis;
 pub mod gateway;
 pub mod moto;
 pub mod publisher;

@@ -27,8 +27,9 @@ pub use decide::{
     EventKind, Reads,
 };
 pub use observe::{
-    AlarmState, ForwardWeights, IntervalRequest, IntervalResult, ObservationError, ObservationPlan,
-    Observations, Observed, TargetHealth, Urgency, WebhookCall, WebhookOutcome,
+    AlarmState, ExperimentCall, ExperimentState, ForwardWeights, IntervalRequest, IntervalResult,
+    ObservationError, ObservationPlan, Observations, Observed, TargetHealth, Urgency, WebhookCall,
+    WebhookOutcome,
 };
 pub use status::{Phase, RolloutStatus, Weights};
 pub use time::Time;

@@ -260,6 +260,62 @@ pub enum WebhookOutcome {
     },
 }
 
+/// A call to AWS Fault Injection Service the core asks for (a chaos step).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ExperimentCall {
+    /// Start the template's experiment, tagged with the client token; the
+    /// same token returns the experiment already started (a repeat after
+    /// a crash starts nothing new).
+    Start {
+        /// `EXT…`.
+        template_id: String,
+        /// Derived from the rollout, its run and the step's start.
+        client_token: String,
+    },
+    /// Read the experiment's state.
+    Get {
+        /// `EXP…`.
+        id: String,
+    },
+    /// Stop the experiment (unless it already ended), then read its state.
+    Stop {
+        /// `EXP…`.
+        id: String,
+    },
+    /// Find the experiment started with this token (its id was never
+    /// recorded: a crash between the start and the write) and stop it.
+    FindAndStop {
+        /// `EXT…`.
+        template_id: String,
+        /// The token it would carry.
+        client_token: String,
+    },
+}
+
+/// An FIS experiment as FIS reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentState {
+    /// `EXP…`.
+    pub id: String,
+    /// `pending`, `initiating`, `running`, `completed`, `stopping`,
+    /// `stopped`, `failed` or `cancelled`.
+    pub status: String,
+    /// FIS's reason for it.
+    pub reason: String,
+}
+
+impl ExperimentState {
+    /// Whether the experiment has ended (its state no longer moves).
+    pub fn ended(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "completed" | "stopped" | "failed" | "cancelled"
+        )
+    }
+}
+
 /// What the core needs looked at for its next decision.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -278,6 +334,9 @@ pub struct ObservationPlan {
     /// A webhook step to call.
     #[serde(default)]
     pub webhook: Option<WebhookCall>,
+    /// A chaos step's experiment to start, read or stop.
+    #[serde(default)]
+    pub experiment: Option<ExperimentCall>,
 }
 
 /// What the daemon saw.
@@ -296,6 +355,10 @@ pub struct Observations {
     /// The webhook call asked for: its step, attempt and outcome.
     #[serde(default)]
     pub webhook: Option<(u32, u32, WebhookOutcome)>,
+    /// The experiment call asked for and what FIS said (`Ok(None)`: a
+    /// `FindAndStop` found none: it was never started).
+    #[serde(default)]
+    pub experiment: Option<(ExperimentCall, Observed<Option<ExperimentState>>)>,
 }
 
 #[cfg(test)]

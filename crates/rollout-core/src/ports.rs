@@ -10,7 +10,8 @@ use rollout_analysis::IntervalMetrics;
 use rollout_spec::{AnalysisTemplateSpec, RolloutSpec};
 
 use crate::observe::{
-    AlarmState, ForwardWeights, IntervalRequest, ObservationError, Observed, TargetHealth, Urgency,
+    AlarmState, ExperimentCall, ExperimentState, ForwardWeights, IntervalRequest, ObservationError,
+    Observed, TargetHealth, Urgency,
 };
 use crate::status::Weights;
 
@@ -47,6 +48,40 @@ pub trait TrafficRouter: Send + Sync + 'static {
         &self,
         spec: &RolloutSpec,
     ) -> impl Future<Output = Observed<TargetHealth>> + Send;
+}
+
+/// Fault injection for chaos steps (AWS Fault Injection Service): the
+/// load balancer's side of AWS reaches it, in the same region and account.
+pub trait FaultInjector: Send + Sync + 'static {
+    /// Makes `call` for the rollout whose load balancer is `place` (an ARN:
+    /// its region and account), answering what FIS then reports of the
+    /// experiment (`Ok(None)`: a `FindAndStop` found none). A world
+    /// without fault injection answers a fatal error.
+    fn experiment(
+        &self,
+        place: &str,
+        call: &ExperimentCall,
+    ) -> impl Future<Output = Observed<Option<ExperimentState>>> + Send {
+        let _ = (place, call);
+        async {
+            Observed::Err(ObservationError {
+                fatal: true,
+                message: "this world has no AWS Fault Injection Service: chaos steps cannot run"
+                    .into(),
+            })
+        }
+    }
+}
+
+/// A shared fault injector is a fault injector.
+impl<T: FaultInjector> FaultInjector for Arc<T> {
+    fn experiment(
+        &self,
+        place: &str,
+        call: &ExperimentCall,
+    ) -> impl Future<Output = Observed<Option<ExperimentState>>> + Send {
+        (**self).experiment(place, call)
+    }
 }
 
 /// One analysis interval to fetch.

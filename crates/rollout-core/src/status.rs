@@ -270,6 +270,34 @@ pub struct WebhookStatus {
     pub passed: bool,
 }
 
+/// A chaos step's experiment: the intent (written before it starts) and
+/// what FIS last said of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChaosStatus {
+    /// The step's index.
+    pub step: u32,
+    /// The experiment template (`EXT…`).
+    pub template_id: String,
+    /// The client token it is started with (and tagged with).
+    pub client_token: String,
+    /// When the step asked for it: its duration counts from here.
+    pub requested_at: Time,
+    /// The experiment's id, once FIS gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment_id: Option<String>,
+    /// Its last state (`running`, `completed`, `stopped`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// FIS's reason for that state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The run left the step other than by its success: the experiment is
+    /// being stopped (until FIS shows it ended).
+    #[serde(default)]
+    pub stop: bool,
+}
+
 /// How many ended runs the status summarises (their reports are in the
 /// store's run history, `GET …/runs`).
 pub const HISTORY_LIMIT: usize = 10;
@@ -333,6 +361,10 @@ pub struct RolloutStatus {
     /// The webhook step being called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookStatus>,
+    /// The chaos step's experiment (also one still being stopped after
+    /// the run left its step, or after a new run began).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<ChaosStatus>,
     /// The last command applied.
     pub last_command_id: u64,
     /// Set when the rollout is being deleted: its traffic goes back to
@@ -372,6 +404,7 @@ impl RolloutStatus {
             analysis: AnalysisStatus::default(),
             bake_started_at: None,
             webhook: None,
+            chaos: None,
             last_command_id: 0,
             deleting: None,
             history: Vec::new(),

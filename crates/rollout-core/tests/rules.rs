@@ -1619,6 +1619,7 @@ fn drive_with(
                 knobs.calls.push(call.clone());
                 (call.step, call.attempt, (knobs.hook)(&call))
             }),
+            experiment: None,
         };
         let d = decide(ctx, status.as_ref(), &obs, &[], *now);
         for a in &d.actions {

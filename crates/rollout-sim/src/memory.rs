@@ -155,6 +155,9 @@ impl MemoryWorld {
     }
 }
 
+/// The in-memory world has no Fault Injection Service.
+impl rollout_core::ports::FaultInjector for MemoryWorld {}
+
 impl TrafficRouter for MemoryWorld {
     async fn forward_weights(
         &self,

@@ -6,11 +6,18 @@ use std::collections::BTreeMap;
 
 use crate::decode::{Diagnostic, Locations};
 use crate::types::{
-    placeholders, AnalysisTemplate, BlueGreenStrategy, CanaryStep, CustomMetric, Pause,
-    PhaseAnalysis, Rollout, RolloutAnalysis, DIMENSION_PLACEHOLDERS,
+    placeholders, AnalysisTemplate, BlueGreenStrategy, CustomMetric, PhaseAnalysis, Rollout,
+    RolloutAnalysis, DIMENSION_PLACEHOLDERS,
 };
 use crate::values::{Duration, ElbArnParts};
 use crate::Located;
+
+mod steps;
+pub use steps::MAX_STEPS;
+use steps::{
+    check_canary_steps, check_chaos_steps, check_evidence_pauses, check_experiment,
+    check_rollback_steps,
+};
 
 struct Report<'a> {
     file: &'a str,
@@ -410,6 +417,7 @@ fn check_rollout(r: &Rollout, templates: &BTreeMap<&str, Duration>, rep: &mut Re
     if let Some(canary) = &spec.strategy.canary {
         check_canary_steps(&canary.steps, rep);
         check_evidence_pauses(&canary.steps, spec.analysis.is_some(), rep);
+        check_chaos_steps(&canary.steps, spec.analysis.as_ref(), rep);
     }
     if let Some(e) = &spec.strategy.experiment {
         check_experiment(e, spec.analysis.as_ref(), rep);
@@ -443,149 +451,6 @@ fn check_rollout(r: &Rollout, templates: &BTreeMap<&str, Duration>, rep: &mut Re
                 "spec.rollback.steps",
                 "onFailure: freeze holds the weights, so rollback steps would never run; give one or the other",
             );
-        }
-    }
-}
-
-/// An experiment measures: it needs analysis, a weight that leaves stable
-/// a baseline, and at least one analysis interval.
-fn check_experiment(
-    e: &crate::Experiment,
-    analysis: Option<&crate::RolloutAnalysis>,
-    rep: &mut Report<'_>,
-) {
-    let w = e.weight.get();
-    if w == 0 || w == 100 {
-        rep.at(
-            "spec.strategy.experiment.weight",
-            format!("an experiment compares the canary with stable while both serve: give a weight from 1 to 99, not {w}"),
-        );
-    }
-    match analysis {
-        Some(a) if !a.templates.is_empty() => {
-            if e.duration.as_millis() < a.interval.as_millis() {
-                rep.at(
-                    "spec.strategy.experiment.duration",
-                    format!(
-                        "an experiment of {} ends before its first analysis interval ({}) does",
-                        e.duration, a.interval
-                    ),
-                );
-            }
-        }
-        _ => rep.at(
-            "spec.strategy.experiment",
-            "an experiment measures the canary against stable: name the templates to judge it by in spec.analysis.templates",
-        ),
-    }
-}
-
-/// The most steps a canary strategy (or a rollback) may have: a decision's
-/// events and status stay bounded.
-pub const MAX_STEPS: usize = 100;
-
-fn check_canary_steps(steps: &[CanaryStep], rep: &mut Report<'_>) {
-    let path = "spec.strategy.canary.steps";
-    if steps.len() > MAX_STEPS {
-        rep.at(
-            path,
-            format!(
-                "{} steps: at most {MAX_STEPS} are allowed (every step is a decision the daemon keeps and explains)",
-                steps.len()
-            ),
-        );
-        return;
-    }
-    if steps.is_empty() {
-        rep.at(path, "no steps: give at least `- setWeight: 100`");
-        return;
-    }
-    let last_weight = steps.iter().enumerate().rev().find_map(|(i, s)| match s {
-        CanaryStep::SetWeight(w) => Some((i, *w)),
-        CanaryStep::Pause(_) | CanaryStep::Webhook(_) => None,
-    });
-    match last_weight {
-        None => rep.at(
-            path,
-            "the steps never set a weight, so the canary would never get traffic; end with `- setWeight: 100`",
-        ),
-        Some((i, w)) if w.get() != 100 => rep.at(
-            &format!("{path}[{i}].setWeight"),
-            format!(
-                "the last setWeight is {w}, so the run could never finish with the canary at 100%; add `- setWeight: 100`"
-            ),
-        ),
-        Some(_) => {}
-    }
-}
-
-/// A pause that may end early needs a duration it ends before, and the
-/// analysis whose evidence ends it.
-fn check_evidence_pauses(steps: &[CanaryStep], analysis: bool, rep: &mut Report<'_>) {
-    for (i, step) in steps.iter().enumerate() {
-        let CanaryStep::Pause(Pause {
-            duration,
-            minimum: Some(min),
-        }) = step
-        else {
-            continue;
-        };
-        let path = format!("spec.strategy.canary.steps[{i}].pause.minimum");
-        match duration {
-            None => rep.at(
-                &path,
-                "a pause without a duration waits for promote; `minimum` needs a `duration` to end early before",
-            ),
-            Some(d) if min > d => rep.at(
-                &path,
-                format!("the minimum {min} is longer than the duration {d}; the pause could never end early"),
-            ),
-            Some(_) if !analysis => rep.at(
-                &path,
-                "a pause ends early on the analysis's evidence, and this rollout has no `spec.analysis`",
-            ),
-            Some(_) => {}
-        }
-    }
-}
-
-fn check_rollback_steps(steps: &[CanaryStep], rep: &mut Report<'_>) {
-    if steps.len() > MAX_STEPS {
-        rep.at(
-            "spec.rollback.steps",
-            format!("{} steps: at most {MAX_STEPS} are allowed", steps.len()),
-        );
-        return;
-    }
-    let mut previous: Option<u8> = None;
-    for (i, step) in steps.iter().enumerate() {
-        match step {
-            CanaryStep::SetWeight(w) => {
-                if let Some(p) = previous {
-                    if w.get() > p {
-                        rep.at(
-                            &format!("spec.rollback.steps[{i}].setWeight"),
-                            format!(
-                                "a rollback only lowers the canary weight, but {w} follows {p}"
-                            ),
-                        );
-                    }
-                }
-                previous = Some(w.get());
-            }
-            CanaryStep::Pause(p) if p.duration.is_none() => rep.at(
-                &format!("spec.rollback.steps[{i}].pause"),
-                "a rollback pause needs a duration; a rollback never waits for a person",
-            ),
-            CanaryStep::Pause(p) if p.minimum.is_some() => rep.at(
-                &format!("spec.rollback.steps[{i}].pause.minimum"),
-                "a rollback pause lasts its duration: evidence that the canary is good does not speed up returning traffic",
-            ),
-            CanaryStep::Pause(_) => {}
-            CanaryStep::Webhook(_) => rep.at(
-                &format!("spec.rollback.steps[{i}].webhook"),
-                "a rollback never waits for a webhook: it returns traffic whatever a hook would say",
-            ),
         }
     }
 }

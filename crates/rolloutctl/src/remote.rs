@@ -326,12 +326,10 @@ fn age(since: Option<Time>) -> String {
 }
 
 /// The steps of a canary rollout (none for blue-green).
-fn steps<'r>(item: &'r RolloutResource<'_>) -> &'r [CanaryStep] {
-    item.spec
-        .strategy
-        .canary
-        .as_ref()
-        .map_or(&[], |c| c.steps.as_slice())
+/// The steps of a canary run, or of an experiment (its weight, its
+/// duration, back to 0).
+fn steps<'r>(item: &'r RolloutResource<'_>) -> std::borrow::Cow<'r, [CanaryStep]> {
+    item.spec.strategy.canary_steps().unwrap_or_default()
 }
 
 fn table_row(item: &RolloutResource<'_>) -> [String; 5] {
@@ -441,6 +439,10 @@ fn view(item: &RolloutResource<'_>) -> String {
                     None => "pause until promoted".into(),
                 },
                 CanaryStep::Webhook(h) => format!("webhook {}", h.name),
+                CanaryStep::Chaos(c) => format!(
+                    "chaos: experiment template {} (at most {})",
+                    c.experiment_template_id, c.duration
+                ),
             };
             out.push_str(&format!("  {mark} {}. {what}\n", i + 1));
         }

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use rollout_core::ports::{MetricSource, TrafficRouter};
+use rollout_core::ports::{FaultInjector, MetricSource, TrafficRouter};
 use rollout_core::Time;
 use rollout_store::{Lease, Store, StoreError};
 use tokio::sync::{watch, Notify, Semaphore};
@@ -170,7 +170,7 @@ pub struct Daemon<R, M> {
 
 type Templates = std::collections::BTreeMap<String, rollout_spec::AnalysisTemplateSpec>;
 
-impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
+impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
     /// A daemon over `store`, acting through `router` and reading
     /// `source`, on the wall clock.
     pub fn new(

@@ -265,6 +265,7 @@ async fn serve_aws(listener: tokio::net::TcpListener, setup: Setup) -> anyhow::R
             elb_write: rate(config.aws_elb_writes_per_second),
             cloudwatch: rate(config.aws_get_metric_data_per_second),
             alarms: rate(config.aws_describe_alarms_per_second),
+            fis: rollout_aws::budget::FIS_RATE,
         },
     ));
     setup.metrics.show_budget(Arc::clone(&budget));

@@ -390,6 +390,7 @@ impl Metrics {
                     rollout_aws::budget::Class::ElbWrite => config.elb_write,
                     rollout_aws::budget::Class::CloudWatch => config.cloudwatch,
                     rollout_aws::budget::Class::Alarms => config.alarms,
+                    rollout_aws::budget::Class::Fis => config.fis,
                 };
                 configured.with_label_values(&c).set(conf.per_second);
                 rate.with_label_values(&c).set(s.rate);

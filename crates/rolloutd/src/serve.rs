@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rollout_core::ports::{MetricSource, TrafficRouter};
+use rollout_core::ports::{FaultInjector, MetricSource, TrafficRouter};
 use rollout_store::Store;
 use tracing::info;
 
@@ -225,7 +225,7 @@ pub async fn serve<R, M>(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError>
 where
-    R: TrafficRouter,
+    R: TrafficRouter + FaultInjector,
     M: MetricSource,
 {
     info!(

@@ -20,7 +20,7 @@
 //! sees the same numbers.
 
 use rollout_analysis::IntervalMetrics;
-use rollout_core::ports::{MetricQuery, MetricSource, TrafficRouter};
+use rollout_core::ports::{FaultInjector, MetricQuery, MetricSource, TrafficRouter};
 use rollout_core::{
     AlarmState, ForwardWeights, ObservationError, Observed, TargetHealth, Time, Weights,
 };
@@ -193,6 +193,10 @@ fn in_roles(w: ForwardWeights, spec: &RolloutSpec) -> ForwardWeights {
         w
     }
 }
+
+/// The simulated world has no Fault Injection Service (chaos steps are
+/// tested against moto's).
+impl FaultInjector for World {}
 
 impl TrafficRouter for World {
     async fn forward_weights(

@@ -355,6 +355,7 @@ async fn a_cancelled_read_leaves_nobody_waiting() {
         elb_write: rate(2.0),
         cloudwatch: rate(5.0),
         alarms: rate(2.0),
+        fis: rate(2.0),
     }));
     let observer: rollout_aws::CallObserver = std::sync::Arc::new(|_, _, _| {});
     let router = rollout_aws::AlbRouter::new(

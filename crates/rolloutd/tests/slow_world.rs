@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rollout_core::ports::TrafficRouter;
+use rollout_core::ports::{FaultInjector, TrafficRouter};
 use rollout_core::{ForwardWeights, ObservationError, Observed, Phase, TargetHealth, Weights};
 use rollout_sim::memory::MemoryWorld;
 use rollout_spec::RolloutSpec;
@@ -29,6 +29,8 @@ impl OneHangs {
         }
     }
 }
+
+impl FaultInjector for OneHangs {}
 
 impl TrafficRouter for OneHangs {
     async fn forward_weights(

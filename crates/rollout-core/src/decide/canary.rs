@@ -204,37 +204,52 @@ impl Reconcile<'_> {
                     self.webhook_step(idx, total, hook);
                     return;
                 }
-                CanaryStep::Pause(p) => match p.duration {
-                    Some(d) => {
-                        if p.minimum.is_some() {
-                            if let Some(why) = self.evidence_pause(idx, total, p) {
-                                self.advance_because(idx + 1, why);
-                                continue;
-                            }
-                            return;
-                        }
-                        let started = *self.st.step_started_at.get_or_insert(self.now);
-                        let until = started.plus_ms(d.as_millis());
-                        if self.now >= until {
-                            self.advance(idx + 1);
-                            continue;
-                        }
-                        self.st.message = format!(
-                            "step {} of {total}: pausing {d} at canary {desired}% until {until}",
-                            idx + 1
-                        );
-                        self.requeue_at(until);
-                        return;
+                CanaryStep::Chaos(c) => {
+                    if self.chaos_step(idx, total, c) {
+                        self.advance(idx + 1);
+                        continue;
                     }
-                    None => {
-                        let message =
-                            format!("paused at step {} of {total}: waiting for promote", idx + 1);
-                        self.pause(PauseReason::Step, message, None);
-                        return;
+                    return;
+                }
+                CanaryStep::Pause(p) => match self.pause_step(idx, total, p, desired) {
+                    Some(why) => {
+                        self.advance_because(idx + 1, why);
+                        continue;
                     }
+                    None => return,
                 },
             }
         }
+    }
+
+    /// A pause step: `Some(why)` when it is over (why it ended early, if it
+    /// did), `None` while it holds.
+    fn pause_step(
+        &mut self,
+        idx: usize,
+        total: usize,
+        p: &rollout_spec::Pause,
+        desired: u8,
+    ) -> Option<Option<String>> {
+        let Some(d) = p.duration else {
+            let message = format!("paused at step {} of {total}: waiting for promote", idx + 1);
+            self.pause(PauseReason::Step, message, None);
+            return None;
+        };
+        if p.minimum.is_some() {
+            return self.evidence_pause(idx, total, p);
+        }
+        let started = *self.st.step_started_at.get_or_insert(self.now);
+        let until = started.plus_ms(d.as_millis());
+        if self.now >= until {
+            return Some(None);
+        }
+        self.st.message = format!(
+            "step {} of {total}: pausing {d} at canary {desired}% until {until}",
+            idx + 1
+        );
+        self.requeue_at(until);
+        None
     }
 
     /// Before the last raise: a run whose required improvements were not

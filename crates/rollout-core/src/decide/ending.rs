@@ -130,7 +130,7 @@ impl Reconcile<'_> {
                     self.st.step_started_at = Some(self.now);
                 }
                 // Refused by validation; skipped if one is ever stored.
-                CanaryStep::Webhook(_) => i += 1,
+                CanaryStep::Webhook(_) | CanaryStep::Chaos(_) => i += 1,
                 CanaryStep::Pause(p) => {
                     let d = p.duration.map_or(0, |d| d.as_millis());
                     let until = self.st.step_started_at.unwrap_or(self.now).plus_ms(d);
@@ -153,6 +153,9 @@ impl Reconcile<'_> {
         let in_timed_pause = matches!(
             self.steps().get(self.st.current_step_index as usize),
             Some(CanaryStep::Pause(p)) if p.duration.is_some()
+        ) || matches!(
+            self.steps().get(self.st.current_step_index as usize),
+            Some(CanaryStep::Chaos(_))
         );
         if in_timed_pause {
             return;

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 mod analysis;
 mod blue_green;
 mod canary;
+mod chaos;
 mod commands;
 mod ending;
 mod gates;
@@ -29,6 +30,7 @@ mod pacing;
 mod plan;
 mod traffic;
 
+pub use chaos::client_token;
 use plan::{analysis_config, due_intervals, grid_floor, AnalysisConfig};
 pub use plan::{plan, plan_reads};
 pub use traffic::write_urgency;
@@ -140,6 +142,8 @@ pub enum EventKind {
     RolesSwapped,
     /// A webhook step answered 2xx.
     WebhookPassed,
+    /// A chaos step's experiment: asked for, its state, stopped.
+    Chaos,
     /// The canary reached 100%: the bake after promotion began.
     BakeStarted,
 }
@@ -292,13 +296,17 @@ pub fn decide(
     r.analyze();
     r.check_alarms();
     r.webhook_answered();
+    r.experiment_observed();
     if r.st.deleting.is_none() {
         r.progress();
     }
     r.check_deadline();
+    r.chaos_left();
     r.explain_foreign_traffic();
     let actions = r.traffic_actions();
-    let forget = r.st.deleting.is_some() && !r.st.holds_canary_traffic();
+    // A rollout being deleted is forgotten once its traffic is back on
+    // stable and no experiment of its own still runs.
+    let forget = r.st.deleting.is_some() && !r.st.holds_canary_traffic() && r.st.chaos.is_none();
     let unseen = r.st.owns_traffic() && !r.settled();
     if !actions.is_empty() {
         // Written now: look again soon to see it applied.

@@ -49,6 +49,7 @@ pub fn plan_reads(
         intervals,
         alarms,
         webhook,
+        experiment: status.and_then(super::chaos::call),
     }
 }
 
@@ -149,7 +150,7 @@ pub(super) fn health_may_matter(
                 },
                 // Waiting for the hook's answer; a pass may be followed by
                 // a raise at once.
-                Some(CanaryStep::Webhook(_)) => raise_may_follow(i + 1),
+                Some(CanaryStep::Webhook(_) | CanaryStep::Chaos(_)) => raise_may_follow(i + 1),
                 None => true,
             }
         }

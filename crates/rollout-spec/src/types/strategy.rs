@@ -153,34 +153,113 @@ pub enum CanaryStep {
     /// Call a webhook (a smoke test, a gate) and wait for a 2xx answer; a
     /// refusal or exhausted retries fails the run like a failed analysis.
     Webhook(Webhook),
+    /// Run an AWS Fault Injection Service experiment at the current weight
+    /// and judge both arms while it runs; it is always stopped when the
+    /// run leaves the step for any reason but success.
+    Chaos(Chaos),
 }
 
 impl Decode for CanaryStep {
     fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
-        let f = cx.fields(node, &["setWeight", "pause", "webhook"])?;
-        let given: Vec<&str> = ["setWeight", "pause", "webhook"]
-            .into_iter()
-            .filter(|k| f.node(k).is_some())
-            .collect();
+        const KINDS: [&str; 4] = ["setWeight", "pause", "webhook", "chaos"];
+        let f = cx.fields(node, &KINDS)?;
+        let given: Vec<&str> = KINDS.into_iter().filter(|k| f.node(k).is_some()).collect();
         match given.as_slice() {
             ["setWeight"] => f.req(cx, "setWeight").map(CanaryStep::SetWeight),
             ["pause"] => Some(CanaryStep::Pause(f.or(cx, "pause", Pause::default())?)),
             ["webhook"] => f.req(cx, "webhook").map(CanaryStep::Webhook),
+            ["chaos"] => f.req(cx, "chaos").map(CanaryStep::Chaos),
             _ if given.is_empty() => {
                 if !f.had_unknown() {
-                    cx.error(f.pos(), "a step needs `setWeight`, `pause` or `webhook`");
+                    cx.error(
+                        f.pos(),
+                        "a step needs `setWeight`, `pause`, `webhook` or `chaos`",
+                    );
                 }
                 None
             }
             [first, second, ..] => {
                 cx.error(
                     f.pos_of(second),
-                    format!("a step is one of `setWeight`, `pause` or `webhook`; write `{first}` and `{second}` as two steps"),
+                    format!("a step is one of `setWeight`, `pause`, `webhook` or `chaos`; write `{first}` and `{second}` as two steps"),
                 );
                 None
             }
             _ => None,
         }
+    }
+}
+
+/// What a chaos step does when its experiment fails or is stopped by its
+/// own stop conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnExperimentFailure {
+    /// The step fails: all traffic back on stable, the run `RolledBack`.
+    #[default]
+    Fail,
+    /// Recorded, and the run goes on (the verdicts still count).
+    Continue,
+}
+
+impl Decode for OnExperimentFailure {
+    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
+        let (text, _) = crate::decode::scalar(node, cx, "an outcome")?;
+        match text {
+            "fail" => Some(OnExperimentFailure::Fail),
+            "continue" => Some(OnExperimentFailure::Continue),
+            other => {
+                cx.error(
+                    node.pos,
+                    format!("unknown outcome `{other}`: expected fail or continue"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A chaos step: the FIS experiment template to start, and the longest
+/// the experiment may run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Chaos {
+    /// The experiment template's id (`EXT…`, letters and digits), in the
+    /// region and account of the rollout's load balancer.
+    pub experiment_template_id: String,
+    /// The experiment must complete within this; one still running then
+    /// is stopped and counts as failed.
+    pub duration: Duration,
+    /// `fail` (default) or `continue`.
+    #[serde(default)]
+    pub on_experiment_failure: OnExperimentFailure,
+}
+
+impl Decode for Chaos {
+    fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
+        let f = cx.fields(
+            node,
+            &["experimentTemplateId", "duration", "onExperimentFailure"],
+        )?;
+        let id: Option<String> = f.req(cx, "experimentTemplateId");
+        let duration = f.req(cx, "duration");
+        let on_failure = f.opt(cx, "onExperimentFailure");
+        let id = id?;
+        let valid =
+            !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric());
+        if !valid {
+            let pos = f.pos_of("experimentTemplateId");
+            cx.error(
+                pos,
+                format!("`{id}` is not an experiment template id: give the id FIS shows (`EXT…`, letters and digits), not an ARN or a name"),
+            );
+            return None;
+        }
+        Some(Chaos {
+            experiment_template_id: id,
+            duration: duration?,
+            on_experiment_failure: on_failure.ok()?.unwrap_or_default(),
+        })
     }
 }
 

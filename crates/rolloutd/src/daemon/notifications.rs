@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use rollout_core::ports::{MetricSource, TrafficRouter};
+use rollout_core::ports::{FaultInjector, MetricSource, TrafficRouter};
 use rollout_core::sync::lock;
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -17,7 +17,7 @@ use crate::notify::{backoff_ms, body, wanted, BATCH, NOTIFIED};
 /// a crash or a failover, a notifier added to the config).
 const FULL_PASS: StdDuration = StdDuration::from_secs(30);
 
-impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
+impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
     /// Runs until `stop`: delivers for the rollouts with new events (rung
     /// by their reconciles), those whose retry is due, and every held
     /// rollout every [`FULL_PASS`].

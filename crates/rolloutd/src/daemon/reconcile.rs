@@ -4,7 +4,7 @@
 use rollout_core::sync::lock;
 use std::time::Duration as StdDuration;
 
-use rollout_core::ports::{MetricQuery, MetricSource, TrafficRouter};
+use rollout_core::ports::{FaultInjector, MetricQuery, MetricSource, TrafficRouter};
 use rollout_core::{
     decide, plan_reads, with_roles, Action, Context, Decision, IntervalResult, ObservationPlan,
     Observations, Observed, Reads, Time, WebhookOutcome,
@@ -20,7 +20,7 @@ use super::{Daemon, ReconcileError, Reconciled, WAIT_NOTED_AFTER};
 /// looks again.
 const LOOK_AGAIN: StdDuration = StdDuration::from_millis(200);
 
-impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
+impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
     /// Awaits `f`, noting the rollout as waiting for AWS (`what`) once it
     /// has taken [`WAIT_NOTED_AFTER`]: the API's status message and
     /// `rolloutd_rollouts_waiting_for_aws` show it until it is done.
@@ -180,7 +180,8 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             || wanted.canary_health
             || !queries.is_empty()
             || !wanted.alarms.is_empty()
-            || wanted.webhook.is_some();
+            || wanted.webhook.is_some()
+            || wanted.experiment.is_some();
         let held = if reads_the_world { permit.take() } else { None };
         let slot_given_back = held.is_some();
         drop(held);
@@ -216,10 +217,17 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
                     }
                 },
                 self.call_webhook(wanted),
+                async {
+                    let call = wanted.experiment.as_ref()?;
+                    let place = spec.traffic_routing.alb.listener_arn.as_str();
+                    let seen = self.router.experiment(place, call).await;
+                    info!(rollout = name, call = ?call, seen = ?seen, "fault injection");
+                    Some((call.clone(), seen))
+                },
             )
         };
         let reading = self.noting_wait(name, "reading the load balancer and metrics", reading);
-        let (traffic, canary_health, results, alarms, webhook) = match wake {
+        let (traffic, canary_health, results, alarms, webhook, experiment) = match wake {
             Some(wake) => tokio::select! {
                 r = reading => r,
                 _ = wake.notified() => return (None, observing.elapsed()),
@@ -250,6 +258,7 @@ impl<R: TrafficRouter, M: MetricSource> Daemon<R, M> {
             intervals,
             alarms,
             webhook,
+            experiment,
         };
         (Some(obs), observing.elapsed())
     }

@@ -5,7 +5,7 @@
 //! region and account of the rollout's load balancer, through the API
 //! budget (class `fis`).
 
-use aws_sdk_fis::types::{Experiment, ExperimentSummary};
+use aws_sdk_fis::types::Experiment;
 use aws_sdk_fis::Client;
 use rollout_core::ports::FaultInjector;
 use rollout_core::{ExperimentCall, ExperimentState, Observed, Urgency};
@@ -38,22 +38,22 @@ pub fn clients(
     })
 }
 
-fn state_of(e: &Experiment) -> Option<ExperimentState> {
-    let state = e.state()?;
+/// An experiment's id and FIS state as the core reads them (from an
+/// experiment or a list's summary of one).
+fn state_of(
+    id: Option<&str>,
+    state: Option<&aws_sdk_fis::types::ExperimentState>,
+) -> Option<ExperimentState> {
+    let state = state?;
     Some(ExperimentState {
-        id: e.id()?.to_string(),
+        id: id?.to_string(),
         status: state.status()?.as_str().to_string(),
         reason: state.reason().unwrap_or_default().to_string(),
     })
 }
 
-fn summary_state(e: &ExperimentSummary) -> Option<ExperimentState> {
-    let state = e.state()?;
-    Some(ExperimentState {
-        id: e.id()?.to_string(),
-        status: state.status()?.as_str().to_string(),
-        reason: state.reason().unwrap_or_default().to_string(),
-    })
+fn experiment_state(e: &Experiment) -> Option<ExperimentState> {
+    state_of(e.id(), e.state())
 }
 
 impl FaultInjector for AlbRouter {
@@ -93,12 +93,12 @@ impl FaultInjector for AlbRouter {
                     .send()
                     .await;
                 self.record_fis("StartExperiment", template_id, out)
-                    .map(|o| o.experiment().and_then(state_of))
+                    .map(|o| o.experiment().and_then(experiment_state))
             }
             ExperimentCall::Get { id } => {
                 let out = client.get_experiment().id(id).send().await;
                 self.record_fis("GetExperiment", id, out)
-                    .map(|o| o.experiment().and_then(state_of))
+                    .map(|o| o.experiment().and_then(experiment_state))
             }
             ExperimentCall::Stop { id } => self.stop(&client, &scope, id).await,
             ExperimentCall::FindAndStop {
@@ -145,7 +145,7 @@ impl AlbRouter {
             .await;
         let out = client.get_experiment().id(id).send().await;
         self.record_fis("GetExperiment", id, out)
-            .map(|o| o.experiment().and_then(state_of))
+            .map(|o| o.experiment().and_then(experiment_state))
     }
 
     /// The experiment of `template_id` tagged with `client_token`, if any.
@@ -173,7 +173,7 @@ impl AlbRouter {
                     .is_some_and(|t| t == client_token)
             });
             if let Some(e) = found {
-                return Ok(summary_state(e));
+                return Ok(state_of(e.id(), e.state()));
             }
             match out.next_token() {
                 Some(t) if !t.is_empty() => next = Some(t.to_string()),

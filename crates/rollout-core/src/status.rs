@@ -170,6 +170,10 @@ pub struct BlueGreenStatus {
     pub stage_started_at: Time,
     /// Whether the preview passed its checks (and may be promoted).
     pub preview_passed: bool,
+    /// Whether the pre-promotion chaos check's experiment completed with
+    /// the preview holding up.
+    #[serde(default)]
+    pub chaos_passed: bool,
 }
 
 /// The analysis of one template in the current run.

@@ -189,7 +189,25 @@ struct Run {
 
 impl Run {
     fn new(on_failure: &str) -> Run {
-        let (rollout, templates) = spec(on_failure);
+        Run::of(spec(on_failure))
+    }
+
+    /// A blue-green rollout whose preview runs the experiment during its
+    /// pre-promotion analysis.
+    fn blue_green() -> Run {
+        let text = BASE
+            .replace(
+                "    canary:\n      steps: [{setWeight: 10}, {chaos: {experimentTemplateId: EXTabc123, duration: 10m ONFAILURE}}, {setWeight: 100}]\n",
+                "    blueGreen:\n      prePromotionAnalysis: {templates: [t], duration: 8m, interval: 1m}\n      prePromotionChaos: {experimentTemplateId: EXTabc123, duration: 10m}\n",
+            )
+            .replace("  analysis: {interval: 1m, templates: [t]}\n", "");
+        let set = load([("bg.yaml", text.as_str())], &[]).unwrap_or_else(|d| panic!("{d:?}"));
+        assert!(set.rollouts[0].value.spec.strategy.blue_green.is_some());
+        let (_, templates) = spec("");
+        Run::of((set.rollouts[0].value.clone(), templates))
+    }
+
+    fn of((rollout, templates): (Rollout, BTreeMap<String, AnalysisTemplateSpec>)) -> Run {
         Run {
             rollout,
             templates,
@@ -486,4 +504,41 @@ fn an_experiment_past_its_duration_is_stopped_and_fails_the_step() {
     );
     r.run_until(60, |r| r.st().chaos.is_none());
     assert_eq!(r.fis.running(), 0);
+}
+
+/// Blue-green: the preview runs the experiment during its pre-promotion
+/// analysis; the switch waits for both. A preview that fails under the
+/// fault is rolled back with the experiment stopped; a person's promote
+/// skips the check and stops the experiment.
+#[test]
+fn a_blue_green_preview_runs_the_check_before_the_switch() {
+    let mut r = Run::blue_green();
+    r.run_until(600, at_chaos_running);
+    assert_eq!(r.lb, 0, "no production traffic in the preview");
+    r.run_until(1200, |r| r.st().phase == Phase::Succeeded);
+    assert_eq!(r.fis.experiments.len(), 1);
+    assert_eq!(r.fis.experiments[0].status, "completed");
+    assert_eq!(r.lb, 100);
+    let log = r.chaos_events().join("\n");
+    assert!(
+        log.contains("preview: experiment EXP1 completed and the canary held"),
+        "{log}"
+    );
+
+    let mut r = Run::blue_green();
+    r.run_until(600, at_chaos_running);
+    r.bad = true;
+    r.run_until(300, |r| r.st().phase == Phase::RolledBack);
+    r.run_until(60, |r| r.st().chaos.is_none());
+    assert_eq!(r.fis.experiments[0].status, "stopped");
+    assert_eq!(r.lb, 0);
+
+    let mut r = Run::blue_green();
+    r.run_until(600, at_chaos_running);
+    r.command(CommandKind::Promote { full: false });
+    r.run_until(300, |r| {
+        r.st().phase == Phase::Succeeded && r.st().chaos.is_none()
+    });
+    assert_eq!(r.fis.experiments[0].status, "stopped");
+    assert_eq!(r.lb, 100);
 }

@@ -542,6 +542,23 @@ fn check_blue_green(
             );
         }
     }
+    if let Some(c) = &bg.pre_promotion_chaos {
+        let path = "spec.strategy.blueGreen.prePromotionChaos";
+        match &bg.pre_promotion_analysis {
+            None => rep.at(
+                path,
+                "a chaos check judges the preview while the experiment runs: give prePromotionAnalysis",
+            ),
+            Some(pre) if c.duration.as_millis() < pre.interval.as_millis() => rep.at(
+                &format!("{path}.duration"),
+                format!(
+                    "an experiment of at most {} ends before one analysis interval ({}) is judged",
+                    c.duration, pre.interval
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
     let phases: [(&str, &Option<PhaseAnalysis>); 2] = [
         ("prePromotionAnalysis", &bg.pre_promotion_analysis),
         ("postPromotionAnalysis", &bg.post_promotion_analysis),

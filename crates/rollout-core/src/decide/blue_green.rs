@@ -14,6 +14,7 @@ impl Reconcile<'_> {
             stage: BlueGreenStage::Preview,
             stage_started_at: self.now,
             preview_passed: false,
+            chaos_passed: false,
         });
         if matches!(
             self.st.pause,
@@ -43,6 +44,26 @@ impl Reconcile<'_> {
             return;
         }
         let mut passed = bg.preview_passed;
+        if !passed && !bg.chaos_passed {
+            if let Some(chaos) = &spec.pre_promotion_chaos {
+                if self.chaos_step(0, "preview", chaos) {
+                    if let Some(b) = &mut self.st.blue_green {
+                        b.chaos_passed = true;
+                    }
+                } else {
+                    // Judged while it runs; the analysis goes on below.
+                    if self.st.phase != Phase::Progressing {
+                        return;
+                    }
+                }
+            }
+        }
+        // A person's promote skips the check (the experiment is stopped).
+        let chaos_done = spec.pre_promotion_chaos.is_none()
+            || self
+                .st
+                .blue_green
+                .is_some_and(|b| b.chaos_passed || b.preview_passed);
         if !passed {
             passed = match &spec.pre_promotion_analysis {
                 None => true,
@@ -62,6 +83,11 @@ impl Reconcile<'_> {
             };
         }
         if !passed {
+            return;
+        }
+        if !chaos_done {
+            // The analysis passed; the experiment still runs (its state is
+            // in the message chaos_step wrote).
             return;
         }
         if let Some(b) = &mut self.st.blue_green {
@@ -99,6 +125,7 @@ impl Reconcile<'_> {
                     stage: BlueGreenStage::PostPromotion,
                     stage_started_at: self.now,
                     preview_passed: true,
+                    chaos_passed: true,
                 });
                 self.st.step_promoted = false;
                 self.st.message = "switched: waiting for the post-promotion webhook".into();
@@ -113,6 +140,7 @@ impl Reconcile<'_> {
                     stage: BlueGreenStage::PostPromotion,
                     stage_started_at: self.now,
                     preview_passed: true,
+                    chaos_passed: true,
                 });
                 self.st.analysis.templates.clear();
                 self.st.analysis.origin = Some(self.now);
@@ -188,6 +216,7 @@ impl Reconcile<'_> {
             stage: BlueGreenStage::Switching,
             stage_started_at: self.now,
             preview_passed: true,
+            chaos_passed: true,
         });
         self.st.analysis.origin = None;
         self.set_desired(100);

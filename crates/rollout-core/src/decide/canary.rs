@@ -129,6 +129,7 @@ impl Reconcile<'_> {
                 stage: BlueGreenStage::Preview,
                 stage_started_at: self.now,
                 preview_passed: false,
+                chaos_passed: false,
             });
         }
         let revision = st.revision.clone();
@@ -205,7 +206,8 @@ impl Reconcile<'_> {
                     return;
                 }
                 CanaryStep::Chaos(c) => {
-                    if self.chaos_step(idx, total, c) {
+                    let label = format!("step {} of {total}", idx + 1);
+                    if self.chaos_step(idx as u32, &label, c) {
                         self.advance(idx + 1);
                         continue;
                     }

@@ -161,12 +161,10 @@ impl Reconcile<'_> {
             return;
         }
         let at_step = self.st.phase == Phase::Progressing
-            && self.st.current_step_index == c.step
             && self.st.deleting.is_none()
-            && matches!(
-                self.steps().get(c.step as usize),
-                Some(CanaryStep::Chaos(s)) if s.experiment_template_id == c.template_id
-            );
+            && self.current_chaos().is_some_and(|(step, s)| {
+                step == c.step && s.experiment_template_id == c.template_id
+            });
         if at_step {
             return;
         }
@@ -195,19 +193,38 @@ impl Reconcile<'_> {
         self.requeue = Some(1);
     }
 
-    /// A chaos step (stage 7): true when it is done and the run moves on.
-    pub(super) fn chaos_step(&mut self, idx: usize, total: usize, chaos: &Chaos) -> bool {
-        let step = u32::try_from(idx).unwrap_or(u32::MAX);
+    /// The chaos check the run is at, with its step: a canary's chaos
+    /// step, or a blue-green preview's check (step 0) until it passed.
+    fn current_chaos(&self) -> Option<(u32, Chaos)> {
+        if let Some(bg) = &self.ctx.rollout.spec.strategy.blue_green {
+            let at_preview = self.st.blue_green.is_some_and(|b| {
+                b.stage == BlueGreenStage::Preview && !b.chaos_passed && !b.preview_passed
+            });
+            return bg
+                .pre_promotion_chaos
+                .clone()
+                .filter(|_| at_preview)
+                .map(|c| (0, c));
+        }
+        let i = self.st.current_step_index;
+        match self.steps().get(i as usize) {
+            Some(CanaryStep::Chaos(c)) => Some((i, c.clone())),
+            _ => None,
+        }
+    }
+
+    /// A chaos check (stage 7) at `step`, `label` naming it in messages
+    /// ("step 3 of 5", "preview"): true when it is done and the run moves
+    /// on.
+    pub(super) fn chaos_step(&mut self, step: u32, label: &str, chaos: &Chaos) -> bool {
         let Some(c) = self.st.chaos.clone() else {
             let name = self.ctx.rollout.metadata.name.as_str();
             let client_token = client_token(name, self.st.run, step, self.now);
             self.event(
                 EventKind::Chaos,
                 format!(
-                    "step {} of {total}: starting the FIS experiment of template {} at canary {}% (client token {client_token})",
-                    idx + 1,
-                    chaos.experiment_template_id,
-                    self.st.canary_weight
+                    "{label}: starting the FIS experiment of template {} at canary {}% (client token {client_token})",
+                    chaos.experiment_template_id, self.st.canary_weight
                 ),
                 None,
             );
@@ -222,8 +239,7 @@ impl Reconcile<'_> {
                 stop: false,
             });
             self.st.message = format!(
-                "step {} of {total}: starting the experiment of template {}",
-                idx + 1,
+                "{label}: starting the experiment of template {}",
                 chaos.experiment_template_id
             );
             self.requeue = Some(1);
@@ -231,8 +247,7 @@ impl Reconcile<'_> {
         };
         if c.step != step || c.stop {
             self.st.message = format!(
-                "step {} of {total}: waiting for the previous experiment ({}) to stop before starting another",
-                idx + 1,
+                "{label}: waiting for the previous experiment ({}) to stop before starting another",
                 c.experiment_id.as_deref().unwrap_or(&c.template_id)
             );
             self.requeue = Some(POLL_MS);
@@ -243,12 +258,12 @@ impl Reconcile<'_> {
             .clone()
             .unwrap_or_else(|| "(starting)".into());
         match c.state.as_deref() {
-            Some("completed") => self.chaos_completed(idx, total, &c, &id),
+            Some("completed") => self.chaos_completed(label, &c, &id),
             Some(s @ ("failed" | "stopped" | "cancelled")) => {
                 let reason = c.reason.clone().unwrap_or_default();
                 let what = format!("experiment {id} ended {s}: {reason}");
                 self.st.chaos = None;
-                self.experiment_failed(idx, total, chaos, what)
+                self.experiment_failed(label, chaos, what)
             }
             state => {
                 let until = c.requested_at.plus_ms(chaos.duration.as_millis());
@@ -256,11 +271,10 @@ impl Reconcile<'_> {
                     self.st.chaos = Some(ChaosStatus { stop: true, ..c });
                     let what =
                         format!("experiment {id} did not complete within {}", chaos.duration);
-                    return self.experiment_failed(idx, total, chaos, what);
+                    return self.experiment_failed(label, chaos, what);
                 }
                 self.st.message = format!(
-                    "step {} of {total}: experiment {id} {} at canary {}%, judged against stable, for at most {} (until {until})",
-                    idx + 1,
+                    "{label}: experiment {id} {} at canary {}%, judged against stable, for at most {} (until {until})",
                     state.unwrap_or("starting"),
                     self.st.canary_weight,
                     chaos.duration
@@ -274,7 +288,7 @@ impl Reconcile<'_> {
 
     /// The experiment completed: the step passes once an interval judged
     /// during it has passed (a failing one has rolled the run back).
-    fn chaos_completed(&mut self, idx: usize, total: usize, c: &ChaosStatus, id: &str) -> bool {
+    fn chaos_completed(&mut self, label: &str, c: &ChaosStatus, id: &str) -> bool {
         let judged = !self.st.analysis.templates.is_empty()
             && self.st.analysis.templates.values().all(|t| {
                 t.last.as_ref().is_some_and(|l| {
@@ -283,8 +297,7 @@ impl Reconcile<'_> {
             });
         if !judged {
             self.st.message = format!(
-                "step {} of {total}: experiment {id} completed; waiting for a passing interval judged during it",
-                idx + 1
+                "{label}: experiment {id} completed; waiting for a passing interval judged during it"
             );
             self.requeue = Some(VERIFY_REQUEUE_MS);
             return false;
@@ -292,8 +305,7 @@ impl Reconcile<'_> {
         self.event(
             EventKind::Chaos,
             format!(
-                "step {} of {total}: experiment {id} completed and the canary held against stable under the fault",
-                idx + 1
+                "{label}: experiment {id} completed and the canary held against stable under the fault"
             ),
             None,
         );
@@ -304,19 +316,16 @@ impl Reconcile<'_> {
     /// The experiment failed, was stopped by its own stop conditions or ran
     /// past the duration: the step fails, or with `onExperimentFailure:
     /// continue` it is recorded and the run goes on.
-    fn experiment_failed(&mut self, idx: usize, total: usize, chaos: &Chaos, what: String) -> bool {
+    fn experiment_failed(&mut self, label: &str, chaos: &Chaos, what: String) -> bool {
         match chaos.on_experiment_failure {
             OnExperimentFailure::Fail => {
-                self.roll_back(format!("step {} of {total}: {what}", idx + 1));
+                self.roll_back(format!("{label}: {what}"));
                 false
             }
             OnExperimentFailure::Continue => {
                 self.event(
                     EventKind::Chaos,
-                    format!(
-                        "step {} of {total}: {what}; onExperimentFailure: continue",
-                        idx + 1
-                    ),
+                    format!("{label}: {what}; onExperimentFailure: continue"),
                     None,
                 );
                 true

@@ -426,6 +426,11 @@ pub struct BlueGreenStrategy {
     /// succeeds; a refusal switches traffic back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_promotion_webhook: Option<Webhook>,
+    /// A chaos check before the switch: this FIS experiment runs during the
+    /// pre-promotion analysis, which must pass while it runs; stopped if
+    /// the run leaves the preview any other way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_promotion_chaos: Option<Chaos>,
 }
 
 fn default_true() -> bool {
@@ -443,6 +448,7 @@ impl Decode for BlueGreenStrategy {
                 "postPromotionAnalysis",
                 "prePromotionWebhook",
                 "postPromotionWebhook",
+                "prePromotionChaos",
             ],
         )?;
         let preview = f.opt(cx, "previewListenerArn");
@@ -451,6 +457,7 @@ impl Decode for BlueGreenStrategy {
         let post = f.opt(cx, "postPromotionAnalysis");
         let pre_hook = f.opt(cx, "prePromotionWebhook");
         let post_hook = f.opt(cx, "postPromotionWebhook");
+        let chaos = f.opt(cx, "prePromotionChaos");
         Some(BlueGreenStrategy {
             preview_listener_arn: preview.ok()?,
             auto_promotion: auto?,
@@ -458,6 +465,7 @@ impl Decode for BlueGreenStrategy {
             post_promotion_analysis: post.ok()?,
             pre_promotion_webhook: pre_hook.ok()?,
             post_promotion_webhook: post_hook.ok()?,
+            pre_promotion_chaos: chaos.ok()?,
         })
     }
 }

@@ -36,6 +36,10 @@ pub struct RunReport {
     pub canary_requests: f64,
     /// What each template's checks measured.
     pub checks: Checks,
+    /// The same over the intervals judged while the run's (last) chaos
+    /// experiment ran, when it ran one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub under_chaos: Checks,
 }
 
 /// The checks' effects over the status's current analysis history.
@@ -82,6 +86,24 @@ pub fn summary(st: &RolloutStatus, templates: &BTreeMap<String, AnalysisTemplate
     }
 }
 
+/// The checks' effects over the intervals judged while the run's last
+/// chaos experiment ran (none when it ran none).
+pub fn under_chaos(
+    st: &RolloutStatus,
+    templates: &BTreeMap<String, AnalysisTemplateSpec>,
+) -> Checks {
+    st.analysis
+        .templates
+        .iter()
+        .filter_map(|(name, t)| {
+            let [from, to] = t.chaos?;
+            let (from, to) = (from as usize, (to as usize).min(t.history.len()));
+            let spec = templates.get(name)?;
+            (from < to).then(|| (name.clone(), effect::report(spec, &t.history[from..to])))
+        })
+        .collect()
+}
+
 /// Canary requests over the current analysis history (the first
 /// template's, as every template judges the same traffic).
 pub fn canary_requests(st: &RolloutStatus) -> f64 {
@@ -104,6 +126,7 @@ pub fn current(
         message: st.message.clone(),
         canary_requests: canary_requests(st),
         checks: checks_of(st, templates),
+        under_chaos: under_chaos(st, templates),
     }
 }
 
@@ -118,6 +141,7 @@ pub fn of_record(r: &RunRecord) -> RunReport {
         message: r.message.clone(),
         canary_requests: r.canary_requests,
         checks: r.checks.clone(),
+        under_chaos: r.under_chaos.clone(),
     }
 }
 

@@ -199,6 +199,10 @@ pub struct TemplateAnalysis {
     /// (`rollout_analysis::compact`), so a run of any length is covered.
     #[serde(default)]
     pub history: Vec<IntervalMetrics>,
+    /// The entries of `history` judged while the run's last chaos
+    /// experiment ran: `[from, to)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<[u32; 2]>,
 }
 
 /// How many entries of metrics a template keeps per run: the newest
@@ -255,6 +259,10 @@ pub struct RunRecord {
     /// ended).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub checks: crate::report::Checks,
+    /// The same over the intervals judged while its last chaos experiment
+    /// ran.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub under_chaos: crate::report::Checks,
 }
 
 /// A webhook step's calls so far.

@@ -703,6 +703,7 @@ fn record(run: u32) -> rollout_core::status::RunRecord {
         message: format!("run {run} done"),
         canary_requests: 1_000.0 * f64::from(run),
         checks: Default::default(),
+        under_chaos: Default::default(),
     }
 }
 

@@ -34,7 +34,12 @@ fn interval(e: &Effect) -> String {
 
 fn rows(r: &RunReport) -> Vec<[String; 7]> {
     let mut out = Vec::new();
-    for (template, checks) in &r.checks {
+    let chaos = r
+        .under_chaos
+        .iter()
+        .map(|(t, c)| (format!("{t} (during the FIS experiment)"), c));
+    let all = r.checks.iter().map(|(t, c)| (t.clone(), c)).chain(chaos);
+    for (template, checks) in all {
         for (check, e) in checks {
             out.push([
                 template.clone(),

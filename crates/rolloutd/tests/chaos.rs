@@ -146,6 +146,14 @@ async fn a_canary_that_breaks_under_the_fault_is_rolled_back_and_the_experiment_
             .any(|m| m.contains("completed and the canary held against stable under the fault")),
         "{text:#?}"
     );
+    // The run report shows the intervals judged during the experiment apart.
+    let (code, report) = get(&d, "/api/v1/rollouts/sturdy/runs/1");
+    assert_eq!(code, 200, "{report}");
+    let during = &report["underChaos"]["errors"]["errorRate"];
+    assert!(
+        during["canary"].is_number() && during["stable"].is_number(),
+        "{report}"
+    );
     // Each rollout started exactly one experiment, and none still runs.
     until(
         &d,

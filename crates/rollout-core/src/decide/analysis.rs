@@ -88,16 +88,19 @@ impl Reconcile<'_> {
                 .st
                 .weight_verified_at
                 .is_none_or(|seen| window.start.plus_ms(slack) >= seen);
+            let under_chaos = self.st.chaos.as_ref().is_some_and(|c| !c.stop);
             let entry = self.st.analysis.templates.entry(name.clone()).or_default();
             match result.map(|r| &r.metrics) {
                 None => break,
                 Some(Ok(metrics)) => {
+                    let before = entry.history.len();
                     rollout_analysis::compact::push(
                         template,
                         &mut entry.history,
                         metrics.clone(),
                         HISTORY_INTERVALS,
                     );
+                    note_chaos_window(entry, before, under_chaos);
                     let verdict = rollout_analysis::judge(template, &entry.history);
                     entry.intervals_done += 1;
                     entry.errors_in_a_row = 0;
@@ -261,5 +264,24 @@ impl Reconcile<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Keeps `t.chaos` (the entries judged while an experiment ran) in step
+/// with an interval just added to a history that held `before` entries:
+/// entries merged at the old end move it down by one; one judged under
+/// the experiment extends it.
+fn note_chaos_window(t: &mut crate::status::TemplateAnalysis, before: usize, under_chaos: bool) {
+    let len = u32::try_from(t.history.len()).unwrap_or(u32::MAX);
+    let merged = t.history.len() <= before;
+    if let Some([from, to]) = &mut t.chaos {
+        if merged {
+            *from = from.saturating_sub(1);
+            *to = to.saturating_sub(1);
+        }
+    }
+    if under_chaos {
+        let from = t.chaos.map_or(len - 1, |[from, _]| from);
+        t.chaos = Some([from, len]);
     }
 }

@@ -228,6 +228,10 @@ impl Reconcile<'_> {
                 ),
                 None,
             );
+            // The report keeps the last experiment's intervals apart.
+            for t in self.st.analysis.templates.values_mut() {
+                t.chaos = None;
+            }
             self.st.chaos = Some(ChaosStatus {
                 step,
                 template_id: chaos.experiment_template_id.clone(),

@@ -38,6 +38,7 @@ impl Reconcile<'_> {
         returning_from: Option<String>,
     ) {
         let checks = crate::report::checks_of(&self.st, self.ctx.templates);
+        let under_chaos = crate::report::under_chaos(&self.st, self.ctx.templates);
         let canary_requests = crate::report::canary_requests(&self.st);
         let st = &mut self.st;
         let record = RunRecord {
@@ -49,11 +50,13 @@ impl Reconcile<'_> {
             message: st.message.clone(),
             canary_requests,
             checks,
+            under_chaos,
         };
         // The status keeps a summary; the report goes to the store's run
         // history with the status write.
         st.history.push(RunRecord {
             checks: Default::default(),
+            under_chaos: Default::default(),
             ..record.clone()
         });
         self.ended.push(record);

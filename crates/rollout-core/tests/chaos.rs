@@ -38,6 +38,7 @@ spec:
   alb:
     delay: 10s
     errorRate: {maxIncrease: 50%}
+    latency: {statistic: Average, maxIncrease: 20%}
     minRequests: 50
   judge: threshold
   failureLimit: 0
@@ -181,6 +182,8 @@ struct Run {
     now: Time,
     lb: u32,
     bad: bool,
+    /// The canary answers twice as slowly.
+    slow: bool,
     fis: Fis,
     events: Vec<rollout_core::Event>,
     commands: Vec<Command>,
@@ -215,6 +218,7 @@ impl Run {
             now: START,
             lb: 0,
             bad: false,
+            slow: false,
             fis: Fis {
                 runs_ms: 5 * 60_000,
                 ..Fis::default()
@@ -235,11 +239,11 @@ impl Run {
         });
     }
 
-    fn arm(errors: f64) -> ArmSample {
+    fn arm(errors: f64, latency: f64) -> ArmSample {
         ArmSample {
             requests: Some(1000.0),
             errors: Some(errors),
-            latency: Some(0.05),
+            latency: Some(latency),
             latency_cv: None,
         }
     }
@@ -260,8 +264,11 @@ impl Run {
                 template: w.template.clone(),
                 end: w.end,
                 metrics: Ok(IntervalMetrics {
-                    stable: Self::arm(1.0),
-                    canary: Self::arm(if self.bad { 80.0 } else { 1.0 }),
+                    stable: Self::arm(1.0, 0.05),
+                    canary: Self::arm(
+                        if self.bad { 80.0 } else { 1.0 },
+                        if self.slow { 0.10 } else { 0.05 },
+                    ),
                     custom: Vec::new(),
                     merged: 0,
                 }),
@@ -390,6 +397,22 @@ fn a_failing_canary_rolls_back_and_stops_the_experiment() {
     assert_eq!(r.fis.experiments[0].status, "stopped");
     assert_eq!(r.fis.running(), 0);
     assert_eq!(r.lb, 0);
+}
+
+/// A canary whose latency doubles only under the fault is rolled back
+/// during the step, and the experiment stopped.
+#[test]
+fn a_canary_twice_as_slow_under_the_fault_is_rolled_back() {
+    let mut r = Run::new("");
+    r.run_until(600, at_chaos_running);
+    r.slow = true;
+    r.run_until(300, |r| r.st().phase == Phase::RolledBack);
+    assert!(r.st().message.contains("latency"), "{}", r.st().message);
+    assert_eq!(r.lb, 0);
+    r.tick(false);
+    assert_eq!(r.fis.experiments[0].status, "stopping");
+    r.run_until(60, |r| r.st().chaos.is_none());
+    assert_eq!(r.fis.running(), 0);
 }
 
 /// Abort, pause by a person, a new revision and a deletion each stop the

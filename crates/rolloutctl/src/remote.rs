@@ -448,6 +448,21 @@ fn view(item: &RolloutResource<'_>) -> String {
         }
         out.push('\n');
     }
+    if let Some(c) = st.and_then(|s| s.chaos.as_ref()) {
+        out.push_str(&format!(
+            "  chaos: experiment {} of template {}: {}{} (asked for at {}){}\n\n",
+            c.experiment_id.as_deref().unwrap_or("(not started yet)"),
+            c.template_id,
+            c.state.as_deref().unwrap_or("starting"),
+            c.reason
+                .as_deref()
+                .filter(|r| !r.is_empty())
+                .map(|r| format!(", {r}"))
+                .unwrap_or_default(),
+            c.requested_at,
+            if c.stop { "; being stopped" } else { "" }
+        ));
+    }
     let fmt = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.5}"));
     for (t, a) in st.iter().flat_map(|s| &s.analysis.templates) {
         for m in a.last.iter().flat_map(|l| &l.result.metrics) {

@@ -201,6 +201,24 @@ async fn after_a_sigkill_the_same_experiment_is_adopted_and_an_abort_stops_it() 
     )
     .await;
     let (id, _) = recorded(&d, "killed").expect("recorded");
+    // rolloutctl shows it.
+    let ctl = std::path::Path::new(env!("CARGO_BIN_EXE_rolloutd")).with_file_name("rolloutctl");
+    assert!(
+        ctl.exists(),
+        "{} is missing: build the workspace",
+        ctl.display()
+    );
+    let out = std::process::Command::new(&ctl)
+        .args(["--server", &d.base, "status", "killed"])
+        .output()
+        .expect("rolloutctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "chaos: experiment {id} of template {template}: pending"
+        )),
+        "{text}"
+    );
     drop(d); // SIGKILL
     let d = start_daemon(&dir, &gateway.url);
     until(

@@ -61,19 +61,11 @@ fn inside(e: &effect::Effect, truth: f64) -> bool {
     }
 }
 
-fn parse(rest: &[String]) -> Result<(u64, u64), String> {
-    let f = super::ModeFlags::parse(rest, "coverage", &[])?;
-    Ok((f.get("--runs", 10)?, f.get("--seed", 1)?))
-}
-
 /// `judge-bench coverage …`.
 pub fn main(rest: &[String]) -> std::process::ExitCode {
-    let (runs, seed) = match parse(rest) {
+    let (runs, seed) = match super::ModeFlags::runs_and_seed(rest, "coverage", 10) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return std::process::ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let minutes = 30;
     let spec = template(JudgeKind::Sequential, false);

@@ -33,19 +33,11 @@ struct Tally {
     minutes: Vec<u32>,
 }
 
-fn parse(rest: &[String]) -> Result<(u64, u64), String> {
-    let f = super::ModeFlags::parse(rest, "improvement", &[])?;
-    Ok((f.get("--runs", 20)?, f.get("--seed", 1)?))
-}
-
 /// `judge-bench improvement …`.
 pub fn main(rest: &[String]) -> std::process::ExitCode {
-    let (runs, seed) = match parse(rest) {
+    let (runs, seed) = match super::ModeFlags::runs_and_seed(rest, "improvement", 20) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return std::process::ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let mut spec = template(JudgeKind::Sequential, false);
     if let Some(l) = spec.alb.latency.as_mut() {

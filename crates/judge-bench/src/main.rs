@@ -499,6 +499,23 @@ type Tallies = BTreeMap<(JudgeName, usize, bool), Tally>;
 struct ModeFlags(BTreeMap<String, String>);
 
 impl ModeFlags {
+    /// `--runs` (default `runs`) and `--seed` of a mode that takes nothing
+    /// else; a mistake is printed, and the exit code to leave with given.
+    fn runs_and_seed(
+        rest: &[String],
+        mode: &str,
+        runs: u64,
+    ) -> Result<(u64, u64), std::process::ExitCode> {
+        let read = || -> Result<(u64, u64), String> {
+            let f = ModeFlags::parse(rest, mode, &[])?;
+            Ok((f.get("--runs", runs)?, f.get("--seed", 1)?))
+        };
+        read().map_err(|e| {
+            eprintln!("{e}");
+            std::process::ExitCode::from(2)
+        })
+    }
+
     fn parse(rest: &[String], mode: &str, extra: &[&str]) -> Result<ModeFlags, String> {
         let mut out = BTreeMap::new();
         let mut it = rest.iter();

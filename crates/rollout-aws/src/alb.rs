@@ -165,7 +165,7 @@ impl AlbRouter {
         client: aws_sdk_fis::Client,
         accounts: crate::regional::Accounts,
     ) -> Self {
-        self.fis = Some(crate::fis::clients(client, accounts));
+        self.fis = Some(crate::regional::fis(client, accounts));
         self
     }
 

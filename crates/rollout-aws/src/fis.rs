@@ -19,25 +19,6 @@ pub const SERVICE: &str = "fis";
 /// The tag that carries an experiment's client token.
 pub const TOKEN_TAG: &str = "rolloutd.dev/client-token";
 
-/// The FIS clients, each a copy of `client`'s configuration in its region
-/// and account.
-pub fn clients(
-    default: Client,
-    accounts: crate::regional::Accounts,
-) -> std::sync::Arc<crate::regional::Regional<Client>> {
-    let region = default.config().region().map(|r| r.to_string());
-    crate::regional::Regional::new(default, region, accounts, |c, r, creds| {
-        let mut b = c
-            .config()
-            .to_builder()
-            .region(aws_sdk_fis::config::Region::new(r.to_string()));
-        if let Some(p) = creds {
-            b = b.credentials_provider(p.clone());
-        }
-        Client::from_conf(b.build())
-    })
-}
-
 /// An experiment's id and FIS state as the core reads them (from an
 /// experiment or a list's summary of one).
 fn state_of(

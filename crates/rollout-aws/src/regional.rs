@@ -122,45 +122,47 @@ pub fn account_of(arn: &str) -> &str {
     arn.split(':').nth(4).unwrap_or("")
 }
 
-/// The ELBv2 clients, each a copy of `client`'s configuration in its region
-/// and account.
-pub fn elb(
-    client: aws_sdk_elasticloadbalancingv2::Client,
-    accounts: Accounts,
-) -> Arc<Regional<aws_sdk_elasticloadbalancingv2::Client>> {
-    let region = client.config().region().map(|r| r.to_string());
-    Regional::new(client, region, accounts, |c, r, creds| {
-        let mut b =
-            c.config()
-                .to_builder()
-                .region(aws_sdk_elasticloadbalancingv2::config::Region::new(
-                    r.to_string(),
-                ));
-        if let Some(p) = creds {
-            b = b.credentials_provider(p.clone());
+/// A function making the clients of one AWS SDK, each a copy of the
+/// default client's configuration in its region and account.
+macro_rules! regional_clients {
+    ($(#[$doc:meta])* $name:ident, $sdk:ident) => {
+        $(#[$doc])*
+        pub fn $name(client: $sdk::Client, accounts: Accounts) -> Arc<Regional<$sdk::Client>> {
+            let region = client.config().region().map(|r| r.to_string());
+            Regional::new(client, region, accounts, |c, r, creds| {
+                let mut b = c
+                    .config()
+                    .to_builder()
+                    .region($sdk::config::Region::new(r.to_string()));
+                if let Some(p) = creds {
+                    b = b.credentials_provider(p.clone());
+                }
+                $sdk::Client::from_conf(b.build())
+            })
         }
-        aws_sdk_elasticloadbalancingv2::Client::from_conf(b.build())
-    })
+    };
 }
 
-/// The CloudWatch clients, each a copy of `client`'s configuration in its
-/// region and account.
-pub fn cloudwatch(
-    client: aws_sdk_cloudwatch::Client,
-    accounts: Accounts,
-) -> Arc<Regional<aws_sdk_cloudwatch::Client>> {
-    let region = client.config().region().map(|r| r.to_string());
-    Regional::new(client, region, accounts, |c, r, creds| {
-        let mut b = c
-            .config()
-            .to_builder()
-            .region(aws_sdk_cloudwatch::config::Region::new(r.to_string()));
-        if let Some(p) = creds {
-            b = b.credentials_provider(p.clone());
-        }
-        aws_sdk_cloudwatch::Client::from_conf(b.build())
-    })
-}
+regional_clients!(
+    /// The ELBv2 clients, each a copy of `client`'s configuration in its
+    /// region and account.
+    elb,
+    aws_sdk_elasticloadbalancingv2
+);
+
+regional_clients!(
+    /// The CloudWatch clients, each a copy of `client`'s configuration in
+    /// its region and account.
+    cloudwatch,
+    aws_sdk_cloudwatch
+);
+
+regional_clients!(
+    /// The Fault Injection Service clients (chaos steps), each a copy of
+    /// `client`'s configuration in its region and account.
+    fis,
+    aws_sdk_fis
+);
 
 #[cfg(test)]
 mod tests {

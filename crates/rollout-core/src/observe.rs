@@ -309,11 +309,14 @@ pub struct ExperimentState {
 impl ExperimentState {
     /// Whether the experiment has ended (its state no longer moves).
     pub fn ended(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "completed" | "stopped" | "failed" | "cancelled"
-        )
+        experiment_ended(&self.status)
     }
+}
+
+/// Whether an FIS experiment in `status` has ended (its state no longer
+/// moves).
+pub fn experiment_ended(status: &str) -> bool {
+    matches!(status, "completed" | "stopped" | "failed" | "cancelled")
 }
 
 /// What the core needs looked at for its next decision.

@@ -10,7 +10,7 @@ use rollout_analysis::effect::{self, Effect};
 use rollout_spec::AnalysisTemplateSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::status::{RolloutStatus, RunRecord};
+use crate::status::{RolloutStatus, RunRecord, TemplateAnalysis};
 use crate::time::Time;
 
 /// Each template's checks' effects: template → check → effect.
@@ -44,12 +44,35 @@ pub struct RunReport {
 
 /// The checks' effects over the status's current analysis history.
 pub fn checks_of(st: &RolloutStatus, templates: &BTreeMap<String, AnalysisTemplateSpec>) -> Checks {
+    checks_over(st, templates, |t| Some(&t.history[..]))
+}
+
+/// The checks' effects over the intervals judged while the run's last
+/// chaos experiment ran (none when it ran none).
+pub fn under_chaos(
+    st: &RolloutStatus,
+    templates: &BTreeMap<String, AnalysisTemplateSpec>,
+) -> Checks {
+    checks_over(st, templates, |t| {
+        let [from, to] = t.chaos?;
+        let (from, to) = (from as usize, (to as usize).min(t.history.len()));
+        (from < to).then(|| &t.history[from..to])
+    })
+}
+
+/// Each template's checks' effects over the intervals `part` picks from
+/// its analysis (a template it picks none of is left out).
+fn checks_over(
+    st: &RolloutStatus,
+    templates: &BTreeMap<String, AnalysisTemplateSpec>,
+    part: impl Fn(&TemplateAnalysis) -> Option<&[rollout_analysis::IntervalMetrics]>,
+) -> Checks {
     st.analysis
         .templates
         .iter()
         .filter_map(|(name, t)| {
             let spec = templates.get(name)?;
-            Some((name.clone(), effect::report(spec, &t.history)))
+            Some((name.clone(), effect::report(spec, part(t)?)))
         })
         .collect()
 }
@@ -84,24 +107,6 @@ pub fn summary(st: &RolloutStatus, templates: &BTreeMap<String, AnalysisTemplate
     } else {
         format!("measured: {}", parts.join("; "))
     }
-}
-
-/// The checks' effects over the intervals judged while the run's last
-/// chaos experiment ran (none when it ran none).
-pub fn under_chaos(
-    st: &RolloutStatus,
-    templates: &BTreeMap<String, AnalysisTemplateSpec>,
-) -> Checks {
-    st.analysis
-        .templates
-        .iter()
-        .filter_map(|(name, t)| {
-            let [from, to] = t.chaos?;
-            let (from, to) = (from as usize, (to as usize).min(t.history.len()));
-            let spec = templates.get(name)?;
-            (from < to).then(|| (name.clone(), effect::report(spec, &t.history[from..to])))
-        })
-        .collect()
 }
 
 /// Canary requests over the current analysis history (the first

@@ -45,7 +45,7 @@ pub(super) fn call(st: &RolloutStatus) -> Option<ExperimentCall> {
     let ended = c
         .state
         .as_deref()
-        .is_some_and(|s| matches!(s, "completed" | "stopped" | "failed" | "cancelled"));
+        .is_some_and(crate::observe::experiment_ended);
     match (&c.experiment_id, c.stop) {
         (_, _) if ended => None,
         (Some(id), true) => Some(ExperimentCall::Stop { id: id.clone() }),

@@ -53,11 +53,12 @@ impl EffectCache {
             "The high end of the effect's 95% confidence sequence.",
             &labels,
         );
-        self.by_rollout.retain(|name, _| {
-            rollouts
-                .iter()
-                .any(|r| r.rollout.metadata.name.as_str() == name)
-        });
+        let present: std::collections::HashSet<&str> = rollouts
+            .iter()
+            .map(|r| r.rollout.metadata.name.as_str())
+            .collect();
+        self.by_rollout
+            .retain(|name, _| present.contains(name.as_str()));
         for r in rollouts {
             let Some(st) = &r.status else { continue };
             let name = r.rollout.metadata.name.as_str();

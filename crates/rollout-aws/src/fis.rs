@@ -54,13 +54,10 @@ impl FaultInjector for AlbRouter {
             Err(e) => return Observed::Err(e),
         };
         let scope = crate::budget::scope_of(place);
-        // Stopping an experiment goes first; reading or starting one is
-        // a step's routine.
-        let urgency = match call {
-            ExperimentCall::Stop { .. } | ExperimentCall::FindAndStop { .. } => Urgency::Rollback,
-            _ => Urgency::ReadBack,
-        };
-        let _ = self.budget.acquire_in(&scope, Class::Fis, urgency).await;
+        let _ = self
+            .budget
+            .acquire_in(&scope, Class::Fis, call.urgency())
+            .await;
         let result = match call {
             ExperimentCall::Start {
                 template_id,

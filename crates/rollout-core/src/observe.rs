@@ -293,6 +293,18 @@ pub enum ExperimentCall {
     },
 }
 
+impl ExperimentCall {
+    /// Its place in the API budget: stopping an experiment goes first
+    /// (as returning traffic does); starting or reading one is a step's
+    /// routine.
+    pub fn urgency(&self) -> Urgency {
+        match self {
+            ExperimentCall::Stop { .. } | ExperimentCall::FindAndStop { .. } => Urgency::Rollback,
+            ExperimentCall::Start { .. } | ExperimentCall::Get { .. } => Urgency::ReadBack,
+        }
+    }
+}
+
 /// An FIS experiment as FIS reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -173,6 +173,17 @@ pub struct ErrorBody {
     pub details: Vec<Value>,
 }
 
+/// `GET /api/v1/whoami`: what the caller's token may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WhoAmI {
+    /// Whether the API has a token (requests without one are refused).
+    pub tokens: bool,
+    /// Whether this caller may abort, promote, pause, resume, retry,
+    /// apply and delete (false with the read-only token).
+    pub can_change: bool,
+}
+
 /// `/healthz` and `/readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct HealthBody {
@@ -190,6 +201,9 @@ pub struct Source {
     pub valid: bool,
     /// The Rollouts it manages (for an invalid file: those it applied before).
     pub rollouts: Vec<String>,
+    /// The line where each Rollout's document starts (valid files).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub lines: std::collections::BTreeMap<String, u32>,
     /// Its problems, each with line, column, path and message.
     pub errors: Vec<serde_json::Value>,
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rollout_analysis::{IntervalMetrics, IntervalVerdict};
+use rollout_analysis::{IntervalMetrics, IntervalVerdict, Verdict};
 use serde::{Deserialize, Serialize};
 
 use crate::time::Time;
@@ -203,6 +203,73 @@ pub struct TemplateAnalysis {
     /// experiment ran: `[from, to)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chaos: Option<[u32; 2]>,
+    /// The newest judged intervals' end, weight and verdicts (at most
+    /// [`MARKS_KEPT`]), oldest first: the last entries of `history` that
+    /// were not merged are these intervals, so a chart can mark each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub marks: Vec<IntervalMark>,
+}
+
+/// How many judged intervals keep their mark (an hour and a half of
+/// one-minute intervals): enough for a chart, small beside the history
+/// (about 14 KB at most for a two-check template).
+pub const MARKS_KEPT: usize = 90;
+
+/// One judged interval, for a chart: when it ended, at which weight, and
+/// what each check said with its limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntervalMark {
+    /// The interval's end.
+    pub end: Time,
+    /// The canary weight during it.
+    pub weight: u8,
+    /// The combined verdict.
+    pub verdict: Verdict,
+    /// Each check's verdict and the largest canary value that passes.
+    pub checks: Vec<MarkCheck>,
+}
+
+/// `x` to six significant digits: a chart's precision, a third of the text.
+fn six_digits(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let scale = 10f64.powi(5 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
+}
+
+/// One check's part of an [`IntervalMark`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MarkCheck {
+    /// `errorRate`, `latency` or a custom metric's name.
+    pub metric: String,
+    /// Its verdict.
+    pub verdict: Verdict,
+    /// The largest canary value that passes, when one applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<f64>,
+}
+
+impl IntervalMark {
+    /// The mark of an interval judged `result`.
+    pub fn of(end: Time, weight: u8, result: &IntervalVerdict) -> IntervalMark {
+        IntervalMark {
+            end,
+            weight,
+            verdict: result.verdict,
+            checks: result
+                .metrics
+                .iter()
+                .map(|m| MarkCheck {
+                    metric: m.metric.clone(),
+                    verdict: m.verdict,
+                    limit: m.limit.map(six_digits),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// How many entries of metrics a template keeps per run: the newest

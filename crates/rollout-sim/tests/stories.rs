@@ -874,6 +874,16 @@ fn a_long_run_keeps_a_bounded_status_that_reads_back() {
     let counted: u32 = t.history.iter().map(|m| m.merged + 1).sum();
     assert_eq!(counted, t.intervals_done, "every interval counted");
     assert!(t.intervals_done > 1_400, "{}", t.intervals_done);
+    // The dashboard's marks: the newest intervals, one per whole entry at
+    // the end of the history, the last one the last judged.
+    assert_eq!(t.marks.len(), rollout_core::status::MARKS_KEPT);
+    let whole = t.history.iter().rev().take_while(|m| m.merged == 0).count();
+    assert!(whole >= t.marks.len(), "{whole} whole entries");
+    let last = t.last.as_ref().expect("a judged interval");
+    let mark = t.marks.last().expect("a mark");
+    assert_eq!((mark.end, mark.weight), (last.end, last.canary_weight));
+    assert_eq!(mark.checks.len(), last.result.metrics.len());
+    assert!(t.marks.windows(2).all(|w| w[0].end < w[1].end));
     // The bound docs/BENCHMARKS.md states for a two-check template.
     for (_, bytes) in &sizes {
         assert!(*bytes <= 80_000, "{sizes:?}");

@@ -24,6 +24,7 @@
 
 pub mod testing;
 pub use notify::{LoggedEvent, NotifyCursor};
+pub use watch::{Fingerprint, WatchedEvent};
 
 use std::collections::BTreeMap;
 
@@ -33,6 +34,7 @@ mod notify;
 mod queue;
 mod runs;
 mod status;
+mod watch;
 
 pub use documents::traffic_target;
 pub use runs::DEFAULT_RUN_HISTORY;

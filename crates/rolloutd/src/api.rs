@@ -30,6 +30,7 @@ use tracing::{info, warn};
 
 mod runs;
 mod scrape;
+mod watch;
 
 use crate::daemon::Clock;
 use crate::metrics::Metrics;
@@ -129,6 +130,8 @@ pub struct Api {
     pub sources: Option<Arc<tokio::sync::Mutex<crate::specs::DirState>>>,
     /// The daemon's clock: applies, deletes and commands are stamped by it.
     pub clock: Clock,
+    /// The server-sent-event streams open now.
+    pub watchers: watch::Watchers,
 }
 
 /// An error answer.
@@ -301,14 +304,18 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/metrics", get(scrape::metrics))
         .route("/api/v1/apply", post(apply))
         .route("/api/v1/rollouts", get(list))
+        .route("/api/v1/watch", get(watch::all))
+        .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/sources", get(sources))
         .route("/api/v1/rollouts/{name}", get(one).delete(delete))
         .route("/api/v1/rollouts/{name}/events", get(events))
         .route("/api/v1/rollouts/{name}/notifications", get(notifications))
+        .route("/api/v1/rollouts/{name}/watch", get(watch::one))
         .route("/api/v1/rollouts/{name}/runs", get(runs::list))
         .route("/api/v1/rollouts/{name}/runs/{run}", get(runs::one))
         .route("/api/v1/rollouts/{name}/{verb}", post(command))
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&api), gate))
+        .merge(crate::dashboard::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)
 }
@@ -463,6 +470,17 @@ async fn apply(
 }
 
 /// How each file of the specs directory fared in the last sync.
+/// What the caller's token may do: the dashboard shows mutation controls
+/// only to a caller that may use them.
+async fn whoami(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult {
+    authorize_read(&api, &headers)?;
+    Ok(Json(crate::openapi::WhoAmI {
+        tokens: api.token.is_some(),
+        can_change: authorize(&api, &headers).is_ok(),
+    })
+    .into_response())
+}
+
 async fn sources(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult {
     authorize_read(&api, &headers)?;
     let (items, scan) = match &api.sources {

@@ -192,7 +192,7 @@ pub fn spawn_progress(store: Store, base: String) {
                     phase(GOOD),
                     phase(BAD)
                 );
-                println!("The API stays up at {base} until Ctrl-C. Try, in another terminal:");
+                println!("The API and the dashboard stay up at {base}/ until Ctrl-C. Try, in another terminal:");
                 println!("    cargo run --bin rolloutctl -- --server {base} get");
                 println!("    cargo run --bin rolloutctl -- --server {base} status {BAD}");
                 println!("    curl -s {base}/api/v1/rollouts/{BAD}/events");

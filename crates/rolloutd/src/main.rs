@@ -207,6 +207,7 @@ async fn demo_mode(config: Config) -> anyhow::Result<()> {
         "State: {}   API and /metrics: {base}",
         redact(&setup.config.database_url)
     );
+    println!("Dashboard: {base}/  (open it in a browser to watch both rollouts live)");
     println!();
     rolloutd::demo::spawn_progress(store.clone(), base);
     rolloutd::serve(

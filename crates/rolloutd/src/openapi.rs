@@ -7,7 +7,7 @@
 pub use rollout_api::{
     Accepted, Applied, ApplyResult, CommandBody, Deleted, ErrorBody, ErrorDetail, EventList,
     HealthBody, NotificationList, NotificationState, RolloutList, RolloutResource, RunList,
-    SourceList,
+    SourceList, WhoAmI,
 };
 use rollout_spec::{AnalysisTemplate, Rollout};
 use schemars::generate::SchemaSettings;
@@ -32,6 +32,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/rollouts", "Every rollout."),
     (
         "get",
+        "/api/v1/watch",
+        "Server-sent events: a `snapshot` of every rollout (as `GET /api/v1/rollouts`), then `rollout` (a rollout's new resource), `deleted` and `event` (an event of the log, with `rollout` and `id`) as they are written; `stale` while the database cannot be read, then `fresh` and a new `snapshot`.",
+    ),
+    (
+        "get",
+        "/api/v1/whoami",
+        "What the caller may do: `canChange` is false with the read-only token; `tokens` whether tokens are configured.",
+    ),
+    (
+        "get",
         "/api/v1/sources",
         "How each file of the specs directory fared in its last sync.",
     ),
@@ -50,6 +60,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "get",
         "/api/v1/rollouts/{name}/notifications",
         "How far the delivery of the rollout's events to each notifier got.",
+    ),
+    (
+        "get",
+        "/api/v1/rollouts/{name}/watch",
+        "Server-sent events for one rollout: a `snapshot` (`rollout` and its `events`), then `rollout`, `event` and `deleted` as they are written; `stale`/`fresh` as for every rollout.",
     ),
     (
         "get",
@@ -207,6 +222,21 @@ fn responses(
             responses.extend(errors(&[("404", "No such rollout.")]));
             responses.extend(errors(&AUTH_ERRORS));
         }
+        ("get", "/api/v1/watch" | "/api/v1/rollouts/{name}/watch") => {
+            responses.insert(
+                "200".into(),
+                json!({"description": "A stream of server-sent events (`event:` names the kind, `data:` is JSON).", "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
+            );
+            responses.extend(errors(&[("404", "No such rollout.")]));
+            responses.extend(errors(&AUTH_ERRORS));
+        }
+        ("get", "/api/v1/whoami") => {
+            responses.insert(
+                "200".into(),
+                json_response("What the caller may do.", reference("WhoAmI")),
+            );
+            responses.extend(errors(&AUTH_ERRORS));
+        }
         ("get", _) => {
             let (why, schema) = subresource(path);
             responses.insert("200".into(), json_response(why, reference(schema)));
@@ -305,6 +335,7 @@ pub fn document() -> Value {
     let _ = generator.subschema_for::<ErrorBody>();
     let _ = generator.subschema_for::<ErrorDetail>();
     let _ = generator.subschema_for::<HealthBody>();
+    let _ = generator.subschema_for::<WhoAmI>();
     let _ = generator.subschema_for::<Rollout>();
     let _ = generator.subschema_for::<AnalysisTemplate>();
     let schemas = generator.take_definitions(true);

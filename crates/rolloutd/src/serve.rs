@@ -258,6 +258,7 @@ where
         read_token: setup.read_token,
         metrics: setup.metrics,
         last_known: Default::default(),
+        watchers: Default::default(),
         templates_changed: {
             let d = Arc::clone(&d);
             Box::new(move || d.templates_changed())

@@ -323,6 +323,7 @@ fn invalid_source(
         file,
         valid: false,
         rollouts,
+        lines: Default::default(),
         errors: diags
             .iter()
             .map(|d| {
@@ -356,6 +357,7 @@ async fn apply_parsed(
                         file: name.clone(),
                         valid: false,
                         rollouts: Vec::new(),
+                        lines: Default::default(),
                         errors: vec![serde_json::json!({"message": e.to_string()})],
                     },
                 );
@@ -376,12 +378,18 @@ async fn apply_parsed(
             .iter()
             .map(|r| r.value.metadata.name.to_string())
             .collect();
+        let lines = set
+            .rollouts
+            .iter()
+            .map(|r| (r.value.metadata.name.to_string(), r.pos.line))
+            .collect();
         scan.report.insert(
             p.clone(),
             Source {
                 file: name.clone(),
                 valid: true,
                 rollouts: names.clone(),
+                lines,
                 errors: Vec::new(),
             },
         );

@@ -8,6 +8,8 @@
 //! rolloutd's state; the simulated load balancer lives on the regular server
 //! so the test can watch it throughout.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -317,7 +319,23 @@ async fn no_weight_changes_while_postgres_is_down_and_runs_finish_after() {
         .expect("read");
     assert_eq!(fresh.0, 200);
     assert!(fresh.2.get("stale").is_none());
+    // The dashboard's stream, open across the outage.
+    let stream = support::watch(&format!("http://{listen_ready}"), "/api/v1/watch", None);
+    support::next_event(&stream, Duration::from_secs(10), "a snapshot", |k, _| {
+        k == "snapshot"
+    });
     cluster.stop();
+    let said = support::next_event(
+        &stream,
+        Duration::from_secs(10),
+        "the stream says its data is stale",
+        |k, _| k == "stale",
+    );
+    let why = said["staleReason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        why.contains("database is unavailable") && !why.contains("127.0.0.1"),
+        "{said}"
+    );
     let before = write_count(&world).await;
     // ...and while it is down: the last state read, marked stale.
     let stale = tokio::task::spawn_blocking(read).await.expect("read");
@@ -365,6 +383,19 @@ async fn no_weight_changes_while_postgres_is_down_and_runs_finish_after() {
         "the daemon must ride out the outage"
     );
     cluster.start();
+    support::next_event(
+        &stream,
+        Duration::from_secs(30),
+        "the stream says it is fresh again",
+        |k, _| k == "fresh",
+    );
+    let again = support::next_event(
+        &stream,
+        Duration::from_secs(10),
+        "a new snapshot",
+        |k, _| k == "snapshot",
+    );
+    assert_eq!(again["items"][0]["metadata"]["name"], "outage", "{again}");
 
     let state = Store::connect(&cluster.url()).await.expect("state");
     let back = Instant::now();

@@ -122,6 +122,12 @@ impl Reconcile<'_> {
                         verdict.verdict.as_str(),
                         verdict.summary()
                     );
+                    entry
+                        .marks
+                        .push(IntervalMark::of(window.end, weight, &verdict));
+                    if entry.marks.len() > MARKS_KEPT {
+                        entry.marks.remove(0);
+                    }
                     entry.last = Some(JudgedInterval {
                         end: window.end,
                         canary_weight: weight,

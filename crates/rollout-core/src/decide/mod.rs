@@ -42,8 +42,8 @@ use serde::{Deserialize, Serialize};
 use crate::command::{check, Command, CommandKind};
 use crate::observe::{IntervalRequest, ObservationPlan, Observations, Observed, Urgency};
 use crate::status::{
-    BlueGreenStage, BlueGreenStatus, JudgedInterval, PauseReason, Phase, RolloutStatus, RunRecord,
-    Weights, HISTORY_INTERVALS, HISTORY_LIMIT,
+    BlueGreenStage, BlueGreenStatus, IntervalMark, JudgedInterval, PauseReason, Phase,
+    RolloutStatus, RunRecord, Weights, HISTORY_INTERVALS, HISTORY_LIMIT, MARKS_KEPT,
 };
 use crate::time::Time;
 

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod browser;
+
 use rollout_awskit::alb::env_for;
 use serde_json::Value;
 
@@ -307,5 +309,72 @@ pub fn traffic(
         rps: 2_000.0,
         stable: GOOD,
         canary,
+    }
+}
+
+/// Follows the server-sent events of `base` + `path` (with `token`) in a
+/// thread: each `(event, data)` as it arrives, until the stream ends.
+pub fn watch(
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::sync::mpsc::Receiver<(String, Value)> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let url = format!("{base}{path}");
+    let token = token.map(str::to_string);
+    std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = agent.get(&url);
+        if let Some(t) = &token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let Ok(r) = req.call() else { return };
+        if r.status() != 200 {
+            let _ = tx.send(("status".into(), Value::from(r.status().as_u16())));
+            return;
+        }
+        let reader = std::io::BufReader::new(r.into_body().into_reader());
+        let (mut kind, mut data) = (String::new(), String::new());
+        for line in reader.lines().map_while(Result::ok) {
+            if let Some(k) = line.strip_prefix("event:") {
+                kind = k.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                data.push_str(d.trim_start());
+            } else if line.is_empty() && !data.is_empty() {
+                let v = serde_json::from_str(&data).unwrap_or(Value::Null);
+                if tx.send((std::mem::take(&mut kind), v)).is_err() {
+                    return;
+                }
+                data.clear();
+            }
+        }
+    });
+    rx
+}
+
+/// The next event of `rx` for which `what` holds, within `limit`; panics
+/// with `why` and what was seen otherwise.
+pub fn next_event(
+    rx: &std::sync::mpsc::Receiver<(String, Value)>,
+    limit: Duration,
+    why: &str,
+    what: impl Fn(&str, &Value) -> bool,
+) -> Value {
+    let t = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let left = limit.saturating_sub(t.elapsed());
+        match rx.recv_timeout(left) {
+            Ok((kind, data)) if what(&kind, &data) => return data,
+            Ok((kind, data)) => seen.push(format!(
+                "{kind}: {}",
+                data.to_string().chars().take(160).collect::<String>()
+            )),
+            Err(_) => panic!("{why}: not within {limit:?}; seen:\n{}", seen.join("\n")),
+        }
     }
 }

@@ -1,0 +1,387 @@
+//! The web dashboard (issue 18) in real headless Chromium (Debian's
+//! package, installed by the test setup when missing): against
+//! `rolloutd demo`, the list follows both rollouts' phases live without a
+//! reload and the payments page shows both arms' charts and the failing
+//! verdict's evidence, with no console error; with API tokens, the page
+//! asks for one, an abort with a reason shows `Aborted` within a second,
+//! and the read-only token sees no mutation control (and the API refuses
+//! one sent by hand). Screenshots go where the test log says.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::browser::Browser;
+use support::{free_port, post_with_token, work_dir};
+
+/// Where screenshots go: `$DASHBOARD_SCREENSHOTS` or the test's directory.
+fn shot(dir: &Path, name: &str) -> PathBuf {
+    let out = std::env::var_os("DASHBOARD_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.to_path_buf());
+    let _ = std::fs::create_dir_all(&out);
+    let path = out.join(name);
+    println!("screenshot: {}", path.display());
+    path
+}
+
+fn get_with(base: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut req = agent.get(format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    match req.call() {
+        Ok(mut r) => {
+            let code = r.status().as_u16();
+            let text = r.body_mut().read_to_string().unwrap_or_default();
+            (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+fn wait_ready(base: &str) {
+    let t = Instant::now();
+    while get_with(base, "/readyz", None).0 != 200 {
+        assert!(t.elapsed() < Duration::from_secs(30), "rolloutd not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_demo_dashboard_follows_both_rollouts_live_and_explains_the_failure() {
+    let dir = work_dir("dashboard-demo");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rolloutd"))
+        .arg("demo")
+        .env("ROLLOUTD_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "ROLLOUTD_DATABASE_URL",
+            format!("sqlite://{}", dir.join("demo.db").display()),
+        )
+        .env_remove("ROLLOUTD_CONFIG")
+        .env_remove("ROLLOUTD_SIMULATE_WORLD")
+        .env("ROLLOUTD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rolloutd demo");
+    let out = Arc::new(Mutex::new(String::new()));
+    {
+        let out = Arc::clone(&out);
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(mut o) = out.lock() {
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            }
+        });
+    }
+    let _demo = Demo(child);
+    wait_ready(&base);
+
+    let mut b = Browser::launch(&dir);
+    let page = b.open(&format!("{base}/"));
+    b.wait_for(
+        &page,
+        "document.querySelectorAll('tr.row').length === 2",
+        Duration::from_secs(30),
+        "the list shows both rollouts",
+    );
+    // A mark that a reload would erase.
+    b.eval(&page, "window.__sameDocument = true");
+    let printed = out.lock().map(|o| o.clone()).unwrap_or_default();
+    assert!(
+        printed.contains(&format!("Dashboard: {base}/")),
+        "the demo prints the dashboard's address:\n{printed}"
+    );
+
+    // Every phase each row showed, in order, read from the page itself.
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let t = Instant::now();
+    loop {
+        let rows = b.eval(
+            &page,
+            "[...document.querySelectorAll('tr.row')].map(r => [r.dataset.name, r.dataset.phase])",
+        );
+        for row in rows.as_array().cloned().unwrap_or_default() {
+            let (name, phase) = (row[0].as_str().unwrap_or(""), row[1].as_str().unwrap_or(""));
+            let phases = seen.entry(name.to_string()).or_default();
+            if phases.last().map(String::as_str) != Some(phase) {
+                phases.push(phase.to_string());
+            }
+        }
+        let last = |n: &str| {
+            seen.get(n)
+                .and_then(|p| p.last())
+                .cloned()
+                .unwrap_or_default()
+        };
+        if last("storefront") == "Succeeded" && last("payments") == "RolledBack" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(240),
+            "phases seen in the page: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert_eq!(
+        b.eval(&page, "window.__sameDocument === true"),
+        json!(true),
+        "the page was reloaded"
+    );
+    for (name, end) in [("storefront", "Succeeded"), ("payments", "RolledBack")] {
+        let phases = &seen[name];
+        assert!(
+            phases.iter().any(|p| p == "Progressing")
+                && phases.last().map(String::as_str) == Some(end),
+            "{name}: the page showed {phases:?} (Progressing, then {end}, without a reload)"
+        );
+    }
+    b.screenshot(&page, &shot(&dir, "dashboard-list.png"));
+
+    b.eval(&page, "location.hash = '#/rollouts/payments'");
+    b.wait_for(
+        &page,
+        "document.querySelector('[data-check=errorRate] svg path.stable').getAttribute('d').split('L').length > 2 \
+         && document.querySelector('[data-check=errorRate] svg path.canary').getAttribute('d').split('L').length > 2 \
+         && document.querySelector('[data-check=latency] svg path.canary') !== null",
+        Duration::from_secs(20),
+        "the payments page charts both arms of every check",
+    );
+    let evidence = b.wait_for(
+        &page,
+        "document.querySelector('#d-evidence li[data-metric=errorRate] .v-fail') && document.querySelector('#d-evidence').innerText",
+        Duration::from_secs(10),
+        "the failing verdict's evidence is shown",
+    );
+    let evidence = evidence.as_str().unwrap_or("").to_string();
+    assert!(
+        evidence.contains("worse than stable") && evidence.contains("95% interval"),
+        "the evidence in words: {evidence}"
+    );
+    let marks = b.eval(
+        &page,
+        "document.querySelectorAll('[data-check=errorRate] .m-fail').length",
+    );
+    assert!(
+        marks.as_u64().unwrap_or(0) >= 1,
+        "the failing interval is marked"
+    );
+    b.wait_for(
+        &page,
+        "[...document.querySelectorAll('#d-runs [data-phase]')].some(e => e.dataset.phase === 'RolledBack')",
+        Duration::from_secs(10),
+        "the run report lists the rolled-back run",
+    );
+    let limit = b.eval(
+        &page,
+        "document.querySelector('[data-check=errorRate] svg path.limit') !== null",
+    );
+    assert_eq!(limit, json!(true), "the tolerated limit is drawn");
+    b.screenshot(&page, &shot(&dir, "dashboard-rollout.png"));
+    // A phone's width: the same page, one column.
+    b.call(
+        Some(&page),
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}),
+    );
+    let overflow = b.eval(
+        &page,
+        "document.documentElement.scrollWidth <= window.innerWidth + 1",
+    );
+    assert_eq!(overflow, json!(true), "no sideways scrolling on a phone");
+    b.screenshot(&page, &shot(&dir, "dashboard-phone.png"));
+    assert!(b.errors.is_empty(), "console errors: {:?}", b.errors);
+}
+
+const WRITE: &str = "dashboard-write-token-0123456789";
+const READ: &str = "dashboard-read-token-0123456789";
+
+const SPEC: &str = "apiVersion: rolloutd.dev/v1alpha1
+kind: Rollout
+metadata: {name: checkout}
+spec:
+  revision: \"r1\"
+  trafficRouting:
+    alb:
+      listenerArn: arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/shop/50dc6c495c0c9188/aaaaaaaaaaaaaaaa
+  stable: {targetGroupArn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/blue/73e2d6bc24d8a067}
+  canary: {targetGroupArn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/green/0f2a6b1c9d8e7f60}
+  strategy:
+    canary:
+      steps: [{setWeight: 10}, {pause: {duration: 1h}}, {setWeight: 100}]
+";
+
+/// Types `token` into the page's token prompt and waits for the list.
+fn sign_in(b: &mut Browser, page: &support::browser::Page, token: &str) {
+    b.wait_for(
+        page,
+        "document.getElementById('login').open",
+        Duration::from_secs(20),
+        "the page asks for a token",
+    );
+    b.eval(
+        page,
+        &format!(
+            "document.getElementById('login-token').value = {}; document.getElementById('login-form').requestSubmit(); true",
+            json!(token)
+        ),
+    );
+    b.wait_for(
+        page,
+        "document.querySelectorAll('tr.row').length === 1",
+        Duration::from_secs(20),
+        "the list shows the rollout once signed in",
+    );
+}
+
+#[test]
+fn with_tokens_the_page_asks_for_one_aborts_at_once_and_stays_read_only_for_the_read_token() {
+    let dir = work_dir("dashboard-tokens");
+    let write = dir.join("write-token");
+    let read = dir.join("read-token");
+    std::fs::write(&write, WRITE).expect("token");
+    std::fs::write(&read, READ).expect("token");
+    let d = support::start_simulated(
+        &dir,
+        &[
+            "--api-token-file",
+            &write.display().to_string(),
+            "--api-read-token-file",
+            &read.display().to_string(),
+        ],
+    );
+    let (code, body) = post_with_token(&d, "/api/v1/apply", SPEC, WRITE);
+    assert_eq!(code, 200, "{body}");
+    let t = Instant::now();
+    loop {
+        let st = get_with(&d.base, "/api/v1/rollouts/checkout", Some(READ)).1["status"].clone();
+        if st["phase"] == "Progressing" && st["canaryWeight"] == 10 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "progressing at 10%: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let mut b = Browser::launch(&dir);
+    let page = b.open(&format!("{}/", d.base));
+    sign_in(&mut b, &page, WRITE);
+    let stored = b.eval(&page, "sessionStorage.getItem('rolloutd.token')");
+    assert_eq!(stored, json!(WRITE), "kept in the tab's session storage");
+    assert_eq!(
+        b.eval(&page, "document.cookie"),
+        json!(""),
+        "never a cookie"
+    );
+    b.eval(&page, "location.hash = '#/rollouts/checkout'");
+    b.wait_for(
+        &page,
+        "document.querySelector('#d-head [data-phase=Progressing]') && document.querySelector('button[data-verb=abort]')",
+        Duration::from_secs(20),
+        "the rollout's page with its overrides",
+    );
+    b.eval(
+        &page,
+        "document.querySelector('button[data-verb=abort]').click(); true",
+    );
+    b.wait_for(
+        &page,
+        "document.getElementById('confirm').open",
+        Duration::from_secs(5),
+        "abort asks for a reason and a confirmation",
+    );
+    // Confirmed without a reason: nothing is sent.
+    b.eval(
+        &page,
+        "document.getElementById('confirm-form').requestSubmit(); true",
+    );
+    assert_eq!(
+        b.eval(&page, "document.getElementById('confirm').open"),
+        json!(true),
+        "a reason is required"
+    );
+    let elapsed = b.eval(
+        &page,
+        "(async () => {
+            document.getElementById('confirm-reason').value = 'error budget burning (dashboard test)';
+            const t0 = performance.now();
+            document.getElementById('confirm-form').requestSubmit();
+            while (!document.querySelector('#d-head [data-phase=Aborted]')) {
+                await new Promise(r => setTimeout(r, 10));
+                if (performance.now() - t0 > 10000) return -1;
+            }
+            return performance.now() - t0;
+        })()",
+    );
+    let ms = elapsed.as_f64().unwrap_or(-1.0);
+    println!("abort confirmed -> page shows Aborted: {ms:.0} ms");
+    assert!(
+        (0.0..1000.0).contains(&ms),
+        "the page showed Aborted {ms} ms after the confirmation"
+    );
+    let result = b.eval(&page, "document.getElementById('d-result').innerText");
+    assert!(
+        result.as_str().unwrap_or("").contains("abort accepted"),
+        "{result}"
+    );
+    let st = get_with(&d.base, "/api/v1/rollouts/checkout", Some(READ)).1["status"].clone();
+    assert_eq!(st["phase"], "Aborted");
+    assert_eq!(st["canaryWeight"], 0);
+    let events = get_with(&d.base, "/api/v1/rollouts/checkout/events", Some(READ)).1;
+    assert!(
+        events
+            .to_string()
+            .contains("error budget burning (dashboard test)"),
+        "the reason is recorded: {events}"
+    );
+    b.screenshot(&page, &shot(&dir, "dashboard-aborted.png"));
+
+    // The read-only token, in a tab of its own: every view, no control.
+    let ro = b.open(&format!("{}/", d.base));
+    sign_in(&mut b, &ro, READ);
+    b.eval(&ro, "location.hash = '#/rollouts/checkout'");
+    b.wait_for(
+        &ro,
+        "document.querySelector('#d-head [data-phase=Aborted]') && document.getElementById('d-controls-card').innerText.includes('Read-only')",
+        Duration::from_secs(20),
+        "the read-only page",
+    );
+    assert_eq!(
+        b.eval(&ro, "document.querySelectorAll('button[data-verb]').length"),
+        json!(0),
+        "no mutation control for the read-only token"
+    );
+    let (code, body) = post_with_token(&d, "/api/v1/rollouts/checkout/retry", "{}", READ);
+    assert_eq!(code, 403, "{body}");
+    // The only errors are the 401s of the first requests, before a token.
+    let unexpected: Vec<&String> = b.errors.iter().filter(|e| !e.contains("401")).collect();
+    assert!(unexpected.is_empty(), "console errors: {unexpected:?}");
+}

@@ -80,6 +80,7 @@ function rowHtml(r) {
 }
 
 export function renderList(main, rollouts) {
+  const t0 = performance.now();
   const f = main.querySelector(".filters");
   const keep = f ? { name: f.querySelector("#f-name").value, phase: f.querySelector("#f-phase").value } : { name: "", phase: "" };
   const rows = [...rollouts.values()].sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1)).map(rowHtml).join("");
@@ -91,6 +92,7 @@ export function renderList(main, rollouts) {
 ${rollouts.size ? "" : '<p class="muted">No rollouts yet: apply one with <code>rolloutctl apply -f FILE</code>.</p>'}`;
   applyFilters(main);
   tickAges(main);
+  performance.measure("rolloutd:render-list", { start: t0 });
 }
 
 export function applyFilters(main) {
@@ -108,6 +110,7 @@ export function applyFilters(main) {
 }
 
 export function updateRow(main, r) {
+  const t0 = performance.now();
   const old = main.querySelector(`tr.row[data-name="${CSS.escape(r.metadata.name)}"]`);
   if (!old) return;
   const t = document.createElement("tbody");
@@ -116,6 +119,7 @@ export function updateRow(main, r) {
   old.replaceWith(row);
   applyFilters(main);
   tickAges(row);
+  performance.measure("rolloutd:update-row", { start: t0 });
 }
 
 export function removeRow(main, name) {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::browser::Browser;
-use support::{free_port, post_with_token, work_dir};
+use support::{free_port, post, post_with_token, work_dir};
 
 /// Where screenshots go: `$DASHBOARD_SCREENSHOTS` or the test's directory.
 fn shot(dir: &Path, name: &str) -> PathBuf {
@@ -384,4 +384,118 @@ fn with_tokens_the_page_asks_for_one_aborts_at_once_and_stays_read_only_for_the_
     // The only errors are the 401s of the first requests, before a token.
     let unexpected: Vec<&String> = b.errors.iter().filter(|e| !e.contains("401")).collect();
     assert!(unexpected.is_empty(), "console errors: {unexpected:?}");
+}
+
+/// A thousand rollouts from one file of the specs directory: every row,
+/// a filter, a live change, and a rollout's page naming its file and line.
+/// Prints what the page measured of itself (render and update times, for
+/// docs/BENCHMARKS.md); asserts what the page shows, not how fast.
+#[test]
+fn a_thousand_rollouts_list_filter_update_live_and_name_their_line() {
+    let dir = work_dir("dashboard-thousand");
+    let mut text = String::new();
+    let mut line_of_500 = 0;
+    for i in 0..1000 {
+        if i > 0 {
+            text.push_str("---\n");
+        }
+        if i == 500 {
+            line_of_500 = text.lines().count() + 1;
+        }
+        text.push_str(&format!(
+            "apiVersion: rolloutd.dev/v1alpha1
+kind: Rollout
+metadata: {{name: svc-{i:04}}}
+spec:
+  revision: \"r1\"
+  trafficRouting:
+    alb:
+      listenerArn: arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/many/50dc6c495c0c9188/{i:016x}
+  stable: {{targetGroupArn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/blue-{i}/73e2d6bc24d8a067}}
+  canary: {{targetGroupArn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/green-{i}/0f2a6b1c9d8e7f60}}
+  strategy:
+    canary:
+      steps: [{{setWeight: 10}}, {{pause: {{duration: 1h}}}}, {{setWeight: 100}}]
+"
+        ));
+    }
+    std::fs::write(dir.join("specs/many.yaml"), &text).expect("specs");
+    let d = support::start_simulated(
+        &dir,
+        &[
+            "--specs-dir",
+            &dir.join("specs").display().to_string(),
+        ],
+    );
+    let t = Instant::now();
+    loop {
+        let (_, list) = get_with(&d.base, "/api/v1/rollouts", None);
+        let progressing = list["items"]
+            .as_array()
+            .map(|a| a.iter().filter(|r| r["status"]["phase"] == "Progressing").count())
+            .unwrap_or(0);
+        if progressing == 1000 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "{progressing} of 1000 progressing"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    let mut b = Browser::launch(&dir);
+    let page = b.open(&format!("{}/", d.base));
+    let shown = b.wait_for(
+        &page,
+        "document.querySelectorAll('tr.row').length === 1000 && performance.getEntriesByName('rolloutd:render-list').length > 0 && performance.now()",
+        Duration::from_secs(60),
+        "the list shows a thousand rollouts",
+    );
+    let render = b.eval(
+        &page,
+        "performance.getEntriesByName('rolloutd:render-list').map(e => e.duration)",
+    );
+    let filter = b.eval(
+        &page,
+        "(() => { const t0 = performance.now(); const f = document.getElementById('f-name'); f.value = 'svc-0999'; f.dispatchEvent(new Event('input', {bubbles: true})); return [performance.now() - t0, document.querySelectorAll('tr.row:not([hidden])').length]; })()",
+    );
+    assert_eq!(filter[1], json!(1), "the name filter leaves one row");
+    b.eval(
+        &page,
+        "(() => { const f = document.getElementById('f-name'); f.value = ''; f.dispatchEvent(new Event('input', {bubbles: true})); const p = document.getElementById('f-phase'); p.value = 'Paused'; p.dispatchEvent(new Event('input', {bubbles: true})); return true; })()",
+    );
+    let (code, body) = post(&d, "/api/v1/rollouts/svc-0999/pause", "{\"reason\": \"look\"}");
+    assert_eq!(code, 202, "{body}");
+    b.wait_for(
+        &page,
+        "[...document.querySelectorAll('tr.row:not([hidden])')].map(r => r.dataset.name).join() === 'svc-0999'",
+        Duration::from_secs(5),
+        "the paused row appears under the Paused filter, live",
+    );
+    let update = b.eval(
+        &page,
+        "(() => { const d = performance.getEntriesByName('rolloutd:update-row').map(e => e.duration).sort((a, b) => a - b); \
+         const q = (p) => d.length ? Math.round(d[Math.min(d.length - 1, Math.floor(p * d.length))] * 10) / 10 : null; \
+         return {count: d.length, median: q(0.5), p95: q(0.95), max: q(1)}; })()",
+    );
+    println!(
+        "1000 rollouts: first render at {:.0} ms after navigation start; list renders (ms): {render}; name filter: {:.1} ms; row updates (ms): {update}",
+        shown.as_f64().unwrap_or(-1.0),
+        filter[0].as_f64().unwrap_or(-1.0)
+    );
+    b.eval(&page, "location.hash = '#/rollouts/svc-0500'");
+    let source = b.wait_for(
+        &page,
+        "document.getElementById('source') && document.getElementById('source').textContent.includes(':') && document.getElementById('source').textContent",
+        Duration::from_secs(10),
+        "the rollout's page names its file and line",
+    );
+    assert!(
+        source
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!("many.yaml:{line_of_500}"))),
+        "{source} (line {line_of_500})"
+    );
+    assert!(b.errors.is_empty(), "console errors: {:?}", b.errors);
 }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod remote;
 mod replay;
 mod report;
+mod status;
 mod validate;
 mod yaml;
 
@@ -200,7 +201,7 @@ fn main() -> ExitCode {
             ref name,
             ref output,
         } => remote::get(&client(), name.as_deref(), output),
-        Command::Status { ref name, watch } => remote::status(&client(), name, watch),
+        Command::Status { ref name, watch } => status::status(&client(), name, watch),
         Command::Target { ref name } => remote::target(&client(), name),
         Command::Report {
             ref name,

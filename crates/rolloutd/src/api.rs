@@ -28,6 +28,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
+mod reads;
 mod runs;
 mod scrape;
 mod watch;
@@ -305,11 +306,14 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/apply", post(apply))
         .route("/api/v1/rollouts", get(list))
         .route("/api/v1/watch", get(watch::all))
-        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/whoami", get(reads::whoami))
         .route("/api/v1/sources", get(sources))
         .route("/api/v1/rollouts/{name}", get(one).delete(delete))
         .route("/api/v1/rollouts/{name}/events", get(events))
-        .route("/api/v1/rollouts/{name}/notifications", get(notifications))
+        .route(
+            "/api/v1/rollouts/{name}/notifications",
+            get(reads::notifications),
+        )
         .route("/api/v1/rollouts/{name}/watch", get(watch::one))
         .route("/api/v1/rollouts/{name}/runs", get(runs::list))
         .route("/api/v1/rollouts/{name}/runs/{run}", get(runs::one))
@@ -470,17 +474,6 @@ async fn apply(
 }
 
 /// How each file of the specs directory fared in the last sync.
-/// What the caller's token may do: the dashboard shows mutation controls
-/// only to a caller that may use them.
-async fn whoami(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult {
-    authorize_read(&api, &headers)?;
-    Ok(Json(crate::openapi::WhoAmI {
-        tokens: api.token.is_some(),
-        can_change: authorize(&api, &headers).is_ok(),
-    })
-    .into_response())
-}
-
 async fn sources(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult {
     authorize_read(&api, &headers)?;
     let (items, scan) = match &api.sources {
@@ -607,35 +600,6 @@ async fn events(
         ));
     }
     Ok(Json(crate::openapi::EventList { items }).into_response())
-}
-
-async fn notifications(
-    State(api): State<Arc<Api>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult {
-    authorize_read(&api, &headers)?;
-    if api.store.rollout(&name).await?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("rollout `{name}` not found"),
-        ));
-    }
-    let items = api
-        .store
-        .notification_cursors(&name, &crate::notify::NOTIFIED)
-        .await?
-        .into_iter()
-        .map(|c| crate::openapi::NotificationState {
-            notifier: c.notifier,
-            delivered: c.delivered,
-            pending: c.pending,
-            attempts: c.attempts,
-            next_attempt_at: (c.attempts > 0).then(|| rollout_core::Time::from_millis(c.next_at)),
-            last_error: c.last_error,
-        })
-        .collect();
-    Ok(Json(crate::openapi::NotificationList { items }).into_response())
 }
 
 use crate::openapi::CommandBody;

@@ -222,20 +222,8 @@ fn responses(
             responses.extend(errors(&[("404", "No such rollout.")]));
             responses.extend(errors(&AUTH_ERRORS));
         }
-        ("get", "/api/v1/watch" | "/api/v1/rollouts/{name}/watch") => {
-            responses.insert(
-                "200".into(),
-                json!({"description": "A stream of server-sent events (`event:` names the kind, `data:` is JSON).", "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
-            );
-            responses.extend(errors(&[("404", "No such rollout.")]));
-            responses.extend(errors(&AUTH_ERRORS));
-        }
-        ("get", "/api/v1/whoami") => {
-            responses.insert(
-                "200".into(),
-                json_response("What the caller may do.", reference("WhoAmI")),
-            );
-            responses.extend(errors(&AUTH_ERRORS));
+        ("get", "/api/v1/watch" | "/api/v1/rollouts/{name}/watch" | "/api/v1/whoami") => {
+            live_responses(path, &mut responses);
         }
         ("get", _) => {
             let (why, schema) = subresource(path);
@@ -246,6 +234,23 @@ fn responses(
         _ => command_operation(op, &mut responses),
     }
     responses
+}
+
+/// The streams and `whoami`: what the dashboard reads besides the rest.
+fn live_responses(path: &str, responses: &mut serde_json::Map<String, Value>) {
+    if path == "/api/v1/whoami" {
+        responses.insert(
+            "200".into(),
+            json_response("What the caller may do.", reference("WhoAmI")),
+        );
+    } else {
+        responses.insert(
+            "200".into(),
+            json!({"description": "A stream of server-sent events (`event:` names the kind, `data:` is JSON).", "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
+        );
+        responses.extend(errors(&[("404", "No such rollout.")]));
+    }
+    responses.extend(errors(&AUTH_ERRORS));
 }
 
 /// `POST /api/v1/apply`.

@@ -422,17 +422,18 @@ spec:
     std::fs::write(dir.join("specs/many.yaml"), &text).expect("specs");
     let d = support::start_simulated(
         &dir,
-        &[
-            "--specs-dir",
-            &dir.join("specs").display().to_string(),
-        ],
+        &["--specs-dir", &dir.join("specs").display().to_string()],
     );
     let t = Instant::now();
     loop {
         let (_, list) = get_with(&d.base, "/api/v1/rollouts", None);
         let progressing = list["items"]
             .as_array()
-            .map(|a| a.iter().filter(|r| r["status"]["phase"] == "Progressing").count())
+            .map(|a| {
+                a.iter()
+                    .filter(|r| r["status"]["phase"] == "Progressing")
+                    .count()
+            })
             .unwrap_or(0);
         if progressing == 1000 {
             break;
@@ -465,7 +466,11 @@ spec:
         &page,
         "(() => { const f = document.getElementById('f-name'); f.value = ''; f.dispatchEvent(new Event('input', {bubbles: true})); const p = document.getElementById('f-phase'); p.value = 'Paused'; p.dispatchEvent(new Event('input', {bubbles: true})); return true; })()",
     );
-    let (code, body) = post(&d, "/api/v1/rollouts/svc-0999/pause", "{\"reason\": \"look\"}");
+    let (code, body) = post(
+        &d,
+        "/api/v1/rollouts/svc-0999/pause",
+        "{\"reason\": \"look\"}",
+    );
     assert_eq!(code, 202, "{body}");
     b.wait_for(
         &page,

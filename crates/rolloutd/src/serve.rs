@@ -271,6 +271,14 @@ where
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    {
+        let api = Arc::clone(&api);
+        let mut stopping = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = stopping.wait_for(|s| *s).await;
+            api.watchers.close_all();
+        });
+    }
     let app = crate::api::router(api);
     let server = match setup.tls {
         Some(tls) => tokio::spawn(crate::http::serve(

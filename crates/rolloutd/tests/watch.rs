@@ -232,3 +232,30 @@ fn streams_need_a_token_as_every_read_and_whoami_says_what_one_may_do() {
         "each change shown: {text}\n{phases:?}"
     );
 }
+
+#[test]
+fn an_open_stream_does_not_hold_up_sigterm() {
+    let dir = work_dir("watch-sigterm");
+    let mut d = start_simulated(&dir, &[]);
+    let stream = watch(&d.base, "/api/v1/watch", None);
+    next_event(&stream, 10 * SECOND, "a snapshot", |k, _| k == "snapshot");
+    let t = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &d.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let mut exited = None;
+    while t.elapsed() < Duration::from_secs(20) {
+        if let Ok(Some(status)) = d.child.try_wait() {
+            exited = Some((status, t.elapsed()));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, took) = exited.expect("rolloutd did not exit within 20 s of SIGTERM");
+    println!("SIGTERM with a stream open: exited after {took:?} ({status})");
+    assert!(status.success(), "{status}");
+    // The shutdown grace is 10 s: the stream is ended, not waited out.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}

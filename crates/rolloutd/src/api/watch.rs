@@ -34,12 +34,28 @@ pub const MAX_WATCHERS: usize = 256;
 /// Events read per poll at most (the rest at the next).
 const EVENT_BATCH: u32 = 500;
 
-/// The streams open now (bounded by [`MAX_WATCHERS`]).
-pub struct Watchers(Arc<tokio::sync::Semaphore>);
+/// The streams open now (bounded by [`MAX_WATCHERS`]), and the signal
+/// that ends them all when the daemon stops (an open stream would
+/// otherwise hold its connection for the whole shutdown grace).
+pub struct Watchers {
+    permits: Arc<tokio::sync::Semaphore>,
+    closing: tokio::sync::watch::Sender<bool>,
+}
 
 impl Default for Watchers {
     fn default() -> Self {
-        Watchers(Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS)))
+        Watchers {
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS)),
+            closing: tokio::sync::watch::channel(false).0,
+        }
+    }
+}
+
+impl Watchers {
+    /// Ends every stream (and refuses new ones): the daemon is stopping.
+    pub fn close_all(&self) {
+        self.closing.send_replace(true);
+        self.permits.close();
     }
 }
 
@@ -61,7 +77,7 @@ pub async fn one(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Respo
 }
 
 fn stream(api: Arc<Api>, name: Option<String>) -> Response {
-    let Ok(permit) = Arc::clone(&api.watchers.0).try_acquire_owned() else {
+    let Ok(permit) = Arc::clone(&api.watchers.permits).try_acquire_owned() else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{MAX_WATCHERS} streams are open already; try again later"),
@@ -71,6 +87,7 @@ fn stream(api: Arc<Api>, name: Option<String>) -> Response {
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
     tokio::spawn(async move {
         let _permit = permit;
+        let mut closing = api.watchers.closing.subscribe();
         let mut w = Watch {
             api,
             name,
@@ -79,7 +96,10 @@ fn stream(api: Arc<Api>, name: Option<String>) -> Response {
             last_event: 0,
             stale: false,
         };
-        w.run().await;
+        tokio::select! {
+            () = w.run() => {}
+            _ = closing.wait_for(|c| *c) => {}
+        }
     });
     let events = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
     Sse::new(events)

@@ -216,6 +216,42 @@ fn the_demo_dashboard_follows_both_rollouts_live_and_explains_the_failure() {
     );
     assert_eq!(overflow, json!(true), "no sideways scrolling on a phone");
     b.screenshot(&page, &shot(&dir, "dashboard-phone.png"));
+
+    // Keyboard only: Tab to a rollout's link, Enter opens its page.
+    b.call(
+        Some(&page),
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 1280, "height": 1000, "deviceScaleFactor": 1, "mobile": false}),
+    );
+    b.eval(&page, "location.hash = '#/'");
+    b.wait_for(
+        &page,
+        "document.querySelectorAll('tr.row').length === 2",
+        Duration::from_secs(10),
+        "back on the list",
+    );
+    let mut focused = Vec::new();
+    for _ in 0..15 {
+        b.press(&page, "Tab");
+        let at = b.eval(&page, "document.activeElement.textContent.trim()");
+        focused.push(at.as_str().unwrap_or("").to_string());
+        if at == json!("storefront") {
+            break;
+        }
+    }
+    assert_eq!(
+        focused.last().map(String::as_str),
+        Some("storefront"),
+        "Tab order: {focused:?}"
+    );
+    b.press(&page, "Enter");
+    b.wait_for(
+        &page,
+        "location.hash === '#/rollouts/storefront' && document.querySelector('#d-head [data-phase=Succeeded]')",
+        Duration::from_secs(10),
+        "Enter on the focused link opens the rollout's page",
+    );
+    println!("keyboard: Tab stops before the rollout link: {focused:?}");
     assert!(b.errors.is_empty(), "console errors: {:?}", b.errors);
 }
 

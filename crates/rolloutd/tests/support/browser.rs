@@ -244,6 +244,26 @@ impl Browser {
         }
     }
 
+    /// Presses a key as a keyboard would (`Tab`, `Enter`, `Escape`).
+    pub fn press(&mut self, page: &Page, key: &str) {
+        let (code, text) = match key {
+            "Tab" => (9, ""),
+            "Enter" => (13, "\r"),
+            "Escape" => (27, ""),
+            other => panic!("no key code for {other}"),
+        };
+        let mut down = json!({"type": "keyDown", "key": key, "code": key, "windowsVirtualKeyCode": code, "nativeVirtualKeyCode": code});
+        if !text.is_empty() {
+            down["text"] = json!(text);
+        }
+        self.call(Some(page), "Input.dispatchKeyEvent", down);
+        self.call(
+            Some(page),
+            "Input.dispatchKeyEvent",
+            json!({"type": "keyUp", "key": key, "code": key, "windowsVirtualKeyCode": code, "nativeVirtualKeyCode": code}),
+        );
+    }
+
     /// A PNG of the page, written to `path`.
     pub fn screenshot(&mut self, page: &Page, path: &Path) {
         let r = self.call(

@@ -138,7 +138,11 @@ async function follow(path, onEvent) {
           if (data.length) {
             let parsed = null;
             try { parsed = JSON.parse(data.join("\n")); } catch (_) { parsed = null; }
-            if (parsed !== null) onEvent(kind, parsed);
+            if (parsed === null) continue;
+            // Said of every stream alike: the banner over the data.
+            if (kind === "stale") setStale(parsed.staleReason);
+            else if (kind === "fresh" || kind === "snapshot") setStale(null);
+            onEvent(kind, parsed);
           }
         }
       }
@@ -163,7 +167,6 @@ function listPage() {
   follow("/api/v1/watch", (kind, data) => {
     switch (kind) {
       case "snapshot":
-        setStale(null);
         state.rollouts = new Map(data.items.map((r) => [r.metadata.name, r]));
         renderList(main, state.rollouts);
         break;
@@ -177,12 +180,6 @@ function listPage() {
       case "deleted":
         state.rollouts.delete(data.name);
         removeRow(main, data.name);
-        break;
-      case "stale":
-        setStale(data.staleReason);
-        break;
-      case "fresh":
-        setStale(null);
         break;
       default:
         break;
@@ -224,7 +221,6 @@ function detailPage(name) {
     if (!d || d.name !== name) return;
     switch (kind) {
       case "snapshot":
-        setStale(null);
         d.rollout = data.rollout;
         d.events = data.events || [];
         renderDetail(main, d, state.canChange, command);
@@ -247,12 +243,6 @@ function detailPage(name) {
       case "missing":
         main.innerHTML = "";
         main.append(Object.assign(document.createElement("p"), { className: "error", textContent: "Rollout " + name + " does not exist (any more)." }));
-        break;
-      case "stale":
-        setStale(data.staleReason);
-        break;
-      case "fresh":
-        setStale(null);
         break;
       default:
         break;

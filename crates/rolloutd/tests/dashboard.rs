@@ -10,15 +10,12 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::browser::Browser;
-use support::{free_port, post, post_with_token, work_dir};
+use support::{post, post_with_token, work_dir};
 
 /// Where screenshots go: `$DASHBOARD_SCREENSHOTS` or the test's directory.
 fn shot(dir: &Path, name: &str) -> PathBuf {
@@ -59,48 +56,11 @@ fn wait_ready(base: &str) {
     }
 }
 
-struct Demo(std::process::Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_demo_dashboard_follows_both_rollouts_live_and_explains_the_failure() {
     let dir = work_dir("dashboard-demo");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rolloutd"))
-        .arg("demo")
-        .env("ROLLOUTD_LISTEN", format!("127.0.0.1:{port}"))
-        .env(
-            "ROLLOUTD_DATABASE_URL",
-            format!("sqlite://{}", dir.join("demo.db").display()),
-        )
-        .env_remove("ROLLOUTD_CONFIG")
-        .env_remove("ROLLOUTD_SIMULATE_WORLD")
-        .env("ROLLOUTD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rolloutd demo");
-    let out = Arc::new(Mutex::new(String::new()));
-    {
-        let out = Arc::clone(&out);
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(mut o) = out.lock() {
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            }
-        });
-    }
-    let _demo = Demo(child);
+    let demo = support::start_demo(Some(&format!("sqlite://{}", dir.join("demo.db").display())));
+    let base = demo.base.clone();
     wait_ready(&base);
 
     let mut b = Browser::launch(&dir);
@@ -113,7 +73,7 @@ fn the_demo_dashboard_follows_both_rollouts_live_and_explains_the_failure() {
     );
     // A mark that a reload would erase.
     b.eval(&page, "window.__sameDocument = true");
-    let printed = out.lock().map(|o| o.clone()).unwrap_or_default();
+    let printed = demo.printed();
     assert!(
         printed.contains(&format!("Dashboard: {base}/")),
         "the demo prints the dashboard's address:\n{printed}"
@@ -205,11 +165,7 @@ fn the_demo_dashboard_follows_both_rollouts_live_and_explains_the_failure() {
     assert_eq!(limit, json!(true), "the tolerated limit is drawn");
     b.screenshot(&page, &shot(&dir, "dashboard-rollout.png"));
     // A phone's width: the same page, one column.
-    b.call(
-        Some(&page),
-        "Emulation.setDeviceMetricsOverride",
-        json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}),
-    );
+    b.viewport(&page, 390, 844, true);
     let overflow = b.eval(
         &page,
         "document.documentElement.scrollWidth <= window.innerWidth + 1",
@@ -218,11 +174,7 @@ fn the_demo_dashboard_follows_both_rollouts_live_and_explains_the_failure() {
     b.screenshot(&page, &shot(&dir, "dashboard-phone.png"));
 
     // Keyboard only: Tab to a rollout's link, Enter opens its page.
-    b.call(
-        Some(&page),
-        "Emulation.setDeviceMetricsOverride",
-        json!({"width": 1280, "height": 1000, "deviceScaleFactor": 1, "mobile": false}),
-    );
+    b.viewport(&page, 1280, 1000, false);
     b.eval(&page, "location.hash = '#/'");
     b.wait_for(
         &page,
@@ -467,7 +419,10 @@ spec:
             .as_array()
             .map(|a| {
                 a.iter()
-                    .filter(|r| r["status"]["phase"] == "Progressing")
+                    .filter(|r| {
+                        r["status"]["phase"] == "Progressing"
+                            && r["status"]["observedWeights"]["canary"] == 10
+                    })
                     .count()
             })
             .unwrap_or(0);
@@ -508,12 +463,14 @@ spec:
         "{\"reason\": \"look\"}",
     );
     assert_eq!(code, 202, "{body}");
+    let paused = Instant::now();
     b.wait_for(
         &page,
         "[...document.querySelectorAll('tr.row:not([hidden])')].map(r => r.dataset.name).join() === 'svc-0999'",
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         "the paused row appears under the Paused filter, live",
     );
+    let paused = paused.elapsed();
     let update = b.eval(
         &page,
         "(() => { const d = performance.getEntriesByName('rolloutd:update-row').map(e => e.duration).sort((a, b) => a - b); \
@@ -521,7 +478,7 @@ spec:
          return {count: d.length, median: q(0.5), p95: q(0.95), max: q(1)}; })()",
     );
     println!(
-        "1000 rollouts: first render at {:.0} ms after navigation start; list renders (ms): {render}; name filter: {:.1} ms; row updates (ms): {update}",
+        "1000 rollouts: first render at {:.0} ms after navigation start; list renders (ms): {render}; name filter: {:.1} ms; row updates (ms): {update}; pause sent -> row under the Paused filter: {paused:?}",
         shown.as_f64().unwrap_or(-1.0),
         filter[0].as_f64().unwrap_or(-1.0)
     );

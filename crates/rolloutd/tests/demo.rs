@@ -3,9 +3,8 @@
 //! rollout ends `Succeeded` and the bad one `RolledBack`, seen through the
 //! API the demo keeps up; the output says the world is simulated.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -28,35 +27,8 @@ fn phase(base: &str, name: &str) -> String {
 
 #[test]
 fn the_demo_runs_a_good_and_a_bad_canary_to_their_end() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rolloutd"))
-        .arg("demo")
-        .env("ROLLOUTD_LISTEN", format!("127.0.0.1:{port}"))
-        .env_remove("ROLLOUTD_DATABASE_URL")
-        .env_remove("ROLLOUTD_CONFIG")
-        .env_remove("ROLLOUTD_SIMULATE_WORLD")
-        .env("ROLLOUTD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rolloutd demo");
-    let out = Arc::new(Mutex::new(String::new()));
-    {
-        let out = Arc::clone(&out);
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(mut o) = out.lock() {
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            }
-        });
-    }
+    let mut demo = support::start_demo(None);
+    let base = demo.base.clone();
     let t = Instant::now();
     let limit = Duration::from_secs(240);
     let (mut good, mut bad) = (String::new(), String::new());
@@ -70,9 +42,9 @@ fn the_demo_runs_a_good_and_a_bad_canary_to_their_end() {
     }
     // Let the progress printer catch up before reading what it said.
     std::thread::sleep(Duration::from_millis(1_500));
-    let _ = child.kill();
-    let _ = child.wait();
-    let printed = out.lock().map(|o| o.clone()).unwrap_or_default();
+    let _ = demo.child.kill();
+    let _ = demo.child.wait();
+    let printed = demo.printed();
     assert_eq!(
         (good.as_str(), bad.as_str()),
         ("Succeeded", "RolledBack"),

@@ -207,21 +207,7 @@ fn slow_idle_and_unauthenticated_clients_are_cut_off() {
     s.write_all(b"POST /api/v1/apply HTTP/1.1\r\nHost: rolloutd\r\nAuthorization: Bearer s3cret-token\r\nContent-Length: 100\r\n\r\n#")
         .expect("write");
     std::thread::sleep(Duration::from_millis(200));
-    let t = Instant::now();
-    let killed = Command::new("kill")
-        .args(["-TERM", &d.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let mut exited = None;
-    while t.elapsed() < Duration::from_secs(15) {
-        if let Ok(Some(status)) = d.child.try_wait() {
-            exited = Some((status, t.elapsed()));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (status, took) = exited.expect("rolloutd did not exit within 15 s of SIGTERM");
+    let (status, took) = support::sigterm(&mut d.child, Duration::from_secs(15));
     println!("SIGTERM with a half-sent request open: exited after {took:?} ({status})");
     assert!(status.success(), "{status}");
     assert!(took < Duration::from_secs(4), "{took:?}");

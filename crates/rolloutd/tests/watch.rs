@@ -239,21 +239,7 @@ fn an_open_stream_does_not_hold_up_sigterm() {
     let mut d = start_simulated(&dir, &[]);
     let stream = watch(&d.base, "/api/v1/watch", None);
     next_event(&stream, 10 * SECOND, "a snapshot", |k, _| k == "snapshot");
-    let t = Instant::now();
-    let killed = Command::new("kill")
-        .args(["-TERM", &d.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let mut exited = None;
-    while t.elapsed() < Duration::from_secs(20) {
-        if let Ok(Some(status)) = d.child.try_wait() {
-            exited = Some((status, t.elapsed()));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (status, took) = exited.expect("rolloutd did not exit within 20 s of SIGTERM");
+    let (status, took) = support::sigterm(&mut d.child, Duration::from_secs(20));
     println!("SIGTERM with a stream open: exited after {took:?} ({status})");
     assert!(status.success(), "{status}");
     // The shutdown grace is 10 s: the stream is ended, not waited out.

@@ -204,13 +204,18 @@ impl Browser {
         for m in ["Runtime.enable", "Log.enable", "Page.enable"] {
             self.call(Some(&page), m, json!({}));
         }
-        self.call(
-            Some(&page),
-            "Emulation.setDeviceMetricsOverride",
-            json!({"width": 1280, "height": 1000, "deviceScaleFactor": 1, "mobile": false}),
-        );
+        self.viewport(&page, 1280, 1000, false);
         self.call(Some(&page), "Page.navigate", json!({"url": url}));
         page
+    }
+
+    /// Makes the page `width`×`height` CSS pixels, as a phone when `mobile`.
+    pub fn viewport(&mut self, page: &Page, width: u32, height: u32, mobile: bool) {
+        self.call(
+            Some(page),
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": if mobile { 2 } else { 1 }, "mobile": mobile}),
+        );
     }
 
     /// Evaluates `expr` in the page (awaiting a promise) and returns its

@@ -378,3 +378,86 @@ pub fn next_event(
         }
     }
 }
+
+/// A running `rolloutd demo`, killed when dropped; what it printed so far
+/// in `out`.
+pub struct Demo {
+    /// The process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Its standard output, as printed so far.
+    pub out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Demo {
+    /// What it printed so far.
+    pub fn printed(&self) -> String {
+        self.out.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+}
+
+/// Starts `rolloutd demo` as a new user would (no config, no simulated
+/// world flag) on a free port; its state in `database_url`, or the demo's
+/// own fresh file when `None`.
+pub fn start_demo(database_url: Option<&str>) -> Demo {
+    use std::io::BufRead;
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolloutd"));
+    cmd.arg("demo")
+        .env("ROLLOUTD_LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("ROLLOUTD_CONFIG")
+        .env_remove("ROLLOUTD_SIMULATE_WORLD")
+        .env("ROLLOUTD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    match database_url {
+        Some(url) => cmd.env("ROLLOUTD_DATABASE_URL", url),
+        None => cmd.env_remove("ROLLOUTD_DATABASE_URL"),
+    };
+    let mut child = cmd.spawn().expect("rolloutd demo");
+    let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stdout = child.stdout.take().expect("stdout");
+    let sink = std::sync::Arc::clone(&out);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(mut o) = sink.lock() {
+                o.push_str(&line);
+                o.push('\n');
+            }
+        }
+    });
+    Demo {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        out,
+    }
+}
+
+/// Sends SIGTERM and waits up to `limit` for the process to exit: its
+/// status and how long it took.
+pub fn sigterm(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, Duration) {
+    let t = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    while t.elapsed() < limit {
+        if let Ok(Some(status)) = child.try_wait() {
+            return (status, t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the process did not exit within {limit:?} of SIGTERM");
+}

@@ -17,6 +17,16 @@ use serde_json::{json, Value};
 use support::browser::Browser;
 use support::{post, post_with_token, work_dir};
 
+/// One test at a time: the thousand-rollout daemon would otherwise share
+/// two cores with the test that times an abort.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Where screenshots go: `$DASHBOARD_SCREENSHOTS` or the test's directory.
 fn shot(dir: &Path, name: &str) -> PathBuf {
     let out = std::env::var_os("DASHBOARD_SCREENSHOTS")
@@ -58,6 +68,7 @@ fn wait_ready(base: &str) {
 
 #[test]
 fn the_demo_dashboard_follows_both_rollouts_live_and_explains_the_failure() {
+    let _serial = one_at_a_time();
     let dir = work_dir("dashboard-demo");
     let demo = support::start_demo(Some(&format!("sqlite://{}", dir.join("demo.db").display())));
     let base = demo.base.clone();
@@ -250,6 +261,7 @@ fn sign_in(b: &mut Browser, page: &support::browser::Page, token: &str) {
 
 #[test]
 fn with_tokens_the_page_asks_for_one_aborts_at_once_and_stays_read_only_for_the_read_token() {
+    let _serial = one_at_a_time();
     let dir = work_dir("dashboard-tokens");
     let write = dir.join("write-token");
     let read = dir.join("read-token");
@@ -380,6 +392,7 @@ fn with_tokens_the_page_asks_for_one_aborts_at_once_and_stays_read_only_for_the_
 /// docs/BENCHMARKS.md); asserts what the page shows, not how fast.
 #[test]
 fn a_thousand_rollouts_list_filter_update_live_and_name_their_line() {
+    let _serial = one_at_a_time();
     let dir = work_dir("dashboard-thousand");
     let mut text = String::new();
     let mut line_of_500 = 0;

@@ -510,3 +510,84 @@ spec:
     );
     assert!(b.errors.is_empty(), "console errors: {:?}", b.errors);
 }
+
+/// The daemon goes away and comes back on the same address: the page says
+/// it is showing stale data while it cannot reach it, reconnects by itself
+/// and shows live data again, without a reload.
+#[test]
+fn the_page_says_when_its_data_is_stale_and_reconnects_by_itself() {
+    let _serial = one_at_a_time();
+    let dir = work_dir("dashboard-reconnect");
+    let db = format!("sqlite://{}", dir.join("state.db").display());
+    let port = support::free_port();
+    // A short lease: the process started after the kill takes the rollout
+    // over once the killed one's lease ran out.
+    let args = ["--lease-ttl", "3s"];
+    let d = support::start_simulated_at(&dir, &db, port, &args, "info");
+    let (code, body) = post(&d, "/api/v1/apply", SPEC);
+    assert_eq!(code, 200, "{body}");
+    let mut b = Browser::launch(&dir);
+    let page = b.open(&format!("{}/", d.base));
+    b.wait_for(
+        &page,
+        "document.querySelectorAll('tr.row').length === 1 && document.getElementById('conn').textContent === 'live'",
+        Duration::from_secs(20),
+        "the list, live",
+    );
+    b.eval(&page, "window.__sameDocument = true");
+    assert_eq!(
+        b.eval(&page, "document.getElementById('banner').hidden"),
+        json!(true)
+    );
+    drop(d);
+    let banner = b.wait_for(
+        &page,
+        "!document.getElementById('banner').hidden && document.getElementById('banner').textContent",
+        Duration::from_secs(10),
+        "the page says its data is stale",
+    );
+    assert!(
+        banner.as_str().is_some_and(|t| t.contains("stale")),
+        "{banner}"
+    );
+    assert_eq!(
+        b.eval(&page, "document.querySelectorAll('tr.row').length"),
+        json!(1),
+        "the last data stays on the page"
+    );
+    let d = support::start_simulated_at(&dir, &db, port, &args, "info");
+    b.wait_for(
+        &page,
+        "document.getElementById('banner').hidden && document.getElementById('conn').textContent === 'live' && document.querySelectorAll('tr.row').length === 1",
+        Duration::from_secs(30),
+        "live again after the daemon came back",
+    );
+    assert_eq!(
+        b.eval(&page, "window.__sameDocument === true"),
+        json!(true),
+        "without a reload"
+    );
+    // Changes made after the return reach the page.
+    let (code, body) = post(
+        &d,
+        "/api/v1/rollouts/checkout/pause",
+        "{\"reason\": \"back\"}",
+    );
+    assert_eq!(code, 202, "{body}");
+    b.wait_for(
+        &page,
+        "document.querySelector('tr.row').dataset.phase === 'Paused'",
+        Duration::from_secs(20),
+        "a change after the return shows",
+    );
+    // Only the outage itself was logged: the stream cut mid-answer, and
+    // the connections refused while the daemon was away.
+    let unexpected: Vec<&String> = b
+        .errors
+        .iter()
+        .filter(|e| {
+            !e.contains("ERR_CONNECTION_REFUSED") && !e.contains("ERR_INCOMPLETE_CHUNKED_ENCODING")
+        })
+        .collect();
+    assert!(unexpected.is_empty(), "console errors: {unexpected:?}");
+}

@@ -97,7 +97,18 @@ pub fn start_simulated_on(
     args: &[&str],
     log_filter: &str,
 ) -> Daemon {
-    let port = free_port();
+    start_simulated_at(dir, database_url, free_port(), args, log_filter)
+}
+
+/// [`start_simulated_on`] listening on `port` (a restart on the same
+/// address).
+pub fn start_simulated_at(
+    dir: &Path,
+    database_url: &str,
+    port: u16,
+    args: &[&str],
+    log_filter: &str,
+) -> Daemon {
     let log = dir.join("rolloutd.log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolloutd"));
     cmd.arg("serve")

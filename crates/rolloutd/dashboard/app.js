@@ -237,7 +237,7 @@ function detailPage(name) {
       }
       case "event":
         d.events.push(data);
-        renderEvents(main, d.events);
+        renderEvents(main, d);
         break;
       case "deleted":
       case "missing":

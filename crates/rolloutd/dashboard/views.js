@@ -95,18 +95,24 @@ ${rollouts.size ? "" : '<p class="muted">No rollouts yet: apply one with <code>r
   performance.measure("rolloutd:render-list", { start: t0 });
 }
 
-export function applyFilters(main) {
-  const name = (main.querySelector("#f-name") || {}).value || "";
+function filters(main) {
+  const name = ((main.querySelector("#f-name") || {}).value || "").toLowerCase();
   const phase = (main.querySelector("#f-phase") || {}).value || "";
-  let shown = 0, all = 0;
-  for (const tr of main.querySelectorAll("tr.row")) {
-    all++;
-    const ok = (!name || tr.dataset.name.toLowerCase().includes(name.toLowerCase())) && (!phase || tr.dataset.phase === phase);
-    tr.hidden = !ok;
-    if (ok) shown++;
-  }
+  return (tr) => (!name || tr.dataset.name.toLowerCase().includes(name)) && (!phase || tr.dataset.phase === phase);
+}
+
+function showCount(main) {
   const c = main.querySelector("#count");
-  if (c) c.textContent = shown === all ? `(${all})` : `(${shown} of ${all})`;
+  if (!c) return;
+  const all = main.querySelectorAll("tr.row").length;
+  const shown = main.querySelectorAll("tr.row:not([hidden])").length;
+  c.textContent = shown === all ? `(${all})` : `(${shown} of ${all})`;
+}
+
+export function applyFilters(main) {
+  const ok = filters(main);
+  for (const tr of main.querySelectorAll("tr.row")) tr.hidden = !ok(tr);
+  showCount(main);
 }
 
 export function updateRow(main, r) {
@@ -116,8 +122,9 @@ export function updateRow(main, r) {
   const t = document.createElement("tbody");
   t.innerHTML = rowHtml(r);
   const row = t.firstElementChild;
+  row.hidden = !filters(main)(row);
   old.replaceWith(row);
-  applyFilters(main);
+  showCount(main);
   tickAges(row);
   performance.measure("rolloutd:update-row", { start: t0 });
 }
@@ -125,7 +132,7 @@ export function updateRow(main, r) {
 export function removeRow(main, name) {
   const old = main.querySelector(`tr.row[data-name="${CSS.escape(name)}"]`);
   if (old) old.remove();
-  applyFilters(main);
+  showCount(main);
 }
 
 export function tickAges(root) {
@@ -265,13 +272,14 @@ function evidenceHtml(st) {
   return `<p>${verdictBadge(l.result.verdict)} at canary ${esc(l.canaryWeight)}%, interval ending ${esc(new Date(l.end).toLocaleTimeString())}</p><ul class="evidence">${items.join("")}</ul>`;
 }
 
-export function renderEvents(main, events) {
+export function renderEvents(main, d) {
   const el = section(main, "d-events");
   if (!el) return;
+  const events = d.events;
   const shown = events.slice(-200).reverse();
   el.innerHTML = `<div class="tablewrap"><table><thead><tr><th scope="col">When</th><th scope="col">Run</th><th scope="col">Event</th><th scope="col">Message</th><th scope="col" class="hide-narrow">By</th></tr></thead><tbody>${shown.map((e) => `<tr><td class="num">${esc(new Date(e.at).toLocaleTimeString())}</td><td class="num">${esc(e.run)}</td><td>${esc(e.kind)}</td><td class="msg">${esc(e.message)}</td><td class="hide-narrow">${esc(e.actor || "")}</td></tr>`).join("")}</tbody></table></div>${events.length > 200 ? `<p class="muted">The newest 200 of ${events.length}.</p>` : ""}`;
   const w = section(main, "d-weight");
-  if (w && main.__detail) w.innerHTML = weightChart(weightPoints(main.__detail), Date.now());
+  if (w && d.rollout) w.innerHTML = weightChart(weightPoints(d), Date.now());
 }
 
 export function renderRuns(main, runs) {
@@ -292,13 +300,12 @@ export function renderRuns(main, runs) {
 
 export function renderDetail(main, d, canChange, command) {
   if (main.dataset.rollout !== d.name || !section(main, "d-head")) skeleton(main, d, canChange, command);
-  main.__detail = d;
   if (!d.rollout) return;
   const st = d.rollout.status || {};
   section(main, "d-head").innerHTML = headHtml(d);
   section(main, "d-steps").innerHTML = stepsHtml(d.rollout);
   section(main, "d-checks").innerHTML = checksHtml(st);
   section(main, "d-evidence").innerHTML = evidenceHtml(st);
-  renderEvents(main, d.events);
+  renderEvents(main, d);
   tickAges(main);
 }

@@ -183,6 +183,14 @@ fn the_demo_dashboard_follows_both_rollouts_live_and_explains_the_failure() {
     );
     assert_eq!(overflow, json!(true), "no sideways scrolling on a phone");
     b.screenshot(&page, &shot(&dir, "dashboard-phone.png"));
+    b.eval(&page, "location.hash = '#/'");
+    b.wait_for(
+        &page,
+        "document.querySelectorAll('tr.row').length === 2",
+        Duration::from_secs(10),
+        "the list at a phone's width",
+    );
+    b.screenshot(&page, &shot(&dir, "dashboard-phone-list.png"));
 
     // Keyboard only: Tab to a rollout's link, Enter opens its page.
     b.viewport(&page, 1280, 1000, false);

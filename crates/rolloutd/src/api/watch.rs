@@ -183,8 +183,10 @@ impl Watch {
         }
     }
 
-    fn resource_json(&self, r: &StoredRollout) -> Value {
-        serde_json::to_value(resource(&self.api.metrics.waits(), r)).unwrap_or(Value::Null)
+    /// A rollout as `GET /api/v1/rollouts/{name}` answers it (`waits`
+    /// read once per batch, as the list does).
+    fn resource_json(waits: &crate::metrics::Waits, r: &StoredRollout) -> Value {
+        serde_json::to_value(resource(waits, r)).unwrap_or(Value::Null)
     }
 
     fn event_json(e: &WatchedEvent) -> Value {
@@ -222,12 +224,13 @@ impl Watch {
             self.stale = false;
             self.send("fresh", &json!({})).await?;
         }
+        let waits = self.api.metrics.waits();
         let data = match &self.name {
             None => {
-                json!({"items": rollouts.iter().map(|r| self.resource_json(r)).collect::<Vec<_>>()})
+                json!({"items": rollouts.iter().map(|r| Self::resource_json(&waits, r)).collect::<Vec<_>>()})
             }
             Some(_) => json!({
-                "rollout": rollouts.first().map(|r| self.resource_json(r)),
+                "rollout": rollouts.first().map(|r| Self::resource_json(&waits, r)),
                 "events": events.iter().map(Self::event_json).collect::<Vec<_>>(),
             }),
         };
@@ -250,11 +253,14 @@ impl Watch {
         };
         let known = self.known.take().unwrap_or_default();
         let mut next = HashMap::with_capacity(now.len());
+        // Read only when something moved (most polls see nothing).
+        let mut waits = None;
         for f in now {
             if known.get(&f.name) != Some(&f) {
                 match store.rollout(&f.name).await {
                     Ok(Some(r)) => {
-                        let data = self.resource_json(&r);
+                        let waits = waits.get_or_insert_with(|| self.api.metrics.waits());
+                        let data = Self::resource_json(waits, &r);
                         self.send("rollout", &data).await?;
                         next.insert(f.name.clone(), Self::fingerprint(&r));
                         continue;

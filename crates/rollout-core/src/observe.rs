@@ -374,6 +374,21 @@ pub struct Observations {
     /// `FindAndStop` found none: it was never started).
     #[serde(default)]
     pub experiment: Option<(ExperimentCall, Observed<Option<ExperimentState>>)>,
+    /// The additional targets' reads (`spec.additionalTargets`, in order),
+    /// asked for by the same `traffic` and `canaryHealth` of the plan; the
+    /// spec's own target's are `traffic` and `canaryHealth`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_targets: Vec<TargetObservations>,
+}
+
+/// What the daemon saw of one additional traffic target.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetObservations {
+    /// Its forward weights.
+    pub traffic: Observed<ForwardWeights>,
+    /// Its canary target group's health.
+    pub canary_health: Observed<TargetHealth>,
 }
 
 #[cfg(test)]

@@ -381,6 +381,24 @@ pub struct ChaosStatus {
 /// store's run history, `GET …/runs`).
 pub const HISTORY_LIMIT: usize = 10;
 
+/// One traffic target of a rollout that moves several in lockstep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetStatus {
+    /// The target's name (`main` for the spec's own `trafficRouting`).
+    pub name: String,
+    /// The listener rule, or the listener whose default action, it shifts.
+    pub place: String,
+    /// Its stable target group.
+    pub stable_target_group_arn: String,
+    /// Its canary target group.
+    pub canary_target_group_arn: String,
+    /// The weights last read from it.
+    pub observed_weights: Option<Weights>,
+    /// Whether it held the run's desired weights when last read.
+    pub holds_run_weights: bool,
+}
+
 /// The status of a rollout: its current run, and the last few before it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -405,8 +423,13 @@ pub struct RolloutStatus {
     pub current_step_index: u32,
     /// The desired canary weight.
     pub canary_weight: u8,
-    /// The weights last read from the load balancer.
+    /// The weights last read from the load balancer (the main target's,
+    /// when the rollout moves several).
     pub observed_weights: Option<Weights>,
+    /// Each traffic target, when the rollout moves several in lockstep
+    /// (`spec.additionalTargets`): what was last read from each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetStatus>,
     /// What is happening, or what the run waits for, in a sentence.
     pub message: String,
     /// When the run started moving traffic.
@@ -468,6 +491,7 @@ impl RolloutStatus {
             current_step_index: 0,
             canary_weight: 0,
             observed_weights: None,
+            targets: Vec::new(),
             message: "starting".into(),
             started_at: None,
             updated_at: now,

@@ -19,8 +19,10 @@ use crate::values::{
 };
 
 mod strategy;
+mod targets;
 mod template;
 pub use strategy::*;
+pub use targets::*;
 pub use template::*;
 
 /// The only `apiVersion` this release reads.
@@ -94,6 +96,8 @@ pub struct RolloutSpec {
     /// `targetGroups` as written, when the rollout ping-pongs between two
     /// target groups (the roles swap after each successful run).
     pub target_groups: Option<[TargetGroupArn; 2]>,
+    /// More listeners (or rules) that move in lockstep with this one.
+    pub additional_targets: Vec<AdditionalTarget>,
     /// How traffic moves from stable to canary.
     pub strategy: Strategy,
     /// Background analysis while a canary run progresses.
@@ -130,6 +134,14 @@ pub struct RolloutSpecDocument {
     /// `status.canaryTargetGroupArn` names the one to deploy into.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_groups: Option<[TargetGroupArn; 2]>,
+    /// More listeners (or rules), each with its own stable and canary
+    /// target groups, in any region or account, that move in lockstep with
+    /// `trafficRouting` (the target named `main`): every step is written to
+    /// all and seen applied on all before it counts; each target's arms
+    /// and all targets' arms pooled are judged; a failure on any returns
+    /// every target to stable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_targets: Vec<AdditionalTarget>,
     /// How traffic moves from stable to canary.
     pub strategy: Strategy,
     /// Background analysis while a canary run progresses.
@@ -175,6 +187,7 @@ impl TryFrom<RolloutSpecDocument> for RolloutSpec {
             stable,
             canary,
             target_groups: d.target_groups,
+            additional_targets: d.additional_targets,
             strategy: d.strategy,
             analysis: d.analysis,
             rollback: d.rollback,
@@ -194,6 +207,7 @@ impl From<RolloutSpec> for RolloutSpecDocument {
             stable: fixed.then_some(s.stable),
             canary: fixed.then_some(s.canary),
             target_groups: s.target_groups,
+            additional_targets: s.additional_targets,
             strategy: s.strategy,
             analysis: s.analysis,
             rollback: s.rollback,
@@ -362,6 +376,7 @@ impl Decode for RolloutSpec {
                 "stable",
                 "canary",
                 "targetGroups",
+                "additionalTargets",
                 "strategy",
                 "analysis",
                 "rollback",
@@ -388,6 +403,7 @@ impl Decode for RolloutSpec {
         };
         let traffic_routing = f.req(cx, "trafficRouting");
         let arms = decode_target_groups(&f, cx);
+        let additional_targets = f.or(cx, "additionalTargets", Vec::new());
         let strategy = f.req(cx, "strategy");
         let analysis = f.opt(cx, "analysis");
         let rollback = f.opt(cx, "rollback");
@@ -401,6 +417,7 @@ impl Decode for RolloutSpec {
             stable,
             canary,
             target_groups,
+            additional_targets: additional_targets?,
             strategy: strategy?,
             analysis: analysis.ok()?,
             rollback: rollback.ok()?,

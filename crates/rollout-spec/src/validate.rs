@@ -13,6 +13,7 @@ use crate::values::{Duration, ElbArnParts};
 use crate::Located;
 
 mod steps;
+mod targets;
 pub use steps::MAX_STEPS;
 use steps::{
     check_canary_steps, check_chaos_steps, check_evidence_pauses, check_experiment,
@@ -35,15 +36,6 @@ impl Report<'_> {
             path: path.to_string(),
             message: crate::decode::clip(message.into(), crate::decode::MAX_MESSAGE),
         });
-    }
-}
-
-/// Where a rollout shifts traffic: a listener's default action or one rule.
-fn routing_key(r: &Rollout) -> String {
-    let alb = &r.spec.traffic_routing.alb;
-    match &alb.rule_arn {
-        Some(rule) => format!("rule {rule}"),
-        None => format!("the default action of listener {}", alb.listener_arn),
     }
 }
 
@@ -110,22 +102,20 @@ pub fn validate_set(
             );
         } else {
             seen_rollouts.insert(name, r);
-            let key = routing_key(&r.value);
-            if let Some(other) = routes.get(&key) {
-                let path = if r.value.spec.traffic_routing.alb.rule_arn.is_some() {
-                    "spec.trafficRouting.alb.ruleArn"
-                } else {
-                    "spec.trafficRouting.alb.listenerArn"
-                };
-                rep.at(
-                    path,
-                    format!(
-                        "Rollout `{}` ({}:{}) already shifts {key}; two rollouts cannot share it",
-                        other.value.metadata.name, other.file, other.pos
+            for (key, path) in targets::places(&r.value.spec) {
+                match routes.get(&key) {
+                    Some(other) if other.value.metadata.name.as_str() != name => rep.at(
+                        &path,
+                        format!(
+                            "Rollout `{}` ({}:{}) already shifts {key}; two rollouts cannot share it",
+                            other.value.metadata.name, other.file, other.pos
+                        ),
                     ),
-                );
-            } else {
-                routes.insert(key, r);
+                    Some(_) => {}
+                    None => {
+                        routes.insert(key, r);
+                    }
+                }
             }
         }
         check_rollout(&r.value, &template_periods, &mut rep);
@@ -405,6 +395,7 @@ fn check_rollout(r: &Rollout, templates: &BTreeMap<&str, Duration>, rep: &mut Re
         };
         rep.at(&second_path, why);
     }
+    targets::check_targets(spec, rep);
     if spec.progress_deadline.as_millis() < 60_000 {
         rep.at(
             "spec.progressDeadline",

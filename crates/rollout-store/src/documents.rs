@@ -5,7 +5,7 @@
 use super::*;
 
 /// The traffic target a rollout owns: its listener rule, or its listener's
-/// default action.
+/// default action (the main one, when it moves several).
 pub fn traffic_target(r: &Rollout) -> String {
     let alb = &r.spec.traffic_routing.alb;
     match &alb.rule_arn {
@@ -14,15 +14,28 @@ pub fn traffic_target(r: &Rollout) -> String {
     }
 }
 
-pub(super) fn describe_target(r: &Rollout) -> String {
-    let alb = &r.spec.traffic_routing.alb;
-    match &alb.rule_arn {
-        Some(rule) => format!("listener rule {}", rule.as_str()),
-        None => format!(
-            "the default action of listener {}",
-            alb.listener_arn.as_str()
-        ),
-    }
+/// Every traffic target a rollout owns (its own and its additional
+/// targets'), each with how a person would name it.
+pub fn traffic_targets(r: &Rollout) -> Vec<(String, String)> {
+    std::iter::once(&r.spec.traffic_routing)
+        .chain(r.spec.additional_targets.iter().map(|t| &t.traffic_routing))
+        .map(|routing| {
+            let alb = &routing.alb;
+            match &alb.rule_arn {
+                Some(rule) => (
+                    rule.as_str().to_string(),
+                    format!("listener rule {}", rule.as_str()),
+                ),
+                None => (
+                    alb.listener_arn.as_str().to_string(),
+                    format!(
+                        "the default action of listener {}",
+                        alb.listener_arn.as_str()
+                    ),
+                ),
+            }
+        })
+        .collect()
 }
 
 /// A new rollout identity.
@@ -178,22 +191,27 @@ impl Store {
         let target = traffic_target(&r.value);
         // One rollout per traffic target, across every apply, the specs
         // directory and every replica: checked here for a clear answer,
-        // and held by the unique index on `traffic_target` against
-        // concurrent applies.
-        let owner: Option<String> =
-            sqlx::query("SELECT name FROM rollouts WHERE traffic_target = $1 AND name <> $2")
-                .bind(&target)
-                .bind(&name)
-                .fetch_optional(&mut **tx)
-                .await?
-                .map(|row| row.try_get(0))
-                .transpose()?;
-        if let Some(owner) = owner {
-            return Err(StoreError::Owned {
-                rollout: name,
-                target: describe_target(&r.value),
-                owner,
-            });
+        // and held by the primary key of `traffic_targets` (and the unique
+        // index on `rollouts.traffic_target`) against concurrent applies.
+        let targets = traffic_targets(&r.value);
+        for (key, described) in &targets {
+            let owner: Option<String> = sqlx::query(
+                "SELECT rollout FROM traffic_targets WHERE target = $1 AND rollout <> $2
+                 UNION SELECT name FROM rollouts WHERE traffic_target = $1 AND name <> $2",
+            )
+            .bind(key)
+            .bind(&name)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
+            if let Some(owner) = owner {
+                return Err(StoreError::Owned {
+                    rollout: name,
+                    target: described.clone(),
+                    owner,
+                });
+            }
         }
         let change = self.change(tx, "rollouts", &name, &spec, dry_run).await?;
         let written = match change {
@@ -234,6 +252,10 @@ impl Store {
                 .await
             }
         };
+        let written = match written {
+            Ok(_) => Self::own_targets(tx, &name, &targets).await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = written {
             if is_unique_violation(&e) {
                 // Another apply created this name or took this target
@@ -247,6 +269,26 @@ impl Store {
             name,
             change,
         }))
+    }
+
+    /// Records `targets` as the ones `name` owns (and no others).
+    async fn own_targets(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        name: &str,
+        targets: &[(String, String)],
+    ) -> std::result::Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM traffic_targets WHERE rollout = $1")
+            .bind(name)
+            .execute(&mut **tx)
+            .await?;
+        for (key, _) in targets {
+            sqlx::query("INSERT INTO traffic_targets (target, rollout) VALUES ($1, $2)")
+                .bind(key)
+                .bind(name)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     pub(super) fn read_rollout(row: &AnyRow) -> Result<StoredRollout> {
@@ -397,7 +439,13 @@ impl Store {
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         name: &str,
     ) -> Result<bool> {
-        for table in ["rollout_status", "commands", "leases", "runs"] {
+        for table in [
+            "rollout_status",
+            "commands",
+            "leases",
+            "runs",
+            "traffic_targets",
+        ] {
             let column = if table == "rollout_status" {
                 "name"
             } else {

@@ -44,6 +44,7 @@ use crate::specs;
 
 mod notifications;
 mod reconcile;
+mod targets;
 
 /// How long a reconcile waits for AWS before the wait is shown (a call
 /// that waits this long is queued behind the API budget, or AWS is slow).

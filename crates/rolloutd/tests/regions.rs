@@ -196,3 +196,197 @@ async fn a_rollout_in_another_account_runs_through_its_role() {
     drop(publisher);
     drop(moto);
 }
+
+/// The canary weight of a forward action, in percent.
+fn canary_percent((stable, canary, other): (u32, u32, u32)) -> u32 {
+    let total = stable + canary + other;
+    if total == 0 {
+        0
+    } else {
+        canary * 100 / total
+    }
+}
+
+/// One Rollout over two listeners in two regions (`additionalTargets`):
+/// both move step by step together and the run succeeds; its twin, bad in
+/// only one region, is rolled back in both; a third rollout naming a
+/// listener the first owns is refused, naming the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rollout_over_two_regions_moves_them_together() {
+    let dir = work_dir("lockstep");
+    let moto = Moto::start(&dir.join("moto.log")).expect("moto's server");
+    let gateway = Gateway::start(&moto.url, 3).await.expect("gateway");
+    let us = Aws::in_region(&gateway.url, "us-east-1").await;
+    let eu = Aws::in_region(&gateway.url, "eu-west-1").await;
+    let us_net = us.network().expect("VPC and subnets in us-east-1");
+    let eu_net = eu.network().expect("VPC and subnets in eu-west-1");
+    let twin_us = us.service("twinus", &us_net, true).await.expect("svc");
+    let twin_eu = eu.service("twineu", &eu_net, true).await.expect("svc");
+    let split_us = us.service("splitus", &us_net, true).await.expect("svc");
+    let split_eu = eu.service("spliteu", &eu_net, true).await.expect("svc");
+    let steps = "[{setWeight: 10}, {pause: {duration: 4s}}, {setWeight: 50}, {pause: {duration: 4s}}, {setWeight: 100}]";
+    let doc =
+        |name: &str, main: &rollout_awskit::alb::Service, other: &rollout_awskit::alb::Service| {
+            support::rollout_doc(
+                name,
+                &format!("listenerArn: {}", main.listener),
+                &main.stable,
+                &main.canary,
+                steps,
+                &format!(
+                    "  additionalTargets:
+  - name: eu
+    trafficRouting: {{alb: {{listenerArn: {}}}}}
+    stable: {{targetGroupArn: {}}}
+    canary: {{targetGroupArn: {}}}
+  progressDeadline: 3m
+  analysis: {{interval: 2s, templates: [errors]}}
+",
+                    other.listener, other.stable, other.canary
+                ),
+            )
+        };
+    std::fs::write(
+        dir.join("specs/lockstep.yaml"),
+        [
+            ERRORS_TEMPLATE.to_string(),
+            doc("twin", &twin_us, &twin_eu),
+            doc("split", &split_us, &split_eu),
+        ]
+        .concat(),
+    )
+    .expect("specs");
+    let us_traffic = Publisher::start(
+        us.clone(),
+        vec![traffic(&twin_us, GOOD), traffic(&split_us, GOOD)],
+        23,
+    );
+    let eu_traffic = Publisher::start(
+        eu.clone(),
+        vec![traffic(&twin_eu, GOOD), traffic(&split_eu, BAD)],
+        29,
+    );
+    // The two load balancers of `twin`, read every 100 ms while it runs.
+    let sampler = tokio::spawn({
+        let (us, eu) = (us.clone(), eu.clone());
+        let (a, b) = (twin_us.clone(), twin_eu.clone());
+        async move {
+            let started = std::time::Instant::now();
+            let mut seen: Vec<(u128, u32, u32)> = Vec::new();
+            while started.elapsed() < Duration::from_secs(150) {
+                if let (Ok(x), Ok(y)) = (us.weights(&a, false).await, eu.weights(&b, false).await) {
+                    let (x, y) = (canary_percent(x), canary_percent(y));
+                    seen.push((started.elapsed().as_millis(), x, y));
+                    if x == 100 && y == 100 {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seen
+        }
+    });
+    gateway.reset_calls();
+    let d = start_daemon(&dir, &gateway.url);
+    let status = |n: &str| get(&d, &format!("/api/v1/rollouts/{n}")).1["status"].clone();
+    until(&d, Duration::from_secs(150), "both runs end", || {
+        ["twin", "split"].iter().all(|n| {
+            ["Succeeded", "RolledBack", "Failed", "Aborted"]
+                .contains(&status(n)["phase"].as_str().unwrap_or(""))
+        })
+    })
+    .await;
+    let twin = status("twin");
+    let split = status("split");
+    assert_eq!(twin["phase"], "Succeeded", "{twin}\n{}", tail(&d.log));
+    assert_eq!(split["phase"], "RolledBack", "{split}\n{}", tail(&d.log));
+
+    // Both of twin's load balancers went 0 → 10 → 50 → 100, never more
+    // than one step apart, and each raise came only once both held the
+    // step before.
+    let seen = sampler.await.expect("sampler");
+    let order = [0u32, 10, 50, 100];
+    let step = |w: u32| order.iter().position(|&o| o == w);
+    let mut path_us: Vec<u32> = Vec::new();
+    let mut path_eu: Vec<u32> = Vec::new();
+    for &(_, x, y) in &seen {
+        let (i, j) = (step(x), step(y));
+        assert!(
+            i.is_some() && j.is_some(),
+            "a weight off the steps: {seen:?}"
+        );
+        assert!(
+            i.unwrap_or(0).abs_diff(j.unwrap_or(0)) <= 1,
+            "the two regions more than a step apart: {seen:?}"
+        );
+        if path_us.last() != Some(&x) {
+            path_us.push(x);
+        }
+        if path_eu.last() != Some(&y) {
+            path_eu.push(y);
+        }
+    }
+    assert_eq!(path_us, order, "{seen:?}");
+    assert_eq!(path_eu, order, "{seen:?}");
+    let reached = |col: usize, w: u32| {
+        seen.iter()
+            .find(|s| if col == 0 { s.1 == w } else { s.2 == w })
+            .map(|s| s.0)
+    };
+    for w in [10, 50, 100] {
+        let (a, b) = (reached(0, w), reached(1, w));
+        eprintln!(
+            "canary {w}%: us-east-1 at {a:?} ms, eu-west-1 at {b:?} ms (sampled every 100 ms)"
+        );
+    }
+    let targets = twin["targets"].as_array().cloned().unwrap_or_default();
+    assert_eq!(targets.len(), 2, "{twin}");
+    assert_eq!(targets[0]["name"], "main");
+    assert_eq!(targets[1]["name"], "eu");
+    assert_eq!(targets[1]["place"], twin_eu.listener.as_str());
+    assert_eq!(targets[1]["observedWeights"]["canary"], 100, "{twin}");
+
+    // The canary bad in eu-west-1 alone rolled back both regions.
+    assert_eq!(
+        us.weights(&split_us, false).await.expect("weights"),
+        (100, 0, 0)
+    );
+    assert_eq!(
+        eu.weights(&split_eu, false).await.expect("weights"),
+        (100, 0, 0)
+    );
+    let reason = split["message"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("`errors"), "{split}");
+    eprintln!("split rolled back: {reason}");
+    let judged: Vec<&String> = split["analysis"]["templates"]
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    assert!(
+        judged.iter().any(|k| *k == "errors@eu") && judged.iter().any(|k| *k == "errors@main"),
+        "each target judged on its own: {judged:?}"
+    );
+
+    // A listener one rollout moves cannot be another's.
+    let (code, body) = support::post(
+        &d,
+        "/api/v1/apply",
+        &support::rollout_doc(
+            "intruder",
+            &format!("listenerArn: {}", twin_eu.listener),
+            &twin_eu.stable,
+            &twin_eu.canary,
+            steps,
+            "",
+        ),
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(body.to_string().contains("twin"), "{body}");
+
+    let calls = gateway.calls();
+    eprintln!("calls by region: {:?}", calls.by_region);
+    drop(d);
+    drop(us_traffic);
+    drop(eu_traffic);
+    drop(moto);
+}

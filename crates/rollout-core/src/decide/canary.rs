@@ -59,6 +59,10 @@ impl Reconcile<'_> {
             None => "the listener's default action",
         };
         let ping_pong = self.ctx.rollout.spec.target_groups.is_some();
+        if self.target_count() > 1 {
+            self.start_on_every_target(target);
+            return;
+        }
         match &self.obs.traffic {
             Observed::Ok(fw) if fw.stable_carries_all() => self.start_run(),
             Observed::Ok(fw) if ping_pong && fw.canary > 0 && fw.stable == 0 && fw.other == 0 => {
@@ -83,6 +87,30 @@ impl Reconcile<'_> {
             }
             Observed::Missing => self.st.message = "waiting to read the load balancer".into(),
         }
+    }
+
+    /// Several targets: a run starts when every target's stable target
+    /// group carries all of its traffic.
+    fn start_on_every_target(&mut self, what: &str) {
+        for i in 0..self.target_count() {
+            let message = match self.obs.traffic_of(i) {
+                Observed::Ok(fw) if fw.stable_carries_all() => continue,
+                Observed::Ok(fw) => {
+                    let p = fw.percentages();
+                    format!(
+                        "waiting for the stable target group to carry all traffic of {what} (now stable {}%, canary {}%, other target groups {}%)",
+                        p.stable, p.canary, p.other
+                    )
+                }
+                Observed::Err(e) => {
+                    format!("cannot read the load balancer (retrying): {}", e.message)
+                }
+                Observed::Missing => "waiting to read the load balancer".into(),
+            };
+            self.st.message = self.on_target(i, &message);
+            return;
+        }
+        self.start_run();
     }
 
     /// Ping-pong: the target group the load balancer shows carrying all
@@ -184,7 +212,7 @@ impl Reconcile<'_> {
                     if w > desired {
                         if let Err(why) = self.may_raise() {
                             self.st.message = format!("step {} of {total}: {why}", idx + 1);
-                            if matches!(self.obs.canary_health, Observed::Missing) {
+                            if self.some_health_missing() {
                                 // Not read this time (the plan did not
                                 // expect a raise): look again shortly.
                                 self.requeue = Some(VERIFY_REQUEUE_MS);

@@ -79,13 +79,9 @@ impl Reconcile<'_> {
     }
 
     pub(super) fn check_fatal(&mut self) {
-        for err in [
-            &self.obs.traffic_error(),
-            &self.obs.health_error(),
-            &self.obs.alarms_error(),
-        ]
-        .into_iter()
-        .flatten()
+        for err in [&self.target_error(), &self.obs.alarms_error()]
+            .into_iter()
+            .flatten()
         {
             if err.fatal {
                 let message = format!("cannot proceed: {}", err.message);

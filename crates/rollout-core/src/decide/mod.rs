@@ -28,11 +28,13 @@ mod ending;
 mod gates;
 mod pacing;
 mod plan;
+mod targets;
 mod traffic;
 
 pub use chaos::client_token;
 use plan::{analysis_config, due_intervals, grid_floor, AnalysisConfig};
 pub use plan::{plan, plan_reads};
+pub use targets::{expand, split_unit, unit_key, Expanded};
 pub use traffic::write_urgency;
 
 use rollout_analysis::Verdict;
@@ -86,6 +88,10 @@ pub enum Action {
         weights: Weights,
         /// The raw weights the decision was taken on.
         seen: crate::observe::ForwardWeights,
+        /// Which traffic target (0: the spec's own; `i`: its
+        /// `additionalTargets[i - 1]`).
+        #[serde(default, skip_serializing_if = "is_main_target")]
+        target: u32,
         /// Its place in the API budget: returning traffic to stable goes
         /// before everything ([`Urgency::Rollback`]); a raise of a run under
         /// way before routine reads ([`Urgency::ReadBack`]); a run's first
@@ -96,6 +102,10 @@ pub enum Action {
         #[serde(default)]
         urgency: Urgency,
     },
+}
+
+fn is_main_target(target: &u32) -> bool {
+    *target == 0
 }
 
 /// What an event records.
@@ -268,6 +278,9 @@ pub fn decide(
     commands: &[Command],
     now: Time,
 ) -> Decision {
+    // Several targets: each template judged per target and pooled.
+    let expanded = expand(ctx);
+    let ctx = expanded.as_ref().map_or(ctx, Expanded::ctx);
     let spec = &ctx.rollout.spec;
     let strategy = spec.strategy_name();
     let st = prev
@@ -286,6 +299,7 @@ pub fn decide(
     r.st.stable_target_group_arn = spec.stable.target_group_arn.to_string();
     r.st.canary_target_group_arn = spec.canary.target_group_arn.to_string();
     r.observe_traffic();
+    r.observe_targets();
     r.check_drift();
     if r.st.deleting.is_none() {
         r.check_revision();
@@ -314,7 +328,7 @@ pub fn decide(
             r.requeue
                 .map_or(WRITTEN_REQUEUE_MS, |q| q.min(WRITTEN_REQUEUE_MS)),
         );
-    } else if unseen && matches!(obs.traffic, Observed::Missing) {
+    } else if unseen && r.some_traffic_missing() {
         // Weights to write (a rollback, an abort), but the load balancer
         // was not read for this decision: read it at once.
         r.requeue = Some(1);
@@ -412,38 +426,27 @@ impl Reconcile<'_> {
     }
 
     fn healthy_canary(&self) -> Result<(), String> {
-        match &self.obs.canary_health {
-            Observed::Ok(h) if h.healthy > 0 => Ok(()),
-            Observed::Ok(h) => Err(format!(
-                "waiting for healthy targets in the canary target group ({} of {} healthy)",
-                h.healthy, h.total
-            )),
-            Observed::Err(e) => Err(format!(
-                "cannot read the canary's target health: {}",
-                e.message
-            )),
-            Observed::Missing => Err("waiting to read the canary's target health".into()),
+        for i in 0..self.target_count() {
+            let why = match self.obs.health_of(i) {
+                Observed::Ok(h) if h.healthy > 0 => continue,
+                Observed::Ok(h) => format!(
+                    "waiting for healthy targets in the canary target group ({} of {} healthy)",
+                    h.healthy, h.total
+                ),
+                Observed::Err(e) => {
+                    format!("cannot read the canary's target health: {}", e.message)
+                }
+                Observed::Missing => "waiting to read the canary's target health".into(),
+            };
+            return Err(self.on_target(i, &why));
         }
+        Ok(())
     }
 }
 
 impl Observations {
-    fn traffic_error(&self) -> Option<crate::observe::ObservationError> {
-        match &self.traffic {
-            Observed::Err(e) => Some(e.clone()),
-            _ => None,
-        }
-    }
-
     fn alarms_error(&self) -> Option<crate::observe::ObservationError> {
         match &self.alarms {
-            Observed::Err(e) => Some(e.clone()),
-            _ => None,
-        }
-    }
-
-    fn health_error(&self) -> Option<crate::observe::ObservationError> {
-        match &self.canary_health {
             Observed::Err(e) => Some(e.clone()),
             _ => None,
         }

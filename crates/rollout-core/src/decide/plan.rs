@@ -21,6 +21,8 @@ pub fn plan_reads(
     now: Time,
     reads: Reads,
 ) -> ObservationPlan {
+    let expanded = expand(ctx);
+    let ctx = expanded.as_ref().map_or(ctx, Expanded::ctx);
     let intervals = status
         .map(|st| due_intervals(ctx, st, now))
         .unwrap_or_default();

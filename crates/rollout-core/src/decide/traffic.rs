@@ -41,18 +41,27 @@ impl Reconcile<'_> {
         {
             return;
         }
-        let Some(fw) = self.obs.traffic.ok() else {
+        let expected = Weights::for_canary(self.st.canary_weight);
+        // The first target (of several: any) that drifted.
+        let Some((target, fw)) = (0..self.target_count()).find_map(|i| {
+            let fw = self.obs.traffic_of(i).ok()?;
+            let drifted = (self.settled() && !fw.matches(expected)) || fw.other > 0;
+            drifted.then_some((i, *fw))
+        }) else {
             return;
         };
-        let expected = Weights::for_canary(self.st.canary_weight);
-        let drifted = (self.settled() && !fw.matches(expected)) || fw.other > 0;
-        if !drifted {
-            return;
-        }
         let seen = fw.percentages();
         let revert = self.ctx.rollout.spec.on_drift == rollout_spec::OnDrift::Revert;
+        let lb = if self.target_count() > 1 {
+            format!(
+                "the load balancer of target `{}`",
+                self.ctx.rollout.spec.target_name(target)
+            )
+        } else {
+            "the load balancer".to_string()
+        };
         let what = format!(
-            "the load balancer holds stable {} / canary {}{} but this run set stable {} / canary {}",
+            "{lb} holds stable {} / canary {}{} but this run set stable {} / canary {}",
             seen.stable,
             seen.canary,
             if seen.other > 0 {
@@ -102,16 +111,18 @@ impl Reconcile<'_> {
         if !self.st.owns_traffic() || matches!(self.st.pause, Some(PauseReason::Drift { .. })) {
             return;
         }
-        if let Some(fw) = self.obs.traffic.ok() {
-            if fw.other > 0 {
-                let p = fw.percentages();
-                self.st.message = format!(
-                    "target groups this rollout does not name carry {}% of the forward action; rolloutd never changes them, so it cannot set stable {} / canary {}: remove them from the forward action",
-                    p.other,
-                    100 - self.st.canary_weight,
-                    self.st.canary_weight
-                );
-            }
+        let foreign = (0..self.target_count()).find_map(|i| {
+            let fw = self.obs.traffic_of(i).ok()?;
+            (fw.other > 0).then_some((i, fw.percentages()))
+        });
+        if let Some((i, p)) = foreign {
+            let message = format!(
+                "target groups this rollout does not name carry {}% of the forward action; rolloutd never changes them, so it cannot set stable {} / canary {}: remove them from the forward action",
+                p.other,
+                100 - self.st.canary_weight,
+                self.st.canary_weight
+            );
+            self.st.message = self.on_target(i, &message);
         }
     }
 
@@ -124,11 +135,12 @@ impl Reconcile<'_> {
             self.ensure_analysis_origin();
             return;
         }
-        let Some(fw) = self.obs.traffic.ok() else {
+        // Every target must hold the weights before the step counts.
+        let Some(all) = self.all_weights() else {
             return;
         };
         let w = self.st.canary_weight;
-        if !fw.matches(Weights::for_canary(w)) {
+        if !all.iter().all(|fw| fw.matches(Weights::for_canary(w))) {
             return;
         }
         self.st.weight_verified_at = Some(self.now);
@@ -150,15 +162,19 @@ impl Reconcile<'_> {
             return Vec::new();
         }
         let desired = Weights::for_canary(self.st.canary_weight);
-        match self.obs.traffic.ok() {
-            // Never a write that would change target groups the rollout
-            // does not name (it could not reach the desired split anyway).
-            Some(fw) if fw.other == 0 && !fw.matches(desired) => vec![Action::SetWeights {
-                weights: desired,
-                seen: *fw,
-                urgency: write_urgency(*fw, desired),
-            }],
-            _ => Vec::new(),
-        }
+        // Each target that does not hold the desired split is written.
+        // Never a write that would change target groups the rollout does
+        // not name (it could not reach the desired split anyway).
+        (0..self.target_count())
+            .filter_map(|i| {
+                let fw = self.obs.traffic_of(i).ok()?;
+                (fw.other == 0 && !fw.matches(desired)).then(|| Action::SetWeights {
+                    weights: desired,
+                    seen: *fw,
+                    target: u32::try_from(i).unwrap_or(u32::MAX),
+                    urgency: write_urgency(*fw, desired),
+                })
+            })
+            .collect()
     }
 }

@@ -4,10 +4,11 @@
 use rollout_core::sync::lock;
 use std::time::Duration as StdDuration;
 
-use rollout_core::ports::{FaultInjector, MetricQuery, MetricSource, TrafficRouter};
+use rollout_core::observe::TargetObservations;
+use rollout_core::ports::{FaultInjector, MetricSource, TrafficRouter};
 use rollout_core::{
-    decide, plan_reads, with_roles, Action, Context, Decision, IntervalResult, ObservationPlan,
-    Observations, Observed, Reads, Time, WebhookOutcome,
+    decide, plan_reads, with_roles, Action, Context, Decision, ObservationPlan, Observations,
+    Observed, Reads, Time, WebhookOutcome,
 };
 use rollout_spec::RolloutSpec;
 use rollout_store::{Lease, StatusWrite, StoreError, StoredRollout};
@@ -15,6 +16,16 @@ use tokio::sync::{Notify, SemaphorePermit};
 use tracing::{info, warn};
 
 use super::{Daemon, ReconcileError, Reconciled, WAIT_NOTED_AFTER};
+
+/// Every target as a spec of its own: `targets`, or `spec` alone when the
+/// rollout moves one target.
+fn lone<'a>(spec: &'a RolloutSpec, targets: &'a [RolloutSpec]) -> &'a [RolloutSpec] {
+    if targets.is_empty() {
+        std::slice::from_ref(spec)
+    } else {
+        targets
+    }
+}
 
 /// How soon a reconcile that found its status moved, or its lease gone,
 /// looks again.
@@ -91,19 +102,15 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
             commands_queued: !commands.is_empty(),
         };
         let wanted = plan_reads(ctx, stored.status.as_ref(), now, reads);
-        let queries: Vec<MetricQuery<'_>> = wanted
-            .intervals
-            .iter()
-            .filter_map(|w| {
-                templates.get(&w.template).map(|t| MetricQuery {
-                    spec,
-                    template: t,
-                    window: w,
-                })
-            })
-            .collect();
+        // Several targets: each as a spec of its own (none for one).
+        let targets = if spec.has_several_targets() {
+            spec.target_specs()
+        } else {
+            Vec::new()
+        };
+        let queries = super::targets::queries(spec, &targets, &wanted.intervals, &templates);
         let (obs, waited) = self
-            .observe(name, spec, &wanted, &queries, &mut permit, wake)
+            .observe(name, spec, &targets, &wanted, &queries, &mut permit, wake)
             .await;
         *outside += waited;
         // A command or an apply arrived while the reads waited: start over.
@@ -137,7 +144,15 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
             return self.forget(name, &stored, version).await;
         }
         let (fenced, wrote_for) = self
-            .act(name, spec, &decision.actions, &lease, now, &mut permit)
+            .act(
+                name,
+                spec,
+                &targets,
+                &decision.actions,
+                &lease,
+                now,
+                &mut permit,
+            )
             .await?;
         *outside += wrote_for;
         if fenced {
@@ -170,15 +185,16 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
         &'p self,
         name: &str,
         spec: &RolloutSpec,
+        targets: &[RolloutSpec],
         wanted: &ObservationPlan,
-        queries: &[MetricQuery<'_>],
+        queries: &super::targets::Queries<'_>,
         permit: &mut Option<SemaphorePermit<'p>>,
         wake: Option<&Notify>,
     ) -> (Option<Observations>, StdDuration) {
         let observing = tokio::time::Instant::now();
         let reads_the_world = wanted.traffic
             || wanted.canary_health
-            || !queries.is_empty()
+            || !queries.queries.is_empty()
             || !wanted.alarms.is_empty()
             || wanted.webhook.is_some()
             || wanted.experiment.is_some();
@@ -187,25 +203,38 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
         drop(held);
         let reading = async {
             tokio::join!(
+                // Every target's weights and canary health, together.
                 async {
                     if wanted.traffic {
-                        self.router.forward_weights(spec, wanted.urgency).await
+                        super::targets::all(
+                            lone(spec, targets)
+                                .iter()
+                                .map(|t| self.router.forward_weights(t, wanted.urgency))
+                                .collect(),
+                        )
+                        .await
                     } else {
-                        Observed::Missing
+                        Vec::new()
                     }
                 },
                 async {
                     if wanted.canary_health {
-                        self.router.canary_health(spec).await
+                        super::targets::all(
+                            lone(spec, targets)
+                                .iter()
+                                .map(|t| self.router.canary_health(t))
+                                .collect(),
+                        )
+                        .await
                     } else {
-                        Observed::Missing
+                        Vec::new()
                     }
                 },
                 async {
-                    if queries.is_empty() {
+                    if queries.queries.is_empty() {
                         Vec::new()
                     } else {
-                        self.source.intervals(queries).await
+                        self.source.intervals(&queries.queries).await
                     }
                 },
                 async {
@@ -243,22 +272,25 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
                 permit.replace(p);
             }
         }
-        let intervals = queries
-            .iter()
-            .zip(results)
-            .map(|(q, metrics)| IntervalResult {
-                template: q.window.template.clone(),
-                end: q.window.end,
-                metrics,
+        let intervals = queries.results(results);
+        let mut traffic = traffic.into_iter();
+        let mut canary_health = canary_health.into_iter();
+        let main_traffic = traffic.next().unwrap_or_default();
+        let main_health = canary_health.next().unwrap_or_default();
+        let more_targets = (1..targets.len())
+            .map(|_| TargetObservations {
+                traffic: traffic.next().unwrap_or_default(),
+                canary_health: canary_health.next().unwrap_or_default(),
             })
             .collect();
         let obs = Observations {
-            traffic,
-            canary_health,
+            traffic: main_traffic,
+            canary_health: main_health,
             intervals,
             alarms,
             webhook,
             experiment,
+            more_targets,
         };
         (Some(obs), observing.elapsed())
     }
@@ -353,6 +385,7 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
         &self,
         name: &str,
         spec: &RolloutSpec,
+        targets: &[RolloutSpec],
         actions: &[Action],
         lease: &Lease,
         now: Time,
@@ -363,8 +396,16 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
             let Action::SetWeights {
                 weights,
                 seen,
+                target,
                 urgency,
             } = action;
+            let Some(place) = lone(spec, targets).get(*target as usize) else {
+                warn!(
+                    rollout = name,
+                    target, "a weight write for a target the spec does not have; not written"
+                );
+                continue;
+            };
             if !self.store.lease_valid(lease, now, self.margin_ms()).await? {
                 self.counters.fenced_writes.with_label_values(&[name]).inc();
                 self.forget_lease(name);
@@ -381,17 +422,18 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
             // rollouts from being decided.
             drop(permit.take());
             let writing_since = tokio::time::Instant::now();
-            let writing = self.router.set_weights(spec, *weights, *seen, *urgency);
+            let writing = self.router.set_weights(place, *weights, *seen, *urgency);
             let written = self.noting_wait(name, "writing the weights", writing).await;
             waited += writing_since.elapsed();
             match written {
                 Err(e) => {
-                    warn!(rollout = name, token = lease.token, stable = weights.stable, canary = weights.canary, fatal = e.fatal, error = %e.message, "weight write not made or not confirmed; the next reconcile looks again")
+                    warn!(rollout = name, token = lease.token, target, stable = weights.stable, canary = weights.canary, fatal = e.fatal, error = %e.message, "weight write not made or not confirmed; the next reconcile looks again")
                 }
                 Ok(()) => info!(
                     rollout = name,
                     token = lease.token,
                     holder = %self.holder,
+                    target,
                     stable = weights.stable,
                     canary = weights.canary,
                     "weights written"

@@ -124,9 +124,10 @@ fn load_dir(dir: &Path) -> SpecSet {
 fn examples_validate() {
     let set = load_dir(&repo_dir().join("docs/examples"));
     // The contract's two examples, the demo's two rollouts and template,
-    // and an experiment with its template.
-    assert_eq!(set.rollouts.len(), 5);
-    assert_eq!(set.templates.len(), 4);
+    // an experiment with its template, and a rollout over two regions
+    // with its template.
+    assert_eq!(set.rollouts.len(), 6);
+    assert_eq!(set.templates.len(), 5);
     let checkout = set
         .rollouts
         .iter()

@@ -79,6 +79,7 @@ both!(
     concurrent_writers_exactly_one_wins,
     status_round_trips,
     a_second_rollout_on_an_owned_target_is_refused,
+    every_target_of_a_rollout_is_owned,
     concurrent_applies_on_one_target_exactly_one_owns_it,
     concurrent_creates_of_one_name_all_succeed,
     lease_expiry_is_judged_by_the_database_clock,
@@ -522,6 +523,117 @@ async fn a_second_rollout_on_an_owned_target_is_refused(store: Store) {
         .apply(&other_rollout("intruder", None), "api", T0, false)
         .await
         .expect("free now");
+}
+
+const EU_LISTENER: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/shop/6a7b8c9d0e1f2a3b/4c5d6e7f8a9b0c1d";
+
+/// A rollout named `name` on the listener `main` (the base's, when `None`),
+/// with an additional target on `extra` (none when `None`).
+fn rollout_on(name: &str, main: Option<&str>, extra: Option<&str>) -> rollout_spec::SpecSet {
+    let base_listener = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2";
+    let mut text = DOCS.replace("name: checkout-api", &format!("name: {name}"));
+    if let Some(main) = main {
+        text = text.replace(base_listener, main);
+        // Target groups of the main listener's region and their own.
+        let region = main.split(':').nth(3).expect("a region");
+        text = text
+            .replace(
+                "us-east-1:123456789012:targetgroup/shop-blue",
+                &format!("{region}:123456789012:targetgroup/{name}-blue"),
+            )
+            .replace(
+                "us-east-1:123456789012:targetgroup/shop-green",
+                &format!("{region}:123456789012:targetgroup/{name}-green"),
+            );
+    }
+    if let Some(extra) = extra {
+        let region = extra.split(':').nth(3).expect("a region");
+        let target = format!(
+            "  additionalTargets:\n    - name: two\n      trafficRouting: {{alb: {{listenerArn: {extra}}}}}\n      stable: {{targetGroupArn: arn:aws:elasticloadbalancing:{region}:123456789012:targetgroup/{name}-b2/1a2b3c4d5e6f7a8b}}\n      canary: {{targetGroupArn: arn:aws:elasticloadbalancing:{region}:123456789012:targetgroup/{name}-g2/2b3c4d5e6f7a8b9c}}\n"
+        );
+        text = text.replacen("  strategy:\n", &format!("{target}  strategy:\n"), 1);
+    }
+    load([("targets.yaml", text.as_str())], &[]).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+/// Every target of a rollout with `additionalTargets` is its own: another
+/// rollout naming one, as its main or as an additional target, is refused
+/// naming the owner; a target dropped from the spec (or the rollout
+/// deleted) is free again.
+async fn every_target_of_a_rollout_is_owned(store: Store) {
+    seeded(&store).await;
+    let elsewhere = "arn:aws:elasticloadbalancing:us-west-2:123456789012:listener/app/web/0a1b2c3d4e5f6a7b/8c9d0e1f2a3b4c5d";
+    store
+        .apply(
+            &rollout_on("multi", Some(elsewhere), Some(EU_LISTENER)),
+            "api",
+            T0,
+            false,
+        )
+        .await
+        .expect("a rollout over two free listeners");
+    let refused =
+        |r: Result<Vec<rollout_store::Applied>, StoreError>, owner: &str, listener: &str| match r {
+            Err(StoreError::Owned {
+                owner: o, target, ..
+            }) => {
+                assert_eq!(o, owner);
+                assert!(target.contains(listener), "{target}");
+            }
+            other => panic!("expected the target to be owned by {owner}, got {other:?}"),
+        };
+    // Its additional target, as another rollout's main one.
+    refused(
+        store
+            .apply(
+                &rollout_on("intruder", Some(EU_LISTENER), None),
+                "api",
+                T0,
+                false,
+            )
+            .await,
+        "multi",
+        EU_LISTENER,
+    );
+    // Another rollout's main target, as an additional one.
+    let base = "listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2";
+    refused(
+        store.apply(&rollout_on("grabber", Some("arn:aws:elasticloadbalancing:ap-south-1:123456789012:listener/app/x/0a0a0a0a0a0a0a0a/0b0b0b0b0b0b0b0b"), Some(&format!("arn:aws:elasticloadbalancing:us-east-1:123456789012:{base}"))), "api", T0, false).await,
+        "checkout-api",
+        base,
+    );
+    assert!(store.rollout("intruder").await.expect("read").is_none());
+    assert!(store.rollout("grabber").await.expect("read").is_none());
+    // The target dropped from multi's spec is free.
+    store
+        .apply(
+            &rollout_on("multi", Some(elsewhere), None),
+            "api",
+            T0,
+            false,
+        )
+        .await
+        .expect("multi without its second target");
+    store
+        .apply(
+            &rollout_on("intruder", Some(EU_LISTENER), None),
+            "api",
+            T0,
+            false,
+        )
+        .await
+        .expect("free now");
+    // A deleted rollout's targets are free.
+    assert!(store.delete_rollout("intruder").await.expect("delete"));
+    store
+        .apply(
+            &rollout_on("multi", Some(elsewhere), Some(EU_LISTENER)),
+            "api",
+            T0,
+            false,
+        )
+        .await
+        .expect("free again");
 }
 
 async fn concurrent_applies_on_one_target_exactly_one_owns_it(store: Store) {

@@ -28,7 +28,7 @@ fn valid_examples_exit_zero() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("9 documents valid in 4 files: 5 Rollouts, 4 AnalysisTemplates"),
+        stdout.contains("11 documents valid in 5 files: 6 Rollouts, 5 AnalysisTemplates"),
         "{stdout}"
     );
 }

@@ -391,41 +391,55 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
         now: Time,
         permit: &mut Option<SemaphorePermit<'_>>,
     ) -> Result<(bool, StdDuration), ReconcileError> {
-        let mut waited = StdDuration::ZERO;
-        for action in actions {
-            let Action::SetWeights {
-                weights,
-                seen,
-                target,
-                urgency,
-            } = action;
-            let Some(place) = lone(spec, targets).get(*target as usize) else {
-                warn!(
-                    rollout = name,
-                    target, "a weight write for a target the spec does not have; not written"
-                );
-                continue;
-            };
-            if !self.store.lease_valid(lease, now, self.margin_ms()).await? {
-                self.counters.fenced_writes.with_label_values(&[name]).inc();
-                self.forget_lease(name);
-                warn!(
-                    rollout = name,
-                    token = lease.token,
-                    "lease no longer good by the database's clock; weights not written"
-                );
-                return Ok((true, waited));
-            }
-            // The write (and its wait for the API budget) holds no
-            // reconcile slot: a run starting, queued behind the steps of
-            // others for a write token, must not keep due steps of other
-            // rollouts from being decided.
-            drop(permit.take());
-            let writing_since = tokio::time::Instant::now();
-            let writing = self.router.set_weights(place, *weights, *seen, *urgency);
-            let written = self.noting_wait(name, "writing the weights", writing).await;
-            waited += writing_since.elapsed();
-            match written {
+        if actions.is_empty() {
+            return Ok((false, StdDuration::ZERO));
+        }
+        if !self.store.lease_valid(lease, now, self.margin_ms()).await? {
+            self.counters.fenced_writes.with_label_values(&[name]).inc();
+            self.forget_lease(name);
+            warn!(
+                rollout = name,
+                token = lease.token,
+                "lease no longer good by the database's clock; weights not written"
+            );
+            return Ok((true, StdDuration::ZERO));
+        }
+        // The writes (and their wait for the API budget) hold no reconcile
+        // slot: a run starting, queued behind the steps of others for a
+        // write token, must not keep due steps of other rollouts from
+        // being decided. A rollout's targets are written together, so that
+        // its load balancers change at the same moment.
+        drop(permit.take());
+        let writing_since = tokio::time::Instant::now();
+        let writes = actions
+            .iter()
+            .filter_map(|action| {
+                let Action::SetWeights {
+                    weights,
+                    seen,
+                    target,
+                    urgency,
+                } = action;
+                let Some(place) = lone(spec, targets).get(*target as usize) else {
+                    warn!(
+                        rollout = name,
+                        target, "a weight write for a target the spec does not have; not written"
+                    );
+                    return None;
+                };
+                Some(async move {
+                    let written = self
+                        .router
+                        .set_weights(place, *weights, *seen, *urgency)
+                        .await;
+                    (*target, *weights, written)
+                })
+            })
+            .collect();
+        let writing = super::targets::all(writes);
+        let written = self.noting_wait(name, "writing the weights", writing).await;
+        for (target, weights, result) in written {
+            match result {
                 Err(e) => {
                     warn!(rollout = name, token = lease.token, target, stable = weights.stable, canary = weights.canary, fatal = e.fatal, error = %e.message, "weight write not made or not confirmed; the next reconcile looks again")
                 }
@@ -440,7 +454,7 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
                 ),
             }
         }
-        Ok((false, waited))
+        Ok((false, writing_since.elapsed()))
     }
 
     /// Counts the verdicts of intervals judged by this reconcile. (After an

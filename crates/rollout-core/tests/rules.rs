@@ -1620,6 +1620,7 @@ fn drive_with(
                 (call.step, call.attempt, (knobs.hook)(&call))
             }),
             experiment: None,
+            more_targets: Vec::new(),
         };
         let d = decide(ctx, status.as_ref(), &obs, &[], *now);
         for a in &d.actions {

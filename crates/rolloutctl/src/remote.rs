@@ -421,6 +421,24 @@ pub(crate) fn view(item: &RolloutResource<'_>) -> String {
     out.push_str(&format!(
         "  canary {bar} {weight}% (seen on the load balancer: {seen}%)\n\n"
     ));
+    // Several load balancers in lockstep: each one's weights.
+    for t in st.iter().flat_map(|s| &s.targets) {
+        let seen = t.observed_weights.map_or("not read yet".into(), |w| {
+            format!("stable {} / canary {}", w.stable, w.canary)
+        });
+        let holds = if t.holds_run_weights {
+            "holds the run's weights"
+        } else {
+            "not yet at the run's weights"
+        };
+        out.push_str(&format!(
+            "  target {:<8} {seen}  {holds}  {}\n",
+            t.name, t.place
+        ));
+    }
+    if st.is_some_and(|s| !s.targets.is_empty()) {
+        out.push('\n');
+    }
     let steps = steps(item);
     if !steps.is_empty() {
         let current = st.map_or(0, |s| s.current_step_index) as usize;

@@ -186,10 +186,25 @@ function headHtml(d) {
 <div class="card"><dl class="kv">
 <dt>Revision</dt><dd>${esc(st.revision || r.spec.revision)} (run ${esc(st.run || 0)})</dd>
 <dt>Canary weight</dt><dd>${weightBar(st.canaryWeight)} ${esc(st.canaryWeight || 0)}%${st.observedWeights ? ` <span class="muted">(load balancer: stable ${esc(st.observedWeights.stable)} / canary ${esc(st.observedWeights.canary)})</span>` : ""}</dd>
-<dt>Message</dt><dd id="d-message">${esc(st.message || "")}</dd>
+${targetsHtml(st)}<dt>Message</dt><dd id="d-message">${esc(st.message || "")}</dd>
 <dt>In this step</dt><dd class="age" data-since="${esc(!ENDED.has(st.phase) && st.stepStartedAt ? st.stepStartedAt : "")}"></dd>
 <dt>Spec</dt><dd id="source">${esc(r.source || "")}${d.line ? ":" + esc(d.line) : ""}</dd>
 </dl></div>`;
+}
+
+// A rollout over several load balancers: each target, what was read from
+// it, and whether it holds the run's weights (symbol and word, never colour
+// alone).
+function targetsHtml(st) {
+  const targets = st.targets || [];
+  if (!targets.length) return "";
+  const rows = targets.map((t) => {
+    const w = t.observedWeights;
+    const seen = w ? `stable ${esc(w.stable)} / canary ${esc(w.canary)}` : "not read yet";
+    const holds = t.holdsRunWeights ? "✓ holds the run's weights" : "… not yet at the run's weights";
+    return `<li id="target-${esc(t.name)}"><strong>${esc(t.name)}</strong> ${seen} <span class="muted">${holds}</span><br><span class="muted arn">${esc(t.place)}</span></li>`;
+  });
+  return `<dt>Targets</dt><dd><ul class="targets">${rows.join("")}</ul></dd>`;
 }
 
 function stepsHtml(r) {

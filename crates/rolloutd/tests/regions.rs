@@ -199,12 +199,9 @@ async fn a_rollout_in_another_account_runs_through_its_role() {
 
 /// The canary weight of a forward action, in percent.
 fn canary_percent((stable, canary, other): (u32, u32, u32)) -> u32 {
-    let total = stable + canary + other;
-    if total == 0 {
-        0
-    } else {
-        canary * 100 / total
-    }
+    (canary * 100)
+        .checked_div(stable + canary + other)
+        .unwrap_or(0)
 }
 
 /// One Rollout over two listeners in two regions (`additionalTargets`):

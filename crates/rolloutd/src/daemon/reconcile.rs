@@ -17,14 +17,12 @@ use tracing::{info, warn};
 
 use super::{Daemon, ReconcileError, Reconciled, WAIT_NOTED_AFTER};
 
-/// Every target as a spec of its own: `targets`, or `spec` alone when the
-/// rollout moves one target.
-fn lone<'a>(spec: &'a RolloutSpec, targets: &'a [RolloutSpec]) -> &'a [RolloutSpec] {
-    if targets.is_empty() {
-        std::slice::from_ref(spec)
-    } else {
-        targets
-    }
+/// The main target's listener (alarms and experiments are read in its
+/// region and account).
+fn main_listener(targets: &[RolloutSpec]) -> &str {
+    targets
+        .first()
+        .map_or("", |t| t.traffic_routing.alb.listener_arn.as_str())
 }
 
 /// How soon a reconcile that found its status moved, or its lease gone,
@@ -102,15 +100,12 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
             commands_queued: !commands.is_empty(),
         };
         let wanted = plan_reads(ctx, stored.status.as_ref(), now, reads);
-        // Several targets: each as a spec of its own (none for one).
-        let targets = if spec.has_several_targets() {
-            spec.target_specs()
-        } else {
-            Vec::new()
-        };
+        // Every traffic target as a spec of its own (the spec itself when
+        // it moves one).
+        let targets = spec.target_specs();
         let queries = super::targets::queries(spec, &targets, &wanted.intervals, &templates);
         let (obs, waited) = self
-            .observe(name, spec, &targets, &wanted, &queries, &mut permit, wake)
+            .observe(name, &targets, &wanted, &queries, &mut permit, wake)
             .await;
         *outside += waited;
         // A command or an apply arrived while the reads waited: start over.
@@ -144,15 +139,7 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
             return self.forget(name, &stored, version).await;
         }
         let (fenced, wrote_for) = self
-            .act(
-                name,
-                spec,
-                &targets,
-                &decision.actions,
-                &lease,
-                now,
-                &mut permit,
-            )
+            .act(name, &targets, &decision.actions, &lease, now, &mut permit)
             .await?;
         *outside += wrote_for;
         if fenced {
@@ -184,7 +171,6 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
     async fn observe<'p>(
         &'p self,
         name: &str,
-        spec: &RolloutSpec,
         targets: &[RolloutSpec],
         wanted: &ObservationPlan,
         queries: &super::targets::Queries<'_>,
@@ -207,7 +193,7 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
                 async {
                     if wanted.traffic {
                         super::targets::all(
-                            lone(spec, targets)
+                            targets
                                 .iter()
                                 .map(|t| self.router.forward_weights(t, wanted.urgency))
                                 .collect(),
@@ -220,7 +206,7 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
                 async {
                     if wanted.canary_health {
                         super::targets::all(
-                            lone(spec, targets)
+                            targets
                                 .iter()
                                 .map(|t| self.router.canary_health(t))
                                 .collect(),
@@ -241,14 +227,14 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
                     if wanted.alarms.is_empty() {
                         Observed::Missing
                     } else {
-                        let place = spec.traffic_routing.alb.listener_arn.as_str();
+                        let place = main_listener(targets);
                         self.source.alarms(place, &wanted.alarms).await
                     }
                 },
                 self.call_webhook(wanted),
                 async {
                     let call = wanted.experiment.as_ref()?;
-                    let place = spec.traffic_routing.alb.listener_arn.as_str();
+                    let place = main_listener(targets);
                     let seen = self.router.experiment(place, call).await;
                     info!(rollout = name, call = ?call, seen = ?seen, "fault injection");
                     Some((call.clone(), seen))
@@ -384,7 +370,6 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
     async fn act(
         &self,
         name: &str,
-        spec: &RolloutSpec,
         targets: &[RolloutSpec],
         actions: &[Action],
         lease: &Lease,
@@ -420,7 +405,7 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
                     target,
                     urgency,
                 } = action;
-                let Some(place) = lone(spec, targets).get(*target as usize) else {
+                let Some(place) = targets.get(*target as usize) else {
                     warn!(
                         rollout = name,
                         target, "a weight write for a target the spec does not have; not written"

@@ -49,7 +49,7 @@ pub(super) struct Queries<'a> {
 }
 
 /// Plans the queries: `targets` holds each target as a spec of its own
-/// (empty when the rollout moves one target: `spec` is then queried).
+/// (the spec itself, when it moves one).
 pub(super) fn queries<'a>(
     spec: &'a RolloutSpec,
     targets: &'a [RolloutSpec],
@@ -65,7 +65,7 @@ pub(super) fn queries<'a>(
         let Some(template) = templates.get(name) else {
             continue;
         };
-        let specs: Vec<&RolloutSpec> = match (targets.is_empty(), target) {
+        let specs: Vec<&RolloutSpec> = match (targets.len() <= 1, target) {
             (true, _) => vec![spec],
             (false, None) => targets.iter().collect(),
             (false, Some(t)) => match spec.target_index(t).and_then(|i| targets.get(i)) {

@@ -165,24 +165,30 @@ fn a_step_counts_only_once_every_target_holds_it() {
     assert!(st.targets.iter().all(|t| t.holds_run_weights));
 }
 
-#[test]
-fn each_target_and_the_pooled_arms_are_judged() {
-    let st = at_ten();
+/// The intervals due at `t` (their units' names and windows).
+fn due(st: &RolloutStatus, t: i64) -> Vec<rollout_core::IntervalRequest> {
     let (rollout, templates) = spec();
     let ctx = Context {
         rollout: &rollout,
         templates: &templates,
     };
-    let wanted = plan(ctx, Some(&st), at(200));
-    let mut units: Vec<&str> = wanted
-        .intervals
-        .iter()
-        .map(|w| w.template.as_str())
-        .collect();
+    plan(ctx, Some(st), at(t)).intervals
+}
+
+#[test]
+fn each_target_and_the_pooled_arms_are_judged() {
+    let st = at_ten();
+    let due = due(&st, 200);
+    let mut units: Vec<&str> = due.iter().map(|w| w.template.as_str()).collect();
     units.sort_unstable();
     units.dedup();
     assert_eq!(units, ["t", "t@eu", "t@main"]);
     // Each unit's alpha is the template's divided among the three.
+    let (rollout, templates) = spec();
+    let ctx = Context {
+        rollout: &rollout,
+        templates: &templates,
+    };
     let expanded = rollout_core::decide::expand(ctx).expect("several targets");
     let a = expanded.ctx().templates["t@eu"].alpha.value();
     assert!((a - 1.0).abs() < 1e-12, "{a}");
@@ -205,16 +211,10 @@ fn metrics(bad: bool) -> IntervalMetrics {
 #[test]
 fn a_canary_bad_on_one_target_rolls_every_target_back() {
     let st = at_ten();
-    let (rollout, templates) = spec();
-    let ctx = Context {
-        rollout: &rollout,
-        templates: &templates,
-    };
-    let wanted = plan(ctx, Some(&st), at(200));
-    assert!(!wanted.intervals.is_empty());
+    let due = due(&st, 200);
+    assert!(!due.is_empty());
     // Good on main and pooled, bad on eu alone.
-    let results = wanted
-        .intervals
+    let results = due
         .iter()
         .map(|w| IntervalResult {
             template: w.template.clone(),

@@ -277,6 +277,22 @@ impl Store {
         name: &str,
         targets: &[(String, String)],
     ) -> std::result::Result<(), sqlx::Error> {
+        // Unchanged (the common case, and what concurrent applies of the
+        // same spec find): no write, so they never collide on these rows.
+        let mut held: Vec<String> =
+            sqlx::query("SELECT target FROM traffic_targets WHERE rollout = $1")
+                .bind(name)
+                .fetch_all(&mut **tx)
+                .await?
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<std::result::Result<_, _>>()?;
+        let mut wanted: Vec<String> = targets.iter().map(|(key, _)| key.clone()).collect();
+        held.sort_unstable();
+        wanted.sort_unstable();
+        if held == wanted {
+            return Ok(());
+        }
         sqlx::query("DELETE FROM traffic_targets WHERE rollout = $1")
             .bind(name)
             .execute(&mut **tx)

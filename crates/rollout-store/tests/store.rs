@@ -563,15 +563,11 @@ fn rollout_on(name: &str, main: Option<&str>, extra: Option<&str>) -> rollout_sp
 async fn every_target_of_a_rollout_is_owned(store: Store) {
     seeded(&store).await;
     let elsewhere = "arn:aws:elasticloadbalancing:us-west-2:123456789012:listener/app/web/0a1b2c3d4e5f6a7b/8c9d0e1f2a3b4c5d";
-    store
-        .apply(
-            &rollout_on("multi", Some(elsewhere), Some(EU_LISTENER)),
-            "api",
-            T0,
-            false,
-        )
-        .await
-        .expect("a rollout over two free listeners");
+    let apply = |name: &str, main: &str, extra: Option<&str>| {
+        let set = rollout_on(name, Some(main), extra);
+        let store = store.clone();
+        async move { store.apply(&set, "api", T0, false).await }
+    };
     let refused =
         |r: Result<Vec<rollout_store::Applied>, StoreError>, owner: &str, listener: &str| match r {
             Err(StoreError::Owned {
@@ -582,56 +578,36 @@ async fn every_target_of_a_rollout_is_owned(store: Store) {
             }
             other => panic!("expected the target to be owned by {owner}, got {other:?}"),
         };
+    apply("multi", elsewhere, Some(EU_LISTENER))
+        .await
+        .expect("a rollout over two free listeners");
     // Its additional target, as another rollout's main one.
     refused(
-        store
-            .apply(
-                &rollout_on("intruder", Some(EU_LISTENER), None),
-                "api",
-                T0,
-                false,
-            )
-            .await,
+        apply("intruder", EU_LISTENER, None).await,
         "multi",
         EU_LISTENER,
     );
     // Another rollout's main target, as an additional one.
     let base = "listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2";
+    let taken = format!("arn:aws:elasticloadbalancing:us-east-1:123456789012:{base}");
+    let free = "arn:aws:elasticloadbalancing:ap-south-1:123456789012:listener/app/x/0a0a0a0a0a0a0a0a/0b0b0b0b0b0b0b0b";
     refused(
-        store.apply(&rollout_on("grabber", Some("arn:aws:elasticloadbalancing:ap-south-1:123456789012:listener/app/x/0a0a0a0a0a0a0a0a/0b0b0b0b0b0b0b0b"), Some(&format!("arn:aws:elasticloadbalancing:us-east-1:123456789012:{base}"))), "api", T0, false).await,
+        apply("grabber", free, Some(&taken)).await,
         "checkout-api",
         base,
     );
     assert!(store.rollout("intruder").await.expect("read").is_none());
     assert!(store.rollout("grabber").await.expect("read").is_none());
     // The target dropped from multi's spec is free.
-    store
-        .apply(
-            &rollout_on("multi", Some(elsewhere), None),
-            "api",
-            T0,
-            false,
-        )
+    apply("multi", elsewhere, None)
         .await
         .expect("multi without its second target");
-    store
-        .apply(
-            &rollout_on("intruder", Some(EU_LISTENER), None),
-            "api",
-            T0,
-            false,
-        )
+    apply("intruder", EU_LISTENER, None)
         .await
         .expect("free now");
     // A deleted rollout's targets are free.
     assert!(store.delete_rollout("intruder").await.expect("delete"));
-    store
-        .apply(
-            &rollout_on("multi", Some(elsewhere), Some(EU_LISTENER)),
-            "api",
-            T0,
-            false,
-        )
+    apply("multi", elsewhere, Some(EU_LISTENER))
         .await
         .expect("free again");
 }

@@ -96,6 +96,11 @@ pub(super) fn check_targets(spec: &RolloutSpec, rep: &mut Report<'_>) {
             }
         }
     }
+    check_distinct(spec, rep);
+}
+
+/// No two targets share a listener rule, a default action or a target group.
+fn check_distinct(spec: &RolloutSpec, rep: &mut Report<'_>) {
     let mut seen_places: BTreeMap<String, String> = BTreeMap::new();
     for (key, path) in places(spec) {
         if let Some(first) = seen_places.get(&key) {

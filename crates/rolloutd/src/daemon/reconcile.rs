@@ -7,8 +7,8 @@ use std::time::Duration as StdDuration;
 use rollout_core::observe::TargetObservations;
 use rollout_core::ports::{FaultInjector, MetricSource, TrafficRouter};
 use rollout_core::{
-    decide, plan_reads, with_roles, Action, Context, Decision, ObservationPlan, Observations,
-    Observed, Reads, Time, WebhookOutcome,
+    decide, plan_reads, with_roles, Action, Context, Decision, ForwardWeights, ObservationPlan,
+    Observations, Observed, Reads, TargetHealth, Time, WebhookOutcome,
 };
 use rollout_spec::RolloutSpec;
 use rollout_store::{Lease, StatusWrite, StoreError, StoredRollout};
@@ -190,32 +190,7 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
         let reading = async {
             tokio::join!(
                 // Every target's weights and canary health, together.
-                async {
-                    if wanted.traffic {
-                        super::targets::all(
-                            targets
-                                .iter()
-                                .map(|t| self.router.forward_weights(t, wanted.urgency))
-                                .collect(),
-                        )
-                        .await
-                    } else {
-                        Vec::new()
-                    }
-                },
-                async {
-                    if wanted.canary_health {
-                        super::targets::all(
-                            targets
-                                .iter()
-                                .map(|t| self.router.canary_health(t))
-                                .collect(),
-                        )
-                        .await
-                    } else {
-                        Vec::new()
-                    }
-                },
+                self.read_targets(targets, wanted),
                 async {
                     if queries.queries.is_empty() {
                         Vec::new()
@@ -242,7 +217,7 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
             )
         };
         let reading = self.noting_wait(name, "reading the load balancer and metrics", reading);
-        let (traffic, canary_health, results, alarms, webhook, experiment) = match wake {
+        let ((traffic, canary_health), results, alarms, webhook, experiment) = match wake {
             Some(wake) => tokio::select! {
                 r = reading => r,
                 _ = wake.notified() => return (None, observing.elapsed()),
@@ -279,6 +254,34 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
             more_targets,
         };
         (Some(obs), observing.elapsed())
+    }
+
+    /// Every target's weights and canary health as `wanted` asks (none
+    /// when not asked), all read together, in the targets' order.
+    async fn read_targets(
+        &self,
+        targets: &[RolloutSpec],
+        wanted: &ObservationPlan,
+    ) -> (Vec<Observed<ForwardWeights>>, Vec<Observed<TargetHealth>>) {
+        let weights = async {
+            if wanted.traffic {
+                let reads = targets
+                    .iter()
+                    .map(|t| self.router.forward_weights(t, wanted.urgency));
+                super::targets::all(reads.collect()).await
+            } else {
+                Vec::new()
+            }
+        };
+        let health = async {
+            if wanted.canary_health {
+                let reads = targets.iter().map(|t| self.router.canary_health(t));
+                super::targets::all(reads.collect()).await
+            } else {
+                Vec::new()
+            }
+        };
+        tokio::join!(weights, health)
     }
 
     /// Calls the webhook the plan asks for: its step, attempt and outcome.

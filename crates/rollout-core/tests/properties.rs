@@ -7,12 +7,16 @@
 //! - after abort, failure or an immediate rollback the desired canary weight is 0;
 //! - a pending run never writes production weights (unless returning its own);
 //! - deciding twice on the same inputs gives the same result;
-//! - nothing panics.
+//! - nothing panics;
+//! - with two traffic targets (`additionalTargets`), every write of a
+//!   decision carries the same weights, and the weight never rises unless
+//!   every target was seen holding the previous one.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use rollout_analysis::{ArmSample, IntervalMetrics};
+use rollout_core::observe::TargetObservations;
 use rollout_core::{
     decide, plan, Action, Command, CommandKind, Context, EventKind, ForwardWeights, IntervalResult,
     ObservationError, Observations, Observed, Phase, RolloutStatus, TargetHealth, Time,
@@ -33,6 +37,8 @@ struct SpecShape {
     blue_green: Option<(bool, bool, bool)>,
     rollback: Option<Vec<u8>>,
     deadline_min: u16,
+    /// A second traffic target (canary strategy only).
+    two_targets: bool,
 }
 
 fn spec_shape() -> impl Strategy<Value = SpecShape> {
@@ -47,15 +53,17 @@ fn spec_shape() -> impl Strategy<Value = SpecShape> {
         proptest::option::weighted(0.25, (any::<bool>(), any::<bool>(), any::<bool>())),
         proptest::option::weighted(0.2, proptest::collection::vec(0u8..=100, 1..4)),
         1u16..40,
+        proptest::bool::weighted(0.3),
     )
         .prop_map(
-            |(steps, analysis, failure_limit, blue_green, rollback, deadline_min)| SpecShape {
+            |(steps, analysis, failure_limit, blue_green, rollback, deadline_min, two)| SpecShape {
                 steps,
                 analysis,
                 failure_limit,
                 blue_green,
                 rollback,
                 deadline_min,
+                two_targets: two && blue_green.is_none(),
             },
         )
 }
@@ -101,6 +109,16 @@ fn yaml(shape: &SpecShape) -> String {
         }
         None => String::new(),
     };
+    let second = if shape.two_targets {
+        r#"  additionalTargets:
+    - name: eu
+      trafficRouting: {alb: {listenerArn: "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/shop/6a7b8c9d0e1f2a3b/4c5d6e7f8a9b0c1d"}}
+      stable: {targetGroupArn: "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/blue/1a2b3c4d5e6f7a8b"}
+      canary: {targetGroupArn: "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/green/2b3c4d5e6f7a8b9c"}
+"#
+    } else {
+        ""
+    };
     format!(
         r#"apiVersion: rolloutd.dev/v1alpha1
 kind: Rollout
@@ -113,7 +131,7 @@ spec:
   stable: {{targetGroupArn: "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/blue/73e2d6bc24d8a067"}}
   canary: {{targetGroupArn: "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/green/0f2a6b1c9d8e7f60"}}
   progressDeadline: {}m
-  strategy:
+{second}  strategy:
     {strategy}
 {analysis}{rollback}---
 apiVersion: rolloutd.dev/v1alpha1
@@ -153,6 +171,8 @@ enum Answer {
 struct TickInput {
     dt_s: u16,
     lb: Lb,
+    /// The second target's load balancer (when the spec has one).
+    lb2: Lb,
     healthy: u32,
     answer: Answer,
     command: Option<CommandKind>,
@@ -160,12 +180,14 @@ struct TickInput {
 }
 
 fn tick_input() -> impl Strategy<Value = TickInput> {
-    let lb = prop_oneof![
-        8 => Just(Lb::Follows),
-        2 => Just(Lb::Lags),
-        1 => (0u32..1000, 0u32..1000, 0u32..3).prop_map(|(a, b, c)| Lb::Tampered(a, b, c)),
-        1 => Just(Lb::Throttled),
-    ];
+    let lb = || {
+        prop_oneof![
+            8 => Just(Lb::Follows),
+            2 => Just(Lb::Lags),
+            1 => (0u32..1000, 0u32..1000, 0u32..3).prop_map(|(a, b, c)| Lb::Tampered(a, b, c)),
+            1 => Just(Lb::Throttled),
+        ]
+    };
     let answer = prop_oneof![
         2 => Just(Answer::Nothing),
         6 => Just(Answer::Good),
@@ -185,16 +207,17 @@ fn tick_input() -> impl Strategy<Value = TickInput> {
     );
     (
         1u16..200,
-        lb,
+        (lb(), lb()),
         prop_oneof![1 => Just(0u32), 5 => Just(2u32)],
         answer,
         command,
         proptest::bool::weighted(0.03),
     )
         .prop_map(
-            |(dt_s, lb, healthy, answer, command, new_revision)| TickInput {
+            |(dt_s, (lb, lb2), healthy, answer, command, new_revision)| TickInput {
                 dt_s,
                 lb,
+                lb2,
                 healthy,
                 answer,
                 command,
@@ -234,6 +257,10 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
         other: 0,
     };
     let mut last_write: Option<ForwardWeights> = None;
+    let mut lb2 = lb;
+    let mut last_write2: Option<ForwardWeights> = None;
+    // The desired weight each target was last seen holding (two targets).
+    let mut held: [Option<u8>; 2] = [None, None];
     let mut status: Option<RolloutStatus> = None;
     let mut next_id = 0;
     let mut revision = 1;
@@ -243,21 +270,8 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
             revision += 1;
             rollout.spec.revision = format!("r{revision}");
         }
-        match t.lb {
-            Lb::Follows => {
-                if let Some(w) = last_write {
-                    lb = w;
-                }
-            }
-            Lb::Lags | Lb::Throttled => {}
-            Lb::Tampered(s, c, o) => {
-                lb = ForwardWeights {
-                    stable: s,
-                    canary: c,
-                    other: o,
-                }
-            }
-        }
+        follow(&mut lb, t.lb, last_write);
+        follow(&mut lb2, t.lb2, last_write2);
         let ctx = Context {
             rollout: &rollout,
             templates: &templates,
@@ -296,24 +310,27 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
                 },
             })
             .collect();
+        // Only what the plan asked for, as the daemon does.
+        let health = if wanted.canary_health {
+            Observed::Ok(TargetHealth {
+                healthy: t.healthy,
+                total: 2,
+            })
+        } else {
+            Observed::Missing
+        };
         let obs = Observations {
-            traffic: match t.lb {
-                Lb::Throttled => Observed::Err(ObservationError {
-                    fatal: false,
-                    message: "Throttling".into(),
-                }),
-                _ => Observed::Ok(lb),
-            },
-            // Only what the plan asked for, as the daemon does.
-            canary_health: if wanted.canary_health {
-                Observed::Ok(TargetHealth {
-                    healthy: t.healthy,
-                    total: 2,
-                })
-            } else {
-                Observed::Missing
-            },
+            traffic: read(t.lb, lb),
+            canary_health: health.clone(),
             intervals,
+            more_targets: if shape.two_targets {
+                vec![TargetObservations {
+                    traffic: read(t.lb2, lb2),
+                    canary_health: health,
+                }]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         };
         let commands: Vec<Command> = t
@@ -331,6 +348,15 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
             .into_iter()
             .collect();
 
+        let reads = [
+            obs.traffic.clone(),
+            obs.more_targets
+                .first()
+                .map_or_else(|| obs.traffic.clone(), |m| m.traffic.clone()),
+        ];
+        if let Some(prev) = &status {
+            see(&mut held, &reads, prev.canary_weight);
+        }
         let d = decide(ctx, status.as_ref(), &obs, &commands, now);
         prop_assert_eq!(
             &d,
@@ -374,21 +400,39 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
                 // unverified desired weight is not where it starts from.
                 if sends_to_canary {
                     prop_assert!(t.healthy > 0, "started with no healthy canary target");
+                    let on_stable = |o: &Observed<ForwardWeights>| {
+                        o.ok().is_some_and(ForwardWeights::stable_carries_all)
+                    };
                     prop_assert!(
-                        obs.traffic.ok().is_some_and(|fw| fw.stable_carries_all()),
+                        on_stable(&obs.traffic)
+                            && obs.more_targets.iter().all(|m| on_stable(&m.traffic)),
                         "a run wrote weights before stable was seen carrying all traffic"
                     );
                 }
             } else if st.canary_weight > prev.canary_weight {
                 prop_assert!(t.healthy > 0, "raised with no healthy canary target");
-                let prev_seen = prev.weight_verified_at.is_some()
-                    || obs.traffic.ok().is_some_and(|fw| {
+                let holds_prev = |o: &Observed<ForwardWeights>| {
+                    o.ok().is_some_and(|fw| {
                         fw.matches(rollout_core::Weights::for_canary(prev.canary_weight))
-                    });
+                    })
+                };
+                let prev_seen = prev.weight_verified_at.is_some()
+                    || (holds_prev(&obs.traffic)
+                        && obs.more_targets.iter().all(|m| holds_prev(&m.traffic)));
                 prop_assert!(
                     prev_seen,
                     "raised before the previous weight was seen applied"
                 );
+                if shape.two_targets {
+                    prop_assert!(
+                        held.iter().all(|h| *h == Some(prev.canary_weight)),
+                        "raised {} -> {} before every target was seen holding {} ({:?})",
+                        prev.canary_weight,
+                        st.canary_weight,
+                        prev.canary_weight,
+                        held
+                    );
+                }
                 let promoted = prev.step_promoted
                     || d.events.iter().any(|e| e.kind == EventKind::Promoted)
                     || prev.blue_green.is_some_and(|b| b.preview_passed);
@@ -416,16 +460,74 @@ fn run(shape: &SpecShape, ticks: &[TickInput]) -> Result<(), TestCaseError> {
             }
         }
         for a in &d.actions {
-            let Action::SetWeights { weights, .. } = a;
-            last_write = Some(ForwardWeights {
+            let Action::SetWeights {
+                weights, target, ..
+            } = a;
+            prop_assert!(*target == 0 || (*target == 1 && shape.two_targets));
+            let w = Some(ForwardWeights {
                 stable: u32::from(weights.stable),
                 canary: u32::from(weights.canary),
                 other: 0,
             });
+            if *target == 0 {
+                last_write = w;
+            } else {
+                last_write2 = w;
+            }
+        }
+        if status
+            .as_ref()
+            .is_none_or(|p| p.canary_weight != d.status.canary_weight || p.run != d.status.run)
+        {
+            // A new desired weight (or run): seen from now on, this
+            // tick's reads included (a run starts on weights it just read).
+            held = [None, None];
+            see(&mut held, &reads, d.status.canary_weight);
         }
         status = Some(d.status);
     }
     Ok(())
+}
+
+/// The load balancer after a tick: it applies the last write, lags, or
+/// someone else sets it.
+fn follow(lb: &mut ForwardWeights, how: Lb, last_write: Option<ForwardWeights>) {
+    match how {
+        Lb::Follows => {
+            if let Some(w) = last_write {
+                *lb = w;
+            }
+        }
+        Lb::Lags | Lb::Throttled => {}
+        Lb::Tampered(s, c, o) => {
+            *lb = ForwardWeights {
+                stable: s,
+                canary: c,
+                other: o,
+            }
+        }
+    }
+}
+
+/// Notes each target whose read shows `weight`.
+fn see(held: &mut [Option<u8>; 2], reads: &[Observed<ForwardWeights>; 2], weight: u8) {
+    let w = rollout_core::Weights::for_canary(weight);
+    for (h, o) in held.iter_mut().zip(reads) {
+        if o.ok().is_some_and(|fw| fw.matches(w)) {
+            *h = Some(weight);
+        }
+    }
+}
+
+/// What reading it gives.
+fn read(how: Lb, lb: ForwardWeights) -> Observed<ForwardWeights> {
+    match how {
+        Lb::Throttled => Observed::Err(ObservationError {
+            fatal: false,
+            message: "Throttling".into(),
+        }),
+        _ => Observed::Ok(lb),
+    }
 }
 
 proptest! {

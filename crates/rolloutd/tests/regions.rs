@@ -364,6 +364,21 @@ async fn one_rollout_over_two_regions_moves_them_together() {
         "each target judged on its own: {judged:?}"
     );
 
+    // The dashboard shows each target (real headless Chromium).
+    let mut b = support::browser::Browser::launch(&dir);
+    let page = b.open(&format!("{}/#/rollouts/twin", d.base));
+    let shown = b.wait_for(
+        &page,
+        "(() => { const t = document.querySelector('#target-eu'); return t && t.textContent.includes('stable 0 / canary 100') && document.querySelector('#target-main') ? t.textContent : false; })()",
+        Duration::from_secs(30),
+        "the rollout page lists both targets with their weights",
+    );
+    eprintln!("dashboard: {shown}");
+    let shot = dir.join("dashboard-targets.png");
+    b.screenshot(&page, &shot);
+    eprintln!("screenshot: {}", shot.display());
+    drop(b);
+
     // A listener one rollout moves cannot be another's.
     let (code, body) = support::post(
         &d,

@@ -713,3 +713,47 @@ fn the_release_script_ships_revisions_with_no_hand_edit() {
     let now = std::fs::read_to_string(&spec).expect("spec");
     assert_eq!(now, pair.replace("revision: \"v1\"", "revision: \"v4\""));
 }
+
+/// A Rollout over two load balancers (`docs/examples/two-regions.yaml`,
+/// fast) in the simulated world: it runs to the end, and `status NAME`
+/// shows each target and what it holds.
+#[test]
+fn status_shows_each_target_of_a_rollout_over_two_load_balancers() {
+    let d = start("targets");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/two-regions.yaml"),
+    )
+    .expect("the example");
+    let fast = example
+        .replace("pause: {duration: 5m}", "pause: {duration: 1s}")
+        .replace("interval: 1m", "interval: 1s")
+        .replace("period: 60s", "period: 1s")
+        .replace("delay: 60s", "delay: 1s")
+        .replace("statistic: p99", "statistic: Average")
+        .replace("minRequests: 50", "minRequests: 10");
+    let file = d.dir.join("two-regions.yaml");
+    std::fs::write(&file, fast).expect("write");
+    let (code, out, err) = text(&ctl(&d, &["apply", "-f", &file.to_string_lossy()]));
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = text(&watch(&d, "search-api"));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("Succeeded"), "{out}");
+    let (code, view, err) = text(&ctl(&d, &["status", "search-api"]));
+    assert_eq!(code, Some(0), "{err}");
+    let line = |name: &str| {
+        view.lines()
+            .find(|l| l.trim_start().starts_with(&format!("target {name} ")))
+            .unwrap_or_else(|| panic!("no line for target {name}:\n{view}"))
+            .to_string()
+    };
+    for (name, region) in [("main", "us-east-1"), ("eu", "eu-west-1")] {
+        let l = line(name);
+        assert!(
+            l.contains("stable 0 / canary 100")
+                && l.contains("holds the run's weights")
+                && l.contains(&format!(":{region}:")),
+            "{l}"
+        );
+    }
+    eprintln!("{view}");
+}

@@ -102,7 +102,8 @@ enum Command {
         watch: bool,
     },
     /// The target group the next revision must be deployed into (for CI):
-    /// prints its ARN, or refuses (exit 1) when that group serves all
+    /// prints its ARN (a rollout over several load balancers: each one's,
+    /// a line each), or refuses (exit 1) when that group serves all
     /// traffic, where a deploy would replace production without a canary.
     Target {
         /// The rollout.

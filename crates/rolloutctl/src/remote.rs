@@ -502,7 +502,8 @@ pub(crate) fn view(item: &RolloutResource<'_>) -> String {
 /// rollout with fixed `stable`/`canary` succeeded): deploying there would
 /// replace production with no canary, so this refuses and says what to do.
 /// With ping-pong `targetGroups` the roles have swapped by then, and the
-/// canary group is the idle one.
+/// canary group is the idle one. With `additionalTargets`, each target's
+/// canary group follows, one a line.
 pub fn target(client: &Client, name: &str) -> ExitCode {
     let item: RolloutResource<'static> = match client
         .call("GET", &format!("/api/v1/rollouts/{name}"), None)
@@ -527,6 +528,11 @@ pub fn target(client: &Client, name: &str) -> ExitCode {
         return ExitCode::from(1);
     }
     println!("{canary}");
+    // A rollout over several load balancers: each one's canary group too,
+    // in the spec's order (one a line, as the first).
+    for t in &item.spec.additional_targets {
+        println!("{}", t.canary.target_group_arn);
+    }
     ExitCode::SUCCESS
 }
 

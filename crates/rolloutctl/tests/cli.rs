@@ -735,6 +735,21 @@ fn status_shows_each_target_of_a_rollout_over_two_load_balancers() {
     std::fs::write(&file, fast).expect("write");
     let (code, out, err) = text(&ctl(&d, &["apply", "-f", &file.to_string_lossy()]));
     assert_eq!(code, Some(0), "{out}{err}");
+    // Where CI deploys the revision: each target's canary group, one a line.
+    let (code, out, err) = text(&ctl(&d, &["target", "search-api"]));
+    assert_eq!(code, Some(0), "{err}");
+    let groups: Vec<&str> = out.lines().collect();
+    assert_eq!(groups.len(), 2, "{out}");
+    assert!(
+        groups[0].contains(":us-east-1:")
+            && groups[0].ends_with("targetgroup/search-green/0f2a6b1c9d8e7f60"),
+        "{out}"
+    );
+    assert!(
+        groups[1].contains(":eu-west-1:")
+            && groups[1].ends_with("targetgroup/search-green/2b3c4d5e6f7a8b9c"),
+        "{out}"
+    );
     let (code, out, err) = text(&watch(&d, "search-api"));
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("Succeeded"), "{out}");

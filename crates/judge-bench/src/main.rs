@@ -31,8 +31,10 @@ use std::collections::BTreeMap;
 
 mod coverage;
 mod improvement;
+mod noise;
 mod pacing;
 
+use noise::gamma_mean_one;
 use rollout_analysis::stats::{lognormal_cv, normal_pdf, wilson};
 use rollout_analysis::{judge, ArmSample, IntervalMetrics, Verdict};
 use rollout_sim::Rng;
@@ -191,23 +193,6 @@ fn template(kind: JudgeKind, p99: bool) -> AnalysisTemplateSpec {
     }
 }
 
-/// Gamma(shape k, mean 1) by Marsaglia and Tsang (k ≥ 1).
-fn gamma_mean_one(rng: &mut Rng, k: f64) -> f64 {
-    let d = k - 1.0 / 3.0;
-    let c = 1.0 / (9.0 * d).sqrt();
-    loop {
-        let x = rng.normal();
-        let v = (1.0 + c * x).powi(3);
-        if v <= 0.0 {
-            continue;
-        }
-        let u = rng.uniform();
-        if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
-            return d * v / k;
-        }
-    }
-}
-
 /// One arm-minute's true conditions.
 #[derive(Debug, Clone, Copy)]
 struct Conditions {
@@ -280,7 +265,7 @@ fn simulate(
 /// failing (it matters in shared incidents at high rates). Exact for a
 /// whole `k` (the benchmark's CV 0.5 gives 4); otherwise `rate`, capped.
 fn clipped_rate(rate: f64, k: f64) -> f64 {
-    if rate <= 0.0 || (k - k.round()).abs() > 1e-9 || k < 1.0 {
+    if rate <= 0.0 || !k.is_finite() || (k - k.round()).abs() > 1e-9 || k < 1.0 {
         return rate.min(1.0);
     }
     let x = 1.0 / rate;

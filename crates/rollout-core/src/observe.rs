@@ -40,6 +40,14 @@ impl<T> Observed<T> {
             _ => None,
         }
     }
+
+    /// The error, when the fetch failed.
+    pub fn err(&self) -> Option<&ObservationError> {
+        match self {
+            Observed::Err(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// The weights of the forward action as the load balancer holds them (raw

@@ -5,6 +5,8 @@
 //! is good or bad. Each scenario checks that an experiment of the run is
 //! never left running and never started twice.
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use rollout_analysis::{ArmSample, IntervalMetrics};
@@ -46,13 +48,7 @@ spec:
 
 fn spec(on_failure: &str) -> (Rollout, BTreeMap<String, AnalysisTemplateSpec>) {
     let text = BASE.replace("ONFAILURE", on_failure);
-    let set = load([("chaos.yaml", text.as_str())], &[]).unwrap_or_else(|d| panic!("{d:?}"));
-    let templates = set
-        .templates
-        .iter()
-        .map(|t| (t.value.metadata.name.to_string(), t.value.spec.clone()))
-        .collect();
-    (set.rollouts[0].value.clone(), templates)
+    support::rollout_and_templates("chaos.yaml", text.as_str())
 }
 
 /// One experiment in the FIS model.

@@ -4,6 +4,8 @@
 //! canary weight and the weight write must be these. All go through
 //! [`check`].
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use rollout_analysis::{ArmSample, IntervalMetrics};
@@ -48,13 +50,7 @@ fn spec(steps: &str, failures: u32) -> (Rollout, BTreeMap<String, AnalysisTempla
     let text = BASE
         .replace("STEPS", steps)
         .replace("FAILURES", &failures.to_string());
-    let set = load([("rules.yaml", text.as_str())], &[]).unwrap_or_else(|d| panic!("{d:?}"));
-    let templates = set
-        .templates
-        .iter()
-        .map(|t| (t.value.metadata.name.to_string(), t.value.spec.clone()))
-        .collect();
-    (set.rollouts[0].value.clone(), templates)
+    support::rollout_and_templates("rules.yaml", text.as_str())
 }
 
 /// What analysis answers for every interval that is due at a tick.

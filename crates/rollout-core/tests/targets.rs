@@ -3,6 +3,8 @@
 //! target and the pooled arms are judged, and a failure anywhere returns
 //! every target to stable.
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use rollout_analysis::{ArmSample, IntervalMetrics};
@@ -11,7 +13,7 @@ use rollout_core::{
     decide, plan, Action, Context, Decision, ForwardWeights, IntervalResult, Observations,
     Observed, Phase, RolloutStatus, TargetHealth, Time,
 };
-use rollout_spec::{load, AnalysisTemplateSpec, Rollout};
+use rollout_spec::{AnalysisTemplateSpec, Rollout};
 
 const DOC: &str = r#"
 apiVersion: rolloutd.dev/v1alpha1
@@ -49,13 +51,7 @@ spec:
 "#;
 
 fn spec() -> (Rollout, BTreeMap<String, AnalysisTemplateSpec>) {
-    let set = load([("targets.yaml", DOC)], &[]).unwrap_or_else(|d| panic!("{d:?}"));
-    let templates = set
-        .templates
-        .iter()
-        .map(|t| (t.value.metadata.name.to_string(), t.value.spec.clone()))
-        .collect();
-    (set.rollouts[0].value.clone(), templates)
+    support::rollout_and_templates("targets.yaml", DOC)
 }
 
 fn lb(canary: u32) -> Observed<ForwardWeights> {
@@ -261,4 +257,75 @@ fn a_fatal_read_of_one_target_fails_the_run_naming_it() {
         "{}",
         st.message
     );
+}
+
+fn counted(requests: f64, errors: f64, latency: f64) -> ArmSample {
+    ArmSample {
+        requests: Some(requests),
+        errors: Some(errors),
+        latency: Some(latency),
+        latency_cv: None,
+    }
+}
+
+#[test]
+fn pooled_arms_add_up_over_the_same_interval() {
+    let (_, templates) = spec();
+    let a = IntervalMetrics {
+        stable: counted(900.0, 9.0, 0.1),
+        canary: counted(100.0, 1.0, 0.1),
+        ..Default::default()
+    };
+    let b = IntervalMetrics {
+        stable: counted(300.0, 3.0, 0.2),
+        canary: counted(100.0, 30.0, 0.3),
+        ..Default::default()
+    };
+    let p = rollout_core::decide::pool(&templates["t"], vec![Ok(a), Ok(b)]).expect("pooled");
+    assert_eq!(p.stable.requests, Some(1_200.0));
+    assert_eq!(p.canary.errors, Some(31.0));
+    assert_eq!(p.merged, 0);
+    let lat = p.canary.latency.expect("latency");
+    assert!((lat - 0.2).abs() < 1e-9, "{lat}");
+}
+
+#[test]
+fn a_fatal_error_of_any_target_is_the_pooled_answer() {
+    let (_, templates) = spec();
+    let transient = rollout_core::ObservationError {
+        fatal: false,
+        message: "slow".into(),
+    };
+    let fatal = rollout_core::ObservationError {
+        fatal: true,
+        message: "denied".into(),
+    };
+    let got = rollout_core::decide::pool(
+        &templates["t"],
+        vec![
+            Ok(IntervalMetrics::default()),
+            Err(transient),
+            Err(fatal.clone()),
+        ],
+    );
+    assert_eq!(got, Err(fatal));
+}
+
+#[test]
+fn a_unit_reads_its_target_or_every_target() {
+    let (rollout, _) = spec();
+    let s = &rollout.spec;
+    assert_eq!(
+        rollout_core::decide::unit_reads(s, "t"),
+        Some(("t", vec![0, 1]))
+    );
+    assert_eq!(
+        rollout_core::decide::unit_reads(s, "t@eu"),
+        Some(("t", vec![1]))
+    );
+    assert_eq!(
+        rollout_core::decide::unit_reads(s, "t@main"),
+        Some(("t", vec![0]))
+    );
+    assert_eq!(rollout_core::decide::unit_reads(s, "t@mars"), None);
 }

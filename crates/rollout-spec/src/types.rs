@@ -496,6 +496,17 @@ pub struct AlbTrafficRouting {
     pub rule_arn: Option<RuleArn>,
 }
 
+impl AlbTrafficRouting {
+    /// The ARN of what is shifted: the rule, or the listener (for its
+    /// default action).
+    pub fn place(&self) -> &str {
+        match &self.rule_arn {
+            Some(rule) => rule.as_str(),
+            None => self.listener_arn.as_str(),
+        }
+    }
+}
+
 impl Decode for AlbTrafficRouting {
     fn decode(node: &Node, cx: &mut Ctx) -> Option<Self> {
         let f = cx.fields(node, &["listenerArn", "ruleArn"])?;

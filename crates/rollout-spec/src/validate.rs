@@ -357,6 +357,22 @@ fn same_place(a: &ElbArnParts, b: &ElbArnParts) -> Option<String> {
     }
 }
 
+/// A rule, when given, belongs to the listener named beside it.
+fn check_rule(alb: &crate::types::AlbTrafficRouting, path: &str, rep: &mut Report<'_>) {
+    let (Some(rule), listener) = (&alb.rule_arn, &alb.listener_arn) else {
+        return;
+    };
+    if rule.load_balancer != listener.load_balancer || rule.listener_id != listener.listener_id {
+        rep.at(
+            path,
+            format!(
+                "the rule belongs to listener {}/{} of {}, not to the listener in listenerArn",
+                rule.load_balancer, rule.listener_id, rule.parts.region
+            ),
+        );
+    }
+}
+
 fn check_rollout(r: &Rollout, templates: &BTreeMap<&str, Duration>, rep: &mut Report<'_>) {
     let spec = &r.spec;
     if spec.revision.trim().is_empty() {
@@ -366,18 +382,11 @@ fn check_rollout(r: &Rollout, templates: &BTreeMap<&str, Duration>, rep: &mut Re
         );
     }
     let listener = &spec.traffic_routing.alb.listener_arn;
-    if let Some(rule) = &spec.traffic_routing.alb.rule_arn {
-        if rule.load_balancer != listener.load_balancer || rule.listener_id != listener.listener_id
-        {
-            rep.at(
-                "spec.trafficRouting.alb.ruleArn",
-                format!(
-                    "the rule belongs to listener {}/{} of {}, not to the listener in listenerArn",
-                    rule.load_balancer, rule.listener_id, rule.parts.region
-                ),
-            );
-        }
-    }
+    check_rule(
+        &spec.traffic_routing.alb,
+        "spec.trafficRouting.alb.ruleArn",
+        rep,
+    );
     let [(first_path, first), (second_path, second)] = spec.target_group_paths();
     for (path, tg) in [(&first_path, first), (&second_path, second)] {
         if let Some(why) = same_place(&tg.parts, &listener.parts) {

@@ -4,36 +4,19 @@
 
 use super::*;
 
-/// The traffic target a rollout owns: its listener rule, or its listener's
-/// default action (the main one, when it moves several).
-pub fn traffic_target(r: &Rollout) -> String {
-    let alb = &r.spec.traffic_routing.alb;
-    match &alb.rule_arn {
-        Some(rule) => rule.as_str().to_string(),
-        None => alb.listener_arn.as_str().to_string(),
-    }
-}
-
-/// Every traffic target a rollout owns (its own and its additional
-/// targets'), each with how a person would name it.
+/// Every traffic target a rollout owns (its own first, then its
+/// additional targets'): the ARN of its rule, or of its listener for the
+/// default action, with how a person would name it.
 pub fn traffic_targets(r: &Rollout) -> Vec<(String, String)> {
-    std::iter::once(&r.spec.traffic_routing)
-        .chain(r.spec.additional_targets.iter().map(|t| &t.traffic_routing))
+    r.spec
+        .routings()
         .map(|routing| {
-            let alb = &routing.alb;
-            match &alb.rule_arn {
-                Some(rule) => (
-                    rule.as_str().to_string(),
-                    format!("listener rule {}", rule.as_str()),
-                ),
-                None => (
-                    alb.listener_arn.as_str().to_string(),
-                    format!(
-                        "the default action of listener {}",
-                        alb.listener_arn.as_str()
-                    ),
-                ),
-            }
+            let place = routing.alb.place().to_string();
+            let described = match routing.alb.rule_arn {
+                Some(_) => format!("listener rule {place}"),
+                None => format!("the default action of listener {place}"),
+            };
+            (place, described)
         })
         .collect()
 }
@@ -188,12 +171,13 @@ impl Store {
     ) -> Result<Option<Applied>> {
         let name = r.value.metadata.name.to_string();
         let spec = serde_json::to_string(&r.value).map_err(|e| corrupt("rollout", &name, e))?;
-        let target = traffic_target(&r.value);
         // One rollout per traffic target, across every apply, the specs
         // directory and every replica: checked here for a clear answer,
         // and held by the primary key of `traffic_targets` (and the unique
         // index on `rollouts.traffic_target`) against concurrent applies.
         let targets = traffic_targets(&r.value);
+        // `rollouts.traffic_target`: the main one.
+        let target = r.value.spec.traffic_routing.alb.place().to_string();
         for (key, described) in &targets {
             let owner: Option<String> = sqlx::query(
                 "SELECT rollout FROM traffic_targets WHERE target = $1 AND rollout <> $2

@@ -36,7 +36,7 @@ mod runs;
 mod status;
 mod watch;
 
-pub use documents::{traffic_target, traffic_targets};
+pub use documents::traffic_targets;
 pub use runs::DEFAULT_RUN_HISTORY;
 
 use rollout_core::{Command, CommandKind, Event, EventKind, RolloutStatus, Time};

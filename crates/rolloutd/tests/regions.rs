@@ -377,6 +377,11 @@ async fn one_rollout_over_two_regions_moves_them_together() {
     let shot = dir.join("dashboard-targets.png");
     b.screenshot(&page, &shot);
     eprintln!("screenshot: {}", shot.display());
+    // And at a phone's width.
+    b.viewport(&page, 390, 844, true);
+    let phone = dir.join("dashboard-targets-phone.png");
+    b.screenshot(&page, &phone);
+    eprintln!("screenshot: {}", phone.display());
     drop(b);
 
     // A listener one rollout moves cannot be another's.

@@ -79,7 +79,7 @@ impl Reconcile<'_> {
     }
 
     pub(super) fn check_fatal(&mut self) {
-        for err in [&self.target_error(), &self.obs.alarms_error()]
+        for err in [self.fatal_target_error(), self.obs.alarms.err().cloned()]
             .into_iter()
             .flatten()
         {

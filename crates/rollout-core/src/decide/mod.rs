@@ -34,7 +34,7 @@ mod traffic;
 pub use chaos::client_token;
 use plan::{analysis_config, due_intervals, grid_floor, AnalysisConfig};
 pub use plan::{plan, plan_reads};
-pub use targets::{expand, split_unit, unit_key, Expanded};
+pub use targets::{expand, pool, split_unit, unit_key, unit_reads, Expanded};
 pub use traffic::write_urgency;
 
 use rollout_analysis::Verdict;
@@ -441,14 +441,5 @@ impl Reconcile<'_> {
             return Err(self.on_target(i, &why));
         }
         Ok(())
-    }
-}
-
-impl Observations {
-    fn alarms_error(&self) -> Option<crate::observe::ObservationError> {
-        match &self.alarms {
-            Observed::Err(e) => Some(e.clone()),
-            _ => None,
-        }
     }
 }

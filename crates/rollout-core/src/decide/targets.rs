@@ -13,7 +13,8 @@
 //! chance that a good canary is rolled back by any of them stays within the
 //! template's `alpha`.
 
-use rollout_spec::Percent;
+use rollout_analysis::IntervalMetrics;
+use rollout_spec::{Percent, RolloutSpec};
 
 use super::*;
 use crate::observe::{ForwardWeights, ObservationError, TargetHealth};
@@ -30,6 +31,51 @@ pub fn split_unit(key: &str) -> (&str, Option<&str>) {
         Some((template, target)) => (template, Some(target)),
         None => (key, None),
     }
+}
+
+/// The template a judged unit applies and the targets (indices) whose arms
+/// it reads: one target's, or every target's added up ([`pool`]). `None`
+/// for a unit naming a target the spec does not have.
+pub fn unit_reads<'a>(spec: &RolloutSpec, unit: &'a str) -> Option<(&'a str, Vec<usize>)> {
+    match split_unit(unit) {
+        (template, None) => Some((template, (0..spec.target_count()).collect())),
+        (template, Some(target)) => Some((template, vec![spec.target_index(target)?])),
+    }
+}
+
+/// Several targets' metrics over the same interval as one: requests and
+/// errors add up, latency is their request-weighted mean (for a percentile
+/// statistic an approximation; each target's own unit judges its exact
+/// percentile), custom metrics combine by their statistic. Any target's
+/// error is the answer (a fatal one before a transient one).
+pub fn pool(
+    template: &AnalysisTemplateSpec,
+    results: Vec<Result<IntervalMetrics, ObservationError>>,
+) -> Result<IntervalMetrics, ObservationError> {
+    let mut pooled: Option<IntervalMetrics> = None;
+    let mut error: Option<ObservationError> = None;
+    for r in results {
+        match r {
+            Ok(m) => {
+                pooled = Some(match pooled {
+                    None => m,
+                    Some(p) => rollout_analysis::compact::merge(template, p, m),
+                })
+            }
+            Err(e) if error.as_ref().is_none_or(|old| e.fatal && !old.fatal) => error = Some(e),
+            Err(_) => {}
+        }
+    }
+    if let Some(e) = error {
+        return Err(e);
+    }
+    let mut pooled = pooled.ok_or_else(|| ObservationError {
+        fatal: false,
+        message: "no target's metrics were read".into(),
+    })?;
+    // The same interval, not a longer one.
+    pooled.merged = 0;
+    Ok(pooled)
 }
 
 /// The spec side of a decision for a rollout with several targets, its
@@ -145,16 +191,15 @@ impl Reconcile<'_> {
         (0..self.target_count()).any(|i| matches!(self.obs.health_of(i), Observed::Missing))
     }
 
-    /// The first error reading any target's weights or health.
-    pub(super) fn target_error(&self) -> Option<ObservationError> {
+    /// The first fatal error reading any target's weights or health.
+    pub(super) fn fatal_target_error(&self) -> Option<ObservationError> {
         (0..self.target_count()).find_map(|i| {
-            let e = match (self.obs.traffic_of(i), self.obs.health_of(i)) {
-                (Observed::Err(e), _) => e,
-                (_, Observed::Err(e)) if e.fatal => e,
-                _ => return None,
-            };
+            let e = [self.obs.traffic_of(i).err(), self.obs.health_of(i).err()]
+                .into_iter()
+                .flatten()
+                .find(|e| e.fatal)?;
             Some(ObservationError {
-                fatal: e.fatal,
+                fatal: true,
                 message: self.on_target(i, &e.message),
             })
         })
@@ -168,10 +213,9 @@ impl Reconcile<'_> {
             return;
         }
         let expected = Weights::for_canary(self.st.canary_weight);
-        let places = spec.target_places();
         let mut out = Vec::with_capacity(spec.target_count());
-        for (i, place) in places.into_iter().enumerate() {
-            let Some(t) = spec.target_spec(i) else {
+        for (i, routing) in spec.routings().enumerate() {
+            let Some((stable, canary)) = spec.target_arms(i) else {
                 continue;
             };
             let before = self
@@ -182,9 +226,9 @@ impl Reconcile<'_> {
             let seen = self.obs.traffic_of(i).ok();
             out.push(crate::status::TargetStatus {
                 name: spec.target_name(i).to_string(),
-                place: place.to_string(),
-                stable_target_group_arn: t.stable.target_group_arn.to_string(),
-                canary_target_group_arn: t.canary.target_group_arn.to_string(),
+                place: routing.alb.place().to_string(),
+                stable_target_group_arn: stable.target_group_arn.to_string(),
+                canary_target_group_arn: canary.target_group_arn.to_string(),
                 observed_weights: seen
                     .map(ForwardWeights::percentages)
                     .or_else(|| before.and_then(|b| b.observed_weights)),

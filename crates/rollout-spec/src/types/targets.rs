@@ -83,20 +83,37 @@ impl RolloutSpec {
         (0..self.target_count()).find(|&i| self.target_name(i) == name)
     }
 
+    /// Where each target's traffic is shifted, in order (the spec's own
+    /// first).
+    pub fn routings(&self) -> impl Iterator<Item = &TrafficRouting> {
+        std::iter::once(&self.traffic_routing)
+            .chain(self.additional_targets.iter().map(|t| &t.traffic_routing))
+    }
+
+    /// Target `i`'s stable and canary target groups.
+    pub fn target_arms(&self, i: usize) -> Option<(&TargetGroupRef, &TargetGroupRef)> {
+        match i.checked_sub(1) {
+            None => Some((&self.stable, &self.canary)),
+            Some(k) => self
+                .additional_targets
+                .get(k)
+                .map(|t| (&t.stable, &t.canary)),
+        }
+    }
+
     /// Target `i` as a spec of its own: the same rollout with that target's
     /// listener (or rule) and target groups, and no additional targets;
     /// what the load balancer and metric adapters are given. `None` when
     /// there is no such target.
     pub fn target_spec(&self, i: usize) -> Option<RolloutSpec> {
+        let routing = self.routings().nth(i)?.clone();
+        let (stable, canary) = self.target_arms(i)?;
+        let (stable, canary) = (stable.clone(), canary.clone());
         let mut spec = self.clone();
         spec.additional_targets = Vec::new();
-        if i == 0 {
-            return Some(spec);
-        }
-        let t = self.additional_targets.get(i - 1)?;
-        spec.traffic_routing = t.traffic_routing.clone();
-        spec.stable = t.stable.clone();
-        spec.canary = t.canary.clone();
+        spec.traffic_routing = routing;
+        spec.stable = stable;
+        spec.canary = canary;
         Some(spec)
     }
 
@@ -109,12 +126,6 @@ impl RolloutSpec {
 
     /// The listener (or rule) ARN each target shifts, in order.
     pub fn target_places(&self) -> Vec<&str> {
-        std::iter::once(&self.traffic_routing)
-            .chain(self.additional_targets.iter().map(|t| &t.traffic_routing))
-            .map(|r| match &r.alb.rule_arn {
-                Some(rule) => rule.as_str(),
-                None => r.alb.listener_arn.as_str(),
-            })
-            .collect()
+        self.routings().map(|r| r.alb.place()).collect()
     }
 }

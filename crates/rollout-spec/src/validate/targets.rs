@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{same_place, Report};
+use super::{check_rule, same_place, Report};
 use crate::types::{RolloutSpec, MAIN_TARGET, MAX_TARGETS};
 
 /// Every target's place key (its rule, or its listener's default action)
@@ -18,8 +18,7 @@ pub(super) fn places(spec: &RolloutSpec) -> Vec<(String, String)> {
             format!("spec.additionalTargets[{}].trafficRouting.alb", i - 1)
         }
     };
-    std::iter::once(&spec.traffic_routing)
-        .chain(spec.additional_targets.iter().map(|t| &t.traffic_routing))
+    spec.routings()
         .enumerate()
         .map(|(i, r)| match &r.alb.rule_arn {
             Some(rule) => (format!("rule {rule}"), format!("{}.ruleArn", base(i))),
@@ -74,19 +73,7 @@ pub(super) fn check_targets(spec: &RolloutSpec, rep: &mut Report<'_>) {
             );
         }
         let alb = &t.traffic_routing.alb;
-        if let Some(rule) = &alb.rule_arn {
-            if rule.load_balancer != alb.listener_arn.load_balancer
-                || rule.listener_id != alb.listener_arn.listener_id
-            {
-                rep.at(
-                    &format!("{base}.trafficRouting.alb.ruleArn"),
-                    format!(
-                        "the rule belongs to listener {}/{} of {}, not to the listener in listenerArn",
-                        rule.load_balancer, rule.listener_id, rule.parts.region
-                    ),
-                );
-            }
-        }
+        check_rule(alb, &format!("{base}.trafficRouting.alb.ruleArn"), rep);
         for (arm, tg) in [("stable", &t.stable), ("canary", &t.canary)] {
             if let Some(why) = same_place(&tg.target_group_arn.parts, &alb.listener_arn.parts) {
                 rep.at(

@@ -100,12 +100,18 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
             commands_queued: !commands.is_empty(),
         };
         let wanted = plan_reads(ctx, stored.status.as_ref(), now, reads);
-        // Every traffic target as a spec of its own (the spec itself when
-        // it moves one).
-        let targets = spec.target_specs();
-        let queries = super::targets::queries(spec, &targets, &wanted.intervals, &templates);
+        // Every traffic target as a spec of its own (the spec itself, not
+        // a copy, when it moves one).
+        let several;
+        let targets: &[RolloutSpec] = if spec.has_several_targets() {
+            several = spec.target_specs();
+            &several
+        } else {
+            std::slice::from_ref(spec)
+        };
+        let queries = super::targets::queries(spec, targets, &wanted.intervals, &templates);
         let (obs, waited) = self
-            .observe(name, &targets, &wanted, &queries, &mut permit, wake)
+            .observe(name, targets, &wanted, &queries, &mut permit, wake)
             .await;
         *outside += waited;
         // A command or an apply arrived while the reads waited: start over.
@@ -139,7 +145,7 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
             return self.forget(name, &stored, version).await;
         }
         let (fenced, wrote_for) = self
-            .act(name, &targets, &decision.actions, &lease, now, &mut permit)
+            .act(name, targets, &decision.actions, &lease, now, &mut permit)
             .await?;
         *outside += wrote_for;
         if fenced {

@@ -124,7 +124,13 @@ fn as_rate(
         latency: None,
         ..spec.alb.clone()
     };
-    let verdict = crate::builtin_judge(spec.judge, &alb, alpha, &rates);
+    let verdict = crate::builtin_judge(
+        spec.judge,
+        &alb,
+        alpha,
+        crate::sequential::ERROR_RATE_CV,
+        &rates,
+    );
     let mut v = verdict
         .metrics
         .into_iter()

@@ -23,7 +23,8 @@ pub(crate) fn gates(alb: &AlbAnalysis, iv: &Interval<'_>, metrics: &mut [MetricV
                     continue;
                 };
                 let tolerance = (Some(-min.fraction()), None);
-                let (rel, _, _) = error_evidence(tolerance, iv.history, iv.alpha_check);
+                let (rel, _, _) =
+                    error_evidence(tolerance, iv.history, iv.alpha_check, iv.error_cv);
                 (
                     "error rate".to_string(),
                     min,

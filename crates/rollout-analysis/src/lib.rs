@@ -18,7 +18,9 @@ pub mod custom;
 pub mod effect;
 mod improvement;
 pub mod mann_whitney;
+pub mod noise;
 pub mod sequential;
+mod share;
 pub mod stats;
 pub mod threshold;
 pub mod within;
@@ -28,8 +30,19 @@ use serde::{Deserialize, Serialize};
 
 /// Judges the last interval of `history` (the run's intervals so far, oldest
 /// first, the current one last) with the template's judge. An empty history
-/// is inconclusive.
+/// is inconclusive. Each arm's 5xx rate is taken to wander by
+/// [`sequential::ERROR_RATE_CV`] per interval; see [`judge_learnt`].
 pub fn judge(spec: &AnalysisTemplateSpec, history: &[IntervalMetrics]) -> IntervalVerdict {
+    judge_learnt(spec, None, history)
+}
+
+/// [`judge`], with the per-interval CV of each arm's 5xx rate learnt from
+/// stable's intervals before the run ([`noise::error_cv`]), when it was.
+pub fn judge_learnt(
+    spec: &AnalysisTemplateSpec,
+    error_cv: Option<f64>,
+    history: &[IntervalMetrics],
+) -> IntervalVerdict {
     if history.is_empty() {
         return IntervalVerdict::combine(Vec::new());
     }
@@ -40,7 +53,8 @@ pub fn judge(spec: &AnalysisTemplateSpec, history: &[IntervalMetrics]) -> Interv
     let groups = usize::from(builtin) + spec.metrics.iter().filter(|m| custom::is_rate(m)).count();
     let alpha = spec.alpha.fraction().clamp(1e-9, 0.5) / groups.max(1) as f64;
     let mut metrics = if builtin {
-        builtin_judge(spec.judge, alb, alpha, history).metrics
+        let error_cv = error_cv.unwrap_or(sequential::ERROR_RATE_CV);
+        builtin_judge(spec.judge, alb, alpha, error_cv, history).metrics
     } else {
         Vec::new()
     };
@@ -86,12 +100,13 @@ fn builtin_judge(
     kind: JudgeKind,
     alb: &rollout_spec::AlbAnalysis,
     alpha: f64,
+    error_cv: f64,
     history: &[IntervalMetrics],
 ) -> IntervalVerdict {
     match (kind, history.last()) {
         (_, None) => IntervalVerdict::combine(Vec::new()),
         (JudgeKind::Threshold, Some(current)) => threshold::judge(alb, current),
-        (JudgeKind::Sequential, _) => sequential::judge(alb, alpha, history),
+        (JudgeKind::Sequential, _) => sequential::judge(alb, alpha, error_cv, history),
         (JudgeKind::MannWhitney, _) => mann_whitney::judge(alb, alpha, history),
     }
 }

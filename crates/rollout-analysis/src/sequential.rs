@@ -17,13 +17,16 @@
 //! (`r_c ≤ (1+δ)·r_s`) means `p ≤ p₀ = n_c(1+δ) / (n_c(1+δ) + n_s)`, from that
 //! interval's own request split. Stable's unknown rate cancels, and so does
 //! anything that scales both arms' rates at once (an incident, a bad
-//! dependency, traffic bursts). Errors are overdispersed (each arm's rate
-//! wanders on its own, by [`ERROR_RATE_CV`] per interval), so the share is
-//! beta-binomial, not binomial: its concentration follows from that CV, and
-//! with it fixed the family has a monotone likelihood ratio in `p`, which
-//! keeps every `p ≤ p₀` within the null's guarantee. Alternatives: the canary
-//! at 2, 4, 8 and 16 times the tolerated rate. The absolute `maxRate` check
-//! uses the negative binomial in the same way.
+//! dependency, traffic bursts). Errors are overdispersed: each arm's rate
+//! wanders on its own from interval to interval, by a CV learnt from
+//! stable's intervals before the run (`noise`; [`ERROR_RATE_CV`] when there
+//! were none). With each arm's rate a Gamma of that CV, the canary's count
+//! is a *scaled* beta-binomial (`share`), exact at every CV; with the CV
+//! fixed the family has a monotone likelihood ratio in the expected-error
+//! ratio, which keeps every rate within tolerance inside the null's
+//! guarantee. Alternatives: the canary at 2, 4, 8 and 16 times the
+//! tolerated rate. The absolute `maxRate` check uses the negative binomial
+//! of the same CV.
 //!
 //! **Latency.** Per interval, `d = ln(L_c / L_s) − ln(1+δ)`, both arms
 //! measured over the same minute, so drift and shared slowdowns cancel. Its
@@ -64,10 +67,12 @@ pub(crate) const CAP_FRACTION: f64 = 0.6;
 pub(crate) const LATENCY_FLOOR: f64 = 0.03;
 /// The latency CV assumed when the source gives none (conservative).
 const DEFAULT_CV: f64 = 1.5;
-/// How much an arm's 5xx rate wanders from one interval to the next on its
-/// own (coefficient of variation): one host misbehaving, a client retrying.
-/// Errors are overdispersed; a Poisson model would read this as evidence.
-/// `docs/BENCHMARKS.md` measures what happens when the world wanders more.
+/// How much an arm's 5xx rate is taken to wander from one interval to the
+/// next on its own (coefficient of variation) when stable's history before
+/// the run taught nothing (`noise`): one host misbehaving, a client
+/// retrying. Errors are overdispersed; a Poisson model would read this as
+/// evidence. The report's intervals and the within-tolerance evidence use
+/// it as they did before the judge learnt the noise.
 pub const ERROR_RATE_CV: f64 = 0.5;
 
 /// ln of the beta-binomial likelihood of `k` of `n` with mean `p` and
@@ -282,6 +287,8 @@ pub(crate) struct Interval<'h> {
     enough: bool,
     thin: String,
     pub(crate) alpha_check: f64,
+    /// The per-interval CV each arm's 5xx rate is taken to wander by.
+    pub(crate) error_cv: f64,
 }
 
 impl Interval<'_> {
@@ -296,8 +303,14 @@ impl Interval<'_> {
     }
 }
 
-/// Judges the last interval of `history` given all of it.
-pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[IntervalMetrics]) -> IntervalVerdict {
+/// Judges the last interval of `history` given all of it, each arm's 5xx
+/// rate taken to wander by `error_cv` per interval (see `noise`).
+pub fn judge(
+    alb: &AlbAnalysis,
+    alpha: f64,
+    error_cv: f64,
+    history: &[IntervalMetrics],
+) -> IntervalVerdict {
     let Some(current) = history.last() else {
         return IntervalVerdict::combine(Vec::new());
     };
@@ -330,6 +343,7 @@ pub fn judge(alb: &AlbAnalysis, alpha: f64, history: &[IntervalMetrics]) -> Inte
         enough: matches!((ns, nc), (Some(s), Some(c)) if s >= min && c >= min),
         thin,
         alpha_check: alpha / checks.max(1) as f64,
+        error_cv,
     };
     let mut metrics = Vec::new();
     if let Some(check) = &alb.error_rate {
@@ -387,7 +401,7 @@ fn error_rate(check: &ErrorRateCheck, iv: &Interval<'_>) -> MetricVerdict {
         check.max_increase.map(|d| d.fraction()),
         check.max_rate.map(|r| r.fraction()),
     );
-    let (rel, abs, effect) = error_evidence(tolerance, iv.history, iv.alpha_check);
+    let (rel, abs, effect) = error_evidence(tolerance, iv.history, iv.alpha_check, iv.error_cv);
     if let Some((r, interval)) = effect {
         m.effect = Some(r);
         m.effect_interval = interval;
@@ -406,6 +420,7 @@ pub(crate) fn error_evidence(
     (rel_delta, ceiling): (Option<f64>, Option<f64>),
     history: &[IntervalMetrics],
     alpha_check: f64,
+    error_cv: f64,
 ) -> (
     Option<EProcess>,
     Option<EProcess>,
@@ -413,6 +428,7 @@ pub(crate) fn error_evidence(
 ) {
     let mut rel = rel_delta.map(|_| EProcess::new(ERROR_RATIOS.len(), alpha_check));
     let mut abs = ceiling.map(|_| EProcess::new(ERROR_RATIOS.len() - 1, alpha_check));
+    let shape = 1.0 / (error_cv * error_cv).max(1e-6);
     let (mut sum_es, mut sum_ns, mut sum_ec, mut sum_nc) = (0.0, 0.0, 0.0, 0.0);
     for w in history {
         let Some(ErrorCounts { s, c, es, ec }) = ErrorCounts::of(w) else {
@@ -427,13 +443,17 @@ pub(crate) fn error_evidence(
         if let (Some(e), Some(delta)) = (&mut rel, rel_delta) {
             let total = es + ec;
             if s > 0.0 && c > 0.0 && total > 0.0 {
-                let share = ShareNull::of(s, c, delta);
-                e.push(share.log_lrs((s, ec, total), share.nu, ERROR_RATIOS.into_iter()));
+                let tau0 = c * (1.0 + delta) / s;
+                e.push(crate::share::log_lrs(
+                    (ec, total),
+                    tau0,
+                    shape,
+                    ERROR_RATIOS.into_iter(),
+                ));
             }
         }
         if let (Some(e), Some(r0)) = (&mut abs, ceiling) {
             if c > 0.0 && r0 > 0.0 {
-                let shape = 1.0 / (ERROR_RATE_CV * ERROR_RATE_CV);
                 let null = ln_negative_binomial(ec, r0 * c, shape);
                 e.push(ERROR_RATIOS[..3].iter().map(|mult| {
                     let r1 = (r0 * mult).min(1.0);
@@ -730,18 +750,14 @@ pub(crate) mod tests {
         let v = judge(
             &template(),
             0.01,
+            ERROR_RATE_CV,
             &[w(arm(1000.0, 2.0, 0.05), arm(1000.0, 12.0, 0.05))],
         );
+        // The failure test's share is the scaled beta-binomial (`share`):
+        // expected errors 1.5:1 at the tolerance, shape 1/CV² = 4.
         let cap = CAP_FRACTION * (1.0 / 0.005_f64).ln();
-        let null = ln_beta_binomial(12.0, 14.0, 0.6, nu);
-        let mean: f64 = ERROR_RATIOS
-            .iter()
-            .map(|rho| {
-                let p1 = 1.5 * rho / (1.5 * rho + 1.0);
-                (ln_beta_binomial(12.0, 14.0, p1, nu) - null).min(cap).exp()
-            })
-            .sum::<f64>()
-            / 4.0;
+        let lrs = crate::share::log_lrs((12.0, 14.0), 1.5, 4.0, ERROR_RATIOS.into_iter());
+        let mean: f64 = lrs.map(|lr| lr.min(cap).exp()).sum::<f64>() / 4.0;
         let e = v.metrics[0].statistic.expect("e-value");
         assert!((e - (0.5 * mean + 0.5)).abs() < 1e-9, "{e}");
         assert_eq!(v.metrics[0].threshold, Some(200.0));
@@ -752,6 +768,7 @@ pub(crate) mod tests {
         let v = judge(
             &template(),
             0.01,
+            ERROR_RATE_CV,
             &[w(arm(5000.0, 1.0, 0.05), arm(5000.0, 900.0, 0.05))],
         );
         assert_eq!(
@@ -769,7 +786,7 @@ pub(crate) mod tests {
             w(arm(5000.0, 1.0, 0.05), arm(5000.0, 900.0, 0.05)),
         ];
         assert_eq!(
-            judge(&template(), 0.01, &two).metrics[0].verdict,
+            judge(&template(), 0.01, ERROR_RATE_CV, &two).metrics[0].verdict,
             Verdict::Fail
         );
     }
@@ -780,7 +797,7 @@ pub(crate) mod tests {
         let h: Vec<IntervalMetrics> = (0..3)
             .map(|_| w(arm(9000.0, 900.0, 0.5), arm(1000.0, 100.0, 0.5)))
             .collect();
-        let v = judge(&template(), 0.01, &h);
+        let v = judge(&template(), 0.01, ERROR_RATE_CV, &h);
         assert_eq!(v.verdict, Verdict::Pass, "{}", v.summary());
         assert!(v.metrics[0].statistic.expect("e") < 1.0);
     }
@@ -790,7 +807,7 @@ pub(crate) mod tests {
         let h: Vec<IntervalMetrics> = (0..3)
             .map(|_| w(arm(6000.0, 0.0, 0.100), arm(600.0, 0.0, 0.160)))
             .collect();
-        let v = judge(&template(), 0.01, &h);
+        let v = judge(&template(), 0.01, ERROR_RATE_CV, &h);
         assert_eq!(v.metrics[1].verdict, Verdict::Fail, "{}", v.summary());
         let effect = v.metrics[1].effect.expect("effect");
         assert!((effect - 1.6).abs() < 1e-9);
@@ -799,7 +816,7 @@ pub(crate) mod tests {
             .map(|_| w(arm(6000.0, 0.0, 0.100), arm(600.0, 0.0, 0.105)))
             .collect();
         assert_eq!(
-            judge(&template(), 0.01, &ok).metrics[1].verdict,
+            judge(&template(), 0.01, ERROR_RATE_CV, &ok).metrics[1].verdict,
             Verdict::Pass
         );
     }
@@ -809,6 +826,7 @@ pub(crate) mod tests {
         let v = judge(
             &template(),
             0.01,
+            ERROR_RATE_CV,
             &[w(arm(1000.0, 0.0, 0.05), arm(10.0, 0.0, 0.05))],
         );
         assert_eq!(v.verdict, Verdict::Inconclusive);

@@ -208,7 +208,29 @@ pub struct TemplateAnalysis {
     /// were not merged are these intervals, so a chart can mark each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub marks: Vec<IntervalMark>,
+    /// What stable's intervals before the run taught about how much its
+    /// 5xx rate wanders; absent until they were read (at the run's start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<LearntNoise>,
 }
+
+/// How much stable's 5xx rate wandered from one interval to the next in
+/// the [`NOISE_INTERVALS`] intervals before the run
+/// (`rollout_analysis::noise`): the judge assumes it for both arms.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LearntNoise {
+    /// The per-interval CV of each arm's 5xx rate the judge assumes;
+    /// absent when the history taught nothing (then it assumes 50%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_cv: Option<f64>,
+    /// Stable's intervals with requests that it was learnt from.
+    pub intervals: u32,
+}
+
+/// How many of stable's intervals before a run are read to learn how much
+/// its 5xx rate wanders: an hour of one-minute intervals.
+pub const NOISE_INTERVALS: u32 = 60;
 
 /// How many judged intervals keep their mark (an hour and a half of
 /// one-minute intervals): enough for a chart, small beside the history

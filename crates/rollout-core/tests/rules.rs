@@ -961,7 +961,11 @@ fn analysis_added_to_a_running_rollout_starts_judging() {
     let boundary = START.plus_ms(10_000);
     assert_eq!(d.status.analysis.origin, Some(boundary));
     let due = plan(ctx, Some(&d.status), boundary.plus_ms(120_000));
-    assert_eq!(due.intervals.len(), 1);
+    let (before, run): (Vec<_>, Vec<_>) = due.intervals.iter().partition(|w| w.end <= boundary);
+    assert_eq!(run.len(), 1);
+    // And, once, stable's hour before the run, to learn its noise.
+    assert_eq!(before.len(), 60);
+    assert_eq!(before[0].start.millis(), boundary.millis() - 3_600_000);
 }
 
 #[test]

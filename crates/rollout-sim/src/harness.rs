@@ -145,7 +145,8 @@ impl SimMetrics {
     }
 
     /// The arm's behaviour in the minute holding second `t`, with the
-    /// per-minute wander (a lognormal multiplier of mean 1 on each).
+    /// per-minute wander: a Gamma multiplier of mean 1 on the 5xx rate (the
+    /// negative binomial's overdispersion), a lognormal one on latency.
     fn wander(&self, t: i64, canary: bool, b: ArmBehaviour) -> ArmBehaviour {
         if self.error_cv == 0.0 && self.latency_noise == 0.0 {
             return b;
@@ -154,9 +155,8 @@ impl SimMetrics {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         std::hash::Hash::hash(&(self.seed, minute, canary), &mut h);
         let mut rng = Rng::new(std::hash::Hasher::finish(&h));
-        let s2 = (1.0 + self.error_cv * self.error_cv).ln();
-        let errors = (s2.sqrt() * rng.normal() - s2 / 2.0).exp();
         let latency = (self.latency_noise * rng.normal()).exp();
+        let errors = rng.gamma_mean_one(1.0 / (self.error_cv * self.error_cv));
         ArmBehaviour {
             error_rate: (b.error_rate * errors).min(1.0),
             latency: b.latency * latency,
@@ -283,6 +283,11 @@ pub struct Harness {
     pub ticks: u64,
 }
 
+/// How much of stable's traffic before the run the simulated CloudWatch
+/// holds (the daemon reads an hour of it at a run's start to learn how
+/// much its 5xx rate wanders).
+const HISTORY_SECONDS: i64 = 3_600;
+
 /// The simulation's start: 2026-11-28T06:00:00Z.
 pub const EPOCH: Time = Time::from_millis(1_795_845_600_000);
 
@@ -346,6 +351,14 @@ impl Harness {
     /// With `crash_before_acting`, the process "dies" right after storing the
     /// status (the intent) and before touching the load balancer.
     pub fn tick_with(&mut self, crash_before_acting: bool) -> Option<u64> {
+        if self.ticks == 0 {
+            // Stable's hour before the run, with the behaviour the test set
+            // up (it is set after `new`, so recorded at the first tick).
+            let start = EPOCH.millis() / 1000;
+            for t in start - HISTORY_SECONDS..start {
+                self.metrics.record_second(t, 0.0);
+            }
+        }
         self.ticks += 1;
         let ctx = Context {
             rollout: &self.rollout,

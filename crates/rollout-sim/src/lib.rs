@@ -67,6 +67,33 @@ impl Rng {
             (mean + mean.sqrt() * self.normal()).round().max(0.0) as u64
         }
     }
+
+    /// Gamma with shape `k` and mean 1 (a CV of `1/√k`): Marsaglia and
+    /// Tsang for `k ≥ 1`; below 1 by `Gamma(k) = Gamma(k + 1)·U^(1/k)`
+    /// (their method needs `k ≥ 1`, and a CV above 1 is `k` below 1);
+    /// exactly 1 for an infinite `k` (CV 0).
+    pub fn gamma_mean_one(&mut self, k: f64) -> f64 {
+        if !k.is_finite() {
+            return 1.0;
+        }
+        if k < 1.0 {
+            let boost = self.uniform().max(f64::MIN_POSITIVE).powf(1.0 / k);
+            return self.gamma_mean_one(k + 1.0) * (k + 1.0) / k * boost;
+        }
+        let d = k - 1.0 / 3.0;
+        let c = 1.0 / (9.0 * d).sqrt();
+        loop {
+            let x = self.normal();
+            let v = (1.0 + c * x).powi(3);
+            if v <= 0.0 {
+                continue;
+            }
+            let u = self.uniform();
+            if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+                return d * v / k;
+            }
+        }
+    }
 }
 
 /// How one arm behaves: its 5xx rate and mean response time.

@@ -891,3 +891,58 @@ fn a_long_run_keeps_a_bounded_status_that_reads_back() {
     let (at_12, at_24) = (sizes[2].1, sizes[3].1);
     assert!(at_24 < at_12 + 2_000, "no longer growing: {sizes:?}");
 }
+
+/// Issue 19: in a world whose 5xx rates wander four times as much as the
+/// judge used to assume (each arm's rate, minute by minute, by a CV of 2),
+/// good canaries were rolled back (a 5xx-rate "regression" that is only
+/// noise). The judge now learns the wander from stable's hour before the
+/// run, says so in an event, and lets them through.
+#[test]
+fn a_noisy_world_does_not_roll_back_good_canaries() {
+    for seed in 1..=8 {
+        let mut h = harness(CANARY, seed);
+        h.metrics.error_cv = 2.0;
+        assert!(h.run_until(HOUR, finished));
+        let st = h.status().expect("status");
+        assert_eq!(st.phase, Phase::Succeeded, "seed {seed}: {}", st.message);
+        let learnt = h
+            .events
+            .iter()
+            .find(|e| e.message.contains("before the run"))
+            .expect("the noise learnt, in an event");
+        assert!(
+            learnt.message.contains("stable's 5xx rate wandered by"),
+            "{}",
+            learnt.message
+        );
+    }
+}
+
+/// A world half as noisy (CV 1) still rolls back a canary with twenty
+/// times the errors (ten times the template's tolerance) in most runs: how
+/// many depends on how long the data has (`docs/BENCHMARKS.md` measures
+/// it by noise level; at CV 2 a minute even this is mostly hidden in 20
+/// minutes of noise). And a calm world learns that it is calm.
+#[test]
+fn a_noisy_world_still_rolls_back_a_bad_canary() {
+    let mut rolled_back = 0;
+    for seed in 1..=8 {
+        let mut h = harness(CANARY, seed);
+        h.metrics.error_cv = 1.0;
+        h.metrics.canary = ArmBehaviour {
+            error_rate: 0.04,
+            latency: 0.050,
+        };
+        assert!(h.run_until(HOUR, finished));
+        let st = h.status().expect("status");
+        eprintln!("seed {seed}: {:?}: {}", st.phase, st.message);
+        rolled_back += usize::from(st.phase == Phase::RolledBack);
+    }
+    assert!(rolled_back >= 6, "{rolled_back} of 8 rolled back");
+    let mut calm = harness(CANARY, 1);
+    calm.run_until(5 * MINUTE, |_| false);
+    let st = calm.status().expect("status");
+    let noise = st.analysis.templates["golden"].noise.expect("learnt");
+    assert_eq!(noise.error_cv, Some(rollout_analysis::noise::FLOOR));
+    assert_eq!(noise.intervals, 60);
+}

@@ -53,12 +53,68 @@ impl Reconcile<'_> {
                 self.fail(format!("AnalysisTemplate `{name}` does not exist"));
                 return;
             };
+            self.learn_noise(&name, &due);
             if !self.judge_due(&name, template, &due) || !self.apply_limits(&name, template, count)
             {
                 return;
             }
         }
         self.wake_for_next_interval();
+    }
+
+    /// Stable's intervals before the run (asked for once at its start):
+    /// how much its 5xx rate wanders, which the judge then assumes for both
+    /// arms. Learnt once every one was read, or with those that were when
+    /// the run's first interval is due.
+    fn learn_noise(&mut self, name: &str, due: &[IntervalRequest]) {
+        let Some(origin) = self.st.analysis.origin else {
+            return;
+        };
+        let known = self.st.analysis.templates.get(name);
+        if known.is_some_and(|a| a.noise.is_some()) {
+            return;
+        }
+        let before = |w: &&IntervalRequest| w.template == name && w.end <= origin;
+        let asked = due.iter().filter(before).count();
+        let first_due = due.iter().any(|w| w.template == name && w.end > origin);
+        let answers: Vec<&IntervalResult> = self
+            .obs
+            .intervals
+            .iter()
+            .filter(|r| r.template == name && r.end <= origin)
+            .collect();
+        let all_read =
+            asked > 0 && answers.len() >= asked && answers.iter().all(|r| r.metrics.is_ok());
+        if !all_read && !first_due {
+            return;
+        }
+        let read: Vec<rollout_analysis::IntervalMetrics> = answers
+            .iter()
+            .filter_map(|r| r.metrics.as_ref().ok().cloned())
+            .collect();
+        let (error_cv, intervals) = rollout_analysis::noise::stable_error_cv(&read);
+        let intervals = u32::try_from(intervals).unwrap_or(u32::MAX);
+        let message = match error_cv {
+            Some(cv) => format!(
+                "{name}: stable's 5xx rate wandered by {:.0}% from interval to interval over the {intervals} intervals before the run; the judge assumes as much for both arms",
+                cv * 100.0
+            ),
+            None => format!(
+                "{name}: stable's {intervals} intervals with requests before the run were too few, or had no 5xx, to learn how much its rate wanders; the judge assumes {:.0}%",
+                rollout_analysis::sequential::ERROR_RATE_CV * 100.0
+            ),
+        };
+        let entry = self
+            .st
+            .analysis
+            .templates
+            .entry(name.to_string())
+            .or_default();
+        entry.noise = Some(LearntNoise {
+            error_cv,
+            intervals,
+        });
+        self.event(EventKind::AnalysisJudged, message, None);
     }
 
     /// Judges the template's due intervals whose metrics were read, in
@@ -72,7 +128,11 @@ impl Reconcile<'_> {
         due: &[IntervalRequest],
     ) -> bool {
         let name = name.to_string();
-        let mine: Vec<&IntervalRequest> = due.iter().filter(|w| w.template == name).collect();
+        let origin = self.st.analysis.origin;
+        let mine: Vec<&IntervalRequest> = due
+            .iter()
+            .filter(|w| w.template == name && origin.is_none_or(|o| w.end > o))
+            .collect();
         for (i, window) in mine.iter().enumerate() {
             let result = self
                 .obs
@@ -101,7 +161,9 @@ impl Reconcile<'_> {
                         HISTORY_INTERVALS,
                     );
                     note_chaos_window(entry, before, under_chaos);
-                    let verdict = rollout_analysis::judge(template, &entry.history);
+                    let error_cv = entry.noise.and_then(|n| n.error_cv);
+                    let verdict =
+                        rollout_analysis::judge_learnt(template, error_cv, &entry.history);
                     entry.intervals_done += 1;
                     entry.errors_in_a_row = 0;
                     match verdict.verdict {

@@ -42,10 +42,13 @@ use rollout_spec::{AnalysisTemplateSpec, CanaryStep, Rollout};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{check, Command, CommandKind};
-use crate::observe::{IntervalRequest, ObservationPlan, Observations, Observed, Urgency};
+use crate::observe::{
+    IntervalRequest, IntervalResult, ObservationPlan, Observations, Observed, Urgency,
+};
 use crate::status::{
-    BlueGreenStage, BlueGreenStatus, IntervalMark, JudgedInterval, PauseReason, Phase,
+    BlueGreenStage, BlueGreenStatus, IntervalMark, JudgedInterval, LearntNoise, PauseReason, Phase,
     RolloutStatus, RunRecord, Weights, HISTORY_INTERVALS, HISTORY_LIMIT, MARKS_KEPT,
+    NOISE_INTERVALS,
 };
 use crate::time::Time;
 

@@ -26,7 +26,13 @@ pub fn plan_reads(
     let intervals = status
         .map(|st| due_intervals(ctx, st, now))
         .unwrap_or_default();
-    let health = status.is_none_or(|st| health_may_matter(ctx, st, now, !intervals.is_empty()));
+    // Stable's intervals before the run (read once, to learn its noise)
+    // judge nothing: only the run's own make a raise possible.
+    let judging = |st: &RolloutStatus| {
+        let origin = st.analysis.origin;
+        intervals.iter().any(|w| origin.is_none_or(|o| w.end > o))
+    };
+    let health = status.is_none_or(|st| health_may_matter(ctx, st, now, judging(st)));
     let (traffic, urgency) = match status {
         // A rollout never run yet: its first raise waits behind the steps
         // of runs under way (see `Action::SetWeights`), so does its read.
@@ -218,6 +224,29 @@ pub(super) fn analysis_config(ctx: Context<'_>, st: &RolloutStatus) -> Option<An
     })
 }
 
+/// Stable's [`NOISE_INTERVALS`] intervals before the analysis `origin`,
+/// read once at a run's start to learn how much its 5xx rate wanders (both
+/// arms' windows are the same; the canary served nothing then). They end
+/// at or before `origin`, every run interval after it.
+fn noise_windows(name: &str, origin: Time, interval: u64) -> Vec<IntervalRequest> {
+    (1..=u64::from(NOISE_INTERVALS))
+        .rev()
+        .map(|back| {
+            let start = Time::from_millis(
+                origin.millis() - i64::try_from(interval.saturating_mul(back)).unwrap_or(0),
+            );
+            let end = start.plus_ms(interval);
+            IntervalRequest {
+                template: name.to_string(),
+                start,
+                end,
+                stable_start: start,
+                stable_end: end,
+            }
+        })
+        .collect()
+}
+
 /// `t` rounded down to a multiple of `step` milliseconds since the epoch.
 pub(super) fn grid_floor(t: Time, step: u64) -> Time {
     let step = i64::try_from(step.max(1)).unwrap_or(i64::MAX);
@@ -247,11 +276,14 @@ pub(super) fn due_intervals(
             continue;
         };
         let delay = t.alb.delay.as_millis();
-        let done = st
-            .analysis
-            .templates
-            .get(&name)
-            .map_or(0, |a| a.intervals_done);
+        let state = st.analysis.templates.get(&name);
+        let done = state.map_or(0, |a| a.intervals_done);
+        if state.is_none_or(|a| a.noise.is_none())
+            && st.analysis.baseline.is_none()
+            && origin.plus_ms(delay) <= now
+        {
+            out.extend(noise_windows(&name, origin, interval));
+        }
         for k in done..done.saturating_add(MAX_INTERVALS_PER_TICK) {
             if count.is_some_and(|c| k >= c) {
                 break;

@@ -78,7 +78,12 @@ pub fn main(rest: &[String]) -> std::process::ExitCode {
     );
     println!("| scenario | runs | latency: truth always inside | 5xx: truth always inside | unchanged: a claim the truth contradicts (latency, 5xx) | median minutes to a latency verdict |");
     println!("|---|---|---|---|---|---|");
-    for s in SCENARIOS.iter().filter(|s| s.from == 0 && !s.p99) {
+    // Not the bad-host scenario: its canary is slower in the minutes its
+    // host is bad, so its latency truth is not the scenario's constant.
+    for s in SCENARIOS
+        .iter()
+        .filter(|s| s.from == 0 && !s.p99 && !s.bad_host)
+    {
         let mut t = Tally::default();
         for &rps in &TRAFFIC {
             for &share in &SHARES {

@@ -95,6 +95,10 @@ impl Reconcile<'_> {
         let (error_cv, intervals) = rollout_analysis::noise::stable_error_cv(&read);
         let intervals = u32::try_from(intervals).unwrap_or(u32::MAX);
         let message = match error_cv {
+            Some(cv) if cv <= rollout_analysis::noise::FLOOR => format!(
+                "{name}: stable's 5xx rate wandered by no more than {:.0}% from interval to interval over the {intervals} intervals before the run (the least the judge assumes); the judge assumes as much for both arms",
+                cv * 100.0
+            ),
             Some(cv) => format!(
                 "{name}: stable's 5xx rate wandered by {:.0}% from interval to interval over the {intervals} intervals before the run; the judge assumes as much for both arms",
                 cv * 100.0

@@ -433,11 +433,7 @@ struct Tally {
 fn hour_before(rng: &mut Rng, rps: f64, error_cv: f64) -> Option<f64> {
     let calm = &SCENARIOS[0];
     let hour = simulate(rng, calm, (rps, 0.0), 60, error_cv);
-    let data: Vec<(f64, f64)> = hour
-        .iter()
-        .filter_map(|[(s, _), _]| Some((s.requests?, s.errors.unwrap_or(0.0))))
-        .collect();
-    rollout_analysis::noise::error_cv(&data)
+    rollout_analysis::noise::stable_error_cv(hour.iter().map(|[(s, _), _]| s)).0
 }
 
 fn decide(

@@ -121,12 +121,14 @@ pub fn error_cv(intervals: &[(f64, f64)]) -> Option<f64> {
     Some(g.clamp(FLOOR, CEILING))
 }
 
-/// [`error_cv`] of the stable arm of `intervals`, with how many had
-/// requests.
-pub fn stable_error_cv(intervals: &[crate::IntervalMetrics]) -> (Option<f64>, usize) {
-    let data: Vec<(f64, f64)> = intervals
-        .iter()
-        .filter_map(|m| Some((m.stable.requests()?, m.stable.errors()?)))
+/// [`error_cv`] of stable's samples before the run, with how many had
+/// requests (a missing 5xx datapoint with requests is zero errors).
+pub fn stable_error_cv<'a>(
+    stable: impl IntoIterator<Item = &'a crate::ArmSample>,
+) -> (Option<f64>, usize) {
+    let data: Vec<(f64, f64)> = stable
+        .into_iter()
+        .filter_map(|a| Some((a.requests()?, a.errors()?)))
         .filter(|(n, _)| *n > 0.0)
         .collect();
     (error_cv(&data), data.len())

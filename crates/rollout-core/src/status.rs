@@ -325,6 +325,15 @@ pub struct AnalysisStatus {
     pub templates: BTreeMap<String, TemplateAnalysis>,
 }
 
+impl AnalysisStatus {
+    /// Whether an interval ending at `end` is one of stable's before the
+    /// run (read once to learn its noise, never judged): it ends at or
+    /// before the origin, every run interval after it.
+    pub fn before_run(&self, end: Time) -> bool {
+        self.origin.is_some_and(|o| end <= o)
+    }
+}
+
 /// A run that ended, kept for the record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]

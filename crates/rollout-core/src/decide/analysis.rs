@@ -67,32 +67,30 @@ impl Reconcile<'_> {
     /// arms. Learnt once every one was read, or with those that were when
     /// the run's first interval is due.
     fn learn_noise(&mut self, name: &str, due: &[IntervalRequest]) {
-        let Some(origin) = self.st.analysis.origin else {
-            return;
-        };
-        let known = self.st.analysis.templates.get(name);
-        if known.is_some_and(|a| a.noise.is_some()) {
+        let analysis = &self.st.analysis;
+        let known = analysis.templates.get(name);
+        if analysis.origin.is_none() || known.is_some_and(|a| a.noise.is_some()) {
             return;
         }
-        let before = |w: &&IntervalRequest| w.template == name && w.end <= origin;
-        let asked = due.iter().filter(before).count();
-        let first_due = due.iter().any(|w| w.template == name && w.end > origin);
+        let mine = due.iter().filter(|w| w.template == name);
+        let (before, run): (Vec<_>, Vec<_>) = mine.partition(|w| analysis.before_run(w.end));
         let answers: Vec<&IntervalResult> = self
             .obs
             .intervals
             .iter()
-            .filter(|r| r.template == name && r.end <= origin)
+            .filter(|r| r.template == name && analysis.before_run(r.end))
             .collect();
-        let all_read =
-            asked > 0 && answers.len() >= asked && answers.iter().all(|r| r.metrics.is_ok());
-        if !all_read && !first_due {
+        let all_read = !before.is_empty()
+            && answers.len() >= before.len()
+            && answers.iter().all(|r| r.metrics.is_ok());
+        if !all_read && run.is_empty() {
             return;
         }
-        let read: Vec<rollout_analysis::IntervalMetrics> = answers
+        let stable = answers
             .iter()
-            .filter_map(|r| r.metrics.as_ref().ok().cloned())
-            .collect();
-        let (error_cv, intervals) = rollout_analysis::noise::stable_error_cv(&read);
+            .filter_map(|r| r.metrics.as_ref().ok())
+            .map(|m| &m.stable);
+        let (error_cv, intervals) = rollout_analysis::noise::stable_error_cv(stable);
         let intervals = u32::try_from(intervals).unwrap_or(u32::MAX);
         let message = match error_cv {
             Some(cv) if cv <= rollout_analysis::noise::FLOOR => format!(
@@ -132,10 +130,9 @@ impl Reconcile<'_> {
         due: &[IntervalRequest],
     ) -> bool {
         let name = name.to_string();
-        let origin = self.st.analysis.origin;
         let mine: Vec<&IntervalRequest> = due
             .iter()
-            .filter(|w| w.template == name && origin.is_none_or(|o| w.end > o))
+            .filter(|w| w.template == name && !self.st.analysis.before_run(w.end))
             .collect();
         for (i, window) in mine.iter().enumerate() {
             let result = self

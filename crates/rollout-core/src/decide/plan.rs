@@ -28,10 +28,7 @@ pub fn plan_reads(
         .unwrap_or_default();
     // Stable's intervals before the run (read once, to learn its noise)
     // judge nothing: only the run's own make a raise possible.
-    let judging = |st: &RolloutStatus| {
-        let origin = st.analysis.origin;
-        intervals.iter().any(|w| origin.is_none_or(|o| w.end > o))
-    };
+    let judging = |st: &RolloutStatus| intervals.iter().any(|w| !st.analysis.before_run(w.end));
     let health = status.is_none_or(|st| health_may_matter(ctx, st, now, judging(st)));
     let (traffic, urgency) = match status {
         // A rollout never run yet: its first raise waits behind the steps

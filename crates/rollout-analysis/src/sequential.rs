@@ -41,8 +41,18 @@
 //! **Robustness.** Each interval's likelihood ratio is capped at
 //! `(1/α)^0.6`: a single interval (one host's burst of errors, a GC storm in
 //! one arm) can never roll back on its own; two consistently bad intervals
-//! can. Capping keeps the e-process valid (a capped ratio has expectation
-//! ≤ 1 too).
+//! can. Capping keeps the e-process valid (a capped ratio is below the
+//! ratio, so its expectation is ≤ 1 too). One exception buys speed where it
+//! is safe: the relative latency alternatives at least 0.4 beyond tolerance
+//! on the log scale (the canary ×1.5 slower than tolerated) are not capped,
+//! so a canary twice as slow is rolled back in the first interval that
+//! shows it. One slow host of three moves the canary's latency far less, and
+//! a shared slowdown cancels in the ratio; the absolute ceiling stays capped
+//! (an incident breaches it in both arms). The 5xx share stays capped: with
+//! each arm's rate wandering by the learnt CV, one interval's likelihood
+//! ratio is bounded (by `ρ^k` for the share's shape `k`), and at CV 0.5 a
+//! 10× canary's one interval is worth about 3 nats where rolling back
+//! needs 7.
 //!
 //! **Pass.** An interval passes when both arms have `minRequests`, the
 //! evidence against the canary is below `√(1/α)`, and the interval on its
@@ -62,6 +72,10 @@ const LATENCY_EFFECTS: [f64; 5] = [0.05, 0.1, 0.2, 0.4, 0.8];
 /// A single interval contributes at most this fraction of the rejection
 /// threshold's log.
 pub(crate) const CAP_FRACTION: f64 = 0.6;
+/// Latency alternatives at least this far beyond tolerance (log scale: the
+/// canary ×1.5 slower than the tolerated latency) are not capped: one
+/// interval that shows them can roll back on its own (see "Robustness").
+const LATENCY_UNCAPPED: f64 = 0.4;
 /// Per-interval noise of a log latency ratio not explained by sampling
 /// (hosts, caches): 3%.
 pub(crate) const LATENCY_FLOOR: f64 = 0.03;
@@ -215,15 +229,24 @@ impl EProcess {
         }
     }
 
-    /// One interval's log likelihood ratios, one per alternative.
+    /// One interval's log likelihood ratios, one per alternative, each
+    /// capped.
     fn push(&mut self, log_lrs: impl Iterator<Item = f64>) {
+        self.push_lifted(log_lrs.map(|lr| (lr, f64::NEG_INFINITY)));
+    }
+
+    /// One interval's log likelihood ratios, one per alternative, each with
+    /// how far it may go beyond the cap (see [`lifted`]): the factor is
+    /// `min(lr, max(cap, lift))`, never above the ratio, so the e-process
+    /// stays valid whatever the lift.
+    fn push_lifted(&mut self, log_lrs: impl Iterator<Item = (f64, f64)>) {
         self.t += 1;
         let t = self.t as f64;
         let log_w = -(t * (t + 1.0)).ln();
         self.last = f64::NEG_INFINITY;
-        for (s, lr) in self.log_s.iter_mut().zip(log_lrs) {
+        for (s, (lr, lift)) in self.log_s.iter_mut().zip(log_lrs) {
             let lr = if lr.is_finite() {
-                lr.min(self.cap)
+                lr.min(self.cap.max(lift))
             } else {
                 0.0
             };
@@ -589,11 +612,17 @@ pub(crate) fn latency_evidence(
         if let (Some(e), Some(delta)) = (&mut rel, rel_delta) {
             let d = (lc / ls).ln() - (1.0 + delta).ln();
             let var = se_c * se_c + se_s * se_s + LATENCY_FLOOR * LATENCY_FLOOR;
-            e.push(
-                LATENCY_EFFECTS
-                    .iter()
-                    .map(|mu| (mu * d - mu * mu / 2.0) / var),
-            );
+            e.push_lifted(LATENCY_EFFECTS.iter().map(|mu| {
+                let lr = (mu * d - mu * mu / 2.0) / var;
+                (
+                    lr,
+                    if *mu >= LATENCY_UNCAPPED {
+                        lr
+                    } else {
+                        f64::NEG_INFINITY
+                    },
+                )
+            }));
             sum_d += (lc / ls).ln();
             sum_var += var;
             count += 1.0;
@@ -763,13 +792,17 @@ pub(crate) mod tests {
         assert_eq!(v.metrics[0].threshold, Some(200.0));
     }
 
+    /// One host's burst of errors in the canary (20 where stable, three
+    /// times busier, had 3) is suspicious but never rolls back alone; two
+    /// such intervals in a row do.
     #[test]
-    fn one_interval_can_never_roll_back_alone() {
+    fn one_hosts_burst_never_rolls_back_alone() {
+        let burst = w(arm(1500.0, 3.0, 0.05), arm(500.0, 21.0, 0.05));
         let v = judge(
             &template(),
             0.01,
             ERROR_RATE_CV,
-            &[w(arm(5000.0, 1.0, 0.05), arm(5000.0, 900.0, 0.05))],
+            std::slice::from_ref(&burst),
         );
         assert_eq!(
             v.metrics[0].verdict,
@@ -781,13 +814,53 @@ pub(crate) mod tests {
             "{}",
             v.metrics[0].reason
         );
-        let two = [
-            w(arm(5000.0, 1.0, 0.05), arm(5000.0, 900.0, 0.05)),
-            w(arm(5000.0, 1.0, 0.05), arm(5000.0, 900.0, 0.05)),
-        ];
+        let two = [burst.clone(), burst];
         assert_eq!(
             judge(&template(), 0.01, ERROR_RATE_CV, &two).metrics[0].verdict,
             Verdict::Fail
+        );
+    }
+
+    /// Issue 19: a latency regression far beyond tolerance (×2 where 10%
+    /// is allowed) is rolled back in the first interval that shows it;
+    /// before, every interval was capped and the fewest that could roll
+    /// back was two. 5xx intervals stay capped: with each arm's rate
+    /// wandering by CV 0.5 a minute, one interval's 10× share is not
+    /// evidence enough (the scaled beta-binomial's ratio is bounded).
+    #[test]
+    fn a_big_latency_regression_rolls_back_in_its_first_interval() {
+        let slow = judge(
+            &template(),
+            0.01,
+            ERROR_RATE_CV,
+            &[w(arm(3000.0, 6.0, 0.050), arm(300.0, 1.0, 0.100))],
+        );
+        assert_eq!(slow.metrics[1].verdict, Verdict::Fail, "{}", slow.summary());
+        // A third slower is worse than tolerated, but not by so much that
+        // one interval may decide it.
+        let slower = judge(
+            &template(),
+            0.01,
+            ERROR_RATE_CV,
+            &[w(arm(3000.0, 6.0, 0.050), arm(300.0, 1.0, 0.065))],
+        );
+        assert_eq!(
+            slower.metrics[1].verdict,
+            Verdict::Inconclusive,
+            "{}",
+            slower.summary()
+        );
+        let errors = judge(
+            &template(),
+            0.01,
+            ERROR_RATE_CV,
+            &[w(arm(3000.0, 6.0, 0.05), arm(3000.0, 60.0, 0.05))],
+        );
+        assert_ne!(
+            errors.metrics[0].verdict,
+            Verdict::Fail,
+            "{}",
+            errors.summary()
         );
     }
 

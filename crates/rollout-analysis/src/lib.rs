@@ -16,6 +16,7 @@
 pub mod compact;
 pub mod custom;
 pub mod effect;
+mod eprocess;
 mod improvement;
 pub mod mann_whitney;
 pub mod noise;

@@ -289,7 +289,12 @@ pub fn judge(
     if let Some(check) = &alb.latency {
         metrics.push(latency_check(check, &interval));
     }
-    crate::within::annotate(alb, interval.alpha_check, history, &mut metrics);
+    crate::within::annotate(
+        alb,
+        (interval.alpha_check, interval.error_cv),
+        history,
+        &mut metrics,
+    );
     crate::improvement::gates(alb, &interval, &mut metrics);
     IntervalVerdict::combine(metrics)
 }
@@ -637,7 +642,7 @@ pub(crate) mod tests {
     use super::*;
     use rollout_spec::{Duration, ErrorRateCheck, LatencyCheck, Percent};
 
-    fn template() -> AlbAnalysis {
+    pub(crate) fn template() -> AlbAnalysis {
         AlbAnalysis {
             period: Duration::from_secs(60),
             delay: Duration::from_secs(60),

@@ -8,8 +8,9 @@
 //! contributes the likelihood ratio of an alternative *inside* the
 //! tolerance (the canary as good as stable, half way to the tolerance, or
 //! better) against the boundary, with the same per-interval models as the
-//! failure test: the canary's beta-binomial share of the interval's
-//! errors, a negative binomial for an absolute 5xx ceiling, a normal log
+//! failure test: the canary's scaled beta-binomial share of the interval's
+//! errors (`share`), a negative binomial for an absolute 5xx ceiling, both
+//! with the 5xx wander learnt at the run's start (`noise`), a normal log
 //! latency ratio whose noise comes from the request counts, the latency
 //! spread and a floor for host-to-host variation. Both families have a
 //! monotone likelihood ratio, so a ratio for an alternative below the
@@ -38,8 +39,7 @@ use rollout_spec::{AlbAnalysis, ErrorRateCheck, LatencyCheck, LatencyStatistic};
 use serde::{Deserialize, Serialize};
 
 use crate::sequential::{
-    ln_negative_binomial, ErrorCounts, LatencyPair, ShareNull, CAP_FRACTION, ERROR_RATE_CV,
-    LATENCY_FLOOR,
+    ln_negative_binomial, ErrorCounts, LatencyPair, CAP_FRACTION, LATENCY_FLOOR,
 };
 use crate::IntervalMetrics;
 
@@ -152,12 +152,18 @@ impl Support {
 
 /// Evidence that the canary's 5xx rate is within the check's tolerance:
 /// relative, absolute, or the weaker of the two when both are set.
-pub fn error_rate(check: &ErrorRateCheck, history: &[IntervalMetrics], alpha: f64) -> Within {
+/// Each arm's rate is taken to wander by `error_cv` per interval.
+pub fn error_rate(
+    check: &ErrorRateCheck,
+    history: &[IntervalMetrics],
+    alpha: f64,
+    error_cv: f64,
+) -> Within {
     let tolerance = (
         check.max_increase.map(|d| d.fraction()),
         check.max_rate.map(|r| r.fraction()),
     );
-    error_tolerance(tolerance, history, alpha)
+    error_tolerance(tolerance, history, alpha, error_cv)
 }
 
 /// Evidence that the canary's 5xx rate is lower than stable's by at least
@@ -166,9 +172,10 @@ pub fn error_improvement(
     check: &ErrorRateCheck,
     history: &[IntervalMetrics],
     alpha: f64,
+    error_cv: f64,
 ) -> Option<Within> {
     let m = check.min_improvement?.fraction();
-    Some(error_tolerance((Some(-m), None), history, alpha))
+    Some(error_tolerance((Some(-m), None), history, alpha, error_cv))
 }
 
 /// The 5xx evidence against a relative tolerance `δ` (a fraction, below 0
@@ -177,7 +184,9 @@ fn error_tolerance(
     (rel_delta, ceiling): (Option<f64>, Option<f64>),
     history: &[IntervalMetrics],
     alpha: f64,
+    error_cv: f64,
 ) -> Within {
+    let shape = 1.0 / (error_cv * error_cv).max(1e-6);
     let mut rel = rel_delta.map(|_| Support::new(ERROR_WITHIN.len(), alpha));
     let mut abs = ceiling.map(|_| Support::new(CEILING_WITHIN.len(), alpha));
     for w in history {
@@ -187,14 +196,13 @@ fn error_tolerance(
         if let (Some(e), Some(d)) = (&mut rel, rel_delta) {
             let total = es + ec;
             if s > 0.0 && c > 0.0 && total > 0.0 {
-                let share = ShareNull::of(s, c, d);
+                let tau0 = c * (1.0 + d) / s;
                 let rhos = ERROR_WITHIN.iter().map(|m| within_ratio(*m, d));
-                e.push(share.log_lrs((s, ec, total), share.nu, rhos));
+                e.push(crate::share::log_lrs((ec, total), tau0, shape, rhos));
             }
         }
         if let (Some(e), Some(r0)) = (&mut abs, ceiling) {
             if c > 0.0 && r0 > 0.0 {
-                let shape = 1.0 / (ERROR_RATE_CV * ERROR_RATE_CV);
                 let null = ln_negative_binomial(ec, r0 * c, shape);
                 e.push(
                     CEILING_WITHIN
@@ -322,7 +330,7 @@ fn weaker(a: Option<Within>, b: Option<Within>) -> Within {
 /// Sets each built-in check's `within` on a sequential verdict's metrics.
 pub(crate) fn annotate(
     alb: &AlbAnalysis,
-    alpha_check: f64,
+    (alpha_check, error_cv): (f64, f64),
     history: &[IntervalMetrics],
     metrics: &mut [crate::MetricVerdict],
 ) {
@@ -331,7 +339,7 @@ pub(crate) fn annotate(
             "errorRate" => alb
                 .error_rate
                 .as_ref()
-                .and_then(|c| error_improvement(c, history, alpha_check)),
+                .and_then(|c| error_improvement(c, history, alpha_check, error_cv)),
             "latency" => alb
                 .latency
                 .as_ref()
@@ -342,7 +350,7 @@ pub(crate) fn annotate(
             "errorRate" => alb
                 .error_rate
                 .as_ref()
-                .map(|c| error_rate(c, history, alpha_check)),
+                .map(|c| error_rate(c, history, alpha_check, error_cv)),
             "latency" => alb
                 .latency
                 .as_ref()
@@ -356,6 +364,7 @@ pub(crate) fn annotate(
 mod tests {
     use super::*;
     use crate::sequential::tests::{arm, w};
+    use crate::sequential::ERROR_RATE_CV;
     use rollout_spec::{LatencyStatistic, Percent};
 
     fn lat(max_increase: f64) -> LatencyCheck {
@@ -462,6 +471,31 @@ mod tests {
         }
     }
 
+    /// A canary at its tolerance (1.5× stable's 5xx rate on average) in a
+    /// service whose rates wander by a CV of about 2 a minute: most minutes
+    /// it has few errors, one in five a burst. With the CV learnt (2), it
+    /// is not shown within tolerance; the test that assumed 0.5 whatever
+    /// was learnt showed it (evidence 13,450 against 100), and an
+    /// evidence-paced pause would have advanced it.
+    #[test]
+    fn a_noisy_canary_at_its_tolerance_is_not_shown_within_it() {
+        let mut alb = crate::sequential::tests::template();
+        alb.latency = None;
+        let wander: [f64; 5] = [0.05, 0.1, 0.2, 0.3, 4.35];
+        let h: Vec<IntervalMetrics> = (0..30)
+            .map(|i| {
+                let canary = (9.0 * wander[i % 5]).round();
+                w(arm(3000.0, 6.0, 0.1), arm(3000.0, canary, 0.1))
+            })
+            .collect();
+        let within = |cv: f64| {
+            let v = crate::sequential::judge(&alb, 0.01, cv, &h);
+            v.metrics[0].within.expect("within")
+        };
+        assert!(!within(2.0).shown(), "{:?}", within(2.0));
+        assert!(within(ERROR_RATE_CV).shown(), "{:?}", within(ERROR_RATE_CV));
+    }
+
     #[test]
     fn errors_far_below_a_ceiling_are_shown_within_it() {
         let check = ErrorRateCheck {
@@ -472,12 +506,12 @@ mod tests {
         let h: Vec<IntervalMetrics> = (0..6)
             .map(|_| w(arm(6000.0, 12.0, 0.1), arm(3000.0, 6.0, 0.1)))
             .collect();
-        assert!(error_rate(&check, &h, 0.0025).shown());
+        assert!(error_rate(&check, &h, 0.0025, ERROR_RATE_CV).shown());
         // A canary at twice the ceiling never is.
         let bad: Vec<IntervalMetrics> = (0..30)
             .map(|_| w(arm(6000.0, 12.0, 0.1), arm(3000.0, 60.0, 0.1)))
             .collect();
-        let v = error_rate(&check, &bad, 0.0025);
+        let v = error_rate(&check, &bad, 0.0025, ERROR_RATE_CV);
         assert!(!v.shown() && v.evidence < 1e-3, "{v:?}");
     }
 }

@@ -86,8 +86,9 @@ const DEFAULT_CV: f64 = 1.5;
 /// next on its own (coefficient of variation) when stable's history before
 /// the run taught nothing (`noise`): one host misbehaving, a client
 /// retrying. Errors are overdispersed; a Poisson model would read this as
-/// evidence. The report's intervals and the within-tolerance evidence use
-/// it as they did before the judge learnt the noise.
+/// evidence. The report's intervals (`effect`) still use it as they did
+/// before the judge learnt the noise; the within-tolerance evidence uses
+/// the learnt CV.
 pub const ERROR_RATE_CV: f64 = 0.5;
 
 /// ln of the beta-binomial likelihood of `k` of `n` with mean `p` and

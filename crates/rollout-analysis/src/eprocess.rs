@@ -21,7 +21,8 @@ use crate::sequential::CAP_FRACTION;
 pub(crate) struct EProcess {
     log_s: Vec<f64>,
     t: u64,
-    cap: f64,
+    /// Each alternative's per-interval cap on its log-ratio.
+    caps: Vec<f64>,
     /// The largest capped log-ratio of the latest interval.
     last: f64,
 }
@@ -38,36 +39,36 @@ fn log_add(a: f64, b: f64) -> f64 {
 }
 
 impl EProcess {
+    /// Every alternative capped at `CAP_FRACTION·ln(1/α)` per interval.
     pub(crate) fn new(alternatives: usize, alpha: f64) -> Self {
         EProcess {
             log_s: vec![f64::NEG_INFINITY; alternatives],
             t: 0,
-            cap: CAP_FRACTION * (1.0 / alpha).ln(),
+            caps: vec![CAP_FRACTION * (1.0 / alpha).ln(); alternatives],
             last: 0.0,
         }
     }
 
-    /// One interval's log likelihood ratios, one per alternative, each
-    /// capped.
-    pub(crate) fn push(&mut self, log_lrs: impl Iterator<Item = f64>) {
-        self.push_lifted(log_lrs.map(|lr| (lr, f64::NEG_INFINITY)));
+    /// The same, with the alternatives `uncapped` says not capped
+    /// (`sequential`, "Robustness"): a capped factor is below the ratio,
+    /// so the e-process is valid whichever are.
+    pub(crate) fn uncapped(mut self, uncapped: impl Fn(usize) -> bool) -> Self {
+        for (i, cap) in self.caps.iter_mut().enumerate() {
+            if uncapped(i) {
+                *cap = f64::INFINITY;
+            }
+        }
+        self
     }
 
-    /// One interval's log likelihood ratios, one per alternative, each with
-    /// how far it may go beyond the cap (`sequential`, "Robustness"): the
-    /// factor is `min(lr, max(cap, lift))`, never above the ratio, so the
-    /// e-process stays valid whatever the lift.
-    pub(crate) fn push_lifted(&mut self, log_lrs: impl Iterator<Item = (f64, f64)>) {
+    /// One interval's log likelihood ratios, one per alternative.
+    pub(crate) fn push(&mut self, log_lrs: impl Iterator<Item = f64>) {
         self.t += 1;
         let t = self.t as f64;
         let log_w = -(t * (t + 1.0)).ln();
         self.last = f64::NEG_INFINITY;
-        for (s, (lr, lift)) in self.log_s.iter_mut().zip(log_lrs) {
-            let lr = if lr.is_finite() {
-                lr.min(self.cap.max(lift))
-            } else {
-                0.0
-            };
+        for ((s, cap), lr) in self.log_s.iter_mut().zip(&self.caps).zip(log_lrs) {
+            let lr = if lr.is_finite() { lr.min(*cap) } else { 0.0 };
             self.last = self.last.max(lr);
             *s = log_add(*s, log_w) + lr;
         }

@@ -290,12 +290,7 @@ pub fn judge(
     if let Some(check) = &alb.latency {
         metrics.push(latency_check(check, &interval));
     }
-    crate::within::annotate(
-        alb,
-        (interval.alpha_check, interval.error_cv),
-        history,
-        &mut metrics,
-    );
+    crate::within::annotate(alb, &interval, &mut metrics);
     crate::improvement::gates(alb, &interval, &mut metrics);
     IntervalVerdict::combine(metrics)
 }
@@ -371,7 +366,7 @@ pub(crate) fn error_evidence(
 ) {
     let mut rel = rel_delta.map(|_| EProcess::new(ERROR_RATIOS.len(), alpha_check));
     let mut abs = ceiling.map(|_| EProcess::new(ERROR_RATIOS.len() - 1, alpha_check));
-    let shape = 1.0 / (error_cv * error_cv).max(1e-6);
+    let shape = crate::share::shape(error_cv);
     let (mut sum_es, mut sum_ns, mut sum_ec, mut sum_nc) = (0.0, 0.0, 0.0, 0.0);
     for w in history {
         let Some(ErrorCounts { s, c, es, ec }) = ErrorCounts::of(w) else {
@@ -522,7 +517,10 @@ pub(crate) fn latency_evidence(
     Option<EProcess>,
     Option<(f64, (f64, f64))>,
 ) {
-    let mut rel = rel_delta.map(|_| EProcess::new(LATENCY_EFFECTS.len(), alpha_check));
+    let mut rel = rel_delta.map(|_| {
+        EProcess::new(LATENCY_EFFECTS.len(), alpha_check)
+            .uncapped(|i| LATENCY_EFFECTS[i] >= LATENCY_UNCAPPED)
+    });
     let mut abs = absolute.map(|_| EProcess::new(LATENCY_EFFECTS.len(), alpha_check));
     let (mut sum_d, mut sum_var, mut count) = (0.0, 0.0, 0.0);
     for w in history {
@@ -532,17 +530,11 @@ pub(crate) fn latency_evidence(
         if let (Some(e), Some(delta)) = (&mut rel, rel_delta) {
             let d = (lc / ls).ln() - (1.0 + delta).ln();
             let var = se_c * se_c + se_s * se_s + LATENCY_FLOOR * LATENCY_FLOOR;
-            e.push_lifted(LATENCY_EFFECTS.iter().map(|mu| {
-                let lr = (mu * d - mu * mu / 2.0) / var;
-                (
-                    lr,
-                    if *mu >= LATENCY_UNCAPPED {
-                        lr
-                    } else {
-                        f64::NEG_INFINITY
-                    },
-                )
-            }));
+            e.push(
+                LATENCY_EFFECTS
+                    .iter()
+                    .map(|mu| (mu * d - mu * mu / 2.0) / var),
+            );
             sum_d += (lc / ls).ln();
             sum_var += var;
             count += 1.0;
@@ -672,6 +664,11 @@ pub(crate) mod tests {
         }
     }
 
+    /// The template's verdict on `history` at α = 1%, no noise learnt.
+    fn judged(history: &[IntervalMetrics]) -> IntervalVerdict {
+        judge(&template(), 0.01, ERROR_RATE_CV, history)
+    }
+
     /// An interval of the two arms.
     pub(crate) fn w(s: ArmSample, c: ArmSample) -> IntervalMetrics {
         IntervalMetrics {
@@ -718,12 +715,7 @@ pub(crate) mod tests {
     #[test]
     fn one_hosts_burst_never_rolls_back_alone() {
         let burst = w(arm(1500.0, 3.0, 0.05), arm(500.0, 21.0, 0.05));
-        let v = judge(
-            &template(),
-            0.01,
-            ERROR_RATE_CV,
-            std::slice::from_ref(&burst),
-        );
+        let v = judged(std::slice::from_ref(&burst));
         assert_eq!(
             v.metrics[0].verdict,
             Verdict::Inconclusive,
@@ -735,10 +727,7 @@ pub(crate) mod tests {
             v.metrics[0].reason
         );
         let two = [burst.clone(), burst];
-        assert_eq!(
-            judge(&template(), 0.01, ERROR_RATE_CV, &two).metrics[0].verdict,
-            Verdict::Fail
-        );
+        assert_eq!(judged(&two).metrics[0].verdict, Verdict::Fail);
     }
 
     /// Issue 19: a latency regression far beyond tolerance (×2 where 10%
@@ -749,33 +738,18 @@ pub(crate) mod tests {
     /// evidence enough (the scaled beta-binomial's ratio is bounded).
     #[test]
     fn a_big_latency_regression_rolls_back_in_its_first_interval() {
-        let slow = judge(
-            &template(),
-            0.01,
-            ERROR_RATE_CV,
-            &[w(arm(3000.0, 6.0, 0.050), arm(300.0, 1.0, 0.100))],
-        );
+        let slow = judged(&[w(arm(3000.0, 6.0, 0.050), arm(300.0, 1.0, 0.100))]);
         assert_eq!(slow.metrics[1].verdict, Verdict::Fail, "{}", slow.summary());
         // A third slower is worse than tolerated, but not by so much that
         // one interval may decide it.
-        let slower = judge(
-            &template(),
-            0.01,
-            ERROR_RATE_CV,
-            &[w(arm(3000.0, 6.0, 0.050), arm(300.0, 1.0, 0.065))],
-        );
+        let slower = judged(&[w(arm(3000.0, 6.0, 0.050), arm(300.0, 1.0, 0.065))]);
         assert_eq!(
             slower.metrics[1].verdict,
             Verdict::Inconclusive,
             "{}",
             slower.summary()
         );
-        let errors = judge(
-            &template(),
-            0.01,
-            ERROR_RATE_CV,
-            &[w(arm(3000.0, 6.0, 0.05), arm(3000.0, 60.0, 0.05))],
-        );
+        let errors = judged(&[w(arm(3000.0, 6.0, 0.05), arm(3000.0, 60.0, 0.05))]);
         assert_ne!(
             errors.metrics[0].verdict,
             Verdict::Fail,

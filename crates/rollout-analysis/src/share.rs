@@ -73,6 +73,12 @@ pub(crate) fn ln_scaled_beta_binomial(x: f64, e: f64, tau: f64, k: f64) -> f64 {
     -k * tau.ln() + ln_integral(x, e, tau, k)
 }
 
+/// The Gamma shape of an arm's wander by a CV of `cv` (`1/cv²`; a CV of 0
+/// is taken as a very small one).
+pub(crate) fn shape(cv: f64) -> f64 {
+    1.0 / (cv * cv).max(1e-6)
+}
+
 /// The log likelihood ratios of the canary's `ec` of `total` errors for
 /// expected-error ratios `tau0·ρ` against `tau0`, at shape `k`.
 pub(crate) fn log_lrs(

@@ -186,7 +186,7 @@ fn error_tolerance(
     alpha: f64,
     error_cv: f64,
 ) -> Within {
-    let shape = 1.0 / (error_cv * error_cv).max(1e-6);
+    let shape = crate::share::shape(error_cv);
     let mut rel = rel_delta.map(|_| Support::new(ERROR_WITHIN.len(), alpha));
     let mut abs = ceiling.map(|_| Support::new(CEILING_WITHIN.len(), alpha));
     for w in history {
@@ -330,10 +330,10 @@ fn weaker(a: Option<Within>, b: Option<Within>) -> Within {
 /// Sets each built-in check's `within` on a sequential verdict's metrics.
 pub(crate) fn annotate(
     alb: &AlbAnalysis,
-    (alpha_check, error_cv): (f64, f64),
-    history: &[IntervalMetrics],
+    iv: &crate::sequential::Interval<'_>,
     metrics: &mut [crate::MetricVerdict],
 ) {
+    let (history, alpha_check, error_cv) = (iv.history, iv.alpha_check, iv.error_cv);
     for m in metrics {
         m.improvement = match m.metric.as_str() {
             "errorRate" => alb

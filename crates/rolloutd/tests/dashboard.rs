@@ -70,11 +70,13 @@ fn wait_ready(base: &str) {
 fn the_demo_dashboard_follows_both_rollouts_live_and_explains_the_failure() {
     let _serial = one_at_a_time();
     let dir = work_dir("dashboard-demo");
+    // The browser starts before the demo: `payments` is rolled back about
+    // 20 s into the demo, and on a loaded machine Chromium's start alone
+    // can take that long, so the page would only ever see it rolled back.
+    let mut b = Browser::launch(&dir);
     let demo = support::start_demo(Some(&format!("sqlite://{}", dir.join("demo.db").display())));
     let base = demo.base.clone();
     wait_ready(&base);
-
-    let mut b = Browser::launch(&dir);
     let page = b.open(&format!("{base}/"));
     b.wait_for(
         &page,

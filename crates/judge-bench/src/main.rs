@@ -3,7 +3,8 @@
 //! Usage: `cargo run --release -p judge-bench -- [--runs N] [--seed S] [--minutes M] [--error-cv C]`
 //! (and `… -- pacing`: fixed against evidence-driven pauses, see `pacing.rs`;
 //! `… -- coverage`: the run report's intervals, see `coverage.rs`;
-//! `… -- improvement`: the improvement gate, see `improvement.rs`)
+//! `… -- improvement`: the improvement gate, see `improvement.rs`;
+//! `… -- report-time`: what a run report costs, see `report_time.rs`)
 //!
 //! Each run is `M` one-minute intervals (default 30) of both arms' ALB
 //! metrics at a fixed canary share, generated from one seed:
@@ -38,6 +39,7 @@ use std::collections::BTreeMap;
 mod coverage;
 mod improvement;
 mod pacing;
+mod report_time;
 mod tables;
 
 use rollout_analysis::stats::{lognormal_cv, normal_pdf};
@@ -52,6 +54,9 @@ const BASE_ERROR_RATE: f64 = 0.002;
 const BASE_LATENCY: f64 = 0.080;
 const SIGMA_LN: f64 = 0.8;
 const HOST_NOISE: f64 = 0.03;
+/// A host's bad minute: in this share of arm-minutes an arm gets a burst
+/// of about this many extra errors, whatever its traffic.
+const HOST_BURST: (f64, f64) = (0.01, 20.0);
 const TRAFFIC: [f64; 5] = [30.0, 100.0, 300.0, 1000.0, 3000.0];
 const SHARES: [f64; 4] = [0.05, 0.10, 0.25, 0.50];
 
@@ -259,8 +264,8 @@ fn arm_minute(rng: &mut Rng, c: Conditions, error_cv: f64) -> (ArmSample, f64) {
     }
     let rate = (c.error_rate * rng.gamma_mean_one(1.0 / (error_cv * error_cv))).min(1.0);
     let mut errors = rng.poisson(n as f64 * rate);
-    if rng.uniform() < 0.01 {
-        errors += rng.poisson(20.0);
+    if rng.uniform() < HOST_BURST.0 {
+        errors += rng.poisson(HOST_BURST.1);
     }
     let errors = errors.min(n);
     let (avg, p99) = latencies(rng, n, c.latency_mean, c.tail);
@@ -313,12 +318,12 @@ fn clipped_rate(rate: f64, k: f64) -> f64 {
 }
 
 /// One minute of both arms: (stable, canary), each with its p99.
-type ArmMinutes = [(ArmSample, f64); 2];
+pub(crate) type ArmMinutes = [(ArmSample, f64); 2];
 
 /// [`simulate`], with each arm-minute's expected 5xx count given its
-/// requests (its error rate, shared incidents included, times its
-/// requests, plus the host bursts' expected 0.2): what a run's true 5xx
-/// effect is computed from.
+/// requests (its error rate, shared incidents included and capped at every
+/// request failing, times its requests; a host's bursts, [`HOST_BURST`],
+/// are not counted): what a run's true 5xx effect is computed from.
 fn simulate_with_truth(
     rng: &mut Rng,
     s: &Scenario,
@@ -379,11 +384,10 @@ fn simulate_with_truth(
             arm_minute(rng, stable, error_cv),
             arm_minute(rng, canary, error_cv),
         ];
-        let bursts = 0.01 * 20.0;
         let k = 1.0 / (error_cv * error_cv);
         let exp = |(a, _): &(ArmSample, f64), c: &Conditions| {
             a.requests
-                .map_or(0.0, |n| n * clipped_rate(c.error_rate, k) + bursts)
+                .map_or(0.0, |n| n * clipped_rate(c.error_rate, k))
         };
         expected.push([exp(&pair[0], &stable), exp(&pair[1], &canary)]);
         out.push(pair);
@@ -571,6 +575,7 @@ fn main() -> std::process::ExitCode {
         Some("pacing") => return pacing::main(&all[1..]),
         Some("coverage") => return coverage::main(&all[1..]),
         Some("improvement") => return improvement::main(&all[1..]),
+        Some("report-time") => return report_time::main(&all[1..]),
         _ => {}
     }
     let a = match args() {

@@ -50,22 +50,31 @@ fn ln_integral(x: f64, e: f64, tau: f64, k: f64) -> f64 {
     }
     let scale = 1.0 / curvature(w).max(1e-12).sqrt();
     let h0 = h(w);
-    let half = std::f64::consts::FRAC_PI_2;
     let mut total = 0.0;
-    for i in -NODES..=NODES {
-        let t = f64::from(i) * STEP;
-        let u = half * t.sinh();
-        let d = h(w + scale * u.sinh()) - h0;
+    for &(offset, weight) in NODES.iter() {
+        let d = h(w + scale * offset) - h0;
         if d > -80.0 {
-            total += scale * half * t.cosh() * u.cosh() * STEP * d.exp();
+            total += scale * weight * d.exp();
         }
     }
     h0 + total.ln()
 }
 
-/// The double-exponential rule: nodes `i·STEP` for `|i| ≤ NODES`.
+/// The double-exponential rule: at `t = i·STEP` for `|i| ≤ HALF_NODES`,
+/// the offset `sinh(π/2·sinh t)` from the mode (in units of the
+/// integrand's width there) and its weight `π/2·cosh t·cosh(π/2·sinh t)·STEP`.
+static NODES: std::sync::LazyLock<Vec<(f64, f64)>> = std::sync::LazyLock::new(|| {
+    let half = std::f64::consts::FRAC_PI_2;
+    (-HALF_NODES..=HALF_NODES)
+        .map(|i| {
+            let t = f64::from(i) * STEP;
+            let u = half * t.sinh();
+            (u.sinh(), half * t.cosh() * u.cosh() * STEP)
+        })
+        .collect()
+});
 const STEP: f64 = 0.15;
-const NODES: i32 = 20;
+const HALF_NODES: i32 = 20;
 
 /// ln P(x of E errors are the canary's) for an expected-error ratio `tau`
 /// and shape `k`, without the terms that do not depend on `tau`.

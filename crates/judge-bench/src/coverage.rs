@@ -3,15 +3,17 @@
 //! run stops, and how often is an unchanged canary called `improved` or
 //! `regressed` against the truth?
 //!
-//! Usage: `cargo run --release -p judge-bench -- coverage [--runs N] [--seed S] [--only TEXT]`
+//! Usage: `cargo run --release -p judge-bench -- coverage [--runs N] [--seed S] [--only TEXT] [--error-cv C]`
 //!
 //! `--only` computes only the rows whose scenario name contains `TEXT`;
 //! every run is still simulated, so those rows get the same seeds as in
 //! the full table. The reports are computed on two threads.
 //!
 //! The same simulated runs as the judges' benchmark (30 minutes, every
-//! traffic level and canary share). After every minute the report is
-//! computed on the run so far; a run *covers* when no minute's interval
+//! traffic level and canary share; `--error-cv` sets each arm's 5xx
+//! wander, 0.5 by default). After every minute the report is computed on
+//! the run so far, with the wander learnt from stable's hour before the
+//! run as the daemon learns it; a run *covers* when no minute's interval
 //! excludes the true effect (so the figure holds for any stopping rule).
 //! The true latency effect is the scenario's factor on the mean minus 1.
 //!
@@ -32,8 +34,13 @@ use rollout_sim::Rng;
 use rollout_spec::JudgeKind;
 
 use super::{
-    simulate_with_truth, template, ArmMinutes, Scenario, HOST_BURST, SCENARIOS, SHARES, TRAFFIC,
+    hour_before, simulate_with_truth, template, ArmMinutes, Scenario, HOST_BURST, SCENARIOS,
+    SHARES, TRAFFIC,
 };
+
+/// Added to the seed for the stream that draws stable's hour before each
+/// run.
+const HOURS_STREAM: u64 = 0x6c62_272e_07bb_0142;
 
 /// Per scenario: runs, runs whose latency and 5xx intervals always held
 /// the truth (5xx: the revision's, and with the host bursts counted), runs
@@ -88,11 +95,16 @@ fn inside(e: &effect::Effect, truth: f64) -> bool {
 
 /// `judge-bench coverage …`.
 pub fn main(rest: &[String]) -> std::process::ExitCode {
-    let flags = super::ModeFlags::parse(rest, "coverage", &["--only"]).and_then(|f| {
-        let only: String = f.get("--only", String::new())?;
-        Ok((f.get("--runs", 10)?, f.get("--seed", 1)?, only))
-    });
-    let (runs, seed, only) = match flags {
+    let flags =
+        super::ModeFlags::parse(rest, "coverage", &["--only", "--error-cv"]).and_then(|f| {
+            let only: String = f.get("--only", String::new())?;
+            let cv: f64 = f.get("--error-cv", 0.5)?;
+            if !(0.0..=3.0).contains(&cv) {
+                return Err("--error-cv: between 0 and 3".into());
+            }
+            Ok((f.get("--runs", 10)?, f.get("--seed", 1)?, only, cv))
+        });
+    let (runs, seed, only, error_cv) = match flags {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
@@ -102,8 +114,9 @@ pub fn main(rest: &[String]) -> std::process::ExitCode {
     let minutes = 30;
     let spec = template(JudgeKind::Sequential, false);
     let mut rng = Rng::new(seed);
+    let mut hours = Rng::new(seed.wrapping_add(HOURS_STREAM));
     println!(
-        "judge-bench coverage --runs {runs} --seed {seed}: {} runs per scenario ({} traffic levels × {} canary shares × {runs}), {minutes} minutes each, the report after every minute; tolerance 50% (5xx) and 10% (latency Average)\n",
+        "judge-bench coverage --runs {runs} --seed {seed} --error-cv {error_cv}: {} runs per scenario ({} traffic levels × {} canary shares × {runs}), {minutes} minutes each, the report after every minute; tolerance 50% (5xx) and 10% (latency Average)\n",
         runs * (TRAFFIC.len() * SHARES.len()) as u64,
         TRAFFIC.len(),
         SHARES.len()
@@ -121,7 +134,12 @@ pub fn main(rest: &[String]) -> std::process::ExitCode {
         for &rps in &TRAFFIC {
             for &share in &SHARES {
                 for _ in 0..runs {
-                    runs_of_row.push(simulate_with_truth(&mut rng, s, (rps, share), minutes, 0.5));
+                    let run = simulate_with_truth(&mut rng, s, (rps, share), minutes, error_cv);
+                    // Stable's hour before the run, as the daemon reads it,
+                    // from a stream of its own: the runs stay those of the
+                    // table before the report learnt the noise.
+                    let learnt = hour_before(&mut hours, rps, error_cv);
+                    runs_of_row.push((run, learnt));
                 }
             }
         }
@@ -137,8 +155,8 @@ pub fn main(rest: &[String]) -> std::process::ExitCode {
                     let spec = &spec;
                     scope.spawn(move || {
                         let mut t = Tally::default();
-                        for (run, expected) in chunk {
-                            tally_run(&mut t, spec, s, run, expected);
+                        for ((run, expected), learnt) in chunk {
+                            tally_run(&mut t, spec, s, (run, expected), *learnt);
                         }
                         t
                     })
@@ -157,8 +175,8 @@ fn tally_run(
     t: &mut Tally,
     spec: &rollout_spec::AnalysisTemplateSpec,
     s: &Scenario,
-    run: &[ArmMinutes],
-    expected: &[[f64; 2]],
+    (run, expected): (&[ArmMinutes], &[[f64; 2]]),
+    learnt: Option<f64>,
 ) {
     let latency_truth = s.latency_avg - 1.0;
     let unchanged = s.errors == 1.0 && s.latency_avg == 1.0;
@@ -193,7 +211,7 @@ fn tally_run(
         // The 5xx sequence costs a search: every third minute and the last.
         if m % 3 == 2 || m + 1 == run.len() {
             if let Some(c) = &spec.alb.error_rate {
-                let e = effect::error_rate(c, &history);
+                let e = effect::error_rate_learnt(c, learnt, &history);
                 let truth = true_error_effect(run, expected, m + 1, 0.0);
                 let with_bursts =
                     true_error_effect(run, expected, m + 1, HOST_BURST.0 * HOST_BURST.1);

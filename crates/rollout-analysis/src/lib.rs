@@ -23,6 +23,8 @@ pub mod noise;
 pub mod sequential;
 mod share;
 pub mod stats;
+#[cfg(test)]
+mod test_rng;
 pub mod threshold;
 pub mod within;
 

@@ -86,9 +86,8 @@ const DEFAULT_CV: f64 = 1.5;
 /// next on its own (coefficient of variation) when stable's history before
 /// the run taught nothing (`noise`): one host misbehaving, a client
 /// retrying. Errors are overdispersed; a Poisson model would read this as
-/// evidence. The report's intervals (`effect`) still use it as they did
-/// before the judge learnt the noise; the within-tolerance evidence uses
-/// the learnt CV.
+/// evidence. The failure test, the within-tolerance evidence and the run
+/// report's intervals (`effect`) all use the learnt CV when there is one.
 pub const ERROR_RATE_CV: f64 = 0.5;
 
 /// ln of the negative-binomial likelihood of `k` with mean `mu` and shape

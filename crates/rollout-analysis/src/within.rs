@@ -427,7 +427,7 @@ mod tests {
     /// long they are watched.
     #[test]
     fn the_guarantee_holds_at_the_boundary() {
-        let mut rng = Lcg(7);
+        let mut rng = crate::test_rng::Lcg(7);
         let alpha = 0.05;
         let runs = 4000;
         let check = lat(10.0);
@@ -453,22 +453,6 @@ mod tests {
             rate <= alpha,
             "shown within at the boundary in {rate} of runs"
         );
-    }
-
-    /// A small normal generator for the test (Box-Muller on an LCG).
-    struct Lcg(u64);
-    impl Lcg {
-        fn uniform(&mut self) -> f64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        }
-        fn normal(&mut self) -> f64 {
-            let (u, v) = (self.uniform(), self.uniform());
-            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-        }
     }
 
     /// A canary at its tolerance (1.5× stable's 5xx rate on average) in a

@@ -72,7 +72,11 @@ fn checks_over(
         .iter()
         .filter_map(|(name, t)| {
             let spec = templates.get(name)?;
-            Some((name.clone(), effect::report(spec, part(t)?)))
+            let error_cv = t.noise.and_then(|n| n.error_cv);
+            Some((
+                name.clone(),
+                effect::report_learnt(spec, error_cv, part(t)?),
+            ))
         })
         .collect()
 }

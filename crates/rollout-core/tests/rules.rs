@@ -2084,3 +2084,44 @@ fn blue_green_webhook_gates_hold_the_switch_and_the_success() {
     );
     assert_eq!(lb.carries_all(), BLUE);
 }
+
+/// The run report (API, `rolloutctl report`, the effect gauges) reads each
+/// arm's 5xx wander as the judge does: learnt from stable's intervals
+/// before the run. It had assumed 50% whatever was learnt (in a service
+/// wandering by 200% a minute its intervals then held no change in 89–91%
+/// of runs, `judge-bench coverage --error-cv 2`).
+#[test]
+fn the_run_report_reads_the_wander_the_run_learnt() {
+    use rollout_core::status::{LearntNoise, TemplateAnalysis};
+    let (_, templates) = spec("[{setWeight: 5}, {pause: {}}, {setWeight: 100}]", 0);
+    // Identical arms whose minutes scatter as a noisy service's do.
+    let wander: [f64; 8] = [0.05, 2.9, 0.3, 0.1, 1.6, 0.2, 0.8, 0.05];
+    let history: Vec<IntervalMetrics> = (0..24)
+        .map(|i| IntervalMetrics {
+            stable: arm(10_000.0, (20.0 * wander[i % 8]).round()),
+            canary: arm(10_000.0, (20.0 * wander[(i + 3) % 8]).round()),
+            custom: Vec::new(),
+            merged: 0,
+        })
+        .collect();
+    let mut st = RolloutStatus::new("r1", "canary", START);
+    st.analysis.templates.insert(
+        "t".into(),
+        TemplateAnalysis {
+            history: history.clone(),
+            noise: Some(LearntNoise {
+                error_cv: Some(2.0),
+                intervals: 60,
+            }),
+            ..TemplateAnalysis::default()
+        },
+    );
+    let reported = &rollout_core::report::checks_of(&st, &templates)["t"]["errorRate"];
+    let learnt = rollout_analysis::effect::report_learnt(&templates["t"], Some(2.0), &history);
+    assert_eq!(reported, &learnt["errorRate"]);
+    // What assuming 50% gives differs (here it is wider still: the
+    // minutes scatter far beyond 50%, and the excess widens it to the
+    // search's limit).
+    let assumed = rollout_analysis::effect::report(&templates["t"], &history);
+    assert_ne!(reported, &assumed["errorRate"]);
+}

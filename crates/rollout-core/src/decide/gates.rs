@@ -400,7 +400,8 @@ impl Reconcile<'_> {
             if gates.is_empty() {
                 continue;
             }
-            let mut report = rollout_analysis::effect::report(template, history);
+            let error_cv = state.and_then(|s| s.noise).and_then(|n| n.error_cv);
+            let mut report = rollout_analysis::effect::report_learnt(template, error_cv, history);
             for (check, what, min) in gates {
                 let e = report
                     .remove(&check)

@@ -78,12 +78,15 @@ pub struct PointingOutside {
 }
 
 /// The checks whose evidence over `tail` (the intervals at the current
-/// weight) points outside their tolerance: one judgement of the tail.
+/// weight) points outside their tolerance: one judgement of the tail, with
+/// the 5xx wander learnt before the run (`error_cv`) as the run's judge
+/// takes it.
 pub fn pointing_outside(
     spec: &AnalysisTemplateSpec,
+    error_cv: Option<f64>,
     tail: &[IntervalMetrics],
 ) -> Vec<PointingOutside> {
-    judge(spec, tail)
+    judge_learnt(spec, error_cv, tail)
         .metrics
         .into_iter()
         .filter_map(|m| {

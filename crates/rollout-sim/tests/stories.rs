@@ -950,3 +950,40 @@ fn a_noisy_world_still_rolls_back_a_bad_canary() {
     assert_eq!(noise.error_cv, Some(rollout_analysis::noise::FLOOR));
     assert_eq!(noise.intervals, 60);
 }
+
+/// In a world whose 5xx rates wander by 200% a minute, a good canary
+/// (5xx 1.3× stable's, under a 1% ceiling; latency 5% slower, within 20%)
+/// is not held past its evidence-paced pauses. The test of whether the
+/// intervals at a weight point outside the tolerance took the wander to be
+/// 50% whatever the run had learnt, and held 2 of these 20 runs past a
+/// pause's duration (each then finished); it now takes the learnt wander,
+/// as the judge does.
+#[test]
+fn a_noisy_worlds_good_canary_is_not_held_past_its_pauses() {
+    let mut held = Vec::new();
+    for seed in 1..=20 {
+        let mut h = Harness::new(&spec(&paced_ceiling()), seed, 100.0);
+        h.metrics.error_cv = 2.0;
+        h.metrics.latency_noise = 0.03;
+        h.metrics.canary = ArmBehaviour {
+            error_rate: ArmBehaviour::HEALTHY.error_rate * 1.3,
+            latency: ArmBehaviour::HEALTHY.latency * 1.05,
+        };
+        let mut message = None;
+        h.run_until(2 * HOUR, |h| {
+            if let Some(st) = h.status() {
+                if st
+                    .message
+                    .contains("the pause's duration is over, but the intervals")
+                {
+                    message.get_or_insert(st.message);
+                }
+            }
+            finished(h)
+        });
+        let st = h.status().expect("status");
+        assert_eq!(st.phase, Phase::Succeeded, "seed {seed}: {}", st.message);
+        held.extend(message.map(|m| format!("seed {seed}: {m}")));
+    }
+    assert!(held.is_empty(), "{held:#?}");
+}

@@ -280,7 +280,7 @@ impl Pauses {
         let tail = &history[first.min(history.len())..];
         let within = v.within_tolerance();
         // The tail is judged once, and only when a pause may end.
-        let outside = || rollout_analysis::pointing_outside(spec, tail);
+        let outside = || rollout_analysis::pointing_outside(spec, None, tail);
         let end = if elapsed >= ms(self.pacing.duration) {
             if outside().iter().any(|o| o.strongly) {
                 return None;

@@ -29,7 +29,6 @@
 //! three runs in four never see one).
 
 use rollout_analysis::effect::{self, EffectVerdict};
-use rollout_analysis::IntervalMetrics;
 use rollout_sim::Rng;
 use rollout_spec::JudgeKind;
 
@@ -184,13 +183,8 @@ fn tally_run(
     let (mut err_ok_bursts, mut err_unfit) = (true, false);
     let mut decided = None;
     let mut history = Vec::with_capacity(run.len());
-    for (m, [(st, _), (ca, _)]) in run.iter().enumerate() {
-        history.push(IntervalMetrics {
-            stable: *st,
-            canary: *ca,
-            custom: Vec::new(),
-            merged: 0,
-        });
+    for (m, minute) in run.iter().enumerate() {
+        history.push(super::interval(minute));
         // A claim the truth contradicts: `improved` when the canary is not
         // better, `regressed` when it is not worse. (With identical arms
         // the latency truth is 0, so any claim; the 5xx truth is 0 but

@@ -77,13 +77,8 @@ fn decide(
 ) {
     t.runs += 1;
     let mut history: Vec<IntervalMetrics> = Vec::with_capacity(run.len());
-    for (m, [(s, _), (c, _)]) in run.iter().enumerate() {
-        history.push(IntervalMetrics {
-            stable: *s,
-            canary: *c,
-            custom: Vec::new(),
-            merged: 0,
-        });
+    for (m, minute) in run.iter().enumerate() {
+        history.push(super::interval(minute));
         let v = judge(spec, &history);
         if v.verdict == Verdict::Fail {
             t.rolled_back += 1;

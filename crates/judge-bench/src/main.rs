@@ -320,6 +320,16 @@ fn clipped_rate(rate: f64, k: f64) -> f64 {
 /// One minute of both arms: (stable, canary), each with its p99.
 pub(crate) type ArmMinutes = [(ArmSample, f64); 2];
 
+/// A minute as the judge reads it with the Average (the samples carry it).
+pub(crate) fn interval([(stable, _), (canary, _)]: &ArmMinutes) -> IntervalMetrics {
+    IntervalMetrics {
+        stable: *stable,
+        canary: *canary,
+        custom: Vec::new(),
+        merged: 0,
+    }
+}
+
 /// [`simulate`], with each arm-minute's expected 5xx count given its
 /// requests (its error rate, shared incidents included and capped at every
 /// request failing, times its requests; a host's bursts, [`HOST_BURST`],

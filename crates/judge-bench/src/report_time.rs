@@ -43,15 +43,7 @@ pub fn main(rest: &[String]) -> std::process::ExitCode {
             let (mut err_times, mut lat_times) = (Vec::new(), Vec::new());
             for _ in 0..runs {
                 let (run, _) = simulate_with_truth(&mut rng, s, (1000.0, 0.10), minutes, 0.5);
-                let history: Vec<IntervalMetrics> = run
-                    .iter()
-                    .map(|[(st, _), (ca, _)]| IntervalMetrics {
-                        stable: *st,
-                        canary: *ca,
-                        custom: Vec::new(),
-                        merged: 0,
-                    })
-                    .collect();
+                let history: Vec<IntervalMetrics> = run.iter().map(super::interval).collect();
                 let t = Instant::now();
                 std::hint::black_box(effect::error_rate(errors, &history));
                 err_times.push(t.elapsed().as_secs_f64());

@@ -72,11 +72,8 @@ fn checks_over(
         .iter()
         .filter_map(|(name, t)| {
             let spec = templates.get(name)?;
-            let error_cv = t.noise.and_then(|n| n.error_cv);
-            Some((
-                name.clone(),
-                effect::report_learnt(spec, error_cv, part(t)?),
-            ))
+            let report = effect::report_learnt(spec, t.error_cv(), part(t)?);
+            Some((name.clone(), report))
         })
         .collect()
 }

@@ -214,6 +214,15 @@ pub struct TemplateAnalysis {
     pub noise: Option<LearntNoise>,
 }
 
+impl TemplateAnalysis {
+    /// The per-interval CV of each arm's 5xx rate learnt before the run,
+    /// when it was: what every test of the run (the judge, the pacing's
+    /// evidence, the report) takes the wander to be.
+    pub fn error_cv(&self) -> Option<f64> {
+        self.noise.and_then(|n| n.error_cv)
+    }
+}
+
 /// How much stable's 5xx rate wandered from one interval to the next in
 /// the [`NOISE_INTERVALS`] intervals before the run
 /// (`rollout_analysis::noise`): the judge assumes it for both arms.

@@ -162,7 +162,7 @@ impl Reconcile<'_> {
                         HISTORY_INTERVALS,
                     );
                     note_chaos_window(entry, before, under_chaos);
-                    let error_cv = entry.noise.and_then(|n| n.error_cv);
+                    let error_cv = entry.error_cv();
                     let verdict =
                         rollout_analysis::judge_learnt(template, error_cv, &entry.history);
                     entry.intervals_done += 1;

@@ -400,7 +400,7 @@ impl Reconcile<'_> {
             if gates.is_empty() {
                 continue;
             }
-            let error_cv = state.and_then(|s| s.noise).and_then(|n| n.error_cv);
+            let error_cv = state.and_then(|s| s.error_cv());
             let mut report = rollout_analysis::effect::report_learnt(template, error_cv, history);
             for (check, what, min) in gates {
                 let e = report

@@ -112,10 +112,9 @@ impl Reconcile<'_> {
         };
         let history = &state.history;
         let here = (state.intervals_done as usize).min(history.len());
-        let error_cv = state.noise.and_then(|n| n.error_cv);
         let outside = rollout_analysis::pointing_outside(
             template,
-            error_cv,
+            state.error_cv(),
             &history[history.len() - here..],
         );
         let text = |strongly_only: bool| {

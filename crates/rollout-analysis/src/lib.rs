@@ -75,6 +75,18 @@ pub struct PointingOutside {
     pub evidence: f64,
     /// As far as a suspicious interval points the other way (`α^½`).
     pub strongly: bool,
+    /// The failure test's evidence over those intervals alone (1 when it
+    /// has none).
+    pub against: f64,
+}
+
+impl PointingOutside {
+    /// Strongly, and the failure test over those intervals leans against
+    /// the canary (its evidence above 1): the canary looks beyond its
+    /// tolerance, not only near it.
+    pub fn beyond(&self) -> bool {
+        self.strongly && self.against > 1.0
+    }
 }
 
 /// The checks whose evidence over `tail` (the intervals at the current
@@ -93,6 +105,7 @@ pub fn pointing_outside(
             let w = m.within?;
             (w.evidence <= 1.0).then(|| PointingOutside {
                 strongly: w.evidence <= 1.0 / w.threshold.sqrt(),
+                against: m.statistic.unwrap_or(1.0),
                 metric: m.metric,
                 evidence: w.evidence,
             })

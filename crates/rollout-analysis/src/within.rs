@@ -392,6 +392,35 @@ mod tests {
         assert_eq!(v.intervals_needed, None, "{v:?}");
     }
 
+    /// Ten intervals at one weight of a canary 9% slower than stable
+    /// against a 10% tolerance, each minute's ratio wandering by 4%: not
+    /// clearly inside (the within-tolerance evidence collapses), but the
+    /// failure test over them does not lean against it, so it is not
+    /// beyond the tolerance. The same minutes 16% slower are.
+    #[test]
+    fn near_the_tolerance_is_not_beyond_it() {
+        let text = "apiVersion: rolloutd.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: t}\nspec:\n  alb:\n    latency: {statistic: Average, maxIncrease: 10%}\n";
+        let set = rollout_spec::load([("t.yaml", text)], &[]).expect("valid");
+        let spec = &set.templates[0].value.spec;
+        let wander = [0.04, -0.03, 0.0, -0.05, 0.02, 0.05, -0.02, 0.01, -0.04, 0.02];
+        let tail = |slower: f64| -> Vec<IntervalMetrics> {
+            wander
+                .iter()
+                .map(|d| {
+                    let c = 0.050 * slower * (1.0 + d);
+                    w(arm(30_000.0, 0.0, 0.050), arm(30_000.0, 0.0, c))
+                })
+                .collect()
+        };
+        let near = crate::pointing_outside(spec, None, &tail(1.09));
+        assert_eq!(near.len(), 1, "{near:?}");
+        assert!(near[0].strongly && near[0].against <= 1.0, "{near:?}");
+        assert!(!near[0].beyond(), "{near:?}");
+        let past = crate::pointing_outside(spec, None, &tail(1.16));
+        assert_eq!(past.len(), 1, "{past:?}");
+        assert!(past[0].beyond(), "{past:?}");
+    }
+
     /// Two days of one-minute intervals of an equal canary: the evidence
     /// would overflow; it is capped, finite, and a status holding it reads
     /// back (before, JSON wrote `null` and the status could not be read:

@@ -17,8 +17,11 @@ pub(super) enum Evidence {
         missing: String,
         more: Option<(f64, f64)>,
         /// The checks whose intervals at this weight point outside the
-        /// tolerance.
+        /// tolerance as far as a suspicious interval does (`α^½`).
         against: Option<String>,
+        /// Those that also look beyond it: the failure test over those
+        /// intervals leans against the canary.
+        beyond: Option<String>,
     },
 }
 
@@ -31,10 +34,12 @@ impl Reconcile<'_> {
                 missing: "no analysis runs".into(),
                 more: None,
                 against: None,
+                beyond: None,
             };
         };
         let minutes_per_interval = config.interval_ms as f64 / 60_000.0;
-        let (mut shown, mut missing, mut againsts) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut shown, mut missing) = (Vec::new(), Vec::new());
+        let (mut againsts, mut beyonds) = (Vec::new(), Vec::new());
         let mut more = Some((0.0_f64, 0.0_f64));
         for name in &config.templates {
             let state = self.st.analysis.templates.get(name);
@@ -53,7 +58,7 @@ impl Reconcile<'_> {
                 continue;
             };
             let within = last.result.within_tolerance();
-            let (against, strongly) = self.against_here(name, state);
+            let [against, strongly, beyond] = self.against_here(name, state);
             if within.shown && last.result.verdict == Verdict::Pass && against.is_none() {
                 shown.push(format!("`{name}`: {}", within.text));
                 continue;
@@ -62,6 +67,9 @@ impl Reconcile<'_> {
                 missing.push(format!("`{name}`: {against}"));
                 if let Some(strongly) = strongly {
                     againsts.push(format!("`{name}`: {strongly}"));
+                }
+                if let Some(beyond) = beyond {
+                    beyonds.push(format!("`{name}`: {beyond}"));
                 }
                 more = None;
                 continue;
@@ -91,6 +99,7 @@ impl Reconcile<'_> {
                 missing: missing.join("; "),
                 more,
                 against: (!againsts.is_empty()).then(|| againsts.join("; ")),
+                beyond: (!beyonds.is_empty()).then(|| beyonds.join("; ")),
             }
         }
     }
@@ -100,15 +109,17 @@ impl Reconcile<'_> {
     /// the intervals judged at this weight must point inside the tolerance
     /// too (each check's evidence over them above 1) for a pause to end
     /// early; pointing outside it as far as a suspicious interval does
-    /// (evidence at most `α^½`) holds a pause past its duration. What they
-    /// point against, and what strongly, from one judgement of them.
+    /// (evidence at most `α^½`) holds a pause past its duration, and when
+    /// the failure test over them also leans against the canary, waits
+    /// for a person after the hold. What they point against, what strongly
+    /// and what beyond the tolerance, from one judgement of them.
     fn against_here(
         &self,
         name: &str,
         state: Option<&crate::status::TemplateAnalysis>,
-    ) -> (Option<String>, Option<String>) {
+    ) -> [Option<String>; 3] {
         let (Some(template), Some(state)) = (self.ctx.templates.get(name), state) else {
-            return (None, None);
+            return [None, None, None];
         };
         let history = &state.history;
         let here = (state.intervals_done as usize).min(history.len());
@@ -117,29 +128,36 @@ impl Reconcile<'_> {
             state.error_cv(),
             &history[history.len() - here..],
         );
-        let text = |strongly_only: bool| {
+        let text = |keep: fn(&rollout_analysis::PointingOutside) -> bool| {
             let parts: Vec<String> = outside
                 .iter()
-                .filter(|o| o.strongly || !strongly_only)
+                .filter(|o| keep(o))
                 .map(|o| {
+                    let failure = if o.beyond() {
+                        format!(", and the failure test's {:.2} leans against the canary", o.against)
+                    } else {
+                        String::new()
+                    };
                     format!(
-                        "{} at this weight does not point inside the tolerance (evidence {:.2} over its {here} interval(s))",
+                        "{} at this weight does not point inside the tolerance (evidence {:.2} over its {here} interval(s){failure})",
                         o.metric, o.evidence
                     )
                 })
                 .collect();
             (!parts.is_empty()).then(|| parts.join("; "))
         };
-        (text(false), text(true))
+        [text(|_| true), text(|o| o.strongly), text(|o| o.beyond())]
     }
 
     /// A pause of `d` with a `minimum` at step `idx`: `Some(why)` when it
     /// ends now (the caller advances), else the status says where the
     /// evidence stands. At its duration it ends as a fixed pause would,
     /// unless the intervals at this weight point outside the tolerance:
-    /// then it holds while the judge gathers evidence, and after the
-    /// templates' `inconclusiveLimit` more intervals pauses the run for a
-    /// person, as inconclusive data does.
+    /// then it holds while the judge gathers evidence, for the templates'
+    /// `inconclusiveLimit` more intervals. Then it pauses the run for a
+    /// person if they still point outside and the failure test over them
+    /// leans against the canary (beyond the tolerance, not only near it);
+    /// else it ends as a fixed pause would have.
     pub(super) fn evidence_pause(
         &mut self,
         idx: usize,
@@ -204,6 +222,7 @@ impl Reconcile<'_> {
     ) -> Option<Option<String>> {
         let Evidence::Short {
             against: Some(against),
+            beyond,
             ..
         } = evidence
         else {
@@ -219,12 +238,20 @@ impl Reconcile<'_> {
             .unwrap_or(0);
         let hold_ms = config.interval_ms.saturating_mul(u64::from(limit) + 1);
         if self.now >= until.plus_ms(hold_ms) {
-            let message = format!(
-                "step {step} of {total}: the pause's duration is over, but the intervals at canary {}% still point outside the tolerance and the judge has not decided ({against}); promote to go on, or abort",
-                self.st.canary_weight
-            );
-            self.pause(PauseReason::Inconclusive, message, None);
-            return None;
+            if let Some(beyond) = beyond {
+                let message = format!(
+                    "step {step} of {total}: the pause's duration is over, but the intervals at canary {}% still point beyond the tolerance ({beyond}) and the judge has not decided; promote to go on, or abort",
+                    self.st.canary_weight
+                );
+                self.pause(PauseReason::Inconclusive, message, None);
+                return None;
+            }
+            return Some(Some(format!(
+                "the pause ended {} after its duration: the intervals at canary {}% pointed outside the tolerance ({against}), but the judge did not find the canary worse in {} more interval(s)",
+                Duration::from_millis(self.now.since(until)),
+                self.st.canary_weight,
+                limit + 1
+            )));
         }
         self.st.message = format!(
             "step {step} of {total}: the pause's duration is over, but the intervals at canary {}% point outside the tolerance ({against}): holding while the judge gathers evidence, until {}",

@@ -134,6 +134,26 @@ pub fn stable_error_cv<'a>(
     (error_cv(&data), data.len())
 }
 
+/// What was learnt from `intervals` of stable's history before the run
+/// (`error_cv` from [`stable_error_cv`]), in words: the daemon's event
+/// and `rolloutctl replay` say this.
+pub fn describe(error_cv: Option<f64>, intervals: usize) -> String {
+    match error_cv {
+        Some(cv) if cv <= FLOOR => format!(
+            "stable's 5xx rate wandered by no more than {:.0}% from interval to interval over the {intervals} intervals before the run (the least the judge assumes); the judge assumes as much for both arms",
+            cv * 100.0
+        ),
+        Some(cv) => format!(
+            "stable's 5xx rate wandered by {:.0}% from interval to interval over the {intervals} intervals before the run; the judge assumes as much for both arms",
+            cv * 100.0
+        ),
+        None => format!(
+            "stable's {intervals} intervals with requests before the run were too few, or had no 5xx, to learn how much its rate wanders; the judge assumes {:.0}%",
+            crate::sequential::ERROR_RATE_CV * 100.0
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

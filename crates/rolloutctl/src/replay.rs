@@ -1,8 +1,12 @@
 //! `rolloutctl replay`: the daemon's judge over recorded metrics.
 //!
 //! Reads the AnalysisTemplate (validated like any spec), reads the CSV into
-//! one [`IntervalMetrics`] per interval, and calls `rollout_analysis::judge`
-//! on the growing history, exactly as the daemon does after each interval.
+//! one [`IntervalMetrics`] per interval, and calls the judge on the growing
+//! history, exactly as the daemon does after each interval. Stable's rows
+//! at `t ≤ 0` (intervals that ended before the run started) are its
+//! history: as the daemon does with the hour it reads at a run's start,
+//! replay learns from them how much the 5xx rate wanders, and judges the
+//! run (`t > 0`) with it.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -10,7 +14,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use rollout_analysis::stats::lognormal_cv;
-use rollout_analysis::{judge, ArmSample, CustomValue, IntervalMetrics, IntervalVerdict, Verdict};
+use rollout_analysis::{
+    judge_learnt, ArmSample, CustomValue, IntervalMetrics, IntervalVerdict, Verdict,
+};
 use rollout_spec::{AnalysisTemplateSpec, LatencyStatistic};
 use serde::Serialize;
 
@@ -66,6 +72,11 @@ fn read_csv(name: &str, text: &str, custom: &[&str]) -> Result<Observations, Str
             continue;
         }
         let (t, canary, row) = read_row(name, line_no, line, &cols)?;
+        if canary && t <= 0 {
+            return Err(format!(
+                "{name}:{line_no}:1: a canary row at t={t}, before the run started; rows at t ≤ 0 are stable's history before the run"
+            ));
+        }
         if let Some(first) = seen.insert((t, canary), line_no) {
             return Err(format!(
                 "{name}:{line_no}:1: a second {} row for t={t} (first at line {first})",
@@ -242,12 +253,14 @@ pub struct Pacing {
     pub minimum: rollout_spec::Duration,
 }
 
-/// A pause that would have ended.
+/// A pause that would have ended, or would have waited for a person.
 #[derive(Debug, Serialize)]
 struct StepEnd {
     /// The pause's number, from 1.
     pause: u32,
-    /// `evidence` (ended early) or `duration`.
+    /// `evidence` (ended early), `duration`, `hold` (after holding past
+    /// its duration while the intervals at its weight pointed outside the
+    /// tolerance) or `person` (the run would wait for one).
     by: &'static str,
     /// Seconds it lasted.
     after: i64,
@@ -261,18 +274,26 @@ struct Pauses {
     number: u32,
     /// The current pause's start (seconds) and its first interval's index.
     start: (i64, usize),
+    /// Intervals the current pause has held past its duration.
+    held: u32,
+    /// The run waits for a person: no pause ends any more.
+    waiting: bool,
 }
 
 impl Pauses {
     /// After the interval ending at `t` (the last of `history`), judged
-    /// `v`: the pause that ends there, as the daemon would end it.
+    /// `v` with the learnt wander `error_cv`: the pause that ends there,
+    /// as the daemon would end it.
     fn after(
         &mut self,
         spec: &AnalysisTemplateSpec,
-        history: &[IntervalMetrics],
+        (history, error_cv): (&[IntervalMetrics], Option<f64>),
         t: i64,
         v: &IntervalVerdict,
     ) -> Option<StepEnd> {
+        if self.waiting {
+            return None;
+        }
         let (start, first) = self.start;
         let elapsed = t - start;
         let ms =
@@ -280,12 +301,39 @@ impl Pauses {
         let tail = &history[first.min(history.len())..];
         let within = v.within_tolerance();
         // The tail is judged once, and only when a pause may end.
-        let outside = || rollout_analysis::pointing_outside(spec, None, tail);
+        let outside = || rollout_analysis::pointing_outside(spec, error_cv, tail);
         let end = if elapsed >= ms(self.pacing.duration) {
-            if outside().iter().any(|o| o.strongly) {
+            let outside = outside();
+            let names = |keep: fn(&rollout_analysis::PointingOutside) -> bool| {
+                let v: Vec<&str> = outside
+                    .iter()
+                    .filter(|o| keep(o))
+                    .map(|o| o.metric.as_str())
+                    .collect();
+                v.join(", ")
+            };
+            if !outside.iter().any(|o| o.strongly) {
+                Some(if self.held == 0 { "duration" } else { "hold" }).map(|by| (by, within.text))
+            } else if self.held <= spec.inconclusive_limit {
+                self.held += 1;
                 return None;
+            } else if outside
+                .iter()
+                .any(rollout_analysis::PointingOutside::beyond)
+            {
+                self.waiting = true;
+                Some(("person", format!(
+                    "{} at this weight still point(s) beyond the tolerance after {} interval(s) past the duration; the daemon would wait for a person",
+                    names(rollout_analysis::PointingOutside::beyond),
+                    self.held
+                )))
+            } else {
+                Some(("hold", format!(
+                    "{} at this weight pointed outside the tolerance, but the judge did not find the canary worse in {} more interval(s)",
+                    names(|o| o.strongly),
+                    self.held
+                )))
             }
-            Some(("duration", within.text))
         } else if elapsed >= ms(self.pacing.minimum)
             && v.verdict == Verdict::Pass
             && within.shown
@@ -298,6 +346,7 @@ impl Pauses {
         let (by, why) = end?;
         self.number += 1;
         self.start = (t, history.len());
+        self.held = 0;
         Some(StepEnd {
             pause: self.number,
             by,
@@ -313,6 +362,42 @@ struct DecisionLine {
     t: i64,
     /// Each check's measured effect over the replayed intervals.
     report: std::collections::BTreeMap<String, rollout_analysis::effect::Effect>,
+    /// What stable's rows before the run (`t ≤ 0`) taught, when there
+    /// were any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    noise: Option<Learnt>,
+}
+
+/// The 5xx wander learnt from stable's rows before the run.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Learnt {
+    /// The per-interval CV the judge assumed for both arms (none: too
+    /// little history, and the judge's default applies).
+    error_cv: Option<f64>,
+    /// Stable's intervals with requests it was learnt from.
+    intervals: usize,
+    /// In words.
+    message: String,
+}
+
+/// Learns the 5xx wander from the intervals before the run (`t ≤ 0`),
+/// as the daemon does from the hour it reads at a run's start; `None`
+/// when there are none.
+fn learn(before: &[Interval], stat: LatencyStatistic) -> Option<Learnt> {
+    if before.is_empty() {
+        return None;
+    }
+    let stable: Vec<ArmSample> = before
+        .iter()
+        .map(|(_, s, _)| sample(s.as_ref(), stat))
+        .collect();
+    let (error_cv, intervals) = rollout_analysis::noise::stable_error_cv(&stable);
+    Some(Learnt {
+        error_cv,
+        intervals,
+        message: rollout_analysis::noise::describe(error_cv, intervals),
+    })
 }
 
 fn load_template(path: &Path) -> Result<AnalysisTemplateSpec, Vec<String>> {
@@ -373,11 +458,16 @@ fn print_interval(json: bool, t: i64, v: &IntervalVerdict, step_ended: Option<St
         println!("{}", serde_json::to_string(&line).unwrap_or_default());
     } else {
         println!("t={t:>6}  {:<12}  {}", v.verdict.as_str(), v.summary());
-        if let Some(e) = step_ended {
-            println!(
+        match step_ended {
+            Some(e) if e.by == "person" => println!(
+                "t={t:>6}  pause {} would wait for a person after {} s: {}",
+                e.pause, e.after, e.why
+            ),
+            Some(e) => println!(
                 "t={t:>6}  pause {} would end after {} s by its {}: {}",
                 e.pause, e.after, e.by, e.why
-            );
+            ),
+            None => {}
         }
     }
 }
@@ -424,6 +514,13 @@ pub fn run(template: &Path, observations: &Path, json: bool, pacing: Option<Paci
             return ExitCode::from(1);
         }
     };
+    let (before, run): (Vec<Interval>, Vec<Interval>) =
+        obs.intervals.into_iter().partition(|(t, _, _)| *t <= 0);
+    let noise = learn(&before, stat);
+    let error_cv = noise.as_ref().and_then(|n| n.error_cv);
+    if let (Some(n), false) = (&noise, json) {
+        println!("before the run: {}", n.message);
+    }
     let mut history = Vec::new();
     let mut failed = 0u32;
     let mut decision: Option<(&'static str, i64)> = None;
@@ -432,13 +529,15 @@ pub fn run(template: &Path, observations: &Path, json: bool, pacing: Option<Paci
         pacing,
         number: 0,
         start: (0, 0),
+        held: 0,
+        waiting: false,
     });
-    for (t, stable, canary) in obs.intervals {
+    for (t, stable, canary) in run {
         history.push(interval_metrics(&stable, &canary, &obs.custom, stat));
-        let v = judge(&spec, &history);
+        let v = judge_learnt(&spec, error_cv, &history);
         let step_ended = pauses
             .as_mut()
-            .and_then(|p| p.after(&spec, &history, t, &v));
+            .and_then(|p| p.after(&spec, (&history, error_cv), t, &v));
         print_interval(json, t, &v, step_ended);
         if v.verdict == Verdict::Fail {
             failed += 1;
@@ -454,12 +553,13 @@ pub fn run(template: &Path, observations: &Path, json: bool, pacing: Option<Paci
         Some((t, _)) => ("inconclusive", *t),
         None => ("inconclusive", 0),
     });
-    let report = rollout_analysis::effect::report(&spec, &history);
+    let report = rollout_analysis::effect::report_learnt(&spec, error_cv, &history);
     if json {
         let line = DecisionLine {
             decision: what,
             t,
             report,
+            noise,
         };
         println!("{}", serde_json::to_string(&line).unwrap_or_default());
     } else {

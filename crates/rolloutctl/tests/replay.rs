@@ -270,3 +270,101 @@ fn replay_says_when_each_pause_would_have_ended() {
     );
     assert_eq!(code, 2);
 }
+
+/// A service whose 5xx rate wanders by about 200% a minute, recorded with
+/// stable's hour before the run (rows at `t ≤ 0`) and 30 minutes of a
+/// canary identical to stable (both arms' rates drawn from the same
+/// Gamma each minute). Replay learns the wander from that hour, as the
+/// daemon does, and keeps the canary; before, it judged those rows as
+/// intervals of the run and assumed a wander of 50%, and rolled this
+/// canary back at t=180 (as it still does when the hour is left out).
+#[test]
+fn replay_learns_the_wander_from_stables_hour_before_the_run() {
+    let recording = include_str!("fixtures/noisy-identical.csv");
+    let (code, lines) = replay("noisy", recording);
+    assert_eq!(code, 0);
+    let last = lines.last().expect("decision");
+    assert_eq!(last["decision"], "promote", "{last:#}");
+    assert_eq!(last["t"], 1800);
+    let cv = last["noise"]["errorCv"].as_f64().expect("learnt");
+    assert!((1.5..=2.5).contains(&cv), "{cv}");
+    assert_eq!(last["noise"]["intervals"], 60);
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l["t"].as_i64().is_some_and(|t| t > 0)),
+        "only the run's intervals are judged"
+    );
+    assert_eq!(lines.len(), 31);
+    // Without the hour the judge assumes 50%, and this recording fools it.
+    let run_only: String = recording
+        .lines()
+        .filter(|l| !l.starts_with('-') && !l.starts_with("0,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (_, lines) = replay("noisy-run-only", &run_only);
+    let last = lines.last().expect("decision");
+    assert_eq!(last["decision"], "rollback", "{last:#}");
+    assert!(last.get("noise").is_none());
+    // The table says what was learnt, before the first interval.
+    let (_, _, table) = replay_paced("noisy-table", TEMPLATE, recording, &[]);
+    assert!(
+        table.starts_with("before the run: stable's 5xx rate wandered by "),
+        "{table}"
+    );
+}
+
+/// Rows before the run are stable's history: a canary row there is an
+/// error that names its place.
+#[test]
+fn a_canary_row_before_the_run_is_refused_with_its_place() {
+    let obs = "t,arm,requests,errors,latency_avg,latency_p99\n-60,stable,1843,2,0.051,0.412\n-60,canary,201,0,0.049,0.398\n60,stable,1843,2,0.051,0.412\n";
+    let (code, _, out) = replay_paced("canary-before", TEMPLATE, obs, &[]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty(), "{out}");
+    let dir = scratch("canary-before-stderr");
+    std::fs::write(dir.join("t.yaml"), TEMPLATE).expect("write");
+    std::fs::write(dir.join("obs.csv"), obs).expect("write");
+    let err = Command::new(env!("CARGO_BIN_EXE_rolloutctl"))
+        .args(["replay", "-f"])
+        .arg(dir.join("t.yaml"))
+        .arg("--observations")
+        .arg(dir.join("obs.csv"))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&err.stderr);
+    assert!(
+        stderr.contains("obs.csv:3:1: a canary row at t=-60, before the run started"),
+        "{stderr}"
+    );
+}
+
+/// `rolloutctl replay … | head -1`: the reader goes away after one line.
+/// The command ends quietly with 0; it panicked on the broken pipe.
+#[test]
+fn a_reader_that_stops_early_ends_replay_quietly() {
+    use std::io::{BufRead, BufReader};
+    let dir = scratch("head");
+    std::fs::write(dir.join("t.yaml"), TEMPLATE).expect("write");
+    // 2,000 intervals: far more output than a pipe holds.
+    std::fs::write(dir.join("obs.csv"), csv(2000, 2000, 1.0)).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rolloutctl"))
+        .args(["replay", "-o", "json", "-f"])
+        .arg(dir.join("t.yaml"))
+        .arg("--observations")
+        .arg(dir.join("obs.csv"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("a line");
+    assert!(first.starts_with("{\"t\":60,"), "{first}");
+    // The reader is dropped here: the pipe closes.
+    let out = child.wait_with_output().expect("ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -91,21 +91,11 @@ impl Reconcile<'_> {
             .filter_map(|r| r.metrics.as_ref().ok())
             .map(|m| &m.stable);
         let (error_cv, intervals) = rollout_analysis::noise::stable_error_cv(stable);
+        let message = format!(
+            "{name}: {}",
+            rollout_analysis::noise::describe(error_cv, intervals)
+        );
         let intervals = u32::try_from(intervals).unwrap_or(u32::MAX);
-        let message = match error_cv {
-            Some(cv) if cv <= rollout_analysis::noise::FLOOR => format!(
-                "{name}: stable's 5xx rate wandered by no more than {:.0}% from interval to interval over the {intervals} intervals before the run (the least the judge assumes); the judge assumes as much for both arms",
-                cv * 100.0
-            ),
-            Some(cv) => format!(
-                "{name}: stable's 5xx rate wandered by {:.0}% from interval to interval over the {intervals} intervals before the run; the judge assumes as much for both arms",
-                cv * 100.0
-            ),
-            None => format!(
-                "{name}: stable's {intervals} intervals with requests before the run were too few, or had no 5xx, to learn how much its rate wanders; the judge assumes {:.0}%",
-                rollout_analysis::sequential::ERROR_RATE_CV * 100.0
-            ),
-        };
         let entry = self
             .st
             .analysis

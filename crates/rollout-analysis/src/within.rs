@@ -402,7 +402,9 @@ mod tests {
         let text = "apiVersion: rolloutd.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: t}\nspec:\n  alb:\n    latency: {statistic: Average, maxIncrease: 10%}\n";
         let set = rollout_spec::load([("t.yaml", text)], &[]).expect("valid");
         let spec = &set.templates[0].value.spec;
-        let wander = [0.04, -0.03, 0.0, -0.05, 0.02, 0.05, -0.02, 0.01, -0.04, 0.02];
+        let wander = [
+            0.04, -0.03, 0.0, -0.05, 0.02, 0.05, -0.02, 0.01, -0.04, 0.02,
+        ];
         let tail = |slower: f64| -> Vec<IntervalMetrics> {
             wander
                 .iter()

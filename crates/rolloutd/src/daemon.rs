@@ -508,8 +508,8 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
                 if !synced.changed.is_empty() {
                     let _ = self.refresh_templates().await;
                 }
-                for name in synced.changed {
-                    self.poke(&name);
+                for name in synced.changed.iter().chain(&synced.removed) {
+                    self.poke(name);
                 }
             }
             Err(e) => {

@@ -93,6 +93,10 @@ pub fn watch(
 pub struct Synced {
     /// Rollouts created or changed (to wake).
     pub changed: Vec<String>,
+    /// Rollouts that left the directory: deleted, or returning their
+    /// traffic to stable before they are (to wake, as `DELETE` does: its
+    /// reconcile hands the traffic back).
+    pub removed: Vec<String>,
     /// Why the scan was not complete (and changed nothing), when it was not.
     pub failed: Option<String>,
 }
@@ -165,7 +169,7 @@ pub async fn sync(
         return Ok(failed(dir, state, why, now));
     }
     let changed = apply_parsed(store, &mut scan, now).await?;
-    remove_missing(store, state, &scan.seen, removal, now).await?;
+    let removed = remove_missing(store, state, &scan.seen, removal, now).await?;
     state.files = scan.seen;
     state.report = scan.report;
     state.scan = ScanReport {
@@ -176,6 +180,7 @@ pub async fn sync(
     };
     Ok(Synced {
         changed,
+        removed,
         failed: None,
     })
 }
@@ -191,6 +196,7 @@ fn failed(dir: &Path, state: &mut DirState, why: String, now: Time) -> Synced {
     };
     Synced {
         changed: Vec::new(),
+        removed: Vec::new(),
         failed: Some(why),
     }
 }
@@ -400,13 +406,15 @@ async fn apply_parsed(
 
 /// Rollouts the directory defined before and no longer does wait out the
 /// grace (complete scans and time); those defined again stop waiting.
+/// Returns those it deleted or began to hand back.
 async fn remove_missing(
     store: &Store,
     state: &mut DirState,
     seen: &BTreeMap<PathBuf, (u64, Vec<String>)>,
     removal: Removal,
     now: Time,
-) -> Result<(), StoreError> {
+) -> Result<Vec<String>, StoreError> {
+    let mut removed = Vec::new();
     let now_defined: BTreeSet<&String> = seen.values().flat_map(|(_, n)| n).collect();
     let before: BTreeSet<String> = state
         .files
@@ -436,9 +444,10 @@ async fn remove_missing(
                 Deleted::NotFound => {}
             }
             state.missing.remove(&n);
+            removed.push(n);
         } else {
             info!(rollout = %n, scans, "absent from the specs directory; kept until the removal grace has passed");
         }
     }
-    Ok(())
+    Ok(removed)
 }

@@ -222,9 +222,24 @@ fn the_directory_is_the_desired_state() {
         .is_some_and(|items| items.len() == 2 && items.iter().all(|s| s["valid"] == true)));
 
     // Removed: after the removal grace (here: the first complete scan without it), its
-    // traffic goes back to stable and it is deleted.
+    // traffic goes back to stable and it is deleted. Beta holds 10% in its
+    // indefinite pause, so its next reconcile (the interval is 60 s) would
+    // be a minute away: the removal wakes it, as `DELETE` does. Before, it
+    // was not woken and kept its canary traffic until then.
+    until("beta holds canary traffic in its pause", || {
+        let (_, r) = get(&d, "/api/v1/rollouts/beta");
+        r["status"]["phase"] == "Paused" && r["status"]["canaryWeight"] == 10
+    });
+    std::thread::sleep(Duration::from_secs(1));
     std::fs::remove_file(specs.join("team-b/b.yml")).expect("remove");
     until("beta gone", || get(&d, "/api/v1/rollouts/beta").0 == 404);
+    assert!(d
+        .log
+        .lock()
+        .map(|l| l
+            .iter()
+            .any(|line| line.contains("returning its traffic to stable, then deleting it")))
+        .unwrap_or(false));
     assert!(d
         .log
         .lock()

@@ -1,8 +1,12 @@
 //! The HTTP API's request and response types: the server (`rolloutd`)
 //! serializes them, `rolloutctl` reads them, and the OpenAPI document is
 //! built from them (`rolloutd::openapi`). Resources the server builds from
-//! what it holds borrow it (`Cow::Borrowed`); a client's are owned.
+//! what it holds borrow it (`Cow::Borrowed`); a client's are owned. Beside
+//! them, the one piece of I/O both binaries share: [`stdout`], their
+//! standard output.
 #![forbid(unsafe_code)]
+
+pub mod stdout;
 
 use std::borrow::Cow;
 

@@ -7,40 +7,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// `println!` that ends the process quietly once stdout is closed
-/// (`rolloutctl replay … | head`), where std's panics. Defined before the
-/// modules so that every `println!` of the crate is this one.
-macro_rules! println {
-    () => {
-        $crate::write_out(format_args!("\n"))
-    };
-    ($($arg:tt)*) => {
-        $crate::write_out(format_args!("{}\n", format_args!($($arg)*)))
-    };
-}
-
-/// `print!`, as [`println!`].
-macro_rules! print {
-    ($($arg:tt)*) => {
-        $crate::write_out(format_args!($($arg)*))
-    };
-}
-
-/// Writes to stdout. When the reader has gone (a broken pipe) the process
-/// exits with 0 at once, as a command cut short by `head` does; any other
-/// failure to write exits with 1 and says why.
-fn write_out(args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        eprintln!("rolloutctl: cannot write to stdout: {e}");
-        std::process::exit(1);
-    }
-}
-
 mod remote;
 mod replay;
 mod report;

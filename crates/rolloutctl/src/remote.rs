@@ -6,6 +6,7 @@
 //! 1 refused or invalid (the server's message on stderr), 3 the server could
 //! not be reached.
 
+use rollout_api::{print, println};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -8,6 +8,7 @@
 //! replay learns from them how much the 5xx rate wanders, and judges the
 //! run (`t > 0`) with it.
 
+use rollout_api::println;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;

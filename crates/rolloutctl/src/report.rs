@@ -1,6 +1,7 @@
 //! `rolloutctl report NAME [--run N] [-o table|json|markdown]`: what a run
 //! did, from the server's run reports (`/api/v1/rollouts/{name}/runs`).
 
+use rollout_api::{print, println};
 use std::process::ExitCode;
 
 use rollout_analysis::effect::Effect;

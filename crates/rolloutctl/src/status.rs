@@ -1,6 +1,7 @@
 //! `rolloutctl status NAME [--watch]`: one rollout's state, and with
 //! `--watch` its stream of server-sent events followed to the run's end.
 
+use rollout_api::{print, println};
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! `rolloutctl validate`: reads files and directories, checks every document
 //! as one set with `rollout-spec`, prints `FILE:LINE:COLUMN: message` lines.
 
+use rollout_api::println;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

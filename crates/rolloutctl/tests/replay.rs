@@ -120,20 +120,12 @@ fn a_missing_canary_row_is_no_data() {
 
 #[test]
 fn a_bad_row_is_reported_with_its_place() {
-    let dir = scratch("badrow");
-    std::fs::write(dir.join("t.yaml"), TEMPLATE).expect("write");
-    std::fs::write(
-        dir.join("obs.csv"),
+    let out = run_replay(
+        "badrow",
+        TEMPLATE,
         "t,arm,requests,errors,latency_avg,latency_p99\n60,stable,1e3,x,0.05,0.4\n",
-    )
-    .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_rolloutctl"))
-        .args(["replay", "-f"])
-        .arg(dir.join("t.yaml"))
-        .arg("--observations")
-        .arg(dir.join("obs.csv"))
-        .output()
-        .expect("run");
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -196,23 +188,34 @@ fn replay_paced(
     observations: &str,
     extra: &[&str],
 ) -> (i32, Vec<serde_json::Value>, String) {
-    let dir = scratch(name);
-    std::fs::write(dir.join("t.yaml"), template).expect("write");
-    std::fs::write(dir.join("obs.csv"), observations).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_rolloutctl"))
-        .args(["replay", "-f"])
-        .arg(dir.join("t.yaml"))
-        .arg("--observations")
-        .arg(dir.join("obs.csv"))
-        .args(extra)
-        .output()
-        .expect("run");
+    let out = run_replay(name, template, observations, extra);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let lines = text
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     (out.status.code().unwrap_or(-1), lines, text)
+}
+
+/// `rolloutctl replay -f t.yaml --observations obs.csv EXTRA…`, the two
+/// files written to a scratch directory `name`.
+fn run_replay(
+    name: &str,
+    template: &str,
+    observations: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let dir = scratch(name);
+    std::fs::write(dir.join("t.yaml"), template).expect("write");
+    std::fs::write(dir.join("obs.csv"), observations).expect("write");
+    Command::new(env!("CARGO_BIN_EXE_rolloutctl"))
+        .args(["replay", "-f"])
+        .arg(dir.join("t.yaml"))
+        .arg("--observations")
+        .arg(dir.join("obs.csv"))
+        .args(extra)
+        .output()
+        .expect("run")
 }
 
 #[test]
@@ -319,20 +322,10 @@ fn replay_learns_the_wander_from_stables_hour_before_the_run() {
 #[test]
 fn a_canary_row_before_the_run_is_refused_with_its_place() {
     let obs = "t,arm,requests,errors,latency_avg,latency_p99\n-60,stable,1843,2,0.051,0.412\n-60,canary,201,0,0.049,0.398\n60,stable,1843,2,0.051,0.412\n";
-    let (code, _, out) = replay_paced("canary-before", TEMPLATE, obs, &[]);
-    assert_eq!(code, 1);
-    assert!(out.is_empty(), "{out}");
-    let dir = scratch("canary-before-stderr");
-    std::fs::write(dir.join("t.yaml"), TEMPLATE).expect("write");
-    std::fs::write(dir.join("obs.csv"), obs).expect("write");
-    let err = Command::new(env!("CARGO_BIN_EXE_rolloutctl"))
-        .args(["replay", "-f"])
-        .arg(dir.join("t.yaml"))
-        .arg("--observations")
-        .arg(dir.join("obs.csv"))
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&err.stderr);
+    let out = run_replay("canary-before", TEMPLATE, obs, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("obs.csv:3:1: a canary row at t=-60, before the run started"),
         "{stderr}"

@@ -2,6 +2,7 @@
 //! SIGTERM; `migrate` applies the database migrations and exits.
 #![forbid(unsafe_code)]
 
+use rollout_api::println;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -59,3 +59,50 @@ fn the_demo_runs_a_good_and_a_bad_canary_to_their_end() {
     );
     assert!(printed.contains("Done in"), "{printed}");
 }
+
+/// `rolloutd demo | head -1`: once the reader has gone, the demo ends
+/// quietly with 0. Before, the next line of output panicked (in the main
+/// thread, or in the progress printer's task while the demo kept running).
+#[test]
+fn the_demo_ends_quietly_when_its_reader_stops() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let port = support::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rolloutd"))
+        .arg("demo")
+        .env("ROLLOUTD_LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("ROLLOUTD_CONFIG")
+        .env_remove("ROLLOUTD_SIMULATE_WORLD")
+        .env_remove("ROLLOUTD_DATABASE_URL")
+        .env("ROLLOUTD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rolloutd demo");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("a line");
+    assert!(first.contains("SIMULATED"), "{first}");
+    // The reader is gone: the pipe is closed.
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{stderr}");
+}

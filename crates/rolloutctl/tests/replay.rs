@@ -361,3 +361,57 @@ fn a_reader_that_stops_early_ends_replay_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+/// Past a pause's duration, replay holds as the daemon does while the
+/// intervals at the weight point outside the tolerance, for the template's
+/// `inconclusiveLimit` (5) more intervals and one. Then a canary just over
+/// its 1% ceiling (1.1%) ends the pause as a fixed one would (`hold`);
+/// one half as far again over it (1.5%), which the failure test over
+/// those intervals leans against, would wait for a person (`person`), and
+/// no later pause ends.
+#[test]
+fn replay_holds_a_pause_as_the_daemon_does() {
+    let template = TEMPLATE.replace("errorRate: {maxIncrease: 50%}", "errorRate: {maxRate: 1%}");
+    let recording = |rate: f64| {
+        let mut out = String::from("t,arm,requests,errors,latency_avg,latency_p99\n");
+        for m in 1..=30 {
+            let t = m * 60;
+            let errors = (2000.0 * rate).round();
+            out.push_str(&format!("{t},stable,18000,18,0.051,0.412\n"));
+            out.push_str(&format!("{t},canary,2000,{errors},0.050,0.405\n"));
+        }
+        out
+    };
+    let ends = |name: &str, rate: f64| -> Vec<serde_json::Value> {
+        let (code, lines, _) = replay_paced(
+            name,
+            &template,
+            &recording(rate),
+            &["-o", "json", "--pause", "5m", "--minimum", "1m"],
+        );
+        assert_eq!(code, 0);
+        lines
+            .iter()
+            .filter_map(|l| l.get("stepEnded").cloned())
+            .collect()
+    };
+    let near = ends("hold-near", 0.011);
+    assert_eq!(near.len(), 2, "{near:#?}");
+    for e in &near {
+        assert_eq!(
+            (e["by"].as_str(), e["after"].as_i64()),
+            (Some("hold"), Some(660)),
+            "{e:#}"
+        );
+    }
+    let beyond = ends("hold-beyond", 0.015);
+    assert_eq!(beyond.len(), 1, "{beyond:#?}");
+    assert_eq!(beyond[0]["by"], "person", "{:#}", beyond[0]);
+    assert!(
+        beyond[0]["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("errorRate") && w.contains("would wait for a person")),
+        "{:#}",
+        beyond[0]
+    );
+}

@@ -148,6 +148,9 @@ pub struct Daemon<R, M> {
     /// it runs out, by this process's monotonic clock).
     leases: Mutex<HashMap<String, (Lease, tokio::time::Instant)>>,
     wake: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Poked for a rollout that has no task yet (applied through the
+    /// API): the main loop starts its task at once, not at its next turn.
+    unstarted: Notify,
     /// When each rollout's forward weights were last read (the drift check's
     /// cadence; forgotten on restart, which only means an early check).
     last_read: Mutex<HashMap<String, Time>>,
@@ -215,6 +218,7 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
             clock,
             leases: Mutex::new(HashMap::new()),
             wake: Mutex::new(HashMap::new()),
+            unstarted: Notify::new(),
             last_read: Mutex::new(HashMap::new()),
             last_alarms: Mutex::new(HashMap::new()),
             hooks,
@@ -339,10 +343,12 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
         Arc::clone(&self.specs)
     }
 
-    /// Wakes a rollout's task now (after an apply or a command).
+    /// Wakes a rollout's task now (after an apply or a command); a
+    /// rollout with no task yet has one started now.
     pub fn poke(&self, name: &str) {
-        if let Some(n) = lock(&self.wake).get(name).cloned() {
-            n.notify_one();
+        match lock(&self.wake).get(name).cloned() {
+            Some(n) => n.notify_one(),
+            None => self.unstarted.notify_one(),
         }
     }
 
@@ -573,20 +579,32 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
             self.sync_specs_dir().await;
             Arc::clone(&self).start_tasks(&mut tasks, &stop_rx).await;
             while tasks.try_join_next().is_some() {}
-            tokio::select! {
-                _ = tokio::time::sleep(self.interval()) => {}
-                Some(()) = fs_rx.recv() => {
-                    let settle = tokio::time::Instant::now() + StdDuration::from_secs(2);
-                    loop {
-                        tokio::select! {
-                            _ = tokio::time::sleep(StdDuration::from_millis(300)) => break,
-                            _ = tokio::time::sleep_until(settle) => break,
-                            more = fs_rx.recv() => if more.is_none() { break },
+            let next_turn = tokio::time::Instant::now() + self.interval();
+            let stopping = loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next_turn) => break false,
+                    Some(()) = fs_rx.recv() => {
+                        let settle = tokio::time::Instant::now() + StdDuration::from_secs(2);
+                        loop {
+                            tokio::select! {
+                                _ = tokio::time::sleep(StdDuration::from_millis(300)) => break,
+                                _ = tokio::time::sleep_until(settle) => break,
+                                more = fs_rx.recv() => if more.is_none() { break },
+                            }
                         }
+                        debug!("the specs directory changed");
+                        break false;
                     }
-                    debug!("the specs directory changed");
+                    // Applied through the API: its task starts now; the
+                    // turn keeps its time.
+                    () = self.unstarted.notified() => {
+                        Arc::clone(&self).start_tasks(&mut tasks, &stop_rx).await;
+                    }
+                    _ = &mut shutdown => break true,
                 }
-                _ = &mut shutdown => break,
+            };
+            if stopping {
+                break;
             }
         }
         info!("shutting down: finishing in-flight reconciles");

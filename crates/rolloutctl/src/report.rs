@@ -61,14 +61,23 @@ fn when(t: Option<rollout_core::Time>) -> String {
 }
 
 /// The Markdown form, to paste into a pull request.
+/// In place of an empty table.
+const NO_CHECKS: &str = "No check was measured in this run: its rollout names no analysis template, or no interval has been judged yet.";
+
 fn markdown(name: &str, r: &RunReport) -> String {
     let mut s = format!(
         "### rollout `{name}`, run {} (revision `{}`): {}\n\n{}\n\n",
         r.run, r.revision, r.outcome, r.message
     );
-    s.push_str("| template | check | stable | canary | effect | 95% interval | verdict |\n");
-    s.push_str("|---|---|---|---|---|---|---|\n");
-    for row in rows(r) {
+    let body = rows(r);
+    if body.is_empty() {
+        s.push_str(NO_CHECKS);
+        s.push('\n');
+    } else {
+        s.push_str("| template | check | stable | canary | effect | 95% interval | verdict |\n");
+        s.push_str("|---|---|---|---|---|---|---|\n");
+    }
+    for row in body {
         s.push_str(&format!("| {} |\n", row.join(" | ")));
     }
     s.push_str(&format!(
@@ -114,7 +123,11 @@ fn table(name: &str, r: &RunReport) -> String {
             .trim_end()
             .to_string()
     };
-    s.push_str(&line(header.to_vec()));
+    if body.is_empty() {
+        s.push_str(NO_CHECKS);
+    } else {
+        s.push_str(&line(header.to_vec()));
+    }
     s.push('\n');
     for row in &body {
         s.push_str(&line(row.iter().map(String::as_str).collect()));
@@ -158,4 +171,33 @@ pub fn report(client: &Client, name: &str, run: Option<u32>, output: &str) -> Ex
         _ => print!("{}", table(name, &r)),
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run that measured nothing says so in words, not with an empty
+    /// table (before, the table's header stood alone).
+    #[test]
+    fn a_run_with_no_checks_says_so() {
+        let r = RunReport {
+            run: 1,
+            revision: "1".into(),
+            outcome: "Paused".into(),
+            started_at: None,
+            ended_at: None,
+            message: "paused at step 2 of 3: waiting for promote".into(),
+            canary_requests: 0.0,
+            checks: Default::default(),
+            under_chaos: Default::default(),
+        };
+        for text in [table("probe", &r), markdown("probe", &r)] {
+            assert!(text.contains(NO_CHECKS), "{text}");
+            assert!(
+                !text.contains("TEMPLATE") && !text.contains("| template |"),
+                "{text}"
+            );
+        }
+    }
 }

@@ -6,12 +6,13 @@
 //! 1 refused or invalid (the server's message on stderr), 3 the server could
 //! not be reached.
 
-use rollout_api::{print, println};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rollout_api::{ApplyResult, Deleted, ErrorBody, ErrorDetail, RolloutList, RolloutResource};
+use rollout_api::{
+    print, println, ApplyResult, Deleted, ErrorBody, ErrorDetail, RolloutList, RolloutResource,
+};
 use rollout_core::{Phase, Time};
 use rollout_spec::CanaryStep;
 use serde_json::Value;

@@ -8,7 +8,6 @@
 //! replay learns from them how much the 5xx rate wanders, and judges the
 //! run (`t > 0`) with it.
 
-use rollout_api::println;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
@@ -18,6 +17,7 @@ use rollout_analysis::stats::lognormal_cv;
 use rollout_analysis::{
     judge_learnt, ArmSample, CustomValue, IntervalMetrics, IntervalVerdict, Verdict,
 };
+use rollout_api::println;
 use rollout_spec::{AnalysisTemplateSpec, LatencyStatistic};
 use serde::Serialize;
 
@@ -314,7 +314,8 @@ impl Pauses {
                 v.join(", ")
             };
             if !outside.iter().any(|o| o.strongly) {
-                Some(if self.held == 0 { "duration" } else { "hold" }).map(|by| (by, within.text))
+                let by = if self.held == 0 { "duration" } else { "hold" };
+                Some((by, within.text))
             } else if self.held <= spec.inconclusive_limit {
                 self.held += 1;
                 return None;

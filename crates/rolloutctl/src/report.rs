@@ -1,10 +1,10 @@
 //! `rolloutctl report NAME [--run N] [-o table|json|markdown]`: what a run
 //! did, from the server's run reports (`/api/v1/rollouts/{name}/runs`).
 
-use rollout_api::{print, println};
 use std::process::ExitCode;
 
 use rollout_analysis::effect::Effect;
+use rollout_api::{print, println};
 use rollout_core::report::RunReport;
 
 use crate::remote::{typed, Client};

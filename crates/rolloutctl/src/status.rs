@@ -1,11 +1,10 @@
 //! `rolloutctl status NAME [--watch]`: one rollout's state, and with
 //! `--watch` its stream of server-sent events followed to the run's end.
 
-use rollout_api::{print, println};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rollout_api::{ErrorBody, RolloutResource};
+use rollout_api::{print, println, ErrorBody, RolloutResource};
 use rollout_core::Phase;
 use serde_json::Value;
 

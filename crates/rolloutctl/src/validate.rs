@@ -1,11 +1,12 @@
 //! `rolloutctl validate`: reads files and directories, checks every document
 //! as one set with `rollout-spec`, prints `FILE:LINE:COLUMN: message` lines.
 
-use rollout_api::println;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use rollout_api::println;
 
 /// A file to check, or the reason it could not be read.
 pub type Input = (String, Result<String, String>);

@@ -4,11 +4,11 @@
 //! special path). It applies `docs/examples/demo.yaml` (a healthy canary and
 //! one whose 5xx rate climbs) and prints what happens, line by line.
 
-use rollout_api::println;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rollout_api::println;
 use rollout_core::RolloutStatus;
 use rollout_sim::memory::{MemoryWorld, Target};
 use rollout_sim::ArmBehaviour;

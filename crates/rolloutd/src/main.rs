@@ -2,11 +2,11 @@
 //! SIGTERM; `migrate` applies the database migrations and exits.
 #![forbid(unsafe_code)]
 
-use rollout_api::println;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use rollout_api::println;
 use rollout_spec::Duration;
 use rollout_store::Store;
 use tracing::{error, info, warn};

@@ -584,14 +584,7 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
                 tokio::select! {
                     _ = tokio::time::sleep_until(next_turn) => break false,
                     Some(()) = fs_rx.recv() => {
-                        let settle = tokio::time::Instant::now() + StdDuration::from_secs(2);
-                        loop {
-                            tokio::select! {
-                                _ = tokio::time::sleep(StdDuration::from_millis(300)) => break,
-                                _ = tokio::time::sleep_until(settle) => break,
-                                more = fs_rx.recv() => if more.is_none() { break },
-                            }
-                        }
+                        settle(&mut fs_rx).await;
                         debug!("the specs directory changed");
                         break false;
                     }
@@ -615,6 +608,20 @@ impl<R: TrafficRouter + FaultInjector, M: MetricSource> Daemon<R, M> {
         match self.store.release_leases(&self.holder).await {
             Ok(n) => info!(released = n, "leases handed back"),
             Err(e) => warn!(error = %e, "could not hand leases back; they expire by themselves"),
+        }
+    }
+}
+
+/// After a change under the specs directory: waits until 300 ms pass
+/// without another, 2 s at most, so a checkout that writes many files is
+/// applied once.
+async fn settle(fs_rx: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let until = tokio::time::Instant::now() + StdDuration::from_secs(2);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(StdDuration::from_millis(300)) => return,
+            _ = tokio::time::sleep_until(until) => return,
+            more = fs_rx.recv() => if more.is_none() { return },
         }
     }
 }

@@ -230,6 +230,11 @@ fn the_directory_is_the_desired_state() {
         let (_, r) = get(&d, "/api/v1/rollouts/beta");
         r["status"]["phase"] == "Paused" && r["status"]["canaryWeight"] == 10
     });
+    // The reconcile that wrote the pause may still be finishing (and may
+    // requeue soon): a second lets beta's task settle into its minute-long
+    // wait, which only a wake-up cuts short. There is no injected clock
+    // across the process boundary; without this wait the code before
+    // passed by luck.
     std::thread::sleep(Duration::from_secs(1));
     std::fs::remove_file(specs.join("team-b/b.yml")).expect("remove");
     until("beta gone", || get(&d, "/api/v1/rollouts/beta").0 == 404);
